@@ -174,9 +174,26 @@ pub struct Label {
     pub message: String,
 }
 
-/// A compiler message about the user's input.
+/// A compiler message about the user's input. Boxed so that `Result<T, Diagnostic>` stays
+/// small on the success path; fields are reached through `Deref`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Diagnostic {
+pub struct Diagnostic(Box<DiagnosticData>);
+
+impl std::ops::Deref for Diagnostic {
+    type Target = DiagnosticData;
+    fn deref(&self) -> &DiagnosticData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Diagnostic {
+    fn deref_mut(&mut self) -> &mut DiagnosticData {
+        &mut self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagnosticData {
     pub severity: Severity,
     /// Stable error code, e.g. `E0201`. Codes are listed in [`codes`].
     pub code: &'static str,
@@ -189,7 +206,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
+        Diagnostic(Box::new(DiagnosticData {
             severity: Severity::Error,
             code,
             message: message.into(),
@@ -197,7 +214,7 @@ impl Diagnostic {
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
-        }
+        }))
     }
     pub fn at(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
         self.primary = Some(Label {
@@ -316,8 +333,16 @@ pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
 
 /// The nearest candidate by edit distance, if it is close enough to be a likely typo.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // The string metrics take time quadratic in the lengths: very long names get no hint.
+    const MAX_LEN: usize = 100;
+    if name.len() > MAX_LEN {
+        return None;
+    }
     let mut best: Option<(&str, f64)> = None;
     for c in candidates {
+        if c.len() > MAX_LEN {
+            continue;
+        }
         let score = strsim::jaro_winkler(name, c);
         let dist = strsim::levenshtein(name, c);
         let close = dist <= 2.max(name.len() / 3) || score > 0.85;

@@ -1,8 +1,18 @@
 //! netc: a compiler for declarative neural-network specs.
 //!
 //! The pipeline runs one way: text ([`syntax`] or [`yaml`]) → AST → [`elab`] → layer graph
-//! ([`graph`]) → ... Each module's doc comment says what goes in and what comes out; start at
-//! `ARCHITECTURE.md` for the map.
+//! ([`layer_graph`]) → ... [`spec`] drives the front half (files, imports, overrides);
+//! [`show`] prints the layer graph. Each module's doc comment says what goes in and what comes
+//! out; start at `ARCHITECTURE.md` for the map.
 
+pub mod cli;
 pub mod diag;
+pub mod elab;
+pub mod layer_graph;
+pub mod show;
+pub mod spec;
 pub mod syntax;
+pub mod train_config;
+pub mod yaml;
+
+pub use spec::{Options, Spec, SpecError, load_file, load_str};

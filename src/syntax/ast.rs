@@ -188,15 +188,24 @@ pub enum ExprKind {
     /// `e[i]`
     Index(Box<Expr>, Box<Expr>),
     /// `callee(args)`: a layer, block, tensor operation, builtin function or shared module.
-    Call { callee: Ident, args: Vec<Arg> },
+    Call {
+        callee: Ident,
+        args: Vec<Arg>,
+    },
     /// `x |> layer`: applies a layer to a tensor.
     Pipe(Box<Expr>, Box<Expr>),
     /// `seq { ... }`: a nested sequence (a module whose children are named by index).
     Seq(Vec<Stmt>),
     /// `repeat n { ... }`: n copies named `0..n`.
-    Repeat { count: Box<Expr>, body: Vec<Stmt> },
+    Repeat {
+        count: Box<Expr>,
+        body: Vec<Stmt>,
+    },
     /// `residual { body } [shortcut [when cond] { ... }]`: `body(x) + shortcut(x)`.
-    Residual { body: Vec<Stmt>, shortcut: Option<Box<Shortcut>> },
+    Residual {
+        body: Vec<Stmt>,
+        shortcut: Option<Box<Shortcut>>,
+    },
     /// `concat { ... }`: each statement is a branch on the same input; outputs are joined
     /// along channels.
     Concat(Vec<Stmt>),
@@ -229,10 +238,8 @@ pub enum BinOp {
     Add,
     Sub,
     Mul,
-    /// `/`: true division, always a float.
+    /// `/`: an int when two ints divide exactly (`c / 4`), a float otherwise.
     Div,
-    /// `//`: floor division of integers.
-    FloorDiv,
     Rem,
     Eq,
     Ne,
@@ -251,7 +258,6 @@ impl BinOp {
             BinOp::Sub => "-",
             BinOp::Mul => "*",
             BinOp::Div => "/",
-            BinOp::FloorDiv => "//",
             BinOp::Rem => "%",
             BinOp::Eq => "==",
             BinOp::Ne => "!=",

@@ -21,6 +21,10 @@ pub const MAX_NESTING: usize = 64;
 pub const MAX_EXPR_DEPTH: usize = 200;
 
 /// Parses a whole `.net` file.
+///
+/// Input nested up to [`MAX_NESTING`] deep needs several MB of stack in debug builds (pest
+/// recurses through every precedence level per bracket): [`crate::load_file`] and
+/// [`crate::load_str`] run the front end on a large stack; direct callers should too.
 pub fn parse_file(file: FileId, text: &str) -> Result<SourceFile, Diagnostic> {
     check_nesting(file, text)?;
     let mut pairs = NetParser::parse(Rule::file, text).map_err(|e| pest_error(file, text, e))?;
@@ -53,7 +57,12 @@ pub fn parse_expr(file: FileId, text: &str, offset: usize) -> Result<Expr, Diagn
     let mut pairs = NetParser::parse(Rule::expr_only, text)
         .map_err(|e| shift(pest_error(file, text, e), offset))?;
     let b = Builder { file };
-    let p = pairs.next().expect("expr_only").into_inner().next().expect("expr");
+    let p = pairs
+        .next()
+        .expect("expr_only")
+        .into_inner()
+        .next()
+        .expect("expr");
     let e = b.expr(p, 0).map_err(|d| shift(d, offset))?;
     Ok(shift_expr(e, offset))
 }
@@ -227,10 +236,7 @@ fn pest_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnost
         ErrorVariant::ParsingError {
             positives,
             negatives,
-        } => (
-            describe_rules(positives),
-            describe_rules(negatives),
-        ),
+        } => (describe_rules(positives), describe_rules(negatives)),
         ErrorVariant::CustomError { message } => (vec![message.clone()], vec![]),
     };
     let found = found_at(text, pos);
@@ -336,6 +342,34 @@ fn syntax_help(text: &str, pos: usize, expected: &[String]) -> Option<String> {
         "import", "block", "model", "input", "output", "when", "else", "train", "shared", "frozen",
         "seq", "repeat", "residual", "shortcut", "with", "if", "then", "in",
     ];
+    // A keyword used as a name: `repeat: conv(...)` fails at the `:` after it.
+    let before = text[..pos.min(text.len())].trim_end();
+    let prev: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if KEYWORDS.contains(&prev.as_str()) && (rest.starts_with(':') || rest.starts_with('=')) {
+        return Some(format!(
+            "`{prev}` is a keyword; to name a statement choose another name (e.g. `{prev}_`)"
+        ));
+    }
+    if let Some((open, line, col)) = unclosed_bracket(&text[..pos.min(text.len())]) {
+        let close = match open {
+            '(' => ')',
+            '[' => ']',
+            _ => '}',
+        };
+        let (found_line, _) = line_of(text, pos);
+        if open != '{' && found_line > line {
+            return Some(format!(
+                "the `{open}` at line {line}, column {col} is not closed: add `{close}`"
+            ));
+        }
+    }
     if KEYWORDS.contains(&word.as_str()) {
         return Some(format!(
             "`{word}` is a keyword; if you meant a name, choose another (e.g. `{word}_`)"
@@ -348,6 +382,59 @@ fn syntax_help(text: &str, pos: usize, expected: &[String]) -> Option<String> {
         return Some("a `{`, `(` or `[` may be missing its closing bracket".into());
     }
     None
+}
+
+/// 1-based line and column of a byte offset.
+fn line_of(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The innermost bracket still open at the end of `text` (skipping strings and comments).
+fn unclosed_bracket(text: &str) -> Option<(char, usize, usize)> {
+    let mut stack: Vec<(char, usize)> = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let mut escaped = false;
+                for (_, d) in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' {
+                        escaped = true;
+                    } else if d == '"' || d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '#' => {
+                for (_, d) in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek().map(|p| p.1) == Some('/') => {
+                for (_, d) in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => stack.push((c, i)),
+            ')' | ']' | '}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.last().map(|&(c, i)| {
+        let (l, col) = line_of(text, i);
+        (c, l, col)
+    })
 }
 
 struct Builder {
@@ -364,9 +451,11 @@ fn too_deep(span: Span) -> Diagnostic {
 }
 
 impl Builder {
+    /// The span of a pair, without the whitespace pest may leave at its end.
     fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let trimmed = p.as_str().trim_end().len();
+        Span::new(self.file, s.start(), s.start() + trimmed)
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
@@ -378,7 +467,12 @@ impl Builder {
     }
 
     fn string(&self, p: &Pair<Rule>) -> Result<String, Diagnostic> {
-        let inner = p.clone().into_inner().next().map(|x| x.as_str()).unwrap_or("");
+        let inner = p
+            .clone()
+            .into_inner()
+            .next()
+            .map(|x| x.as_str())
+            .unwrap_or("");
         let mut out = String::new();
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
@@ -440,10 +534,12 @@ impl Builder {
                 }
                 if let Some(prev) = &train {
                     let prev: &TrainSection = prev;
-                    return Err(Diagnostic::error(codes::DUPLICATE, "a second `train` section")
-                        .at(sec.span, "second one")
-                        .also(prev.span, "first one here")
-                        .help("merge the two sections"));
+                    return Err(
+                        Diagnostic::error(codes::DUPLICATE, "a second `train` section")
+                            .at(sec.span, "second one")
+                            .also(prev.span, "first one here")
+                            .help("merge the two sections"),
+                    );
                 }
                 train = Some(sec);
             } else {
@@ -685,11 +781,7 @@ impl Builder {
                 }
                 Ok(acc)
             }
-            Rule::or_expr
-            | Rule::and_expr
-            | Rule::cmp_expr
-            | Rule::add_expr
-            | Rule::mul_expr => {
+            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
                 let mut inner = p.into_inner();
                 let mut acc = self.expr(inner.next().expect("lhs"), d)?;
                 let mut n = 0;
@@ -711,7 +803,6 @@ impl Builder {
                         "-" => BinOp::Sub,
                         "*" => BinOp::Mul,
                         "/" => BinOp::Div,
-                        "//" => BinOp::FloorDiv,
                         "%" => BinOp::Rem,
                         o => unreachable!("operator {o}"),
                     };
@@ -784,15 +875,21 @@ impl Builder {
                 }
                 Ok(acc)
             }
-            Rule::int => p.as_str().parse::<i64>().map(|v| mk(ExprKind::Int(v))).map_err(|_| {
-                Diagnostic::error(codes::TOO_LARGE, "integer literal too large")
-                    .at(span, "does not fit in 64 bits")
-            }),
+            Rule::int => p
+                .as_str()
+                .parse::<i64>()
+                .map(|v| mk(ExprKind::Int(v)))
+                .map_err(|_| {
+                    Diagnostic::error(codes::TOO_LARGE, "integer literal too large")
+                        .at(span, "does not fit in 64 bits")
+                }),
             Rule::float => {
                 let v: f64 = p.as_str().parse().unwrap_or(f64::INFINITY);
                 if !v.is_finite() {
-                    return Err(Diagnostic::error(codes::TOO_LARGE, "float literal too large")
-                        .at(span, "not a finite number"));
+                    return Err(
+                        Diagnostic::error(codes::TOO_LARGE, "float literal too large")
+                            .at(span, "not a finite number"),
+                    );
                 }
                 Ok(mk(ExprKind::Float(v)))
             }

@@ -1,0 +1,197 @@
+//! The checked `train { }` section of a model.
+//!
+//! In: built by `elab::train` from the AST. Out: typed settings used by `netc train` (with CLI
+//! flags overriding them) and shown by `netc summary`. Defaults are PyTorch's.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainConfig {
+    pub loss: Option<Loss>,
+    pub optimizer: Option<Optimizer>,
+    pub schedule: Option<Schedule>,
+    pub batch: Option<usize>,
+    pub epochs: Option<usize>,
+    pub data: Option<String>,
+    pub augment: Vec<Augment>,
+    /// Freeze selectors, already checked against the model's parameters.
+    pub freeze: Vec<String>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loss {
+    CrossEntropy { label_smoothing: f64 },
+    Mse,
+    L1,
+    BceWithLogits,
+    Triplet { margin: f64 },
+    Contrastive { margin: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+    },
+    AdamW {
+        lr: f64,
+        betas: [f64; 2],
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+/// Learning-rate schedule per epoch, each with an optional linear warmup (in epochs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Constant {
+        warmup: usize,
+    },
+    Step {
+        step_size: usize,
+        gamma: f64,
+        warmup: usize,
+    },
+    Cosine {
+        min_lr: f64,
+        warmup: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Augment {
+    /// Horizontal flip with probability `p`.
+    Mirror { p: f64 },
+    /// Pad by `pad` pixels on each side, then crop back to the input size at a random offset.
+    RandomCrop { pad: usize },
+    /// Rotate by a uniform random angle in `[-degrees, degrees]`.
+    Rotate { degrees: f64 },
+    /// Random brightness, contrast and saturation jitter (fractions, as torchvision's ColorJitter).
+    ColorShift {
+        brightness: f64,
+        contrast: f64,
+        saturation: f64,
+    },
+}
+
+/// Floats shown as people write them (`0.1`, `5e-4`).
+struct F(f64);
+
+impl fmt::Display for F {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::layer_graph::fmt_f64(self.0))
+    }
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loss::CrossEntropy { label_smoothing } => {
+                write!(f, "cross_entropy(label_smoothing={})", F(*label_smoothing))
+            }
+            Loss::Mse => write!(f, "mse"),
+            Loss::L1 => write!(f, "l1"),
+            Loss::BceWithLogits => write!(f, "bce_with_logits"),
+            Loss::Triplet { margin } => write!(f, "triplet(margin={})", F(*margin)),
+            Loss::Contrastive { margin } => write!(f, "contrastive(margin={})", F(*margin)),
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => write!(
+                f,
+                "sgd(lr={}, momentum={}, dampening={}, nesterov={nesterov}, weight_decay={})",
+                F(*lr),
+                F(*momentum),
+                F(*dampening),
+                F(*weight_decay)
+            ),
+            Optimizer::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay,
+            }
+            | Optimizer::AdamW {
+                lr,
+                betas,
+                eps,
+                weight_decay,
+            } => write!(
+                f,
+                "{}(lr={}, betas=[{}, {}], eps={}, weight_decay={})",
+                if matches!(self, Optimizer::Adam { .. }) {
+                    "adam"
+                } else {
+                    "adamw"
+                },
+                F(*lr),
+                F(betas[0]),
+                F(betas[1]),
+                F(*eps),
+                F(*weight_decay)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Constant { warmup } => write!(f, "constant(warmup={warmup})"),
+            Schedule::Step {
+                step_size,
+                gamma,
+                warmup,
+            } => write!(
+                f,
+                "step(step_size={step_size}, gamma={}, warmup={warmup})",
+                F(*gamma)
+            ),
+            Schedule::Cosine { min_lr, warmup } => {
+                write!(f, "cosine(min_lr={}, warmup={warmup})", F(*min_lr))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Augment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Augment::Mirror { p } => write!(f, "mirror(p={})", F(*p)),
+            Augment::RandomCrop { pad } => write!(f, "random_crop(pad={pad})"),
+            Augment::Rotate { degrees } => write!(f, "rotate({})", F(*degrees)),
+            Augment::ColorShift {
+                brightness,
+                contrast,
+                saturation,
+            } => write!(
+                f,
+                "color_shift(brightness={}, contrast={}, saturation={})",
+                F(*brightness),
+                F(*contrast),
+                F(*saturation)
+            ),
+        }
+    }
+}
