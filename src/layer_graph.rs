@@ -173,7 +173,7 @@ pub enum Op {
     L2Normalize {
         eps: f64,
     },
-    /// Gram matrix `F Fᵀ / (H W)` of a `[C, H, W]` feature map (style transfer).
+    /// Gram matrix `F Fᵀ / (C H W)` of a `[C, H, W]` feature map (style transfer).
     Gram,
     Identity,
     Add,

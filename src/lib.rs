@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod diag;
 pub mod elab;
+pub mod graph;
 pub mod layer_graph;
+pub mod lower;
 pub mod show;
 pub mod spec;
 pub mod syntax;

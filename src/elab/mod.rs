@@ -37,6 +37,8 @@ pub const MAX_DEPTH: usize = 100;
 /// is that much larger to copy) for one model: bounds the work of bodies that `repeat` or
 /// block calls multiply without adding layers, which [`MAX_NODES`] cannot stop.
 pub const MAX_STEPS: usize = 500_000;
+/// Longest module path (`layer4.1.downsample.0`).
+pub const MAX_PATH_LEN: usize = 256;
 
 /// The names in scope at one point of a body.
 #[derive(Debug, Clone, Default)]
@@ -499,6 +501,15 @@ impl<'a> Elab<'a> {
         stmt_span: Span,
     ) -> R<NodeId> {
         self.step(e.span)?;
+        if naming.prefix.len() + naming.local.len() > MAX_PATH_LEN {
+            // Every node keeps the paths of its enclosing blocks: long paths cost memory.
+            return Err(Diagnostic::error(
+                codes::TOO_LARGE,
+                format!("module path longer than {MAX_PATH_LEN} characters"),
+            )
+            .at(e.span, "nested too deep")
+            .help("flatten the nesting or use shorter names"));
+        }
         match &e.kind {
             ExprKind::Ident(name) => match scope.vars.get(name).cloned() {
                 Some(Value::Tensor(n)) => Ok(n),

@@ -1,0 +1,346 @@
+//! Lowering: layer graph → primitive-op graph.
+//!
+//! In: a checked [`LayerGraph`] and a batch size. Out: a [`Graph`] of primitive ops with
+//! concrete shapes (batch dimension first). Every layer becomes a few primitives: batchnorm
+//! becomes a per-channel scale and shift computed from its parameters, softmax becomes
+//! max/exp/sum/div, LRN a squared average over neighbouring channels, and so on. Inference
+//! mode: dropout disappears and batchnorm uses its running statistics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::graph::{BinaryOp, Graph, Op, PoolOp, ReduceOp, UnaryOp, ValueId};
+use crate::layer_graph::{self as lg, LayerGraph};
+
+/// Lowers `g` for a batch of `batch` samples, in inference mode.
+pub fn lower(g: &LayerGraph, batch: usize) -> Graph {
+    let mut l = Lowerer {
+        lg: g,
+        out: Graph::default(),
+        params: HashMap::new(),
+        values: HashMap::new(),
+        batch,
+    };
+    for node in &g.nodes {
+        let v = l.node(node);
+        l.values.insert(node.id, v);
+    }
+    for (name, n) in &g.outputs {
+        let v = l.values[n];
+        l.out.outputs.push((name.clone(), v));
+    }
+    l.out
+}
+
+struct Lowerer<'a> {
+    lg: &'a LayerGraph,
+    out: Graph,
+    /// Layer-graph parameter index → its leaf node (shared modules use one leaf).
+    params: HashMap<usize, ValueId>,
+    /// Layer-graph node → the value that holds its output.
+    values: HashMap<lg::NodeId, ValueId>,
+    batch: usize,
+}
+
+impl Lowerer<'_> {
+    fn param(&mut self, index: usize, origin: &str) -> ValueId {
+        if let Some(&v) = self.params.get(&index) {
+            return v;
+        }
+        let p = &self.lg.params[index];
+        let op = match &p.fixed {
+            Some(values) => Op::Tensor {
+                data: Arc::from(values.as_slice()),
+            },
+            None => Op::Param { index },
+        };
+        let v = self.out.push(op, vec![], p.shape.clone(), origin);
+        self.params.insert(index, v);
+        v
+    }
+
+    fn reshape(&mut self, x: ValueId, shape: Vec<usize>, origin: &str) -> ValueId {
+        debug_assert_eq!(
+            crate::graph::numel(self.out.shape(x)),
+            crate::graph::numel(&shape)
+        );
+        self.out.push(Op::Reshape, vec![x], shape, origin)
+    }
+
+    fn scalar(&mut self, value: f32, origin: &str) -> ValueId {
+        self.out.push(Op::Scalar { value }, vec![], vec![], origin)
+    }
+
+    fn bin(&mut self, op: BinaryOp, a: ValueId, b: ValueId, origin: &str) -> ValueId {
+        self.out.add(Op::Binary(op), vec![a, b], origin)
+    }
+
+    fn un(&mut self, op: UnaryOp, a: ValueId, origin: &str) -> ValueId {
+        self.out.add(Op::Unary(op), vec![a], origin)
+    }
+
+    /// A per-channel vector `[C]` shaped to broadcast over `[N, C, ...]` of rank `rank`.
+    fn per_channel(&mut self, v: ValueId, rank: usize, origin: &str) -> ValueId {
+        let c = self.out.shape(v)[0];
+        let mut shape = vec![1, c];
+        shape.resize(rank, 1);
+        self.reshape(v, shape, origin)
+    }
+
+    fn node(&mut self, node: &lg::Node) -> ValueId {
+        let o = node.path.as_str();
+        let ins: Vec<ValueId> = node.inputs.iter().map(|i| self.values[i]).collect();
+        let x = ins.first().copied().unwrap_or(usize::MAX);
+        let mut full = vec![self.batch];
+        full.extend(&node.shape);
+        match &node.op {
+            lg::Op::Input { name } => {
+                let v = self
+                    .out
+                    .push(Op::Input { name: name.clone() }, vec![], full, o);
+                self.out.inputs.push((name.clone(), v));
+                v
+            }
+            lg::Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => {
+                let w = self.param(node.params[0], o);
+                let y = self.out.add(
+                    Op::Conv2d {
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                        groups: *groups,
+                    },
+                    vec![x, w],
+                    o,
+                );
+                if *bias {
+                    let b = self.param(node.params[1], o);
+                    let b = self.per_channel(b, 4, o);
+                    self.bin(BinaryOp::Add, y, b, o)
+                } else {
+                    y
+                }
+            }
+            lg::Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            } => self.out.add(
+                Op::Pool {
+                    op: PoolOp::Max,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: [padding[0], padding[0], padding[1], padding[1]],
+                    dilation: *dilation,
+                    ceil_mode: *ceil_mode,
+                },
+                vec![x],
+                o,
+            ),
+            lg::Op::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+                count_include_pad,
+            } => self.out.add(
+                Op::Pool {
+                    op: PoolOp::Avg {
+                        count_include_pad: *count_include_pad,
+                    },
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: [padding[0], padding[0], padding[1], padding[1]],
+                    dilation: [1, 1],
+                    ceil_mode: *ceil_mode,
+                },
+                vec![x],
+                o,
+            ),
+            lg::Op::GlobalAvgPool => self.out.add(
+                Op::Reduce {
+                    op: ReduceOp::Mean,
+                    axes: vec![2, 3],
+                },
+                vec![x],
+                o,
+            ),
+            lg::Op::AdaptiveAvgPool2d { output } => {
+                self.out
+                    .add(Op::AdaptiveAvgPool { output: *output }, vec![x], o)
+            }
+            lg::Op::Dense { bias, .. } => {
+                let w = self.param(node.params[0], o);
+                let y = self
+                    .out
+                    .add(Op::MatMul { transpose_b: true }, vec![x, w], o);
+                if *bias {
+                    let b = self.param(node.params[1], o);
+                    self.bin(BinaryOp::Add, y, b, o)
+                } else {
+                    y
+                }
+            }
+            lg::Op::Flatten => self.reshape(x, full, o),
+            lg::Op::Relu => self.un(UnaryOp::Relu, x, o),
+            lg::Op::Sigmoid => self.un(UnaryOp::Sigmoid, x, o),
+            lg::Op::Tanh => self.un(UnaryOp::Tanh, x, o),
+            lg::Op::Abs => self.un(UnaryOp::Abs, x, o),
+            lg::Op::LeakyRelu { slope } => {
+                let s = self.scalar(*slope as f32, o);
+                let xs = self.bin(BinaryOp::Mul, x, s, o);
+                self.bin(BinaryOp::Max, x, xs, o)
+            }
+            lg::Op::Softmax => {
+                let m = self.out.add(
+                    Op::Reduce {
+                        op: ReduceOp::Max,
+                        axes: vec![1],
+                    },
+                    vec![x],
+                    o,
+                );
+                let d = self.bin(BinaryOp::Sub, x, m, o);
+                let e = self.un(UnaryOp::Exp, d, o);
+                let s = self.out.add(
+                    Op::Reduce {
+                        op: ReduceOp::Sum,
+                        axes: vec![1],
+                    },
+                    vec![e],
+                    o,
+                );
+                self.bin(BinaryOp::Div, e, s, o)
+            }
+            lg::Op::BatchNorm { eps, affine, .. } => {
+                // y = x * scale + shift, scale = gamma / sqrt(var + eps), shift = beta - mean * scale
+                let rank = full.len();
+                let p = &node.params;
+                let (gamma, beta, mean, var) = if *affine {
+                    (Some(p[0]), Some(p[1]), p[2], p[3])
+                } else {
+                    (None, None, p[0], p[1])
+                };
+                let mean = self.param(mean, o);
+                let var = self.param(var, o);
+                let e = self.scalar(*eps as f32, o);
+                let ve = self.bin(BinaryOp::Add, var, e, o);
+                let mut scale = self.un(UnaryOp::Rsqrt, ve, o);
+                if let Some(gm) = gamma {
+                    let gm = self.param(gm, o);
+                    scale = self.bin(BinaryOp::Mul, gm, scale, o);
+                }
+                let ms = self.bin(BinaryOp::Mul, mean, scale, o);
+                let shift = match beta {
+                    Some(bt) => {
+                        let bt = self.param(bt, o);
+                        self.bin(BinaryOp::Sub, bt, ms, o)
+                    }
+                    None => self.un(UnaryOp::Neg, ms, o),
+                };
+                let scale = self.per_channel(scale, rank, o);
+                let shift = self.per_channel(shift, rank, o);
+                let y = self.bin(BinaryOp::Mul, x, scale, o);
+                self.bin(BinaryOp::Add, y, shift, o)
+            }
+            lg::Op::Lrn {
+                size,
+                alpha,
+                beta,
+                k,
+            } => {
+                // PyTorch: x / (k + alpha * avg_{c-size/2 .. c+(size-1)/2}(x^2))^beta, the average
+                // over `size` channels with zero padding counted.
+                let (n, c, h, w) = (full[0], full[1], full[2], full[3]);
+                let sq = self.bin(BinaryOp::Mul, x, x, o);
+                let sq = self.reshape(sq, vec![n, 1, c, h * w], o);
+                let avg = self.out.add(
+                    Op::Pool {
+                        op: PoolOp::Avg {
+                            count_include_pad: true,
+                        },
+                        kernel: [*size, 1],
+                        stride: [1, 1],
+                        padding: [size / 2, (size - 1) / 2, 0, 0],
+                        dilation: [1, 1],
+                        ceil_mode: false,
+                    },
+                    vec![sq],
+                    o,
+                );
+                let avg = self.reshape(avg, full.clone(), o);
+                let a = self.scalar(*alpha as f32, o);
+                let kk = self.scalar(*k as f32, o);
+                let b = self.scalar(*beta as f32, o);
+                let t = self.bin(BinaryOp::Mul, avg, a, o);
+                let t = self.bin(BinaryOp::Add, t, kk, o);
+                let t = self.bin(BinaryOp::Pow, t, b, o);
+                self.bin(BinaryOp::Div, x, t, o)
+            }
+            lg::Op::Dropout { .. } | lg::Op::Identity => x,
+            lg::Op::L2Normalize { eps } => {
+                let sq = self.bin(BinaryOp::Mul, x, x, o);
+                let s = self.out.add(
+                    Op::Reduce {
+                        op: ReduceOp::Sum,
+                        axes: vec![1],
+                    },
+                    vec![sq],
+                    o,
+                );
+                let norm = self.un(UnaryOp::Sqrt, s, o);
+                let e = self.scalar(*eps as f32, o);
+                let d = self.bin(BinaryOp::Max, norm, e, o);
+                self.bin(BinaryOp::Div, x, d, o)
+            }
+            lg::Op::Gram => {
+                // G = F Fᵀ / (C H W) with F = x reshaped to [N, C, H W].
+                let xin = self.out.shape(x).to_vec();
+                let f = self.reshape(x, vec![xin[0], xin[1], xin[2] * xin[3]], o);
+                let g = self
+                    .out
+                    .add(Op::MatMul { transpose_b: true }, vec![f, f], o);
+                let s = self.scalar(1.0 / (xin[1] * xin[2] * xin[3]) as f32, o);
+                self.bin(BinaryOp::Mul, g, s, o)
+            }
+            lg::Op::Add => self.bin(BinaryOp::Add, ins[0], ins[1], o),
+            lg::Op::Sub => self.bin(BinaryOp::Sub, ins[0], ins[1], o),
+            lg::Op::Mul => self.bin(BinaryOp::Mul, ins[0], ins[1], o),
+            lg::Op::Concat => self.out.add(Op::Concat { axis: 1 }, ins, o),
+            lg::Op::TripletLoss { margin } => {
+                // PyTorch's pairwise_distance adds eps = 1e-6 to the difference.
+                let dist = |l: &mut Self, a: ValueId, b: ValueId| {
+                    let d = l.bin(BinaryOp::Sub, a, b, o);
+                    let e = l.scalar(1e-6, o);
+                    let d = l.bin(BinaryOp::Add, d, e, o);
+                    let sq = l.bin(BinaryOp::Mul, d, d, o);
+                    let s = l.out.add(
+                        Op::Reduce {
+                            op: ReduceOp::Sum,
+                            axes: vec![1],
+                        },
+                        vec![sq],
+                        o,
+                    );
+                    l.un(UnaryOp::Sqrt, s, o)
+                };
+                let dp = dist(self, ins[0], ins[1]);
+                let dn = dist(self, ins[0], ins[2]);
+                let diff = self.bin(BinaryOp::Sub, dp, dn, o);
+                let m = self.scalar(*margin as f32, o);
+                let t = self.bin(BinaryOp::Add, diff, m, o);
+                let z = self.scalar(0.0, o);
+                self.bin(BinaryOp::Max, t, z, o)
+            }
+        }
+    }
+}
