@@ -54,7 +54,71 @@ pub enum Command {
         /// Pipeline stage to stop at.
         #[arg(long, value_enum, default_value_t = Stage::Layers)]
         stage: Stage,
+        /// Batch size for the `prims` and `fused` stages.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
+    /// Run a model on an input (.npy or PNG/JPEG) and print its top-5 classes.
+    Run {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Weights as safetensors (torchvision state_dicts load directly); seeded random
+        /// initialization when absent.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The input: `PATH`, or `NAME=PATH` for models with several inputs (repeatable).
+        #[arg(long, required = true)]
+        input: Vec<String>,
+        /// Write the model's (first) raw output here as .npy.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value_t = default_threads())]
+        threads: usize,
+        /// Seed for the initialization when no weights are given.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Measure compile time, latency, throughput and memory.
+    Bench {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = default_threads())]
+        threads: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile a model and show each kernel's generated code and compile time.
+    Compile {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print each kernel's Cranelift IR or machine code.
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    Clif,
+    Asm,
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -78,6 +142,10 @@ pub enum Format {
 pub enum Stage {
     /// The elaborated layer graph: blocks instantiated, shapes and parameter names resolved.
     Layers,
+    /// The primitive ops every layer lowers to (batch dimension included).
+    Prims,
+    /// The fused kernels: one line per kernel with its ops, shapes and buffers.
+    Fused,
 }
 
 fn options(m: &ModelArgs) -> Result<Options, String> {
@@ -144,8 +212,76 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Graph {
             spec,
             model,
+            stage: stage @ (Stage::Prims | Stage::Fused),
+            batch,
+            ..
+        } => match load(&spec, &model) {
+            Ok(s) => {
+                let (prims, fused) = crate::model::stages(&s, batch.max(1));
+                out(&if stage == Stage::Prims {
+                    crate::graph::graph_text(&prims)
+                } else {
+                    crate::fuse::fused_text(&fused)
+                })
+            }
+            Err(c) => c,
+        },
+        Command::Run {
+            spec,
+            model,
+            weights,
+            input,
+            output,
+            threads,
+            seed,
+        } => match load(&spec, &model) {
+            Ok(s) => crate::cli_run::run(
+                &s,
+                weights.as_deref(),
+                &input,
+                output.as_deref(),
+                threads,
+                seed,
+            ),
+            Err(c) => c,
+        },
+        Command::Bench {
+            spec,
+            model,
+            batch,
+            threads,
+            iters,
+            warmup,
+            json,
+        } => match options(&model) {
+            Ok(o) => crate::cli_run::bench(&spec, &o, batch.max(1), threads, iters, warmup, json),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Compile {
+            spec,
+            model,
+            emit,
+            batch,
+        } => match load(&spec, &model) {
+            Ok(s) => crate::cli_run::compile_cmd(
+                &s,
+                batch.max(1),
+                emit.map(|e| match e {
+                    Emit::Clif => "clif",
+                    Emit::Asm => "asm",
+                }),
+            ),
+            Err(c) => c,
+        },
+        Command::Graph {
+            spec,
+            model,
             format,
             stage: Stage::Layers,
+            ..
         } => match load(&spec, &model) {
             Ok(s) => out(&match format {
                 Format::Text => show::graph_text(&s.graph),

@@ -6,11 +6,19 @@
 //! out; start at `ARCHITECTURE.md` for the map.
 
 pub mod cli;
+pub mod cli_run;
+pub mod codegen;
 pub mod diag;
 pub mod elab;
+pub mod fuse;
 pub mod graph;
+pub mod io;
 pub mod layer_graph;
 pub mod lower;
+pub mod model;
+pub mod plan;
+pub mod reference;
+pub mod runtime;
 pub mod show;
 pub mod spec;
 pub mod syntax;

@@ -196,9 +196,14 @@ impl Lowerer<'_> {
             lg::Op::Tanh => self.un(UnaryOp::Tanh, x, o),
             lg::Op::Abs => self.un(UnaryOp::Abs, x, o),
             lg::Op::LeakyRelu { slope } => {
+                // relu(x) + slope * min(x, 0): right for any slope (max(x, slope x) is not,
+                // for slopes above 1).
+                let r = self.un(UnaryOp::Relu, x, o);
+                let z = self.scalar(0.0, o);
+                let neg = self.bin(BinaryOp::Min, x, z, o);
                 let s = self.scalar(*slope as f32, o);
-                let xs = self.bin(BinaryOp::Mul, x, s, o);
-                self.bin(BinaryOp::Max, x, xs, o)
+                let neg = self.bin(BinaryOp::Mul, neg, s, o);
+                self.bin(BinaryOp::Add, r, neg, o)
             }
             lg::Op::Softmax => {
                 let m = self.out.add(

@@ -126,3 +126,104 @@ fn full_resnet50_flops_match_published_figure() {
     let gmacs = v["flops"].as_u64().unwrap() as f64 / 2e9;
     assert!((4.0..4.2).contains(&gmacs), "{gmacs}");
 }
+
+#[test]
+fn run_prints_top5_and_writes_npy() {
+    let out = std::env::temp_dir().join(format!("netc-cli-run-{}.npy", std::process::id()));
+    let o = netc(&[
+        "run",
+        "specs/lenet5.net",
+        "--weights",
+        "tests/data/reference/lenet5/weights.safetensors",
+        "--input",
+        "tests/data/reference/lenet5/input.npy",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert_eq!(s.matches("top-5:").count(), 4, "{s}");
+    let got = netc::io::npy::read_f32(&out).unwrap();
+    let want = netc::io::npy::read_f32("tests/data/reference/lenet5/eval_output.npy").unwrap();
+    let err: f32 = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(err < 1e-4, "{err}");
+    let _ = std::fs::remove_file(&out);
+
+    // Weights of another model: a clear error, exit 1.
+    let o = netc(&[
+        "run",
+        "specs/lenet5.net",
+        "--weights",
+        "tests/data/reference/mini_resnet/weights.safetensors",
+        "--input",
+        "tests/data/reference/lenet5/input.npy",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("mini_resnet/weights.safetensors"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An input of the wrong shape.
+    let o = netc(&[
+        "run",
+        "specs/mini_resnet.net",
+        "--input",
+        "tests/data/reference/lenet5/input.npy",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("does not fit input `image`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn graph_stages_and_compile() {
+    let o = netc(&[
+        "graph",
+        "specs/mini_resnet.net",
+        "--stage",
+        "fused",
+        "--batch",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    // conv + folded batchnorm + residual add + relu in one kernel
+    assert!(s.contains("contraction conv2d+add+add+relu"), "{s}");
+    let o = netc(&["graph", "specs/lenet5.net", "--stage", "prims"]);
+    assert!(
+        stdout(&o).contains("conv2d(s=[1, 1], p=[2, 2, 2, 2]"),
+        "{}",
+        stdout(&o)
+    );
+    let o = netc(&["compile", "specs/lenet5.net", "--emit", "clif"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("function") && s.contains("total:"), "{s}");
+}
+
+#[test]
+fn bench_reports_json() {
+    let o = netc(&[
+        "bench",
+        "specs/lenet5.net",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["arena_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(v["kernels"], 7);
+}

@@ -1,0 +1,333 @@
+//! The back-end commands of the CLI: `run`, `bench` and `compile`.
+//!
+//! In: parsed arguments. Out: text on stdout, errors on stderr, the exit code (0 ok, 1 bad
+//! input, 2 usage).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ndarray::{ArrayD, Axis, IxDyn};
+
+use crate::io::weights::Weights;
+use crate::model::{CompileOptions, compile, params_f32};
+use crate::spec::Spec;
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{msg}");
+    ExitCode::from(1)
+}
+
+/// The weights from a file, or seeded initial values.
+pub fn weights(spec: &Spec, path: Option<&Path>, seed: u64) -> Result<Weights, ExitCode> {
+    match path {
+        Some(p) => Weights::load(p, &spec.graph).map_err(fail),
+        None => Ok(Weights::init(&spec.graph, seed)),
+    }
+}
+
+/// Reads one input: `.npy` (CHW, or NCHW for a batch) or an image, shaped `[N, ...]`.
+fn read_input(spec: &Spec, name: &str, path: &Path) -> Result<ArrayD<f32>, String> {
+    let info = spec
+        .graph
+        .inputs
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| format!("error: the model has no input `{name}`"))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let x = if ext == "npy" {
+        crate::io::npy::read_f32(path).map_err(|e| e.to_string())?
+    } else {
+        crate::io::image::load_image(path, info).map_err(|e| e.to_string())?
+    };
+    let want = &info.shape;
+    if x.shape() == want.as_slice() {
+        return Ok(x.insert_axis(Axis(0)));
+    }
+    if x.ndim() == want.len() + 1 && &x.shape()[1..] == want.as_slice() && x.shape()[0] > 0 {
+        return Ok(x);
+    }
+    Err(format!(
+        "error: {}: shape {:?} does not fit input `{name}` {:?} (expected {:?} or [N, {}])",
+        path.display(),
+        x.shape(),
+        want,
+        want,
+        want.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// `netc run`
+pub fn run(
+    spec: &Spec,
+    weights_path: Option<&Path>,
+    inputs: &[String],
+    output: Option<&Path>,
+    threads: usize,
+    seed: u64,
+) -> ExitCode {
+    let w = match weights(spec, weights_path, seed) {
+        Ok(w) => w,
+        Err(c) => return c,
+    };
+    // `--input x.npy` for a single-input model, `--input name=path` otherwise.
+    let mut named: Vec<(String, ArrayD<f32>)> = Vec::new();
+    for s in inputs {
+        let (name, path) = match s.split_once('=') {
+            Some((n, p)) if spec.graph.inputs.iter().any(|i| i.name == n) => (n.to_string(), p),
+            _ if spec.graph.inputs.len() == 1 => (spec.graph.inputs[0].name.clone(), s.as_str()),
+            _ => {
+                return fail(format!(
+                    "error: the model has several inputs ({}): write `--input NAME=PATH`",
+                    spec.graph
+                        .inputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        };
+        match read_input(spec, &name, Path::new(path)) {
+            Ok(x) => named.push((name, x)),
+            Err(e) => return fail(e),
+        }
+    }
+    for i in &spec.graph.inputs {
+        if !named.iter().any(|(n, _)| *n == i.name) {
+            return fail(format!(
+                "error: no value for input `{}`: pass `--input {}=PATH`",
+                i.name, i.name
+            ));
+        }
+    }
+    let batch = named[0].1.shape()[0];
+    if let Some((n, x)) = named.iter().find(|(_, x)| x.shape()[0] != batch) {
+        return fail(format!(
+            "error: input `{n}` has batch {} but another has {batch}",
+            x.shape()[0]
+        ));
+    }
+    let mut exe = match compile(spec, &params_f32(&w), CompileOptions { batch, threads }) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("error: {e}")),
+    };
+    let refs: Vec<(&str, &ArrayD<f32>)> = named.iter().map(|(n, x)| (n.as_str(), x)).collect();
+    let outs = match exe.run(&refs) {
+        Ok(o) => o,
+        Err(e) => return fail(format!("error: {e}")),
+    };
+    for (name, y) in &outs {
+        if y.ndim() == 2 && y.shape()[1] > 1 {
+            print_top5(name, y);
+        } else {
+            println!("{name}: shape {:?}, values {}", y.shape(), preview(y));
+        }
+    }
+    if let Some(path) = output {
+        let y = &outs[0].1;
+        if let Err(e) = crate::io::npy::write_f32(path, y) {
+            return fail(e);
+        }
+        println!("wrote {} ({:?})", path.display(), y.shape());
+    }
+    ExitCode::SUCCESS
+}
+
+fn preview(y: &ArrayD<f32>) -> String {
+    let v: Vec<String> = y.iter().take(8).map(|x| format!("{x:.4}")).collect();
+    format!(
+        "[{}{}]",
+        v.join(", "),
+        if y.len() > 8 { ", ..." } else { "" }
+    )
+}
+
+/// Top-5 classes per sample, with softmax probabilities.
+fn print_top5(name: &str, y: &ArrayD<f32>) {
+    for (n, row) in y.axis_iter(Axis(0)).enumerate() {
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = row.iter().map(|v| (v - m).exp()).sum();
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        let top: Vec<String> = idx
+            .iter()
+            .take(5)
+            .map(|&i| format!("{i} ({:.1}%)", 100.0 * (row[i] - m).exp() / z))
+            .collect();
+        println!("{name}[{n}] top-5: {}", top.join(", "));
+    }
+}
+
+/// Peak resident memory of this process, in bytes (Linux), if known.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `netc bench`
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    path: &PathBuf,
+    opts: &crate::spec::Options,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+    json: bool,
+) -> ExitCode {
+    let t0 = Instant::now();
+    let spec = match crate::spec::load_file(path, opts) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let t_front = t0.elapsed();
+    let w = Weights::init(&spec.graph, 0);
+    let params = params_f32(&w);
+    let t1 = Instant::now();
+    let mut exe = match compile(&spec, &params, CompileOptions { batch, threads }) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("error: {e}")),
+    };
+    let t_compile = t1.elapsed();
+    let inputs: Vec<(String, ArrayD<f32>)> = spec
+        .graph
+        .inputs
+        .iter()
+        .map(|i| {
+            let mut shape = vec![batch];
+            shape.extend(&i.shape);
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|k| ((k * 7919 % 1000) as f32) / 1000.0 - 0.5)
+                .collect();
+            (
+                i.name.clone(),
+                ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &ArrayD<f32>)> = inputs.iter().map(|(n, x)| (n.as_str(), x)).collect();
+    for _ in 0..warmup {
+        if let Err(e) = exe.run(&refs) {
+            return fail(format!("error: {e}"));
+        }
+    }
+    let mut times: Vec<Duration> = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        if let Err(e) = exe.run(&refs) {
+            return fail(format!("error: {e}"));
+        }
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+    let (median, p90, min, max) = (q(0.5), q(0.9), times[0], times[times.len() - 1]);
+    let ips = batch as f64 / median.as_secs_f64();
+    let flops: u64 = spec
+        .graph
+        .nodes
+        .iter()
+        .map(|n| spec.graph.flops(n))
+        .fold(0, u64::saturating_add);
+    let gflops = flops as f64 * batch as f64 / median.as_secs_f64() / 1e9;
+    let st = &exe.stats;
+    let rss = peak_rss();
+    if json {
+        let v = serde_json::json!({
+            "model": spec.graph.name, "batch": batch, "threads": threads, "iters": times.len(),
+            "frontend_ms": t_front.as_secs_f64() * 1e3,
+            "compile_ms": t_compile.as_secs_f64() * 1e3,
+            "codegen_ms": st.codegen_time.as_secs_f64() * 1e3,
+            "kernels": st.kernels, "functions": st.functions,
+            "latency_ms": { "median": median.as_secs_f64() * 1e3, "p90": p90.as_secs_f64() * 1e3,
+                             "min": min.as_secs_f64() * 1e3, "max": max.as_secs_f64() * 1e3 },
+            "images_per_s": ips, "gflops_per_s": gflops,
+            "arena_bytes": st.arena_bytes, "unshared_bytes": st.unshared_bytes, "const_bytes": st.const_bytes,
+            "peak_rss_bytes": rss,
+        });
+        println!("{v}");
+    } else {
+        println!("model {} batch {batch}, {threads} threads", spec.graph.name);
+        println!(
+            "compile: {:.1} ms (front end {:.1} ms, {} kernels, {} functions, codegen {:.1} ms)",
+            (t_front + t_compile).as_secs_f64() * 1e3,
+            t_front.as_secs_f64() * 1e3,
+            st.kernels,
+            st.functions,
+            st.codegen_time.as_secs_f64() * 1e3
+        );
+        println!(
+            "latency: median {:.3} ms, p90 {:.3} ms (min {:.3}, max {:.3}; {} runs)",
+            median.as_secs_f64() * 1e3,
+            p90.as_secs_f64() * 1e3,
+            min.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            times.len()
+        );
+        println!("throughput: {ips:.1} images/s, {gflops:.1} GFLOP/s");
+        println!(
+            "memory: arena {:.1} MiB (without reuse {:.1} MiB), constants {:.1} MiB, peak RSS {}",
+            st.arena_bytes as f64 / 1048576.0,
+            st.unshared_bytes as f64 / 1048576.0,
+            st.const_bytes as f64 / 1048576.0,
+            rss.map_or("unknown".into(), |b| format!(
+                "{:.1} MiB",
+                b as f64 / 1048576.0
+            ))
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `netc compile`
+pub fn compile_cmd(spec: &Spec, batch: usize, emit: Option<&str>) -> ExitCode {
+    let w = Weights::init(&spec.graph, 0);
+    let t = Instant::now();
+    let exe = match compile(spec, &params_f32(&w), CompileOptions { batch, threads: 1 }) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("error: {e}")),
+    };
+    let total = t.elapsed();
+    for (i, (k, f)) in exe.fused().kernels.iter().zip(&exe.functions).enumerate() {
+        let what = k.ops.join("+");
+        match f {
+            Some(c) => {
+                println!(
+                    "k{i} {what} ({}): {:.2} ms{}",
+                    k.origin,
+                    c.compile_time.as_secs_f64() * 1e3,
+                    if c.vectorized { ", f32x4" } else { "" }
+                );
+                match emit {
+                    Some("clif") => println!("{}", c.clif),
+                    Some("asm") => println!("{}", c.asm.as_deref().unwrap_or("(no disassembly)")),
+                    _ => {}
+                }
+            }
+            None => println!(
+                "k{i} {what} ({}): no generated code (gemm core / host copy)",
+                k.origin
+            ),
+        }
+    }
+    let st = &exe.stats;
+    println!(
+        "total: {:.1} ms for {} kernels ({} distinct functions, Cranelift {:.1} ms)",
+        total.as_secs_f64() * 1e3,
+        st.kernels,
+        st.functions,
+        st.codegen_time.as_secs_f64() * 1e3
+    );
+    ExitCode::SUCCESS
+}

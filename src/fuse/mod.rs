@@ -1,0 +1,9 @@
+//! Fusion: groups primitive ops into kernels ([`kernel`] describes what gets compiled).
+
+mod fuser;
+pub mod kernel;
+
+pub use fuser::*;
+mod print;
+
+pub use print::fused_text;

@@ -1,0 +1,600 @@
+//! NumPy `.npy` files: reader and writer.
+//!
+//! In: a `.npy` file of format version 1, 2 or 3 (`np.save`), little-endian, C order, any rank.
+//! Out: an `ArrayD<f32>` ([`read_f32`]: `<f4`, or `<f8` converted to f32) or an `ArrayD<i64>`
+//! ([`read_i64`]: `<i8`, or `<i4`, `|u1`, `|i1` widened). [`write_f32`] writes `<f4` in
+//! version 1 (version 2 if the header needs it), atomically.
+//!
+//! The file is untrusted: the header is bounded in size and parsed by a small parser of the
+//! Python dict literal numpy writes; the size the header declares is checked against the
+//! file's length before the data is allocated, so a crafted shape cannot exhaust memory.
+//! Errors name the problem: bad magic, unsupported version, malformed header, Fortran order,
+//! big-endian or unsupported dtypes (saying which), truncated or over-long data.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::{IoError, show_shape, write_atomic};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// numpy itself refuses headers over 10,000 bytes unless told otherwise; allow some more.
+const MAX_HEADER: usize = 1 << 16;
+
+/// The element types the reader understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F4,
+    F8,
+    I8,
+    I4,
+    I1,
+    U1,
+}
+
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::F4 | Dtype::I4 => 4,
+            Dtype::F8 | Dtype::I8 => 8,
+            Dtype::I1 | Dtype::U1 => 1,
+        }
+    }
+    fn numpy_name(self) -> &'static str {
+        match self {
+            Dtype::F4 => "float32",
+            Dtype::F8 => "float64",
+            Dtype::I8 => "int64",
+            Dtype::I4 => "int32",
+            Dtype::I1 => "int8",
+            Dtype::U1 => "uint8",
+        }
+    }
+}
+
+/// A parsed header: dtype, shape and where the data starts.
+#[derive(Debug)]
+struct Header {
+    dtype: Dtype,
+    descr: String,
+    shape: Vec<usize>,
+    data_offset: usize,
+}
+
+/// Reads a `.npy` file of float32 (`<f4`) or float64 (`<f8`, converted to f32) values.
+pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>, IoError> {
+    let path = path.as_ref();
+    let (h, data) = read_raw(path)?;
+    let v: Vec<f32> = match h.dtype {
+        Dtype::F4 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F8 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        other => {
+            return Err(IoError::new(
+                path,
+                format!(
+                    "expected a float array (float32 `<f4` or float64 `<f8`), found {} (`{}`)",
+                    other.numpy_name(),
+                    h.descr
+                ),
+            ));
+        }
+    };
+    to_array(path, &h.shape, v)
+}
+
+/// Reads a `.npy` file of int64 (`<i8`) values; int32 (`<i4`), int8 and uint8 are widened.
+pub fn read_i64(path: impl AsRef<Path>) -> Result<ArrayD<i64>, IoError> {
+    let path = path.as_ref();
+    let (h, data) = read_raw(path)?;
+    let v: Vec<i64> = match h.dtype {
+        Dtype::I8 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::I4 => data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
+        Dtype::I1 => data.iter().map(|&b| b as i8 as i64).collect(),
+        Dtype::U1 => data.iter().map(|&b| b as i64).collect(),
+        other => {
+            return Err(IoError::new(
+                path,
+                format!(
+                    "expected an integer array (int64 `<i8`), found {} (`{}`)",
+                    other.numpy_name(),
+                    h.descr
+                ),
+            ));
+        }
+    };
+    to_array(path, &h.shape, v)
+}
+
+/// Writes `a` as a little-endian float32 `.npy` file in C order, atomically.
+pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError> {
+    let path = path.as_ref();
+    let header = header_bytes("<f4", a.shape());
+    write_atomic(path, |w| {
+        w.write_all(&header)?;
+        // Logical (C) order whatever the array's memory layout.
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for &x in a.iter() {
+            buf.extend_from_slice(&x.to_le_bytes());
+            if buf.len() >= 64 * 1024 {
+                w.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        w.write_all(&buf)
+    })
+}
+
+/// Magic, version, length and the padded dict, as numpy writes them: the data starts at a
+/// multiple of 64 bytes and the header ends with a newline.
+fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape_text = match shape {
+        [] => "()".to_string(),
+        [d] => format!("({d},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Version 1 has a 2-byte length; bigger headers need version 2 (4-byte length).
+    let total_for = |prefix: usize| (prefix + dict.len() + 1).next_multiple_of(64);
+    let (version, prefix) = if total_for(10) - 10 <= u16::MAX as usize {
+        (1u8, 10)
+    } else {
+        (2u8, 12)
+    };
+    let total = total_for(prefix);
+    let hlen = total - prefix;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[version, 0]);
+    if version == 1 {
+        out.extend_from_slice(&(hlen as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(hlen as u32).to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+fn to_array<T>(path: &Path, shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>, IoError> {
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| {
+        IoError::new(
+            path,
+            format!("data does not fit shape {}: {e}", show_shape(shape)),
+        )
+    })
+}
+
+/// Reads and checks the header, then exactly the data it declares.
+fn read_raw(path: &Path) -> Result<(Header, Vec<u8>), IoError> {
+    if path.is_dir() {
+        return Err(IoError::new(path, "cannot read: is a directory"));
+    }
+    let mut f = File::open(path).map_err(|e| IoError::os(path, "cannot read", &e))?;
+    let file_len = f
+        .metadata()
+        .map_err(|e| IoError::os(path, "cannot read", &e))?
+        .len();
+    // The fixed prefix: magic (6), version (2), header length (2 or 4).
+    let mut prefix = [0u8; 12];
+    let got = read_up_to(&mut f, &mut prefix).map_err(|e| IoError::os(path, "cannot read", &e))?;
+    let h = parse_prefix_and_header(path, &prefix[..got], &mut f, file_len)?;
+    let n = h
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_mul(h.dtype.size()));
+    let Some(nbytes) = n else {
+        return Err(IoError::new(
+            path,
+            format!(
+                "the header declares shape {}, whose size overflows",
+                show_shape(&h.shape)
+            ),
+        ));
+    };
+    let available = file_len.saturating_sub(h.data_offset as u64);
+    if (nbytes as u64) > available {
+        return Err(IoError::new(
+            path,
+            format!(
+                "truncated: the header declares {} {} values ({nbytes} bytes) but the file has {available} bytes of data",
+                show_shape(&h.shape),
+                h.dtype.numpy_name(),
+            ),
+        ));
+    }
+    if (nbytes as u64) < available {
+        return Err(IoError::new(
+            path,
+            format!(
+                "{} extra bytes after the {} {} array the header declares (a .npy file holds one array)",
+                available - nbytes as u64,
+                show_shape(&h.shape),
+                h.dtype.numpy_name()
+            ),
+        ));
+    }
+    // Safe to allocate: the file really has this many bytes.
+    let mut data = vec![0u8; nbytes];
+    f.read_exact(&mut data)
+        .map_err(|e| IoError::os(path, "cannot read the data", &e))?;
+    Ok((h, data))
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn parse_prefix_and_header(
+    path: &Path,
+    prefix: &[u8],
+    f: &mut File,
+    file_len: u64,
+) -> Result<Header, IoError> {
+    if prefix.is_empty() {
+        return Err(IoError::new(path, "not a .npy file: the file is empty"));
+    }
+    if prefix.len() < 8 || &prefix[..6] != MAGIC {
+        let what = if prefix.starts_with(b"PK\x03\x04") {
+            " (it is a zip archive: an .npz file? extract the array, or save it with np.save)"
+        } else {
+            ""
+        };
+        return Err(IoError::new(
+            path,
+            format!("not a .npy file: it does not start with the magic `\\x93NUMPY`{what}"),
+        ));
+    }
+    let (major, minor) = (prefix[6], prefix[7]);
+    let (hlen, start) = match major {
+        1 if prefix.len() >= 10 => (u16::from_le_bytes([prefix[8], prefix[9]]) as usize, 10),
+        2 | 3 if prefix.len() >= 12 => (
+            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize,
+            12,
+        ),
+        1..=3 => {
+            return Err(IoError::new(
+                path,
+                "truncated: the file ends inside the header",
+            ));
+        }
+        _ => {
+            return Err(IoError::new(
+                path,
+                format!(
+                    "unsupported .npy format version {major}.{minor} (netc reads 1.0, 2.0 and 3.0)"
+                ),
+            ));
+        }
+    };
+    if hlen > MAX_HEADER {
+        return Err(IoError::new(
+            path,
+            format!(
+                "malformed header: it declares {hlen} bytes of header (at most {MAX_HEADER} allowed)"
+            ),
+        ));
+    }
+    if (start + hlen) as u64 > file_len {
+        return Err(IoError::new(
+            path,
+            "truncated: the file ends inside the header",
+        ));
+    }
+    let mut text = vec![0u8; hlen];
+    text[..prefix.len() - start].copy_from_slice(&prefix[start..]);
+    f.read_exact(&mut text[prefix.len() - start..])
+        .map_err(|e| IoError::os(path, "cannot read the header", &e))?;
+    // Version 1 and 2 headers are latin-1, version 3 UTF-8; the dict numpy writes is ASCII.
+    let text: String = if major == 3 {
+        String::from_utf8(text)
+            .map_err(|_| IoError::new(path, "malformed header: not UTF-8 text"))?
+    } else {
+        text.iter().map(|&b| b as char).collect()
+    };
+    let dict =
+        parse_dict(&text).map_err(|m| IoError::new(path, format!("malformed header: {m}")))?;
+    let mut descr = None;
+    let mut fortran = None;
+    let mut shape = None;
+    for (k, v) in dict {
+        match (k.as_str(), v) {
+            ("descr", Lit::Str(s)) => descr = Some(s),
+            ("descr", Lit::List) => {
+                return Err(IoError::new(
+                    path,
+                    "unsupported dtype: a structured (record) array; save a plain numeric array",
+                ));
+            }
+            ("fortran_order", Lit::Bool(b)) => fortran = Some(b),
+            ("shape", Lit::Tuple(t)) => shape = Some(t),
+            (k @ ("descr" | "fortran_order" | "shape"), _) => {
+                return Err(IoError::new(
+                    path,
+                    format!("malformed header: `{k}` has the wrong type"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let (Some(descr), Some(fortran), Some(shape)) = (descr, fortran, shape) else {
+        return Err(IoError::new(
+            path,
+            "malformed header: it needs the keys `descr`, `fortran_order` and `shape`",
+        ));
+    };
+    if fortran {
+        return Err(IoError::new(
+            path,
+            "the array is in Fortran (column-major) order; netc reads C order: save np.ascontiguousarray(a)",
+        ));
+    }
+    let dtype = parse_descr(&descr).map_err(|m| IoError::new(path, m))?;
+    Ok(Header {
+        dtype,
+        descr,
+        shape,
+        data_offset: start + hlen,
+    })
+}
+
+fn parse_descr(d: &str) -> Result<Dtype, String> {
+    let (order, code) = match d.chars().next() {
+        Some(c @ ('<' | '>' | '|' | '=')) => (c, &d[1..]),
+        _ => ('=', d),
+    };
+    let t = match code {
+        "f4" => Dtype::F4,
+        "f8" => Dtype::F8,
+        "i8" => Dtype::I8,
+        "i4" => Dtype::I4,
+        "i1" => Dtype::I1,
+        "u1" => Dtype::U1,
+        _ => {
+            let name = match code {
+                "f2" => "float16",
+                "i2" => "int16",
+                "u2" => "uint16",
+                "u4" => "uint32",
+                "u8" => "uint64",
+                "b1" => "bool",
+                "c8" => "complex64",
+                "c16" => "complex128",
+                "O" => "object (pickled Python objects)",
+                _ => "",
+            };
+            let what = if name.is_empty() {
+                format!("`{d}`")
+            } else {
+                format!("{name} (`{d}`)")
+            };
+            return Err(format!(
+                "unsupported dtype {what}: netc reads float32, float64 and int64 (a.astype('<f4'))"
+            ));
+        }
+    };
+    if order == '>' && t.size() > 1 {
+        return Err(format!(
+            "big-endian data (`{d}`) is not supported: save a.astype('<{code}')"
+        ));
+    }
+    // '=' is native order; numpy writes '<' or '>' explicitly, so only little-endian hosts
+    // would write '='. Accept it as little-endian, as every supported host is.
+    Ok(t)
+}
+
+/// A value in the header dict. Lists only occur as structured dtypes, which are refused.
+#[derive(Debug, PartialEq)]
+enum Lit {
+    Str(String),
+    Bool(bool),
+    Tuple(Vec<usize>),
+    List,
+}
+
+/// Parses the Python dict literal numpy writes: string keys; values are strings, booleans or
+/// tuples of non-negative integers (lists are skipped).
+fn parse_dict(s: &str) -> Result<Vec<(String, Lit)>, String> {
+    let mut p = P {
+        s: s.as_bytes(),
+        i: 0,
+    };
+    p.ws();
+    p.eat(b'{')?;
+    let mut out = Vec::new();
+    loop {
+        p.ws();
+        if p.peek() == Some(b'}') {
+            p.i += 1;
+            break;
+        }
+        let k = p.string()?;
+        p.ws();
+        p.eat(b':')?;
+        p.ws();
+        let v = p.value()?;
+        out.push((k, v));
+        p.ws();
+        match p.peek() {
+            Some(b',') => p.i += 1,
+            Some(b'}') => {}
+            _ => return Err("expected `,` or `}` in the dict".into()),
+        }
+    }
+    p.ws();
+    if p.i != p.s.len() {
+        return Err("unexpected text after the dict".into());
+    }
+    Ok(out)
+}
+
+struct P<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r' | b'\0')) {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected `{}`", c as char))
+        }
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let q = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => return Err("expected a quoted string".into()),
+        };
+        self.i += 1;
+        let start = self.i;
+        while let Some(c) = self.peek() {
+            if c == q {
+                let v = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
+                self.i += 1;
+                return Ok(v);
+            }
+            if c == b'\\' {
+                return Err("escapes in strings are not supported".into());
+            }
+            self.i += 1;
+        }
+        Err("unterminated string".into())
+    }
+    fn word(&mut self) -> &str {
+        let start = self.i;
+        while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == b'_') {
+            self.i += 1;
+        }
+        std::str::from_utf8(&self.s[start..self.i]).unwrap_or("")
+    }
+    fn value(&mut self) -> Result<Lit, String> {
+        match self.peek() {
+            Some(b'\'' | b'"') => Ok(Lit::Str(self.string()?)),
+            Some(b'(') => {
+                self.i += 1;
+                let mut dims = Vec::new();
+                loop {
+                    self.ws();
+                    if self.peek() == Some(b')') {
+                        self.i += 1;
+                        return Ok(Lit::Tuple(dims));
+                    }
+                    let w = self.word();
+                    // Python 2 numpy wrote longs as `3L`.
+                    let w = w.strip_suffix('L').unwrap_or(w);
+                    let d: usize = w
+                        .parse()
+                        .map_err(|_| "the shape must be a tuple of non-negative integers")?;
+                    dims.push(d);
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b')') => {}
+                        _ => return Err("expected `,` or `)` in the shape".into()),
+                    }
+                    if dims.len() > 64 {
+                        return Err("the shape has more than 64 dimensions".into());
+                    }
+                }
+            }
+            Some(b'[') => {
+                // A structured dtype: skip to the matching bracket.
+                let mut depth = 0usize;
+                while let Some(c) = self.peek() {
+                    self.i += 1;
+                    match c {
+                        b'[' | b'(' => depth += 1,
+                        b']' | b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Ok(Lit::List);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Err("unterminated list".into())
+            }
+            _ => match self.word() {
+                "True" => Ok(Lit::Bool(true)),
+                "False" => Ok(Lit::Bool(false)),
+                _ => Err("expected a string, True/False or a tuple".into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numpy_headers() {
+        let d =
+            parse_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 1, 28, 28), }   \n")
+                .unwrap();
+        assert_eq!(d[0], ("descr".into(), Lit::Str("<f4".into())));
+        assert_eq!(d[1], ("fortran_order".into(), Lit::Bool(false)));
+        assert_eq!(d[2], ("shape".into(), Lit::Tuple(vec![4, 1, 28, 28])));
+        let d = parse_dict("{'descr': '<i8', 'fortran_order': True, 'shape': (4,), }").unwrap();
+        assert_eq!(d[2].1, Lit::Tuple(vec![4]));
+        let d =
+            parse_dict("{'shape': (), 'descr': [('a', '<f4')], 'fortran_order': False}").unwrap();
+        assert_eq!(d[0].1, Lit::Tuple(vec![]));
+        assert_eq!(d[1].1, Lit::List);
+        assert!(parse_dict("{'shape': (-1,)}").is_err());
+        assert!(parse_dict("{'shape': (1,").is_err());
+        assert!(parse_dict("").is_err());
+    }
+
+    #[test]
+    fn header_is_aligned() {
+        for shape in [vec![], vec![3], vec![4, 1, 28, 28]] {
+            let h = header_bytes("<f4", &shape);
+            assert_eq!(h.len() % 64, 0);
+            assert_eq!(*h.last().unwrap(), b'\n');
+            assert_eq!(&h[..8], b"\x93NUMPY\x01\x00");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The library's front door: spec → runnable model.
+//!
+//! In: an elaborated [`Spec`], a batch size, parameter values. Out: an [`Executable`] (lowered,
+//! fused, planned and JIT-compiled) plus the intermediate stages for inspection. Generated
+//! code is cached for the life of the process: equal kernels compile once.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ndarray::ArrayD;
+
+use crate::codegen::Jit;
+use crate::fuse::{FusedGraph, fuse};
+use crate::graph::Graph;
+use crate::lower::lower;
+use crate::runtime::Executable;
+use crate::spec::Spec;
+
+/// The process-wide JIT and its kernel cache.
+pub fn jit() -> Result<Arc<Mutex<Jit>>, String> {
+    static JIT: OnceLock<Result<Arc<Mutex<Jit>>, String>> = OnceLock::new();
+    JIT.get_or_init(|| Jit::new().map(|j| Arc::new(Mutex::new(j))))
+        .clone()
+}
+
+/// How to compile.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileOptions {
+    pub batch: usize,
+    /// Threads for running (the calling thread included).
+    pub threads: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            batch: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The stages of compiling a spec, for inspection (`netc graph --stage ...`).
+pub fn stages(spec: &Spec, batch: usize) -> (Graph, FusedGraph) {
+    let prims = lower(&spec.graph, batch);
+    let fused = fuse(&prims);
+    (prims, fused)
+}
+
+/// Compiles a spec with the given parameter values (indexed like `LayerGraph::params`;
+/// `num_batches_tracked` entries are ignored).
+pub fn compile(
+    spec: &Spec,
+    params: &[ArrayD<f32>],
+    opts: CompileOptions,
+) -> Result<Executable, String> {
+    let (_, fused) = stages(spec, opts.batch.max(1));
+    Executable::new(fused, params, jit()?, opts.threads)
+}
+
+/// The f32 parameter values of `w` in `LayerGraph::params` order (integer buffers such as
+/// `num_batches_tracked` become empty arrays: inference never reads them).
+pub fn params_f32(w: &crate::io::weights::Weights) -> Vec<ArrayD<f32>> {
+    w.values
+        .iter()
+        .map(|v| {
+            v.as_f32()
+                .cloned()
+                .unwrap_or_else(|| ArrayD::zeros(ndarray::IxDyn(&[0])))
+        })
+        .collect()
+}

@@ -1,0 +1,446 @@
+//! The runtime: runs a compiled model.
+//!
+//! In: a [`FusedGraph`], its memory [`Plan`], the compiled kernels and the constant buffers
+//! (parameters and values folded from them). Out: [`Executable::run`], which copies the
+//! inputs into the arena, runs every kernel in order (each split over a persistent thread
+//! pool) and returns the outputs.
+
+mod contraction;
+mod host;
+pub mod pool;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ndarray::ArrayD;
+
+use crate::codegen::{CompiledKernel, Jit};
+use crate::fuse::kernel::{Contraction, ContractionKind};
+use crate::fuse::{BufId, BufKind, FusedGraph, KernelBody};
+use crate::graph::{Graph, Op, ValueId, numel};
+use crate::plan::{Plan, plan, root_of};
+use pool::Pool;
+
+/// What a step of the program runs.
+enum Step {
+    Loop(Arc<CompiledKernel>),
+    Contraction {
+        kind: ContractionKind,
+        epilogue: Option<Arc<CompiledKernel>>,
+    },
+    Host(crate::fuse::HostOp),
+}
+
+/// Compilation figures, for `netc compile` and `netc bench`.
+#[derive(Debug, Clone, Default)]
+pub struct CompileStats {
+    /// Kernels in the program.
+    pub kernels: usize,
+    /// Distinct generated functions (equal kernels share one).
+    pub functions: usize,
+    /// Time spent in Cranelift.
+    pub codegen_time: Duration,
+    /// The arena's size and what it would be without reuse, in bytes.
+    pub arena_bytes: usize,
+    pub unshared_bytes: usize,
+    /// Bytes held by constants (weights, folded values).
+    pub const_bytes: usize,
+}
+
+/// A model ready to run at a fixed batch size.
+pub struct Executable {
+    fused: FusedGraph,
+    plan: Plan,
+    steps: Vec<Step>,
+    consts: HashMap<BufId, Arc<Vec<f32>>>,
+    arena: Vec<f32>,
+    pool: Pool,
+    pub stats: CompileStats,
+    /// The compiled function of each loop kernel or epilogue, by kernel index.
+    pub functions: Vec<Option<Arc<CompiledKernel>>>,
+    /// Keeps the generated code alive as long as this program can call it.
+    _jit: Arc<Mutex<Jit>>,
+}
+
+/// A raw pointer that may cross into pool tasks (each task touches a disjoint part).
+#[derive(Clone, Copy)]
+struct P(*mut f32);
+// SAFETY: used only to hand disjoint regions of buffers to pool tasks, which finish before
+// the buffers are touched again.
+unsafe impl Send for P {}
+unsafe impl Sync for P {}
+
+impl P {
+    /// The pointer (a method, so closures capture the whole `P`, which is `Sync`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Evaluates the constant values the fused graph needs, from the parameters.
+fn eval_consts(
+    prims: &Graph,
+    params: &[ArrayD<f32>],
+    wanted: &[ValueId],
+) -> Result<HashMap<ValueId, ArrayD<f32>>, String> {
+    let mut need = vec![false; prims.nodes.len()];
+    let mut stack: Vec<ValueId> = wanted.to_vec();
+    while let Some(v) = stack.pop() {
+        if !need[v] {
+            need[v] = true;
+            stack.extend(&prims.nodes[v].inputs);
+        }
+    }
+    let mut vals: HashMap<ValueId, ArrayD<f32>> = HashMap::new();
+    for (v, node) in prims.nodes.iter().enumerate() {
+        if !need[v] {
+            continue;
+        }
+        let value = match &node.op {
+            Op::Param { index } => {
+                let p = params
+                    .get(*index)
+                    .ok_or_else(|| format!("no value for parameter #{index}"))?;
+                if p.shape() != node.shape.as_slice() {
+                    return Err(format!(
+                        "parameter #{index} has shape {:?}, expected {:?}",
+                        p.shape(),
+                        node.shape
+                    ));
+                }
+                p.clone()
+            }
+            op => {
+                let ins: Vec<&ArrayD<f32>> = node.inputs.iter().map(|i| &vals[i]).collect();
+                fast_const(op, &ins, &node.shape)
+                    .unwrap_or_else(|| crate::reference::eval_node(op, &ins, &node.shape))
+            }
+        };
+        vals.insert(v, value);
+    }
+    Ok(vals)
+}
+
+/// The common constant ops (folding batchnorm into weights touches every weight) without the
+/// reference interpreter's per-element overhead; `None` for the rest.
+fn fast_const(op: &Op, ins: &[&ArrayD<f32>], shape: &[usize]) -> Option<ArrayD<f32>> {
+    use ndarray::{IxDyn, Zip};
+    match op {
+        Op::Reshape => ins[0]
+            .as_standard_layout()
+            .to_owned()
+            .into_shape_with_order(IxDyn(shape))
+            .ok(),
+        Op::Unary(u) => Some(ins[0].mapv(|x| u.apply(x as f64) as f32)),
+        Op::Binary(b) => {
+            let x = ins[0].broadcast(IxDyn(shape))?;
+            let y = ins[1].broadcast(IxDyn(shape))?;
+            Some(
+                Zip::from(&x)
+                    .and(&y)
+                    .map_collect(|&p, &q| b.apply(p as f64, q as f64) as f32),
+            )
+        }
+        _ => None,
+    }
+}
+
+impl Executable {
+    /// Compiles a fused graph with the given parameter values (indexed like
+    /// `LayerGraph::params`).
+    pub fn new(
+        fused: FusedGraph,
+        params: &[ArrayD<f32>],
+        jit_handle: Arc<Mutex<Jit>>,
+        threads: usize,
+    ) -> Result<Executable, String> {
+        let mut guard = jit_handle.lock().unwrap_or_else(|p| p.into_inner());
+        let jit = &mut *guard;
+        let plan = plan(&fused);
+        let wanted: Vec<ValueId> = fused
+            .buffers
+            .iter()
+            .filter_map(|b| match b.kind {
+                BufKind::Const(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        let vals = eval_consts(&fused.prims, params, &wanted)?;
+        let mut consts = HashMap::new();
+        let mut const_bytes = 0;
+        for (i, b) in fused.buffers.iter().enumerate() {
+            if let BufKind::Const(v) = b.kind {
+                let data: Vec<f32> = vals[&v].iter().copied().collect();
+                const_bytes += data.len() * 4;
+                consts.insert(i, Arc::new(data));
+            }
+        }
+        let before = jit.cached();
+        let mut codegen_time = Duration::ZERO;
+        let mut steps = Vec::new();
+        let mut functions = Vec::new();
+        for k in &fused.kernels {
+            let mut compile = |lk| -> Result<Arc<CompiledKernel>, String> {
+                let c = jit.compile(lk)?;
+                codegen_time += c.compile_time;
+                Ok(c)
+            };
+            let step = match &k.body {
+                KernelBody::Loop(lk) => {
+                    let c = compile(lk)?;
+                    functions.push(Some(c.clone()));
+                    Step::Loop(c)
+                }
+                KernelBody::Contraction(Contraction { kind, epilogue }) => {
+                    let e = epilogue.as_ref().map(&mut compile).transpose()?;
+                    functions.push(e.clone());
+                    Step::Contraction {
+                        kind: kind.clone(),
+                        epilogue: e,
+                    }
+                }
+                KernelBody::Host(h) => {
+                    functions.push(None);
+                    Step::Host(h.clone())
+                }
+            };
+            steps.push(step);
+        }
+        let stats = CompileStats {
+            kernels: fused.kernels.len(),
+            functions: jit.cached() - before,
+            codegen_time,
+            arena_bytes: plan.arena_len * 4,
+            unshared_bytes: plan.unshared_len * 4,
+            const_bytes,
+        };
+        drop(guard);
+        Ok(Executable {
+            _jit: jit_handle,
+            arena: vec![0.0; plan.arena_len],
+            fused,
+            plan,
+            steps,
+            consts,
+            pool: Pool::new(threads),
+            stats,
+            functions,
+        })
+    }
+
+    pub fn fused(&self) -> &FusedGraph {
+        &self.fused
+    }
+
+    /// Pointer to a buffer's first element.
+    fn ptr(&mut self, b: BufId) -> *mut f32 {
+        let r = root_of(&self.fused, b);
+        match self.plan.offsets[r] {
+            Some(off) => self.arena[off..].as_mut_ptr(),
+            None => self.consts[&r].as_ptr() as *mut f32,
+        }
+    }
+
+    fn len_of(&self, b: BufId) -> usize {
+        numel(&self.fused.buffers[b].shape)
+    }
+
+    /// Runs the model. Inputs are matched by name and must have the compiled shapes
+    /// (batch dimension included).
+    pub fn run(
+        &mut self,
+        inputs: &[(&str, &ArrayD<f32>)],
+    ) -> Result<Vec<(String, ArrayD<f32>)>, String> {
+        for (name, b) in self.fused.inputs.clone() {
+            let Some((_, x)) = inputs.iter().find(|(n, _)| *n == name) else {
+                return Err(format!("missing input `{name}`"));
+            };
+            let want = &self.fused.buffers[b].shape;
+            if x.shape() != want.as_slice() {
+                return Err(format!(
+                    "input `{name}` has shape {:?}, the model expects {:?}",
+                    x.shape(),
+                    want
+                ));
+            }
+            let off = self.plan.offsets[b].expect("inputs live in the arena");
+            let dst = &mut self.arena[off..off + x.len()];
+            for (d, s) in dst.iter_mut().zip(x.iter()) {
+                *d = *s;
+            }
+        }
+        for i in 0..self.steps.len() {
+            self.step(i)?;
+        }
+        let mut outs = Vec::new();
+        for (name, b) in self.fused.outputs.clone() {
+            let shape = self.fused.buffers[b].shape.clone();
+            let n = self.len_of(b);
+            let p = self.ptr(b);
+            // SAFETY: the buffer holds n floats (arena slot or constant).
+            let data = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
+            outs.push((
+                name,
+                ArrayD::from_shape_vec(shape, data).map_err(|e| e.to_string())?,
+            ));
+        }
+        Ok(outs)
+    }
+
+    fn step(&mut self, i: usize) -> Result<(), String> {
+        let k = self.fused.kernels[i].clone();
+        let ins: Vec<P> = k.inputs.iter().map(|&b| P(self.ptr(b))).collect();
+        let out = P(self.ptr(k.output));
+        let threads = self.pool.threads();
+        match &self.steps[i] {
+            Step::Loop(c) => {
+                let c = c.clone();
+                run_loop(&self.pool, &c, &ins, out, threads);
+            }
+            Step::Contraction { kind, epilogue } => {
+                let (kind, epilogue) = (kind.clone(), epilogue.clone());
+                self.contraction(&kind, &ins, out);
+                if let Some(e) = epilogue {
+                    // Epilogue input 0 is the raw result, in the output buffer itself.
+                    let mut eins = vec![out];
+                    eins.extend(&ins[2..]);
+                    run_loop(&self.pool, &e, &eins, out, threads);
+                }
+            }
+            Step::Host(h) => {
+                let h = h.clone();
+                let mut data = Vec::new();
+                for (&b, p) in k.inputs.iter().zip(&ins) {
+                    // SAFETY: each input buffer holds len_of(b) floats.
+                    let s =
+                        unsafe { std::slice::from_raw_parts(p.0 as *const f32, self.len_of(b)) };
+                    data.push((s, self.fused.buffers[b].shape.clone()));
+                }
+                let n = self.len_of(k.output);
+                // SAFETY: the output buffer holds n floats and does not overlap live inputs
+                // (the planner never places buffers alive at the same time together).
+                let o = unsafe { std::slice::from_raw_parts_mut(out.0, n) };
+                let views: Vec<(&[f32], &[usize])> =
+                    data.iter().map(|(s, sh)| (*s, sh.as_slice())).collect();
+                host::run_host(&h, &views, o, &self.fused.buffers[k.output].shape)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn contraction(&self, kind: &ContractionKind, ins: &[P], out: P) {
+        match *kind {
+            ContractionKind::Conv2d { n, c, h, w, o, .. } => {
+                let ohw = {
+                    let ContractionKind::Conv2d {
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        ..
+                    } = kind
+                    else {
+                        unreachable!()
+                    };
+                    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1)
+                        / stride[0]
+                        + 1;
+                    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1)
+                        / stride[1]
+                        + 1;
+                    oh * ow
+                };
+                let threads = self.pool.threads();
+                // Split output channels too when the batch alone cannot feed every thread.
+                let oblocks = if n >= threads {
+                    1
+                } else {
+                    threads.div_ceil(n).min(o)
+                };
+                let per = o.div_ceil(oblocks);
+                let (x, wt) = (ins[0], ins[1]);
+                self.pool.run(n * oblocks, &|t| {
+                    let (img, ob) = (t / oblocks, t % oblocks);
+                    let range = (ob * per, ((ob + 1) * per).min(o));
+                    // SAFETY: image `img` of x, the weight, and image `img` of out; tasks
+                    // write disjoint channel ranges of distinct images.
+                    unsafe {
+                        contraction::conv_image(
+                            kind,
+                            x.get().add(img * c * h * w),
+                            wt.get(),
+                            out.get().add(img * o * ohw),
+                            range,
+                        )
+                    };
+                });
+            }
+            ContractionKind::MatMul {
+                batch,
+                m,
+                k,
+                n,
+                transpose_b,
+            } => {
+                let threads = self.pool.threads();
+                let chunks = if batch >= threads {
+                    1
+                } else {
+                    threads.min(m.max(1))
+                };
+                let rows = m.div_ceil(chunks);
+                let (a, b) = (ins[0], ins[1]);
+                self.pool.run(batch * chunks, &|t| {
+                    let (bi, ch) = (t / chunks, t % chunks);
+                    let r0 = ch * rows;
+                    let r1 = ((ch + 1) * rows).min(m);
+                    if r0 >= r1 {
+                        return;
+                    }
+                    let (rhs_rs, rhs_cs) = if transpose_b {
+                        (1, k as isize)
+                    } else {
+                        (n as isize, 1)
+                    };
+                    // SAFETY: batch bi, rows r0..r1 of a and out; all of b's batch bi.
+                    unsafe {
+                        contraction::gemm(
+                            r1 - r0,
+                            n,
+                            k,
+                            out.get().add(bi * m * n + r0 * n),
+                            n as isize,
+                            a.get().add(bi * m * k + r0 * k),
+                            k as isize,
+                            1,
+                            b.get().add(bi * k * n),
+                            rhs_rs,
+                            rhs_cs,
+                        )
+                    };
+                });
+            }
+        }
+    }
+}
+
+/// Runs a loop kernel over its outer dimension, split across the pool.
+fn run_loop(pool: &Pool, c: &CompiledKernel, ins: &[P], out: P, threads: usize) {
+    let outer = c.outer.max(1);
+    let chunks = outer.min(threads * 4).max(1);
+    let per = outer.div_ceil(chunks);
+    let ptrs: Vec<*const f32> = ins.iter().map(|p| p.0 as *const f32).collect();
+    let ptrs = P(ptrs.as_ptr() as *mut f32);
+    let func = c.func;
+    pool.run(chunks, &|t| {
+        let (b, e) = (t * per, ((t + 1) * per).min(outer));
+        if b < e {
+            let p = ptrs;
+            // SAFETY: the fused graph and plan guarantee each input buffer holds what the
+            // kernel's accesses read and the output what it writes; chunks write disjoint
+            // outer ranges.
+            unsafe { func(p.get() as *const *const f32, out.get(), b, e) };
+        }
+    });
+}
