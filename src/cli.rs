@@ -97,6 +97,9 @@ pub enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also print a table of kernels by time (name, ops, shape, share, GFLOP/s).
+        #[arg(long)]
+        profile: bool,
     },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
@@ -253,8 +256,18 @@ pub fn run(cli: Cli) -> ExitCode {
             iters,
             warmup,
             json,
+            profile,
         } => match options(&model) {
-            Ok(o) => crate::cli_run::bench(&spec, &o, batch.max(1), threads, iters, warmup, json),
+            Ok(o) => crate::cli_run::bench(
+                &spec,
+                &o,
+                batch.max(1),
+                threads,
+                iters,
+                warmup,
+                json,
+                profile,
+            ),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)

@@ -184,6 +184,7 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     json: bool,
+    profile: bool,
 ) -> ExitCode {
     let t0 = Instant::now();
     let spec = match crate::spec::load_file(path, opts) {
@@ -221,6 +222,9 @@ pub fn bench(
         if let Err(e) = exe.run(&refs) {
             return fail(format!("error: {e}"));
         }
+    }
+    if profile {
+        exe.enable_profiling();
     }
     let mut times: Vec<Duration> = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
@@ -276,6 +280,26 @@ pub fn bench(
             times.len()
         );
         println!("throughput: {ips:.1} images/s, {gflops:.1} GFLOP/s");
+        if profile {
+            let rows = exe.profile();
+            let total: f64 = rows.iter().map(|r| r.time.as_secs_f64()).sum();
+            println!(
+                "{:>5}  {:>6}  {:>8}  {:<36} {:<22} origin",
+                "kernel", "share", "GFLOP/s", "ops", "shape"
+            );
+            for r in rows.iter().take(40) {
+                let secs = r.time.as_secs_f64() / times.len() as f64;
+                println!(
+                    "{:>5}  {:>5.1}%  {:>8.1}  {:<36} {:<22} {}",
+                    format!("k{}", r.index),
+                    100.0 * r.time.as_secs_f64() / total,
+                    r.flops as f64 / secs / 1e9,
+                    r.ops,
+                    format!("{:?}", r.shape),
+                    r.origin
+                );
+            }
+        }
         println!(
             "memory: arena {:.1} MiB (without reuse {:.1} MiB), constants {:.1} MiB, peak RSS {}",
             st.arena_bytes as f64 / 1048576.0,

@@ -5,6 +5,9 @@ use std::cell::RefCell;
 
 use crate::fuse::kernel::ContractionKind;
 
+/// Output pixels per im2col band: with a few hundred rows of K, the band stays in L2.
+const BAND_PIXELS: usize = 384;
+
 thread_local! {
     /// Per-thread im2col scratch, reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -138,40 +141,84 @@ pub unsafe fn conv_image(
             run(xg);
             continue;
         }
+        // im2col one band of output rows at a time, so the packed band stays in L2 while the
+        // GEMM reads it.
+        let rows_per_band = (BAND_PIXELS / ow).clamp(1, oh);
         SCRATCH.with(|s| {
             let mut col = s.borrow_mut();
-            if col.len() < kdim * npix {
-                col.resize(kdim * npix, 0.0);
-            }
-            for ci in 0..cg {
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        let row = (ci * kh + ki) * kw + kj;
-                        let dst = &mut col[row * npix..(row + 1) * npix];
-                        for y in 0..oh {
-                            let iy = (y * sh + ki * dh) as isize - pt as isize;
-                            let line = &mut dst[y * ow..(y + 1) * ow];
-                            if iy < 0 || iy >= h as isize {
-                                line.fill(0.0);
-                                continue;
+            let mut y0 = 0;
+            while y0 < oh {
+                let y1 = (y0 + rows_per_band).min(oh);
+                let band = (y1 - y0) * ow;
+                if col.len() < kdim * band {
+                    col.resize(kdim * band, 0.0);
+                }
+                for ci in 0..cg {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            let row = (ci * kh + ki) * kw + kj;
+                            let dst = &mut col[row * band..(row + 1) * band];
+                            // Output columns whose input column is inside the image.
+                            let off = (kj * dw) as isize - pl as isize;
+                            let x0 = if off >= 0 {
+                                0
+                            } else {
+                                ((-off) as usize).div_ceil(sw)
                             }
-                            // SAFETY: row iy of channel ci is inside the image.
-                            let src = unsafe {
-                                std::slice::from_raw_parts(xg.add((ci * h + iy as usize) * wd), wd)
-                            };
-                            for (xo, v) in line.iter_mut().enumerate() {
-                                let ix = (xo * sw + kj * dw) as isize - pl as isize;
-                                *v = if ix < 0 || ix >= wd as isize {
-                                    0.0
-                                } else {
-                                    src[ix as usize]
+                            .min(ow);
+                            let x1 = if (wd as isize) <= off {
+                                0
+                            } else {
+                                ((wd as isize - off - 1) as usize / sw + 1).min(ow)
+                            }
+                            .max(x0);
+                            for y in y0..y1 {
+                                let iy = (y * sh + ki * dh) as isize - pt as isize;
+                                let line = &mut dst[(y - y0) * ow..(y - y0 + 1) * ow];
+                                if iy < 0 || iy >= h as isize {
+                                    line.fill(0.0);
+                                    continue;
+                                }
+                                // SAFETY: row iy of channel ci is inside the image.
+                                let src = unsafe {
+                                    std::slice::from_raw_parts(
+                                        xg.add((ci * h + iy as usize) * wd),
+                                        wd,
+                                    )
                                 };
+                                line[..x0].fill(0.0);
+                                line[x1..].fill(0.0);
+                                let first = (x0 as isize * sw as isize + off) as usize;
+                                if sw == 1 {
+                                    line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
+                                } else {
+                                    for (k, v) in line[x0..x1].iter_mut().enumerate() {
+                                        *v = src[first + k * sw];
+                                    }
+                                }
                             }
                         }
                     }
                 }
+                // SAFETY: weight rows lo..hi hold kdim floats; output rows lo..hi hold npix
+                // floats, of which this band writes columns y0*ow..y1*ow.
+                unsafe {
+                    gemm(
+                        hi - lo,
+                        band,
+                        kdim,
+                        out.add(lo * npix + y0 * ow),
+                        npix as isize,
+                        w.add(lo * kdim),
+                        kdim as isize,
+                        1,
+                        col.as_ptr(),
+                        band as isize,
+                        1,
+                    )
+                };
+                y0 = y1;
             }
-            run(col.as_ptr());
         });
     }
 }

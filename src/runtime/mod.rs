@@ -61,11 +61,37 @@ pub struct Executable {
     pub functions: Vec<Option<Arc<CompiledKernel>>>,
     /// Keeps the generated code alive as long as this program can call it.
     _jit: Arc<Mutex<Jit>>,
+    /// Time spent in each kernel since profiling was enabled (see [`Executable::profile`]).
+    times: Option<Vec<Duration>>,
+    bindings: Vec<Binding>,
+}
+
+/// One row of a kernel profile.
+#[derive(Debug, Clone)]
+pub struct KernelProfile {
+    pub index: usize,
+    pub ops: String,
+    pub origin: String,
+    pub shape: Vec<usize>,
+    pub time: Duration,
+    /// Floating-point operations per run (contractions: 2·M·N·K; others: one per output).
+    pub flops: u64,
 }
 
 /// A raw pointer that may cross into pool tasks (each task touches a disjoint part).
+/// Transparent, so a `[P]` is an array of pointers the generated code can take.
 #[derive(Clone, Copy)]
+#[repr(transparent)]
 struct P(*mut f32);
+
+/// The buffer addresses one kernel uses, resolved once (the arena never moves).
+struct Binding {
+    ins: Vec<P>,
+    out: P,
+    /// What the generated function receives as its input array: the inputs for a loop
+    /// kernel; `[raw result, extras...]` for a contraction's epilogue.
+    fn_inputs: Vec<P>,
+}
 // SAFETY: used only to hand disjoint regions of buffers to pool tasks, which finish before
 // the buffers are touched again.
 unsafe impl Send for P {}
@@ -216,7 +242,9 @@ impl Executable {
             const_bytes,
         };
         drop(guard);
-        Ok(Executable {
+        let mut exe = Executable {
+            bindings: Vec::new(),
+            times: None,
             _jit: jit_handle,
             arena: vec![0.0; plan.arena_len],
             fused,
@@ -226,11 +254,77 @@ impl Executable {
             pool: Pool::new(threads),
             stats,
             functions,
-        })
+        };
+        exe.bindings = (0..exe.fused.kernels.len())
+            .map(|i| {
+                let k = exe.fused.kernels[i].clone();
+                let ins: Vec<P> = k.inputs.iter().map(|&b| P(exe.ptr(b))).collect();
+                let out = P(exe.ptr(k.output));
+                let fn_inputs = match &k.body {
+                    KernelBody::Contraction(_) => std::iter::once(out)
+                        .chain(ins[2..].iter().copied())
+                        .collect(),
+                    _ => ins.clone(),
+                };
+                Binding {
+                    ins,
+                    out,
+                    fn_inputs,
+                }
+            })
+            .collect();
+        Ok(exe)
     }
 
     pub fn fused(&self) -> &FusedGraph {
         &self.fused
+    }
+
+    /// Starts (or restarts) timing each kernel.
+    pub fn enable_profiling(&mut self) {
+        self.times = Some(vec![Duration::ZERO; self.steps.len()]);
+    }
+
+    /// Time per kernel since [`Executable::enable_profiling`], slowest first.
+    pub fn profile(&self) -> Vec<KernelProfile> {
+        let Some(times) = &self.times else {
+            return Vec::new();
+        };
+        let mut rows: Vec<KernelProfile> = self
+            .fused
+            .kernels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let shape = self.fused.buffers[k.output].shape.clone();
+                let flops = match &k.body {
+                    KernelBody::Contraction(c) => match c.kind {
+                        ContractionKind::Conv2d {
+                            c: ch,
+                            kernel,
+                            groups,
+                            ..
+                        } => {
+                            2 * numel(&shape) as u64 * (ch / groups * kernel[0] * kernel[1]) as u64
+                        }
+                        ContractionKind::MatMul { batch, m, k, n, .. } => {
+                            2 * (batch * m * k * n) as u64
+                        }
+                    },
+                    _ => numel(&shape) as u64,
+                };
+                KernelProfile {
+                    index: i,
+                    ops: k.ops.join("+"),
+                    origin: k.origin.clone(),
+                    shape,
+                    time: times[i],
+                    flops,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| b.time.cmp(&a.time));
+        rows
     }
 
     /// Pointer to a buffer's first element.
@@ -271,7 +365,17 @@ impl Executable {
             }
         }
         for i in 0..self.steps.len() {
-            self.step(i)?;
+            if let Some(times) = &mut self.times {
+                let t = std::time::Instant::now();
+                // The borrow of `times` ends before the step runs.
+                let _ = times;
+                self.step(i)?;
+                if let Some(times) = &mut self.times {
+                    times[i] += t.elapsed();
+                }
+            } else {
+                self.step(i)?;
+            }
         }
         let mut outs = Vec::new();
         for (name, b) in self.fused.outputs.clone() {
@@ -289,41 +393,31 @@ impl Executable {
     }
 
     fn step(&mut self, i: usize) -> Result<(), String> {
-        let k = self.fused.kernels[i].clone();
-        let ins: Vec<P> = k.inputs.iter().map(|&b| P(self.ptr(b))).collect();
-        let out = P(self.ptr(k.output));
+        let b = &self.bindings[i];
         let threads = self.pool.threads();
         match &self.steps[i] {
-            Step::Loop(c) => {
-                let c = c.clone();
-                run_loop(&self.pool, &c, &ins, out, threads);
-            }
+            Step::Loop(c) => run_loop(&self.pool, c, &b.fn_inputs, b.out, threads),
             Step::Contraction { kind, epilogue } => {
-                let (kind, epilogue) = (kind.clone(), epilogue.clone());
-                self.contraction(&kind, &ins, out);
+                self.contraction(kind, &b.ins, b.out);
                 if let Some(e) = epilogue {
                     // Epilogue input 0 is the raw result, in the output buffer itself.
-                    let mut eins = vec![out];
-                    eins.extend(&ins[2..]);
-                    run_loop(&self.pool, &e, &eins, out, threads);
+                    run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
                 }
             }
             Step::Host(h) => {
-                let h = h.clone();
-                let mut data = Vec::new();
-                for (&b, p) in k.inputs.iter().zip(&ins) {
-                    // SAFETY: each input buffer holds len_of(b) floats.
+                let k = &self.fused.kernels[i];
+                let mut views: Vec<(&[f32], &[usize])> = Vec::with_capacity(k.inputs.len());
+                for (&buf, p) in k.inputs.iter().zip(&b.ins) {
+                    // SAFETY: each input buffer holds len_of(buf) floats.
                     let s =
-                        unsafe { std::slice::from_raw_parts(p.0 as *const f32, self.len_of(b)) };
-                    data.push((s, self.fused.buffers[b].shape.clone()));
+                        unsafe { std::slice::from_raw_parts(p.0 as *const f32, self.len_of(buf)) };
+                    views.push((s, self.fused.buffers[buf].shape.as_slice()));
                 }
                 let n = self.len_of(k.output);
                 // SAFETY: the output buffer holds n floats and does not overlap live inputs
                 // (the planner never places buffers alive at the same time together).
-                let o = unsafe { std::slice::from_raw_parts_mut(out.0, n) };
-                let views: Vec<(&[f32], &[usize])> =
-                    data.iter().map(|(s, sh)| (*s, sh.as_slice())).collect();
-                host::run_host(&h, &views, o, &self.fused.buffers[k.output].shape)?;
+                let o = unsafe { std::slice::from_raw_parts_mut(b.out.0, n) };
+                host::run_host(h, &views, o, &self.fused.buffers[k.output].shape)?;
             }
         }
         Ok(())
@@ -331,7 +425,16 @@ impl Executable {
 
     fn contraction(&self, kind: &ContractionKind, ins: &[P], out: P) {
         match *kind {
-            ContractionKind::Conv2d { n, c, h, w, o, .. } => {
+            ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                groups,
+                kernel,
+                ..
+            } => {
                 let ohw = {
                     let ContractionKind::Conv2d {
                         kernel,
@@ -360,7 +463,8 @@ impl Executable {
                 };
                 let per = o.div_ceil(oblocks);
                 let (x, wt) = (ins[0], ins[1]);
-                self.pool.run(n * oblocks, &|t| {
+                let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
+                self.par(n * oblocks, macs < SMALL_MACS, &|t| {
                     let (img, ob) = (t / oblocks, t % oblocks);
                     let range = (ob * per, ((ob + 1) * per).min(o));
                     // SAFETY: image `img` of x, the weight, and image `img` of out; tasks
@@ -384,37 +488,45 @@ impl Executable {
                 transpose_b,
             } => {
                 let threads = self.pool.threads();
+                // Split rows (or, when there are few, columns) so every thread has work.
+                let by_rows = m >= n || m >= threads;
+                let span = if by_rows { m } else { n };
                 let chunks = if batch >= threads {
                     1
                 } else {
-                    threads.min(m.max(1))
+                    threads.min(span.max(1))
                 };
-                let rows = m.div_ceil(chunks);
+                let per = span.div_ceil(chunks);
                 let (a, b) = (ins[0], ins[1]);
-                self.pool.run(batch * chunks, &|t| {
+                let (rhs_rs, rhs_cs) = if transpose_b {
+                    (1, k as isize)
+                } else {
+                    (n as isize, 1)
+                };
+                self.par(batch * chunks, batch * m * n * k < SMALL_MACS, &|t| {
                     let (bi, ch) = (t / chunks, t % chunks);
-                    let r0 = ch * rows;
-                    let r1 = ((ch + 1) * rows).min(m);
-                    if r0 >= r1 {
+                    let (s0, s1) = (ch * per, ((ch + 1) * per).min(span));
+                    if s0 >= s1 {
                         return;
                     }
-                    let (rhs_rs, rhs_cs) = if transpose_b {
-                        (1, k as isize)
+                    let (r0, r1, c0, c1) = if by_rows {
+                        (s0, s1, 0, n)
                     } else {
-                        (n as isize, 1)
+                        (0, m, s0, s1)
                     };
-                    // SAFETY: batch bi, rows r0..r1 of a and out; all of b's batch bi.
+                    // SAFETY: batch bi, rows r0..r1 and columns c0..c1 of out; the matching
+                    // rows of a and columns of b. Tasks write disjoint blocks of out.
                     unsafe {
                         contraction::gemm(
                             r1 - r0,
-                            n,
+                            c1 - c0,
                             k,
-                            out.get().add(bi * m * n + r0 * n),
+                            out.get().add(bi * m * n + r0 * n + c0),
                             n as isize,
                             a.get().add(bi * m * k + r0 * k),
                             k as isize,
                             1,
-                            b.get().add(bi * k * n),
+                            b.get().add(bi * k * n).offset(c0 as isize * rhs_cs),
                             rhs_rs,
                             rhs_cs,
                         )
@@ -423,22 +535,47 @@ impl Executable {
             }
         }
     }
+
+    /// Runs `tasks` on the pool, or in order on this thread when the work is small.
+    fn par(&self, tasks: usize, small: bool, f: &(dyn Fn(usize) + Sync)) {
+        if small {
+            (0..tasks).for_each(f);
+        } else {
+            self.pool.run(tasks, f);
+        }
+    }
 }
 
+/// Contractions with fewer multiply-adds than this run on the calling thread.
+const SMALL_MACS: usize = 1 << 20;
+
+/// Below this much work (elements read and written) a kernel runs on the calling thread:
+/// waking the pool costs more than it saves.
+const SMALL_LOOP: usize = 1 << 15;
+
 /// Runs a loop kernel over its outer dimension, split across the pool.
-fn run_loop(pool: &Pool, c: &CompiledKernel, ins: &[P], out: P, threads: usize) {
+fn run_loop(pool: &Pool, c: &CompiledKernel, fn_inputs: &[P], out: P, threads: usize) {
     let outer = c.outer.max(1);
-    let chunks = outer.min(threads * 4).max(1);
+    let work: usize = c.output_len
+        + c.input_extents
+            .iter()
+            .map(|&(lo, hi)| (hi - lo).max(0) as usize)
+            .sum::<usize>();
+    let chunks = if work < SMALL_LOOP {
+        1
+    } else {
+        outer.min(threads * 4).max(1)
+    };
     let per = outer.div_ceil(chunks);
-    let ptrs: Vec<*const f32> = ins.iter().map(|p| p.0 as *const f32).collect();
-    let ptrs = P(ptrs.as_ptr() as *mut f32);
+    let ptrs = P(fn_inputs.as_ptr() as *mut f32);
     let func = c.func;
     pool.run(chunks, &|t| {
         let (b, e) = (t * per, ((t + 1) * per).min(outer));
         if b < e {
             let p = ptrs;
-            // SAFETY: the fused graph and plan guarantee each input buffer holds what the
-            // kernel's accesses read and the output what it writes; chunks write disjoint
+            // SAFETY: `P` is a transparent pointer, so `fn_inputs` is the pointer array the
+            // code expects; the fused graph and plan guarantee each input buffer holds what
+            // the kernel's accesses read and the output what it writes; chunks write disjoint
             // outer ranges.
             unsafe { func(p.get() as *const *const f32, out.get(), b, e) };
         }
