@@ -323,7 +323,7 @@ impl Executable {
                 }
             })
             .collect();
-        rows.sort_by(|a, b| b.time.cmp(&a.time));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.time));
         rows
     }
 
