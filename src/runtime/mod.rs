@@ -137,6 +137,7 @@ fn eval_consts(
                 }
                 p.clone()
             }
+            // A reshape of a parameter (biases, scales) needs no evaluation beyond a copy.
             op => {
                 let ins: Vec<&ArrayD<f32>> = node.inputs.iter().map(|i| &vals[i]).collect();
                 fast_const(op, &ins, &node.shape)
@@ -160,6 +161,24 @@ fn fast_const(op: &Op, ins: &[&ArrayD<f32>], shape: &[usize]) -> Option<ArrayD<f
             .ok(),
         Op::Unary(u) => Some(ins[0].mapv(|x| u.apply(x as f64) as f32)),
         Op::Binary(b) => {
+            // The batchnorm fold: a weight times a per-output-channel scale, on plain slices.
+            if let (Some(w), Some(sc)) = (ins[0].as_slice(), ins[1].as_slice())
+                && ins[0].shape() == shape
+                && !sc.is_empty()
+                && w.len() % sc.len() == 0
+                && ins[1].shape().iter().skip(1).all(|&d| d == 1)
+                && ins[1].shape().first() == shape.first()
+            {
+                let inner = w.len() / sc.len();
+                let out: Vec<f32> = w
+                    .chunks(inner)
+                    .zip(sc)
+                    .flat_map(|(row, &k)| {
+                        row.iter().map(move |&x| b.apply(x as f64, k as f64) as f32)
+                    })
+                    .collect();
+                return ArrayD::from_shape_vec(IxDyn(shape), out).ok();
+            }
             let x = ins[0].broadcast(IxDyn(shape))?;
             let y = ins[1].broadcast(IxDyn(shape))?;
             Some(
@@ -197,7 +216,11 @@ impl Executable {
         let mut const_bytes = 0;
         for (i, b) in fused.buffers.iter().enumerate() {
             if let BufKind::Const(v) = b.kind {
-                let data: Vec<f32> = vals[&v].iter().copied().collect();
+                let a = &vals[&v];
+                let data: Vec<f32> = match a.as_slice() {
+                    Some(s) => s.to_vec(),
+                    None => a.iter().copied().collect(),
+                };
                 const_bytes += data.len() * 4;
                 consts.insert(i, Arc::new(data));
             }
