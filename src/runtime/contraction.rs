@@ -11,6 +11,8 @@ const BAND_PIXELS: usize = 384;
 thread_local! {
     /// Per-thread im2col scratch, reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread GEMM output tile for batched small images.
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `dst[m, n] = lhs[m, k] * rhs[k, n]` with explicit row and column strides (in elements).
@@ -69,164 +71,283 @@ pub unsafe fn gemm(
     }
 }
 
-/// One image of a convolution: `out[O, OH*OW] = W[O, C/g*KH*KW] * im2col(x[C, H, W])`, per
-/// group. `x`, `w` and `out` point at this image's data.
+/// The sizes of one convolution, derived once.
+struct Geom {
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    pt: usize,
+    pl: usize,
+    dh: usize,
+    dw: usize,
+    groups: usize,
+    oh: usize,
+    ow: usize,
+    cg: usize,
+    og: usize,
+    kdim: usize,
+    npix: usize,
+    /// 1x1, stride 1, no padding: the input already is the im2col matrix.
+    direct: bool,
+}
+
+impl Geom {
+    fn new(kind: &ContractionKind) -> Geom {
+        let ContractionKind::Conv2d {
+            c,
+            h,
+            w,
+            o,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [pt, pb, pl, pr],
+            dilation: [dh, dw],
+            groups,
+            ..
+        } = *kind
+        else {
+            unreachable!("a convolution's geometry of a matmul")
+        };
+        let oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1;
+        let ow = (w + pl + pr - dw * (kw - 1) - 1) / sw + 1;
+        let cg = c / groups;
+        Geom {
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            sh,
+            sw,
+            pt,
+            pl,
+            dh,
+            dw,
+            groups,
+            oh,
+            ow,
+            cg,
+            og: o / groups,
+            kdim: cg * kh * kw,
+            npix: oh * ow,
+            direct: kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0,
+        }
+    }
+}
+
+/// How many images one task should convolve together: small feature maps are batched so the
+/// GEMM sees at least a band's worth of columns, while every thread still gets a task.
+pub fn images_per_task(kind: &ContractionKind, n: usize, threads: usize) -> usize {
+    let g = Geom::new(kind);
+    if g.npix >= BAND_PIXELS {
+        return 1;
+    }
+    BAND_PIXELS
+        .div_ceil(g.npix)
+        .min(n.div_ceil(threads.max(1)))
+        .max(1)
+}
+
+/// im2col of output rows `y0..y1` of one image (group channels at `xg`) into `col`, whose rows
+/// are `ld` apart, starting at column `col0`.
 ///
 /// # Safety
-/// `x` holds `c*h*w` floats, `w` the whole weight, `out` `o*oh*ow` floats.
-pub unsafe fn conv_image(
+/// `xg` holds `cg * h * w` floats.
+unsafe fn im2col(
+    g: &Geom,
+    xg: *const f32,
+    y0: usize,
+    y1: usize,
+    col: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    let ow = g.ow;
+    for ci in 0..g.cg {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (ci * g.kh + ki) * g.kw + kj;
+                // Output columns whose input column is inside the image.
+                let off = (kj * g.dw) as isize - g.pl as isize;
+                let x0 = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(g.sw)
+                }
+                .min(ow);
+                let x1 = if (g.w as isize) <= off {
+                    0
+                } else {
+                    ((g.w as isize - off - 1) as usize / g.sw + 1).min(ow)
+                }
+                .max(x0);
+                for y in y0..y1 {
+                    let start = row * ld + col0 + (y - y0) * ow;
+                    let line = &mut col[start..start + ow];
+                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        line.fill(0.0);
+                        continue;
+                    }
+                    // SAFETY: row iy of channel ci is inside the image.
+                    let src = unsafe {
+                        std::slice::from_raw_parts(xg.add((ci * g.h + iy as usize) * g.w), g.w)
+                    };
+                    line[..x0].fill(0.0);
+                    line[x1..].fill(0.0);
+                    let first = (x0 as isize * g.sw as isize + off) as usize;
+                    if g.sw == 1 {
+                        line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
+                    } else {
+                        for (k, v) in line[x0..x1].iter_mut().enumerate() {
+                            *v = src[first + k * g.sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Convolves images `imgs` of a batch, output channels `o_range`:
+/// `out[i][O, OH*OW] = W[O, C/g*KH*KW] * im2col(x[i])`, per group. `x` and `out` point at
+/// image 0.
+///
+/// # Safety
+/// `x` holds the whole input batch, `w` the whole weight, `out` the whole output batch.
+pub unsafe fn conv_images(
     kind: &ContractionKind,
     x: *const f32,
     w: *const f32,
     out: *mut f32,
+    imgs: std::ops::Range<usize>,
     o_range: (usize, usize),
 ) {
-    let ContractionKind::Conv2d {
-        c,
-        h,
-        w: wd,
-        o,
-        kernel: [kh, kw],
-        stride: [sh, sw],
-        padding: [pt, _pb, pl, _pr],
-        dilation: [dh, dw],
-        groups,
-        ..
-    } = *kind
-    else {
-        unreachable!("conv_image on a matmul")
-    };
-    let oh = (h + kind_pad(kind, 0) - dh * (kh - 1) - 1) / sh + 1;
-    let ow = (wd + kind_pad(kind, 1) - dw * (kw - 1) - 1) / sw + 1;
-    let cg = c / groups;
-    let og = o / groups;
-    let kdim = cg * kh * kw;
-    let npix = oh * ow;
-    let direct = kh == 1
-        && kw == 1
-        && sh == 1
-        && sw == 1
-        && pt == 0
-        && pl == 0
-        && kind_pad(kind, 0) == 0
-        && kind_pad(kind, 1) == 0;
-    for g in 0..groups {
-        // Output channels of this group within the requested range.
-        let lo = o_range.0.max(g * og);
-        let hi = o_range.1.min((g + 1) * og);
+    let g = Geom::new(kind);
+    let (npix, kdim) = (g.npix, g.kdim);
+    let img_in = g.c * g.h * g.w;
+    let img_out = g.o * npix;
+    let nb = imgs.len();
+    for grp in 0..g.groups {
+        let lo = o_range.0.max(grp * g.og);
+        let hi = o_range.1.min((grp + 1) * g.og);
         if lo >= hi {
             continue;
         }
-        // SAFETY: offsets stay inside this image's input (group g's channels).
-        let xg = unsafe { x.add(g * cg * h * wd) };
-        let run = |col: *const f32| {
-            // SAFETY: the weight rows lo..hi each hold kdim floats; out rows lo..hi hold npix.
-            unsafe {
-                gemm(
-                    hi - lo,
-                    npix,
-                    kdim,
-                    out.add(lo * npix),
-                    npix as isize,
-                    w.add(lo * kdim),
-                    kdim as isize,
-                    1,
-                    col,
-                    npix as isize,
-                    1,
-                )
-            }
-        };
-        if direct {
-            run(xg);
-            continue;
-        }
-        // im2col one band of output rows at a time, so the packed band stays in L2 while the
-        // GEMM reads it.
-        let rows_per_band = (BAND_PIXELS / ow).clamp(1, oh);
-        SCRATCH.with(|s| {
-            let mut col = s.borrow_mut();
-            let mut y0 = 0;
-            while y0 < oh {
-                let y1 = (y0 + rows_per_band).min(oh);
-                let band = (y1 - y0) * ow;
-                if col.len() < kdim * band {
-                    col.resize(kdim * band, 0.0);
-                }
-                for ci in 0..cg {
-                    for ki in 0..kh {
-                        for kj in 0..kw {
-                            let row = (ci * kh + ki) * kw + kj;
-                            let dst = &mut col[row * band..(row + 1) * band];
-                            // Output columns whose input column is inside the image.
-                            let off = (kj * dw) as isize - pl as isize;
-                            let x0 = if off >= 0 {
-                                0
-                            } else {
-                                ((-off) as usize).div_ceil(sw)
-                            }
-                            .min(ow);
-                            let x1 = if (wd as isize) <= off {
-                                0
-                            } else {
-                                ((wd as isize - off - 1) as usize / sw + 1).min(ow)
-                            }
-                            .max(x0);
-                            for y in y0..y1 {
-                                let iy = (y * sh + ki * dh) as isize - pt as isize;
-                                let line = &mut dst[(y - y0) * ow..(y - y0 + 1) * ow];
-                                if iy < 0 || iy >= h as isize {
-                                    line.fill(0.0);
-                                    continue;
-                                }
-                                // SAFETY: row iy of channel ci is inside the image.
-                                let src = unsafe {
-                                    std::slice::from_raw_parts(
-                                        xg.add((ci * h + iy as usize) * wd),
-                                        wd,
-                                    )
-                                };
-                                line[..x0].fill(0.0);
-                                line[x1..].fill(0.0);
-                                let first = (x0 as isize * sw as isize + off) as usize;
-                                if sw == 1 {
-                                    line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
-                                } else {
-                                    for (k, v) in line[x0..x1].iter_mut().enumerate() {
-                                        *v = src[first + k * sw];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                // SAFETY: weight rows lo..hi hold kdim floats; output rows lo..hi hold npix
-                // floats, of which this band writes columns y0*ow..y1*ow.
+        // SAFETY (all pointer arithmetic below): offsets stay inside the batch's images, the
+        // weight rows lo..hi (kdim floats each) and the output rows lo..hi (npix floats each).
+        let wg = unsafe { w.add(lo * kdim) };
+        if nb == 1 {
+            let i = imgs.start;
+            let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
+            let og = unsafe { out.add(i * img_out + lo * npix) };
+            if g.direct {
                 unsafe {
                     gemm(
                         hi - lo,
-                        band,
+                        npix,
                         kdim,
-                        out.add(lo * npix + y0 * ow),
+                        og,
                         npix as isize,
-                        w.add(lo * kdim),
+                        wg,
                         kdim as isize,
                         1,
-                        col.as_ptr(),
-                        band as isize,
+                        xg,
+                        npix as isize,
                         1,
                     )
                 };
-                y0 = y1;
+                continue;
             }
+            // One band of output rows at a time, so the packed band stays in L2.
+            let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
+            SCRATCH.with(|s| {
+                let mut col = s.borrow_mut();
+                let mut y0 = 0;
+                while y0 < g.oh {
+                    let y1 = (y0 + rows_per_band).min(g.oh);
+                    let band = (y1 - y0) * g.ow;
+                    if col.len() < kdim * band {
+                        col.resize(kdim * band, 0.0);
+                    }
+                    unsafe {
+                        im2col(&g, xg, y0, y1, &mut col, band, 0);
+                        gemm(
+                            hi - lo,
+                            band,
+                            kdim,
+                            og.add(y0 * g.ow),
+                            npix as isize,
+                            wg,
+                            kdim as isize,
+                            1,
+                            col.as_ptr(),
+                            band as isize,
+                            1,
+                        );
+                    }
+                    y0 = y1;
+                }
+            });
+            continue;
+        }
+        // Several small images: pack them side by side, one GEMM, then scatter the columns.
+        let cols = nb * npix;
+        SCRATCH.with(|s| {
+            TILE.with(|t| {
+                let mut col = s.borrow_mut();
+                let mut tile = t.borrow_mut();
+                if col.len() < kdim * cols {
+                    col.resize(kdim * cols, 0.0);
+                }
+                if tile.len() < (hi - lo) * cols {
+                    tile.resize((hi - lo) * cols, 0.0);
+                }
+                for (b, i) in imgs.clone().enumerate() {
+                    let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
+                    if g.direct {
+                        for r in 0..kdim {
+                            let src = unsafe { std::slice::from_raw_parts(xg.add(r * npix), npix) };
+                            col[r * cols + b * npix..r * cols + (b + 1) * npix]
+                                .copy_from_slice(src);
+                        }
+                    } else {
+                        unsafe { im2col(&g, xg, 0, g.oh, &mut col, cols, b * npix) };
+                    }
+                }
+                unsafe {
+                    gemm(
+                        hi - lo,
+                        cols,
+                        kdim,
+                        tile.as_mut_ptr(),
+                        cols as isize,
+                        wg,
+                        kdim as isize,
+                        1,
+                        col.as_ptr(),
+                        cols as isize,
+                        1,
+                    )
+                };
+                for (b, i) in imgs.clone().enumerate() {
+                    for r in 0..hi - lo {
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out.add(i * img_out + (lo + r) * npix),
+                                npix,
+                            )
+                        };
+                        dst.copy_from_slice(&tile[r * cols + b * npix..r * cols + (b + 1) * npix]);
+                    }
+                }
+            })
         });
-    }
-}
-
-/// Total padding along spatial axis `axis` (0 = height, 1 = width).
-fn kind_pad(kind: &ContractionKind, axis: usize) -> usize {
-    match kind {
-        ContractionKind::Conv2d { padding, .. } => padding[2 * axis] + padding[2 * axis + 1],
-        ContractionKind::MatMul { .. } => 0,
     }
 }

@@ -478,28 +478,26 @@ impl Executable {
                     oh * ow
                 };
                 let threads = self.pool.threads();
-                // Split output channels too when the batch alone cannot feed every thread.
-                let oblocks = if n >= threads {
+                // Small feature maps: several images per task; then split output channels too
+                // when the batch alone cannot feed every thread.
+                let per_task = contraction::images_per_task(kind, n, threads);
+                let img_tasks = n.div_ceil(per_task);
+                let oblocks = if img_tasks >= threads {
                     1
                 } else {
-                    threads.div_ceil(n).min(o)
+                    threads.div_ceil(img_tasks).min(o)
                 };
                 let per = o.div_ceil(oblocks);
                 let (x, wt) = (ins[0], ins[1]);
                 let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
-                self.par(n * oblocks, macs < SMALL_MACS, &|t| {
-                    let (img, ob) = (t / oblocks, t % oblocks);
+                self.par(img_tasks * oblocks, macs < SMALL_MACS, &|t| {
+                    let (it, ob) = (t / oblocks, t % oblocks);
+                    let imgs = it * per_task..((it + 1) * per_task).min(n);
                     let range = (ob * per, ((ob + 1) * per).min(o));
-                    // SAFETY: image `img` of x, the weight, and image `img` of out; tasks
-                    // write disjoint channel ranges of distinct images.
+                    // SAFETY: the whole batch of x and out and the whole weight; tasks write
+                    // disjoint (image, channel) blocks of out.
                     unsafe {
-                        contraction::conv_image(
-                            kind,
-                            x.get().add(img * c * h * w),
-                            wt.get(),
-                            out.get().add(img * o * ohw),
-                            range,
-                        )
+                        contraction::conv_images(kind, x.get(), wt.get(), out.get(), imgs, range)
                     };
                 });
             }
