@@ -28,6 +28,16 @@ fn elaborated_graph_of_every_spec() {
 }
 
 #[test]
+fn fused_graph_of_every_spec() {
+    for path in specs("net") {
+        let spec = load_file(&path, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let (_, fused) = netc::model::stages(&spec, 1);
+        insta::assert_snapshot!(format!("fused_{name}"), netc::fuse::fused_text(&fused));
+    }
+}
+
+#[test]
 fn yaml_twins_elaborate_to_the_identical_graph() {
     let twins = specs("yaml");
     for want in ["lenet5", "resnet18", "googlenet"] {

@@ -61,6 +61,8 @@ fn every_spec_matches_the_reference_interpreter() {
         ("resnet50", &["size=35", "classes=11"], 1),
         ("googlenet", &["size=35", "classes=9"], 2),
         ("alexnet", &["size=67", "classes=5"], 1),
+        ("vgg16", &["size=32", "classes=10"], 1),
+        ("resnet34", &["size=32", "classes=10"], 2),
         ("vgg_small", &[], 2),
         ("triplet", &["size=16", "embedding=8"], 3),
     ];
