@@ -55,6 +55,9 @@ fn every_spec_matches_the_reference_interpreter() {
     let cases: &[(&str, &[&str], usize)] = &[
         ("lenet5", &[], 3),
         ("edge_detect", &["size=13"], 2),
+        // Large enough at batch 1 that a convolution's rows are split across threads.
+        ("edge_detect", &["size=71"], 1),
+        ("resnet18", &["size=64", "classes=7"], 1),
         ("mini_resnet", &[], 3),
         ("mini_inception", &[], 3),
         ("resnet18", &["size=33", "classes=17"], 2),

@@ -141,6 +141,17 @@ impl Geom {
     }
 }
 
+/// How many tasks should split one image's output rows: when there are fewer images than
+/// threads and the image is large, splitting rows shares the im2col work instead of repeating
+/// it per output-channel block.
+pub fn row_splits(kind: &ContractionKind, n: usize, threads: usize) -> usize {
+    let g = Geom::new(kind);
+    if n >= threads || g.npix < 2 * BAND_PIXELS {
+        return 1;
+    }
+    threads.div_ceil(n).min(g.oh)
+}
+
 /// How many images one task should convolve together: small feature maps are batched so the
 /// GEMM sees at least a band's worth of columns, while every thread still gets a task.
 pub fn images_per_task(kind: &ContractionKind, n: usize, threads: usize) -> usize {
@@ -228,6 +239,7 @@ pub unsafe fn conv_images(
     out: *mut f32,
     imgs: std::ops::Range<usize>,
     o_range: (usize, usize),
+    rows: Option<(usize, usize)>,
 ) {
     let g = Geom::new(kind);
     let (npix, kdim) = (g.npix, g.kdim);
@@ -247,18 +259,20 @@ pub unsafe fn conv_images(
             let i = imgs.start;
             let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
             let og = unsafe { out.add(i * img_out + lo * npix) };
+            let (r0, r1) = rows.unwrap_or((0, g.oh));
             if g.direct {
+                let (p0, p1) = (r0 * g.ow, r1 * g.ow);
                 unsafe {
                     gemm(
                         hi - lo,
-                        npix,
+                        p1 - p0,
                         kdim,
-                        og,
+                        og.add(p0),
                         npix as isize,
                         wg,
                         kdim as isize,
                         1,
-                        xg,
+                        xg.add(p0),
                         npix as isize,
                         1,
                     )
@@ -269,9 +283,9 @@ pub unsafe fn conv_images(
             let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
             SCRATCH.with(|s| {
                 let mut col = s.borrow_mut();
-                let mut y0 = 0;
-                while y0 < g.oh {
-                    let y1 = (y0 + rows_per_band).min(g.oh);
+                let mut y0 = r0;
+                while y0 < r1 {
+                    let y1 = (y0 + rows_per_band).min(r1);
                     let band = (y1 - y0) * g.ow;
                     if col.len() < kdim * band {
                         col.resize(kdim * band, 0.0);

@@ -482,22 +482,54 @@ impl Executable {
                 // when the batch alone cannot feed every thread.
                 let per_task = contraction::images_per_task(kind, n, threads);
                 let img_tasks = n.div_ceil(per_task);
-                let oblocks = if img_tasks >= threads {
+                let splits = contraction::row_splits(kind, n, threads);
+                let oh_rows = {
+                    let ContractionKind::Conv2d {
+                        h,
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        ..
+                    } = *kind
+                    else {
+                        unreachable!()
+                    };
+                    (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0]
+                        + 1
+                };
+                let oblocks = if img_tasks * splits >= threads {
                     1
                 } else {
                     threads.div_ceil(img_tasks).min(o)
                 };
                 let per = o.div_ceil(oblocks);
+                let rows_per = oh_rows.div_ceil(splits);
                 let (x, wt) = (ins[0], ins[1]);
                 let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
-                self.par(img_tasks * oblocks, macs < SMALL_MACS, &|t| {
-                    let (it, ob) = (t / oblocks, t % oblocks);
+                self.par(img_tasks * splits * oblocks, macs < SMALL_MACS, &|t| {
+                    let (it, rest) = (t / (splits * oblocks), t % (splits * oblocks));
+                    let (sp, ob) = (rest / oblocks, rest % oblocks);
                     let imgs = it * per_task..((it + 1) * per_task).min(n);
                     let range = (ob * per, ((ob + 1) * per).min(o));
+                    let rows = (splits > 1)
+                        .then(|| (sp * rows_per, ((sp + 1) * rows_per).min(oh_rows)))
+                        .filter(|(a, b)| a < b);
+                    if splits > 1 && rows.is_none() {
+                        return;
+                    }
                     // SAFETY: the whole batch of x and out and the whole weight; tasks write
-                    // disjoint (image, channel) blocks of out.
+                    // disjoint (image, channel, row) blocks of out.
                     unsafe {
-                        contraction::conv_images(kind, x.get(), wt.get(), out.get(), imgs, range)
+                        contraction::conv_images(
+                            kind,
+                            x.get(),
+                            wt.get(),
+                            out.get(),
+                            imgs,
+                            range,
+                            rows,
+                        )
                     };
                 });
             }
