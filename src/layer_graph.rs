@@ -187,6 +187,17 @@ pub enum Op {
     },
 }
 
+/// A shape as `[3, 224, 224]`, in every message and printout.
+pub fn show_shape(s: &[usize]) -> String {
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// A float as people write it: `0.1`, `1e-5`, `0.001`, `2`.
 pub fn fmt_f64(f: f64) -> String {
     if f == 0.0 || !f.is_finite() {

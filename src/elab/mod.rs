@@ -140,25 +140,8 @@ pub fn elaborate_model(
     model: &Def,
     params: Vec<(String, Value)>,
 ) -> Result<LayerGraph, Diagnostic> {
-    let mut e = Elab {
-        blocks,
-        g: LayerGraph {
-            name: model.name.name.clone(),
-            model_params: params.iter().map(|(k, v)| (k.clone(), v.show())).collect(),
-            inputs: vec![],
-            nodes: vec![],
-            params: vec![],
-            outputs: vec![],
-            train: None,
-        },
-        param_index: HashMap::new(),
-        stack: vec![],
-        shared: vec![],
-        reuse: None,
-        steps: 0,
-        stmt_of: HashMap::new(),
-        named_paths: HashMap::new(),
-    };
+    let mut e = Elab::new(blocks, &model.name.name);
+    e.g.model_params = params.iter().map(|(k, v)| (k.clone(), v.show())).collect();
     let mut scope = Scope {
         vars: Rc::new(params.into_iter().collect()),
         in_model: true,
@@ -195,6 +178,29 @@ pub fn elaborate_model(
 }
 
 impl<'a> Elab<'a> {
+    /// An elaborator with an empty graph for model `name`.
+    fn new(blocks: &'a HashMap<String, &'a Def>, name: &str) -> Elab<'a> {
+        Elab {
+            blocks,
+            g: LayerGraph {
+                name: name.to_string(),
+                model_params: vec![],
+                inputs: vec![],
+                nodes: vec![],
+                params: vec![],
+                outputs: vec![],
+                train: None,
+            },
+            param_index: HashMap::new(),
+            stack: vec![],
+            shared: vec![],
+            reuse: None,
+            steps: 0,
+            stmt_of: HashMap::new(),
+            named_paths: HashMap::new(),
+        }
+    }
+
     pub(crate) fn is_layer_or_block(&self, name: &str) -> bool {
         self.blocks.contains_key(name) || layers::is_builtin(name)
     }
@@ -1148,25 +1154,7 @@ pub fn is_builtin_layer(name: &str) -> bool {
 /// earlier parameters in scope.
 pub fn eval_const(e: &Expr, vars: Vec<(String, Value)>) -> Result<Value, Diagnostic> {
     let blocks = HashMap::new();
-    let mut el = Elab {
-        blocks: &blocks,
-        g: LayerGraph {
-            name: String::new(),
-            model_params: vec![],
-            inputs: vec![],
-            nodes: vec![],
-            params: vec![],
-            outputs: vec![],
-            train: None,
-        },
-        param_index: HashMap::new(),
-        stack: vec![],
-        shared: vec![],
-        reuse: None,
-        steps: 0,
-        stmt_of: HashMap::new(),
-        named_paths: HashMap::new(),
-    };
+    let mut el = Elab::new(&blocks, "");
     let scope = Scope {
         vars: Rc::new(vars.into_iter().collect()),
         ..Scope::default()

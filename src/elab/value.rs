@@ -490,12 +490,4 @@ pub fn as_f64(v: &Value) -> Option<f64> {
     }
 }
 
-pub fn show_shape(s: &[usize]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+pub use crate::layer_graph::show_shape;

@@ -5,15 +5,7 @@ use std::fmt::Write as _;
 
 use super::{BufKind, FusedGraph, KernelBody};
 
-fn shape(s: &[usize]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::layer_graph::show_shape as shape;
 
 /// `k3 conv2d+add+relu (b0 [16, 3, 224, 224], b2 [64, 3, 7, 7]) -> b4 [16, 64, 112, 112]  # conv1`
 pub fn fused_text(f: &FusedGraph) -> String {

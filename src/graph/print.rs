@@ -4,15 +4,7 @@ use std::fmt::Write as _;
 
 use super::{Graph, Op};
 
-fn shape(s: &[usize]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+use crate::layer_graph::show_shape as shape;
 
 /// `%7 = conv2d(s=2, p=[3,3,3,3])(%0, %1) -> [16, 64, 112, 112]  # conv1`
 pub fn graph_text(g: &Graph) -> String {

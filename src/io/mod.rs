@@ -173,12 +173,4 @@ pub fn write_atomic(
 }
 
 /// `[4, 1, 28, 28]`
-pub(crate) fn show_shape(s: &[usize]) -> String {
-    format!(
-        "[{}]",
-        s.iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
+pub(crate) use crate::layer_graph::show_shape;

@@ -212,6 +212,10 @@ unsafe fn im2col(
                     };
                     line[..x0].fill(0.0);
                     line[x1..].fill(0.0);
+                    if x0 == x1 {
+                        // No input column: `first` below could be negative.
+                        continue;
+                    }
                     let first = (x0 as isize * g.sw as isize + off) as usize;
                     if g.sw == 1 {
                         line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);

@@ -88,7 +88,8 @@ pub fn shift_expr(mut e: Expr, offset: usize) -> Expr {
     e
 }
 
-fn visit_spans_expr(e: &mut Expr, f: &mut dyn FnMut(&mut Span)) {
+/// Calls `f` on every span in `e`, including those of nested statements.
+pub(crate) fn visit_spans_expr(e: &mut Expr, f: &mut dyn FnMut(&mut Span)) {
     f(&mut e.span);
     match &mut e.kind {
         ExprKind::Int(_)

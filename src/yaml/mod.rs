@@ -209,7 +209,7 @@ impl Cx<'_> {
         };
         match crate::syntax::parse_expr(self.file, &s.value, 0) {
             Ok(mut e) => {
-                spans::visit_expr(&mut e, &mut |sp| fix(sp));
+                crate::syntax::parse::visit_spans_expr(&mut e, &mut |sp| fix(sp));
                 Ok(e)
             }
             Err(mut d) => {
