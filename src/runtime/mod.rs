@@ -541,8 +541,9 @@ impl Executable {
                 transpose_b,
             } => {
                 let threads = self.pool.threads();
-                // Split rows (or, when there are few, columns) so every thread has work.
-                let by_rows = m >= n || m >= threads;
+                // Split the larger side: columns for dense layers (each thread then streams its
+                // own half of the weight instead of all of it), rows for tall products.
+                let by_rows = m > n;
                 let span = if by_rows { m } else { n };
                 let chunks = if batch >= threads {
                     1
