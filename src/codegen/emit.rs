@@ -1067,6 +1067,16 @@ impl Em<'_> {
         let live = live_steps(&k.program);
         let last = k.program.len() - 1;
         let fl = self.fl;
+        // Windows that never touch padding or fall off the input, with few cells, are unrolled.
+        let fits = |axis: usize, out: usize| {
+            let reach =
+                (out.max(1) - 1) * w.stride[axis] + w.dilation[axis] * (w.kernel[axis] - 1) + 1;
+            reach <= w.in_hw[axis]
+        };
+        let interior = w.padding == [0; 4]
+            && fits(0, k.shape[r - 2])
+            && fits(1, k.shape[r - 1])
+            && w.kernel[0] * w.kernel[1] <= 16;
         self.lp(lo, hi, 1, false, vec![], &mut |em, oh, _| {
             let hs = em.b.ins().imul_imm_s(oh, w.stride[0] as i64);
             let hs = em.b.ins().iadd_imm_s(hs, -(w.padding[0] as i64));
@@ -1081,6 +1091,47 @@ impl Em<'_> {
                 let [kw_lo, kw_hi, pool_w] =
                     em.win_axis(ws, w.in_hw[1], w.kernel[1], w.dilation[1], w.padding[3]);
                 let init = em.fconst(Mode::S, if w.max { f32::NEG_INFINITY } else { 0.0 });
+                if interior {
+                    // Every window lies inside the input: unroll the cells with no bounds.
+                    let mut acc = init;
+                    for kh in 0..w.kernel[0] {
+                        let h = em.b.ins().iadd_imm_s(hs, (kh * w.dilation[0]) as i64);
+                        let row = em.advance(&offs[..na], h, &sh);
+                        for kw in 0..w.kernel[1] {
+                            let x = em.b.ins().iadd_imm_s(ws, (kw * w.dilation[1]) as i64);
+                            let cell = em.advance(&row, x, &sw);
+                            let mut vals = vec![None; k.program.len()];
+                            em.eval(
+                                Mode::S,
+                                &k.program,
+                                &mut vals,
+                                &live,
+                                &mut |em: &mut Em, a| {
+                                    let at = em.b.ins().iadd(p.acc[a], cell[a]);
+                                    em.b.ins().load(F32, fl, at, 0)
+                                },
+                                None,
+                            );
+                            let v = vals[last].expect("result");
+                            acc = if w.max {
+                                em.max(Mode::S, v, acc)
+                            } else {
+                                em.b.ins().fadd(acc, v)
+                            };
+                        }
+                    }
+                    let value = if w.max {
+                        acc
+                    } else {
+                        let div = em.fconst(Mode::S, (w.kernel[0] * w.kernel[1]) as f32);
+                        em.b.ins().fdiv(acc, div)
+                    };
+                    let o = em.b.ins().ishl_imm_u(ow, 2);
+                    let o = em.b.ins().iadd(o, row_out);
+                    let at = em.b.ins().iadd(p.out, o);
+                    em.b.ins().store(em.fl, value, at, 0);
+                    return vec![];
+                }
                 let acc = em.lp(kh_lo, kh_hi, 1, true, vec![init], &mut |em, kh, acc| {
                     let h = em.b.ins().imul_imm_s(kh, w.dilation[0] as i64);
                     let h = em.b.ins().iadd(h, hs);
