@@ -1050,6 +1050,14 @@ impl Em<'_> {
         [k_lo, k_hi, pool]
     }
 
+    /// Stores a pooled value at output column `ow` of the row starting at byte `row_out`.
+    fn win_store(&mut self, value: Value, ow: Value, row_out: Value, p: &Ptrs) {
+        let o = self.b.ins().ishl_imm_u(ow, 2);
+        let o = self.b.ins().iadd(o, row_out);
+        let at = self.b.ins().iadd(p.out, o);
+        self.b.ins().store(self.fl, value, at, 0);
+    }
+
     fn win_rows(
         &mut self,
         k: &LoopKernel,
@@ -1126,10 +1134,7 @@ impl Em<'_> {
                         let div = em.fconst(Mode::S, (w.kernel[0] * w.kernel[1]) as f32);
                         em.b.ins().fdiv(acc, div)
                     };
-                    let o = em.b.ins().ishl_imm_u(ow, 2);
-                    let o = em.b.ins().iadd(o, row_out);
-                    let at = em.b.ins().iadd(p.out, o);
-                    em.b.ins().store(em.fl, value, at, 0);
+                    em.win_store(value, ow, row_out, p);
                     return vec![];
                 }
                 let acc = em.lp(kh_lo, kh_hi, 1, true, vec![init], &mut |em, kh, acc| {
@@ -1176,10 +1181,7 @@ impl Em<'_> {
                     let div = em.b.ins().fcvt_from_sint(F32, div);
                     em.b.ins().fdiv(acc, div)
                 };
-                let o = em.b.ins().ishl_imm_u(ow, 2);
-                let o = em.b.ins().iadd(o, row_out);
-                let at = em.b.ins().iadd(p.out, o);
-                em.b.ins().store(em.fl, value, at, 0);
+                em.win_store(value, ow, row_out, p);
                 vec![]
             });
             vec![]

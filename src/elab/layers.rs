@@ -290,6 +290,48 @@ impl Elab<'_> {
         .help("convolution and pooling come before `flatten`"))
     }
 
+    /// The `weight` (given inline or learned) and optional `bias` of a conv or dense layer.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_and_bias(
+        &mut self,
+        a: &Args,
+        path: &str,
+        wshape: Vec<usize>,
+        out: usize,
+        scope: &Scope,
+        span: Span,
+    ) -> R<(Vec<crate::layer_graph::ParamId>, bool)> {
+        let wfixed = match a.get("weight") {
+            Some(wa) => Some(self.fixed_values(wa, &wshape, scope)?),
+            None => None,
+        };
+        let (has_bias, bfixed) = match a.get("bias") {
+            Some(b) if matches!(b.value.kind, ExprKind::List(_)) => {
+                (true, Some(self.fixed_values(b, &[out], scope)?))
+            }
+            other => (self.arg_bool(other, true, scope)?, None),
+        };
+        let mut params = vec![self.param(
+            format!("{path}.weight"),
+            wshape,
+            ParamKind::Weight,
+            scope,
+            wfixed,
+            span,
+        )?];
+        if has_bias {
+            params.push(self.param(
+                format!("{path}.bias"),
+                vec![out],
+                ParamKind::Bias,
+                scope,
+                bfixed,
+                span,
+            )?);
+        }
+        Ok((params, has_bias))
+    }
+
     /// A built-in layer or tensor operation applied to `cur` (or to its tensor arguments).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn builtin_layer(
@@ -439,34 +481,8 @@ impl Elab<'_> {
                     .help("use a smaller kernel, add padding (`pad=same`), or a larger input size"));
                 };
                 let wshape = vec![out, c / groups, kernel[0], kernel[1]];
-                let wfixed = match a.get("weight") {
-                    Some(wa) => Some(self.fixed_values(wa, &wshape, scope)?),
-                    None => None,
-                };
-                let (has_bias, bfixed) = match a.get("bias") {
-                    Some(b) if matches!(b.value.kind, ExprKind::List(_)) => {
-                        (true, Some(self.fixed_values(b, &[out], scope)?))
-                    }
-                    other => (self.arg_bool(other, true, scope)?, None),
-                };
-                let mut params = vec![self.param(
-                    ps("weight"),
-                    wshape,
-                    ParamKind::Weight,
-                    scope,
-                    wfixed,
-                    span,
-                )?];
-                if has_bias {
-                    params.push(self.param(
-                        ps("bias"),
-                        vec![out],
-                        ParamKind::Bias,
-                        scope,
-                        bfixed,
-                        span,
-                    )?);
-                }
+                let (params, has_bias) =
+                    self.weight_and_bias(&a, &path, wshape, out, scope, span)?;
                 (
                     Op::Conv2d {
                         out_channels: out,
@@ -575,34 +591,8 @@ impl Elab<'_> {
                 let fin = in_shape[0];
                 let out = self.arg_size(a.get("out"), 0, scope, "output features")?;
                 let wshape = vec![out, fin];
-                let wfixed = match a.get("weight") {
-                    Some(wa) => Some(self.fixed_values(wa, &wshape, scope)?),
-                    None => None,
-                };
-                let (has_bias, bfixed) = match a.get("bias") {
-                    Some(b) if matches!(b.value.kind, ExprKind::List(_)) => {
-                        (true, Some(self.fixed_values(b, &[out], scope)?))
-                    }
-                    other => (self.arg_bool(other, true, scope)?, None),
-                };
-                let mut params = vec![self.param(
-                    ps("weight"),
-                    wshape,
-                    ParamKind::Weight,
-                    scope,
-                    wfixed,
-                    span,
-                )?];
-                if has_bias {
-                    params.push(self.param(
-                        ps("bias"),
-                        vec![out],
-                        ParamKind::Bias,
-                        scope,
-                        bfixed,
-                        span,
-                    )?);
-                }
+                let (params, has_bias) =
+                    self.weight_and_bias(&a, &path, wshape, out, scope, span)?;
                 (
                     Op::Dense {
                         out_features: out,
