@@ -12,14 +12,32 @@ use std::sync::Arc;
 use crate::graph::{BinaryOp, Graph, Op, PoolOp, ReduceOp, UnaryOp, ValueId};
 use crate::layer_graph::{self as lg, LayerGraph};
 
+/// Inference or training semantics for the layers that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Batchnorm uses its running statistics; dropout is the identity.
+    Inference,
+    /// Batchnorm (unless frozen) normalizes with the batch's statistics (biased variance) and
+    /// the graph gains one output per running statistic, updated as PyTorch does: with the
+    /// layer's momentum and the unbiased variance, named by the buffer's path.
+    Training,
+}
+
 /// Lowers `g` for a batch of `batch` samples, in inference mode.
 pub fn lower(g: &LayerGraph, batch: usize) -> Graph {
+    lower_with(g, batch, Mode::Inference)
+}
+
+/// Lowers `g` for a batch of `batch` samples in the given mode.
+pub fn lower_with(g: &LayerGraph, batch: usize, mode: Mode) -> Graph {
     let mut l = Lowerer {
         lg: g,
         out: Graph::default(),
         params: HashMap::new(),
         values: HashMap::new(),
         batch,
+        mode,
+        stat_outputs: Vec::new(),
     };
     for node in &g.nodes {
         let v = l.node(node);
@@ -29,6 +47,8 @@ pub fn lower(g: &LayerGraph, batch: usize) -> Graph {
         let v = l.values[n];
         l.out.outputs.push((name.clone(), v));
     }
+    let stats = std::mem::take(&mut l.stat_outputs);
+    l.out.outputs.extend(stats);
     l.out
 }
 
@@ -40,6 +60,9 @@ struct Lowerer<'a> {
     /// Layer-graph node → the value that holds its output.
     values: HashMap<lg::NodeId, ValueId>,
     batch: usize,
+    mode: Mode,
+    /// Training mode: updated running statistics, by buffer path.
+    stat_outputs: Vec<(String, ValueId)>,
 }
 
 impl Lowerer<'_> {
@@ -85,6 +108,76 @@ impl Lowerer<'_> {
         let mut shape = vec![1, c];
         shape.resize(rank, 1);
         self.reshape(v, shape, origin)
+    }
+
+    /// Batchnorm with batch statistics: `(x - mean) / sqrt(var + eps) * gamma + beta` over
+    /// every axis but channels, `var` biased; running statistics updated with `momentum` and
+    /// the unbiased variance.
+    fn batchnorm_train(
+        &mut self,
+        node: &lg::Node,
+        x: ValueId,
+        full: &[usize],
+        eps: f64,
+        affine: bool,
+        momentum: f64,
+    ) -> ValueId {
+        let o = node.path.as_str();
+        let rank = full.len();
+        let axes: Vec<usize> = (0..rank).filter(|&a| a != 1).collect();
+        let count: usize = axes.iter().map(|&a| full[a]).product();
+        let mean = self.out.add(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes: axes.clone(),
+            },
+            vec![x],
+            o,
+        );
+        let d = self.bin(BinaryOp::Sub, x, mean, o);
+        let sq = self.bin(BinaryOp::Mul, d, d, o);
+        let var = self.out.add(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes,
+            },
+            vec![sq],
+            o,
+        );
+        let e = self.scalar(eps as f32, o);
+        let ve = self.bin(BinaryOp::Add, var, e, o);
+        let inv = self.un(UnaryOp::Rsqrt, ve, o);
+        let mut y = self.bin(BinaryOp::Mul, d, inv, o);
+        let p = &node.params;
+        let (rm, rv) = if affine {
+            let gm = self.param(p[0], o);
+            let gm = self.per_channel(gm, rank, o);
+            let bt = self.param(p[1], o);
+            let bt = self.per_channel(bt, rank, o);
+            y = self.bin(BinaryOp::Mul, y, gm, o);
+            y = self.bin(BinaryOp::Add, y, bt, o);
+            (p[2], p[3])
+        } else {
+            (p[0], p[1])
+        };
+        // running = (1 - m) * running + m * batch statistic (variance unbiased)
+        let c = full[1];
+        let keep = self.scalar((1.0 - momentum) as f32, o);
+        let m = self.scalar(momentum as f32, o);
+        let unbias = self.scalar((count as f64 / (count.max(2) - 1) as f64) as f32, o);
+        for (buf, stat, scale) in [(rm, mean, None), (rv, var, Some(unbias))] {
+            let old = self.param(buf, o);
+            let mut st = self.reshape(stat, vec![c], o);
+            if let Some(u) = scale {
+                st = self.bin(BinaryOp::Mul, st, u, o);
+            }
+            let a = self.bin(BinaryOp::Mul, old, keep, o);
+            let b = self.bin(BinaryOp::Mul, st, m, o);
+            let new = self.bin(BinaryOp::Add, a, b, o);
+            self.stat_outputs
+                .push((self.lg.params[buf].path.clone(), new));
+        }
+        y
     }
 
     fn node(&mut self, node: &lg::Node) -> ValueId {
@@ -225,6 +318,13 @@ impl Lowerer<'_> {
                     o,
                 );
                 self.bin(BinaryOp::Div, e, s, o)
+            }
+            lg::Op::BatchNorm {
+                eps,
+                affine,
+                momentum,
+            } if self.mode == Mode::Training && !node.frozen => {
+                self.batchnorm_train(node, x, &full, *eps, *affine, *momentum)
             }
             lg::Op::BatchNorm { eps, affine, .. } => {
                 // y = x * scale + shift, scale = gamma / sqrt(var + eps), shift = beta - mean * scale
