@@ -14,6 +14,7 @@ pub mod fuse;
 pub mod graph;
 pub mod io;
 pub mod layer_graph;
+pub mod loss;
 pub mod lower;
 pub mod model;
 pub mod plan;

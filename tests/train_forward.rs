@@ -80,3 +80,66 @@ fn train_mode_forward_matches_pytorch() {
         }
     }
 }
+
+#[test]
+fn cross_entropy_matches_pytorch() {
+    // The single-op case: logits [4, 5], labels [1, 0, 3, 2], label smoothing 0.1.
+    let t = tensors("tests/data/reference/ops/cross_entropy_ls.safetensors");
+    let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let (logits, want) = (get("in0"), get("out"));
+    let mut g = netc::graph::Graph::default();
+    let x = g.push(
+        netc::graph::Op::Input { name: "x".into() },
+        vec![],
+        vec![4, 5],
+        "x",
+    );
+    g.inputs.push(("x".into(), x));
+    netc::loss::cross_entropy(&mut g, x, 0.1);
+    let targets = netc::loss::one_hot(&[1, 0, 3, 2], 5).unwrap();
+    let out = netc::reference::run::<f32>(
+        &g,
+        &[],
+        &[("x", logits.clone()), ("targets", targets.clone())],
+    )
+    .unwrap();
+    let got = out[0][[0]];
+    assert!(
+        (got - want.iter().next().unwrap()).abs() < 1e-6,
+        "{got} vs {want}"
+    );
+    let mut exe = Executable::new(netc::fuse::fuse(&g), &[], jit().unwrap(), 2).unwrap();
+    let out = exe.run(&[("x", &logits), ("targets", &targets)]).unwrap();
+    assert!((out[0].1[[0]] - want.iter().next().unwrap()).abs() < 1e-6);
+    assert!(netc::loss::one_hot(&[5], 5).is_err());
+}
+
+#[test]
+fn train_loss_of_the_reference_models_matches_pytorch() {
+    for name in ["lenet5", "mini_resnet", "mini_inception"] {
+        let spec = load_file(format!("specs/{name}.net"), &Options::default()).unwrap();
+        let dir = format!("tests/data/reference/{name}");
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/meta.json")).unwrap())
+                .unwrap();
+        let want = meta["train_loss"].as_f64().unwrap();
+        let w = Weights::load(format!("{dir}/weights.safetensors"), &spec.graph).unwrap();
+        let x = netc::io::npy::read_f32(format!("{dir}/input.npy")).unwrap();
+        let labels = netc::io::npy::read_i64(format!("{dir}/labels.npy")).unwrap();
+        let mut prims = lower_with(&spec.graph, x.shape()[0], Mode::Training);
+        let logits = prims.outputs[0].1;
+        let classes = prims.shape(logits)[1];
+        netc::loss::cross_entropy(&mut prims, logits, 0.0);
+        let targets = netc::loss::one_hot(labels.as_slice().unwrap(), classes).unwrap();
+        let mut exe =
+            Executable::new(netc::fuse::fuse(&prims), &params_f32(&w), jit().unwrap(), 2).unwrap();
+        let out = exe.run(&[("image", &x), ("targets", &targets)]).unwrap();
+        let (lname, loss) = out.last().unwrap();
+        assert_eq!(lname, "loss");
+        let got = loss[[0]] as f64;
+        assert!(
+            (got - want).abs() / want.abs() < 1e-5,
+            "{name}: loss {got} vs PyTorch {want}"
+        );
+    }
+}
