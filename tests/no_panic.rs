@@ -454,45 +454,17 @@ fn arg() -> BoxedStrategy<String> {
     .boxed()
 }
 
-const LAYERS: &[&str] = &[
-    "conv",
-    "maxpool",
-    "avgpool",
-    "global_avgpool",
-    "adaptive_avgpool",
-    "dense",
-    "flatten",
-    "relu",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "abs",
-    "softmax",
-    "batchnorm",
-    "lrn",
-    "dropout",
-    "l2_normalize",
-    "gram",
-    "identity",
-    "add",
-    "sub",
-    "mul",
-    "concat",
-    "triplet_loss",
-    "b0",
-    "b1",
-    "b2",
-    "undefined_layer",
-    "m",
-    "x",
-    "y",
-    "f",
-];
+/// Every built-in layer, plus the generated blocks and a name that is neither.
+fn layers() -> Vec<&'static str> {
+    let mut v = netc::elab::BUILTIN_LAYERS.to_vec();
+    v.extend(["b0", "b1", "b2", "undefined_layer"]);
+    v
+}
 
 fn call() -> BoxedStrategy<String> {
     prop_oneof![
-        1 => prop::sample::select(LAYERS).prop_map(str::to_string),
-        4 => (prop::sample::select(LAYERS), prop::collection::vec(arg(), 0..4))
+        1 => prop::sample::select(layers()).prop_map(str::to_string),
+        4 => (prop::sample::select(layers()), prop::collection::vec(arg(), 0..4))
             .prop_map(|(l, a)| format!("{l}({})", a.join(", "))),
         1 => prop::sample::select(&["in", "x", "y", "image", "f(in)", "f(x)", "add(x, in)"][..])
             .prop_map(str::to_string),

@@ -1050,6 +1050,38 @@ impl Em<'_> {
         [k_lo, k_hi, pool]
     }
 
+    /// Evaluates the window program at one cell (`cell`: byte offsets per access) and folds
+    /// it into `acc` (max, or sum for averages).
+    fn win_cell(
+        &mut self,
+        k: &LoopKernel,
+        w: &Window,
+        live: &[bool],
+        p: &Ptrs,
+        cell: &[Value],
+        acc: Value,
+    ) -> Value {
+        let fl = self.fl;
+        let mut vals = vec![None; k.program.len()];
+        self.eval(
+            Mode::S,
+            &k.program,
+            &mut vals,
+            live,
+            &mut |em: &mut Em, a| {
+                let at = em.b.ins().iadd(p.acc[a], cell[a]);
+                em.b.ins().load(F32, fl, at, 0)
+            },
+            None,
+        );
+        let v = vals[k.program.len() - 1].expect("result");
+        if w.max {
+            self.max(Mode::S, v, acc)
+        } else {
+            self.b.ins().fadd(acc, v)
+        }
+    }
+
     /// Stores a pooled value at output column `ow` of the row starting at byte `row_out`.
     fn win_store(&mut self, value: Value, ow: Value, row_out: Value, p: &Ptrs) {
         let o = self.b.ins().ishl_imm_u(ow, 2);
@@ -1073,8 +1105,6 @@ impl Em<'_> {
         let sh: Vec<i64> = k.accesses.iter().map(|a| a.strides[r - 2] as i64).collect();
         let sw: Vec<i64> = k.accesses.iter().map(|a| a.strides[r - 1] as i64).collect();
         let live = live_steps(&k.program);
-        let last = k.program.len() - 1;
-        let fl = self.fl;
         // Windows that never touch padding or fall off the input, with few cells, are unrolled.
         let fits = |axis: usize, out: usize| {
             let reach =
@@ -1108,24 +1138,7 @@ impl Em<'_> {
                         for kw in 0..w.kernel[1] {
                             let x = em.b.ins().iadd_imm_s(ws, (kw * w.dilation[1]) as i64);
                             let cell = em.advance(&row, x, &sw);
-                            let mut vals = vec![None; k.program.len()];
-                            em.eval(
-                                Mode::S,
-                                &k.program,
-                                &mut vals,
-                                &live,
-                                &mut |em: &mut Em, a| {
-                                    let at = em.b.ins().iadd(p.acc[a], cell[a]);
-                                    em.b.ins().load(F32, fl, at, 0)
-                                },
-                                None,
-                            );
-                            let v = vals[last].expect("result");
-                            acc = if w.max {
-                                em.max(Mode::S, v, acc)
-                            } else {
-                                em.b.ins().fadd(acc, v)
-                            };
+                            acc = em.win_cell(k, w, &live, p, &cell, acc);
                         }
                     }
                     let value = if w.max {
@@ -1145,24 +1158,7 @@ impl Em<'_> {
                         let x = em.b.ins().imul_imm_s(kw, w.dilation[1] as i64);
                         let x = em.b.ins().iadd(x, ws);
                         let cell = em.advance(&row, x, &sw);
-                        let mut vals = vec![None; k.program.len()];
-                        em.eval(
-                            Mode::S,
-                            &k.program,
-                            &mut vals,
-                            &live,
-                            &mut |em: &mut Em, a| {
-                                let at = em.b.ins().iadd(p.acc[a], cell[a]);
-                                em.b.ins().load(F32, fl, at, 0)
-                            },
-                            None,
-                        );
-                        let v = vals[last].expect("result");
-                        vec![if w.max {
-                            em.max(Mode::S, v, acc[0])
-                        } else {
-                            em.b.ins().fadd(acc[0], v)
-                        }]
+                        vec![em.win_cell(k, w, &live, p, &cell, acc[0])]
                     })
                 })[0];
                 let value = if w.max {

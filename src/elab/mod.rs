@@ -1145,6 +1145,9 @@ impl<'a> Elab<'a> {
     }
 }
 
+/// Every built-in layer and tensor operation.
+pub use layers::BUILTINS as BUILTIN_LAYERS;
+
 /// Whether `name` is a built-in layer (blocks may not take these names).
 pub fn is_builtin_layer(name: &str) -> bool {
     layers::is_builtin(name)
