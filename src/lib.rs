@@ -5,6 +5,7 @@
 //! [`show`] prints the layer graph. Each module's doc comment says what goes in and what comes
 //! out; start at `ARCHITECTURE.md` for the map.
 
+pub mod autodiff;
 pub mod cli;
 pub mod cli_run;
 pub mod codegen;
@@ -23,6 +24,7 @@ pub mod runtime;
 pub mod show;
 pub mod spec;
 pub mod syntax;
+pub mod train;
 pub mod train_config;
 pub mod yaml;
 

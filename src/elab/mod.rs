@@ -12,6 +12,8 @@
 
 mod layers;
 mod train;
+
+pub use train::select as select_params;
 pub mod value;
 
 use std::collections::HashMap;

@@ -36,6 +36,9 @@ pub enum BufKind {
     Temp,
     /// The same memory as another buffer, with another shape.
     View(BufId),
+    /// A parameter that changes between runs (training): `LayerGraph::params[index]`, held by
+    /// the executable outside the arena and updated in place by the optimizer.
+    Param(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +68,17 @@ pub enum HostOp {
         p: f32,
         seed: u64,
     },
+    Pad {
+        axis: usize,
+        before: usize,
+        after: usize,
+    },
+    /// `(dy, w) -> dx`: col = wᵀ·dy by GEMM per image, scattered back (col2im).
+    Conv2dBackwardData(ContractionKind),
+    /// `(x, dy) -> dw`: Σ_images dy·im2col(x)ᵀ by GEMM.
+    Conv2dBackwardWeight(ContractionKind),
+    PoolBackward(Window),
+    AdaptiveAvgPoolBackward,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,8 +111,10 @@ pub struct FusedGraph {
     pub outputs: Vec<(String, BufId)>,
 }
 
+/// Ops computed per element inside loop kernels. `Expand` is one: a load with broadcast
+/// strides.
 fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select)
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Expand)
 }
 
 fn op_name(op: &Op) -> String {
@@ -118,6 +134,15 @@ fn op_name(op: &Op) -> String {
         Op::Permute { .. } => "permute".into(),
         Op::Slice { .. } => "slice".into(),
         Op::RandomMask { .. } => "random_mask".into(),
+        Op::Expand => "expand".into(),
+        Op::Pad { .. } => "pad".into(),
+        Op::Conv2dBackwardData { .. } => "conv2d_grad_input".into(),
+        Op::Conv2dBackwardWeight { .. } => "conv2d_grad_weight".into(),
+        Op::PoolBackward {
+            op: PoolOp::Max, ..
+        } => "maxpool_grad".into(),
+        Op::PoolBackward { .. } => "avgpool_grad".into(),
+        Op::AdaptiveAvgPoolBackward => "adaptive_avgpool_grad".into(),
         Op::Reshape => "reshape".into(),
         Op::Input { .. } => "input".into(),
         Op::Param { .. } => "param".into(),
@@ -152,10 +177,17 @@ pub fn broadcast_strides(shape: &[usize], target: &[usize]) -> Vec<isize> {
         .collect()
 }
 
-/// Fuses a primitive graph.
+/// Fuses a primitive graph whose parameters are all constants (inference).
 pub fn fuse(g: &Graph) -> FusedGraph {
-    let g = fold_scales(g);
-    Fuser::new(g).run()
+    fuse_with(g, &[])
+}
+
+/// Fuses a primitive graph in which the parameters with `variable[index] == true` change
+/// between runs (training): they are not folded into constants but read from
+/// [`BufKind::Param`] buffers. Other parameters (frozen layers) are still constants.
+pub fn fuse_with(g: &Graph, variable: &[bool]) -> FusedGraph {
+    let g = fold_scales(g, variable);
+    Fuser::new(g, variable).run()
 }
 
 /// Consumers of each value.
@@ -174,11 +206,12 @@ fn consumers(g: &Graph) -> Vec<Vec<ValueId>> {
     c
 }
 
-fn constness(g: &Graph) -> Vec<bool> {
+fn constness(g: &Graph, variable: &[bool]) -> Vec<bool> {
     let mut k = vec![false; g.nodes.len()];
     for (i, n) in g.nodes.iter().enumerate() {
         k[i] = match n.op {
-            Op::Param { .. } | Op::Scalar { .. } | Op::Tensor { .. } => true,
+            Op::Param { index } => !variable.get(index).copied().unwrap_or(false),
+            Op::Scalar { .. } | Op::Tensor { .. } => true,
             Op::Input { .. } | Op::RandomMask { .. } => false,
             _ => n.inputs.iter().all(|&x| k[x]),
         };
@@ -188,9 +221,9 @@ fn constness(g: &Graph) -> Vec<bool> {
 
 /// Rule 2: `contraction(x, W) * s` with a constant per-output-channel `s` (and the contraction
 /// used only there) becomes `contraction(x, W * s')`. Returns a new graph in topological order.
-fn fold_scales(g: &Graph) -> Graph {
+fn fold_scales(g: &Graph, variable: &[bool]) -> Graph {
     let cons = consumers(g);
-    let konst = constness(g);
+    let konst = constness(g, variable);
     let mut out = Graph::default();
     let mut map: Vec<ValueId> = vec![usize::MAX; g.nodes.len()];
     // contraction node → (mul node, scale value)
@@ -267,13 +300,15 @@ struct Fuser {
     /// Values computed inside their consumer's kernel rather than stored.
     inline: Vec<bool>,
     buf_of: HashMap<ValueId, BufId>,
+    /// The buffer of each variable parameter (one per parameter even if several nodes read it).
+    param_buf: HashMap<usize, BufId>,
     out: FusedGraph,
 }
 
 impl Fuser {
-    fn new(g: Graph) -> Fuser {
+    fn new(g: Graph, variable: &[bool]) -> Fuser {
         let cons = consumers(&g);
-        let konst = constness(&g);
+        let konst = constness(&g, variable);
         let mut inline = vec![false; g.nodes.len()];
         for (i, n) in g.nodes.iter().enumerate() {
             if konst[i] || !is_elementwise(&n.op) || cons[i].len() != 1 {
@@ -300,6 +335,7 @@ impl Fuser {
             konst,
             inline,
             buf_of: HashMap::new(),
+            param_buf: HashMap::new(),
             out,
         }
     }
@@ -341,7 +377,7 @@ impl Fuser {
                     self.buf_of.insert(i, b);
                 }
                 Op::Conv2d { .. } | Op::MatMul { .. } => self.contraction(i),
-                Op::Unary(_) | Op::Binary(_) | Op::Select => self.elementwise(i),
+                Op::Unary(_) | Op::Binary(_) | Op::Select | Op::Expand => self.elementwise(i),
                 Op::Reduce { .. } => self.reduce(i),
                 Op::Pool { .. } => self.pool(i),
                 Op::Concat { axis } => self.host(i, HostOp::Concat { axis: *axis }),
@@ -360,9 +396,65 @@ impl Fuser {
                 Op::RandomMask { p, seed } => {
                     self.host(i, HostOp::RandomMask { p: *p, seed: *seed })
                 }
-                Op::Param { .. } | Op::Scalar { .. } | Op::Tensor { .. } => {
-                    unreachable!("constant")
+                Op::Param { index } => {
+                    let b = match self.param_buf.get(index) {
+                        Some(&b) => b,
+                        None => {
+                            let b = self.new_buf(node.shape.clone(), BufKind::Param(*index));
+                            self.param_buf.insert(*index, b);
+                            b
+                        }
+                    };
+                    self.buf_of.insert(i, b);
                 }
+                Op::Pad {
+                    axis,
+                    before,
+                    after,
+                } => self.host(
+                    i,
+                    HostOp::Pad {
+                        axis: *axis,
+                        before: *before,
+                        after: *after,
+                    },
+                ),
+                Op::Conv2dBackwardData { .. } => {
+                    let kind = self.conv_kind(&node.op, &node.shape, self.shape_of(node.inputs[1]));
+                    self.host(i, HostOp::Conv2dBackwardData(kind))
+                }
+                Op::Conv2dBackwardWeight { .. } => {
+                    let xs = self.shape_of(node.inputs[0]).to_vec();
+                    let kind = self.conv_kind(&node.op, &xs, &node.shape);
+                    self.host(i, HostOp::Conv2dBackwardWeight(kind))
+                }
+                Op::PoolBackward {
+                    op,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    ..
+                } => {
+                    let xs = self.shape_of(node.inputs[0]);
+                    let window = Window {
+                        max: matches!(op, PoolOp::Max),
+                        count_include_pad: matches!(
+                            op,
+                            PoolOp::Avg {
+                                count_include_pad: true
+                            }
+                        ),
+                        in_hw: [xs[2], xs[3]],
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        dilation: *dilation,
+                    };
+                    self.host(i, HostOp::PoolBackward(window))
+                }
+                Op::AdaptiveAvgPoolBackward => self.host(i, HostOp::AdaptiveAvgPoolBackward),
+                Op::Scalar { .. } | Op::Tensor { .. } => unreachable!("constant"),
             }
             i += 1;
         }
@@ -375,6 +467,42 @@ impl Fuser {
             .collect();
         self.out.prims = self.g;
         self.out
+    }
+
+    fn shape_of(&self, v: ValueId) -> &[usize] {
+        &self.g.nodes[v].shape
+    }
+
+    /// The convolution geometry of a convolution gradient op, from the forward input's and
+    /// weight's shapes.
+    fn conv_kind(&self, op: &Op, x: &[usize], w: &[usize]) -> ContractionKind {
+        let (Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+        | Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }) = op
+        else {
+            unreachable!("a convolution gradient")
+        };
+        ContractionKind::Conv2d {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o: w[0],
+            kernel: [w[2], w[3]],
+            stride: *stride,
+            padding: *padding,
+            dilation: *dilation,
+            groups: *groups,
+        }
     }
 
     fn host(&mut self, v: ValueId, op: HostOp) {
@@ -428,6 +556,11 @@ impl Fuser {
                 .iter()
                 .map(|&x| self.program(x, space, inputs, accesses, prog, ops, memo, given, false))
                 .collect();
+            if matches!(node.op, Op::Expand) {
+                // A broadcast load: the input's accesses already broadcast to the space.
+                memo.insert(v, args[0]);
+                return args[0];
+            }
             ops.push(op_name(&node.op));
             prog.push(match node.op {
                 Op::Unary(u) => Scalar::Unary(u, args[0]),

@@ -33,6 +33,7 @@ pub fn fused_text(f: &FusedGraph) -> String {
             .map(|&b| {
                 let tag = match f.buffers[b].kind {
                     BufKind::Const(_) => "c",
+                    BufKind::Param(_) => "p",
                     _ => "b",
                 };
                 format!("{tag}{b} {}", shape(&f.buffers[b].shape))

@@ -101,6 +101,48 @@ pub enum Op {
         end: usize,
     },
 
+    /// Broadcasts to the node's shape (NumPy rules: aligned at the right, dimensions of 1
+    /// stretch). The shape is given, not inferred. Autodiff's gradient of reductions.
+    Expand,
+    /// Zeros around `in` along `axis`: `before` in front, `after` behind. Autodiff's gradient
+    /// of `Slice`.
+    Pad {
+        axis: usize,
+        before: usize,
+        after: usize,
+    },
+
+    // ---- gradient primitives (autodiff emits these; the shape is given) ----
+    /// The gradient of [`Op::Conv2d`] with respect to its input:
+    /// `(dy[N, O, OH, OW], w[O, C/groups, KH, KW]) -> dx[N, C, H, W]` (a transposed convolution).
+    Conv2dBackwardData {
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// The gradient of [`Op::Conv2d`] with respect to its weight:
+    /// `(x[N, C, H, W], dy[N, O, OH, OW]) -> dw[O, C/groups, KH, KW]`.
+    Conv2dBackwardWeight {
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// The gradient of [`Op::Pool`] with respect to its input: `(x, dy) -> dx` (shape of `x`).
+    /// Max pooling sends each output's gradient to the first largest tap of its window, as
+    /// PyTorch does; average pooling spreads it over the window with the forward divisor.
+    PoolBackward {
+        op: PoolOp,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 4],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    },
+    /// The gradient of [`Op::AdaptiveAvgPool`]: `dy[N, C, OH, OW] -> dx[N, C, H, W]`.
+    AdaptiveAvgPoolBackward,
+
     // ---- randomness ----
     /// A 0/1 mask keeping each element with probability `1 - p` (dropout), from a seeded
     /// generator: the same seed and step give the same mask.
@@ -269,7 +311,14 @@ impl Graph {
     pub fn infer(&self, op: &Op, inputs: &[ValueId]) -> Vec<usize> {
         let s = |i: usize| self.nodes[inputs[i]].shape.clone();
         match op {
-            Op::Input { .. } | Op::Param { .. } | Op::Tensor { .. } | Op::Reshape => {
+            Op::Input { .. }
+            | Op::Param { .. }
+            | Op::Tensor { .. }
+            | Op::Reshape
+            | Op::Expand
+            | Op::Conv2dBackwardData { .. }
+            | Op::Conv2dBackwardWeight { .. }
+            | Op::AdaptiveAvgPoolBackward => {
                 panic!("the shape of {op:?} is given, not inferred")
             }
             Op::Scalar { .. } => vec![],
@@ -307,7 +356,16 @@ impl Graph {
                 out.push(n);
                 out
             }
-            Op::Unary(_) | Op::RandomMask { .. } => s(0),
+            Op::Unary(_) | Op::RandomMask { .. } | Op::PoolBackward { .. } => s(0),
+            Op::Pad {
+                axis,
+                before,
+                after,
+            } => {
+                let mut x = s(0);
+                x[*axis] += before + after;
+                x
+            }
             Op::Binary(_) => broadcast_shapes(&s(0), &s(1)).expect("broadcastable"),
             Op::Select => {
                 let ab = broadcast_shapes(&s(1), &s(2)).expect("broadcastable");

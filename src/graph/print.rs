@@ -54,6 +54,41 @@ pub fn graph_text(g: &Graph) -> String {
             Op::Concat { axis } => format!("concat(axis={axis})"),
             Op::Slice { axis, start, end } => format!("slice(axis={axis}, {start}..{end})"),
             Op::RandomMask { p, seed } => format!("random_mask(p={p}, seed={seed})"),
+            Op::Expand => "expand".into(),
+            Op::Pad {
+                axis,
+                before,
+                after,
+            } => format!("pad(axis={axis}, {before}, {after})"),
+            Op::Conv2dBackwardData {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => format!(
+                "conv2d_grad_input(s={stride:?}, p={padding:?}, d={dilation:?}, g={groups})"
+            ),
+            Op::Conv2dBackwardWeight {
+                stride,
+                padding,
+                dilation,
+                groups,
+            } => format!(
+                "conv2d_grad_weight(s={stride:?}, p={padding:?}, d={dilation:?}, g={groups})"
+            ),
+            Op::PoolBackward {
+                op,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+            } => format!(
+                "pool_{op:?}_grad(k={kernel:?}, s={stride:?}, p={padding:?}, d={dilation:?}{})",
+                if *ceil_mode { ", ceil" } else { "" }
+            )
+            .to_lowercase(),
+            Op::AdaptiveAvgPoolBackward => "adaptive_avgpool_grad".into(),
         };
         let ins: Vec<String> = n.inputs.iter().map(|i| format!("%{i}")).collect();
         let args = if ins.is_empty() {

@@ -219,6 +219,90 @@ pub fn check_node(op: &Op, ins: &[&[usize]], out: &[usize]) -> Result<(), String
             }
             o
         }
+        Op::Expand => {
+            arity(1)?;
+            if broadcast(ins[0], out)? != out {
+                return Err(format!("cannot expand {:?} to {out:?}", ins[0]));
+            }
+            out.to_vec()
+        }
+        Op::Pad {
+            axis,
+            before,
+            after,
+        } => {
+            arity(1)?;
+            let mut o = ins[0].to_vec();
+            if *axis >= o.len() {
+                return Err(format!("axis {axis} is out of range for {o:?}"));
+            }
+            o[*axis] += before + after;
+            o
+        }
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            arity(2)?;
+            let fwd = Op::Conv2d {
+                stride: *stride,
+                padding: *padding,
+                dilation: *dilation,
+                groups: *groups,
+            };
+            check_node(&fwd, &[out, ins[1]], ins[0])
+                .map_err(|e| format!("does not invert its convolution: {e}"))?;
+            out.to_vec()
+        }
+        Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            arity(2)?;
+            let fwd = Op::Conv2d {
+                stride: *stride,
+                padding: *padding,
+                dilation: *dilation,
+                groups: *groups,
+            };
+            check_node(&fwd, &[ins[0], out], ins[1])
+                .map_err(|e| format!("does not match its convolution: {e}"))?;
+            out.to_vec()
+        }
+        Op::PoolBackward {
+            op,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        } => {
+            arity(2)?;
+            let fwd = Op::Pool {
+                op: *op,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+                dilation: *dilation,
+                ceil_mode: *ceil_mode,
+            };
+            check_node(&fwd, &[ins[0]], ins[1])
+                .map_err(|e| format!("does not match its pooling: {e}"))?;
+            ins[0].to_vec()
+        }
+        Op::AdaptiveAvgPoolBackward => {
+            arity(1)?;
+            rank(0, 4, "the pooling gradient")?;
+            let dy = ins[0];
+            if out.len() != 4 || out[..2] != dy[..2] || out[2] == 0 || out[3] == 0 {
+                return Err(format!("cannot spread {dy:?} over {out:?}"));
+            }
+            out.to_vec()
+        }
         Op::Slice { axis, start, end } => {
             arity(1)?;
             let x = ins[0];

@@ -176,6 +176,39 @@ pub fn eval_node<T: Real>(op: &Op, inputs: &[&ArrayD<T>], out_shape: &[usize]) -
         Op::Concat { axis } => ops::concat(inputs, *axis),
         Op::Slice { axis, start, end } => ops::slice(inputs[0], *axis, *start, *end),
         Op::RandomMask { p, seed } => ops::random_mask(inputs[0].shape(), *p, *seed),
+        Op::Expand => ops::expand(inputs[0], out_shape),
+        Op::Pad {
+            axis,
+            before,
+            after,
+        } => ops::pad(inputs[0], *axis, *before, *after),
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => ops::conv2d_backward_data(
+            inputs[0], inputs[1], *stride, *padding, *dilation, *groups, out_shape,
+        ),
+        Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => ops::conv2d_backward_weight(
+            inputs[0], inputs[1], *stride, *padding, *dilation, *groups, out_shape,
+        ),
+        Op::PoolBackward {
+            op,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode: _,
+        } => ops::pool_backward(
+            *op, inputs[0], inputs[1], *kernel, *stride, *padding, *dilation,
+        ),
+        Op::AdaptiveAvgPoolBackward => ops::adaptive_avg_pool_backward(inputs[0], out_shape),
     }
 }
 

@@ -424,3 +424,214 @@ pub fn random_mask<T: Real>(shape: &[usize], p: f32, seed: u64) -> ArrayD<T> {
         .collect();
     ArrayD::from_shape_vec(IxDyn(shape), values).expect("numel values")
 }
+
+/// `Op::Expand`: `x` broadcast to `out_shape` (NumPy rules).
+pub fn expand<T: Real>(x: &ArrayD<T>, out_shape: &[usize]) -> ArrayD<T> {
+    ArrayD::from_shape_fn(IxDyn(out_shape), |idx| {
+        x[broadcast_index(idx.slice(), x.shape()).as_slice()]
+    })
+}
+
+/// `Op::Pad`: `before` zeros, then `x`, then `after` zeros along `axis`.
+pub fn pad<T: Real>(x: &ArrayD<T>, axis: usize, before: usize, after: usize) -> ArrayD<T> {
+    let mut out_shape = x.shape().to_vec();
+    out_shape[axis] += before + after;
+    let n = x.shape()[axis];
+    ArrayD::from_shape_fn(IxDyn(&out_shape), |idx| {
+        let mut src = idx.slice().to_vec();
+        if src[axis] < before || src[axis] >= before + n {
+            return T::ZERO;
+        }
+        src[axis] -= before;
+        x[src.as_slice()]
+    })
+}
+
+/// `Op::Conv2dBackwardData`: the gradient of [`conv2d`] with respect to its input, written
+/// as the forward sum read backwards: every product `x[.., iy, ix] * w[o, c, ky, kx]` of the
+/// forward pass adds `dy[n, o, oy, ox] * w[o, c, ky, kx]` to `dx[n, g*C/groups + c, iy, ix]`.
+pub fn conv2d_backward_data<T: Real>(
+    dy: &ArrayD<T>,
+    w: &ArrayD<T>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
+    x_shape: &[usize],
+) -> ArrayD<T> {
+    let (n, h, wd) = (x_shape[0], x_shape[2], x_shape[3]);
+    let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let out_per_group = o / groups;
+    let mut dx = ArrayD::from_elem(IxDyn(x_shape), T::ZERO);
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / out_per_group;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[[b, oc, oy, ox]];
+                    for c in 0..cg {
+                        for ky in 0..kh {
+                            let Some(iy) = tap(oy, stride[0], ky, dilation[0], padding[0], h)
+                            else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(ix) = tap(ox, stride[1], kx, dilation[1], padding[2], wd)
+                                else {
+                                    continue;
+                                };
+                                dx[[b, g * cg + c, iy, ix]] += d * w[[oc, c, ky, kx]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// `Op::Conv2dBackwardWeight`: the gradient of [`conv2d`] with respect to its weight:
+/// `dw[o, c, ky, kx] = Σ_{n, oy, ox} dy[n, o, oy, ox] * x[n, g*C/groups + c, iy, ix]` over the
+/// taps inside the input (the same index map as the forward pass).
+pub fn conv2d_backward_weight<T: Real>(
+    x: &ArrayD<T>,
+    dy: &ArrayD<T>,
+    stride: [usize; 2],
+    padding: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
+    w_shape: &[usize],
+) -> ArrayD<T> {
+    let (n, h, wd) = (x.shape()[0], x.shape()[2], x.shape()[3]);
+    let (o, cg, kh, kw) = (w_shape[0], w_shape[1], w_shape[2], w_shape[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let out_per_group = o / groups;
+    let mut dw = ArrayD::from_elem(IxDyn(w_shape), T::ZERO);
+    for oc in 0..o {
+        let g = oc / out_per_group;
+        for c in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let mut acc = T::ZERO;
+                    for b in 0..n {
+                        for oy in 0..oh {
+                            let Some(iy) = tap(oy, stride[0], ky, dilation[0], padding[0], h)
+                            else {
+                                continue;
+                            };
+                            for ox in 0..ow {
+                                let Some(ix) = tap(ox, stride[1], kx, dilation[1], padding[2], wd)
+                                else {
+                                    continue;
+                                };
+                                acc += dy[[b, oc, oy, ox]] * x[[b, g * cg + c, iy, ix]];
+                            }
+                        }
+                    }
+                    dw[[oc, c, ky, kx]] = acc;
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// `Op::PoolBackward`: the gradient of [`pool`] with respect to its input. Max pooling adds
+/// each output's gradient to the tap the forward pass chose: the first largest in row-major
+/// order (PyTorch's choice on ties), or the last NaN; average pooling adds
+/// `dy / divisor` to every cell of the clipped window, with the forward pass's divisor.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_backward<T: Real>(
+    op: PoolOp,
+    x: &ArrayD<T>,
+    dy: &ArrayD<T>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 4],
+    dilation: [usize; 2],
+) -> ArrayD<T> {
+    let (h, w) = (x.shape()[2], x.shape()[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let mut dx = ArrayD::from_elem(IxDyn(x.shape()), T::ZERO);
+    for b in 0..x.shape()[0] {
+        for c in 0..x.shape()[1] {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[[b, c, oy, ox]];
+                    match op {
+                        PoolOp::Max => {
+                            let mut best: Option<(T, usize, usize)> = None;
+                            for ky in 0..kernel[0] {
+                                let Some(iy) = tap(oy, stride[0], ky, dilation[0], padding[0], h)
+                                else {
+                                    continue;
+                                };
+                                for kx in 0..kernel[1] {
+                                    let Some(ix) =
+                                        tap(ox, stride[1], kx, dilation[1], padding[2], w)
+                                    else {
+                                        continue;
+                                    };
+                                    let v = x[[b, c, iy, ix]];
+                                    // The forward pass's rule: strictly larger, or NaN.
+                                    let bv = best.map_or(T::NEG_INFINITY, |(bv, _, _)| bv);
+                                    if v > bv || v.is_nan() {
+                                        best = Some((v, iy, ix));
+                                    }
+                                }
+                            }
+                            if let Some((_, iy, ix)) = best {
+                                dx[[b, c, iy, ix]] += d;
+                            }
+                        }
+                        PoolOp::Avg { count_include_pad } => {
+                            let (y0, y1, pool_h) =
+                                avg_window(oy, stride[0], kernel[0], padding[0], padding[1], h);
+                            let (x0, x1, pool_w) =
+                                avg_window(ox, stride[1], kernel[1], padding[2], padding[3], w);
+                            let divisor = if count_include_pad {
+                                pool_h * pool_w
+                            } else {
+                                (y1 - y0) * (x1 - x0)
+                            };
+                            let share = d / T::from_usize(divisor);
+                            for iy in y0..y1 {
+                                for ix in x0..x1 {
+                                    dx[[b, c, iy, ix]] += share;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// `Op::AdaptiveAvgPoolBackward`: the gradient of [`adaptive_avg_pool`]: every cell of output
+/// window `(i, j)` receives `dy[.., i, j] / window area`.
+pub fn adaptive_avg_pool_backward<T: Real>(dy: &ArrayD<T>, x_shape: &[usize]) -> ArrayD<T> {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let mut dx = ArrayD::from_elem(IxDyn(x_shape), T::ZERO);
+    for b in 0..x_shape[0] {
+        for ch in 0..x_shape[1] {
+            for i in 0..oh {
+                let (y0, y1) = (i * h / oh, ((i + 1) * h).div_ceil(oh));
+                for j in 0..ow {
+                    let (x0, x1) = (j * w / ow, ((j + 1) * w).div_ceil(ow));
+                    let share = dy[[b, ch, i, j]] / T::from_usize((y1 - y0) * (x1 - x0));
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            dx[[b, ch, iy, ix]] += share;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}

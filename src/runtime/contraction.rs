@@ -33,19 +33,49 @@ pub unsafe fn gemm(
     rhs_rs: isize,
     rhs_cs: isize,
 ) {
+    // SAFETY: forwarded.
+    unsafe {
+        gemm_acc(
+            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false,
+        )
+    }
+}
+
+/// Like [`gemm`]; with `accumulate`, adds the product to `dst` instead of overwriting it.
+///
+/// # Safety
+/// The pointers must be valid for the strided extents given.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        for i in 0..m {
-            for j in 0..n {
-                // SAFETY: in bounds by the caller's contract.
-                unsafe { *dst.offset(i as isize * dst_rs + j as isize) = 0.0 };
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    // SAFETY: in bounds by the caller's contract.
+                    unsafe { *dst.offset(i as isize * dst_rs + j as isize) = 0.0 };
+                }
             }
         }
         return;
     }
-    // SAFETY: forwarded from the caller; `read_dst = false` so dst's contents are ignored.
+    // SAFETY: forwarded from the caller; without `accumulate`, `read_dst = false` so dst's
+    // contents are ignored.
     unsafe {
         gemm::gemm(
             m,
@@ -54,14 +84,14 @@ pub unsafe fn gemm(
             dst,
             1,
             dst_rs,
-            false,
+            accumulate,
             lhs,
             lhs_cs,
             lhs_rs,
             rhs,
             rhs_cs,
             rhs_rs,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -367,5 +397,207 @@ pub unsafe fn conv_images(
                 }
             })
         });
+    }
+}
+
+/// Scatter-adds a column matrix back into an image: the inverse data movement of [`im2col`]
+/// (col2im). Columns `col0..col0 + npix` of `col` (rows `ld` apart) are added into the image
+/// at `xg` (group channels).
+///
+/// # Safety
+/// `xg` holds `cg * h * w` floats that no other thread writes meanwhile.
+unsafe fn col2im(g: &Geom, col: &[f32], ld: usize, col0: usize, xg: *mut f32) {
+    let ow = g.ow;
+    for ci in 0..g.cg {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (ci * g.kh + ki) * g.kw + kj;
+                let off = (kj * g.dw) as isize - g.pl as isize;
+                let x0 = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(g.sw)
+                }
+                .min(ow);
+                let x1 = if (g.w as isize) <= off {
+                    0
+                } else {
+                    ((g.w as isize - off - 1) as usize / g.sw + 1).min(ow)
+                }
+                .max(x0);
+                if x0 == x1 {
+                    continue;
+                }
+                for y in 0..g.oh {
+                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let start = row * ld + col0 + y * ow;
+                    let line = &col[start..start + ow];
+                    // SAFETY: row iy of channel ci is inside the image.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(xg.add((ci * g.h + iy as usize) * g.w), g.w)
+                    };
+                    let first = (x0 as isize * g.sw as isize + off) as usize;
+                    for (k, v) in line[x0..x1].iter().enumerate() {
+                        dst[first + k * g.sw] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of a convolution with respect to its input, for images `imgs`:
+/// `col = W_gᵀ · dy[i]_g` per group (GEMM), then col2im into `dx[i]` (which this zeroes
+/// first). `dy`, `w` and `dx` point at image 0 / the whole weight.
+///
+/// # Safety
+/// `dy` holds the whole output-gradient batch, `w` the whole weight, `dx` the whole input
+/// gradient batch; no other thread touches images `imgs` of `dx`.
+pub unsafe fn conv_backward_data(
+    kind: &ContractionKind,
+    dy: *const f32,
+    w: *const f32,
+    dx: *mut f32,
+    imgs: std::ops::Range<usize>,
+) {
+    let g = Geom::new(kind);
+    let (npix, kdim) = (g.npix, g.kdim);
+    let img_in = g.c * g.h * g.w;
+    let img_out = g.o * npix;
+    for i in imgs {
+        // SAFETY (all pointer arithmetic below): inside image i of dy and dx and the weight.
+        let dxi = unsafe { dx.add(i * img_in) };
+        if !g.direct {
+            unsafe { std::slice::from_raw_parts_mut(dxi, img_in) }.fill(0.0);
+        }
+        for grp in 0..g.groups {
+            let wg = unsafe { w.add(grp * g.og * kdim) };
+            let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+            let dxg = unsafe { dxi.add(grp * g.cg * g.h * g.w) };
+            if g.direct {
+                // 1x1, stride 1: the column matrix is the input gradient itself.
+                unsafe {
+                    gemm(
+                        kdim,
+                        npix,
+                        g.og,
+                        dxg,
+                        npix as isize,
+                        wg,
+                        1,
+                        kdim as isize,
+                        dyg,
+                        npix as isize,
+                        1,
+                    )
+                };
+                continue;
+            }
+            SCRATCH.with(|s| {
+                let mut col = s.borrow_mut();
+                if col.len() < kdim * npix {
+                    col.resize(kdim * npix, 0.0);
+                }
+                unsafe {
+                    gemm(
+                        kdim,
+                        npix,
+                        g.og,
+                        col.as_mut_ptr(),
+                        npix as isize,
+                        wg,
+                        1,
+                        kdim as isize,
+                        dyg,
+                        npix as isize,
+                        1,
+                    );
+                    col2im(&g, &col, npix, 0, dxg);
+                }
+            });
+        }
+    }
+}
+
+/// The gradient of a convolution with respect to its weight over images `imgs`:
+/// `dw_g = Σ_i dy[i]_g · im2col(x[i]_g)ᵀ`, written to `dw` (overwritten, not accumulated).
+/// Small images are packed side by side so each GEMM has a long inner dimension.
+///
+/// # Safety
+/// `x` holds the whole input batch, `dy` the whole output-gradient batch, `dw` one weight's
+/// worth of floats that no other thread touches.
+pub unsafe fn conv_backward_weight(
+    kind: &ContractionKind,
+    x: *const f32,
+    dy: *const f32,
+    dw: *mut f32,
+    imgs: std::ops::Range<usize>,
+) {
+    let g = Geom::new(kind);
+    let (npix, kdim) = (g.npix, g.kdim);
+    let img_in = g.c * g.h * g.w;
+    let img_out = g.o * npix;
+    // SAFETY: dw holds o * kdim floats.
+    unsafe { std::slice::from_raw_parts_mut(dw, g.o * kdim) }.fill(0.0);
+    let per_pack = BAND_PIXELS.div_ceil(npix).max(1);
+    let list: Vec<usize> = imgs.collect();
+    for grp in 0..g.groups {
+        let dwg = unsafe { dw.add(grp * g.og * kdim) };
+        for pack in list.chunks(per_pack) {
+            let cols = pack.len() * npix;
+            SCRATCH.with(|s| {
+                TILE.with(|t| {
+                    let mut col = s.borrow_mut();
+                    let mut dyp = t.borrow_mut();
+                    if col.len() < kdim * cols {
+                        col.resize(kdim * cols, 0.0);
+                    }
+                    if dyp.len() < g.og * cols {
+                        dyp.resize(g.og * cols, 0.0);
+                    }
+                    for (b, &i) in pack.iter().enumerate() {
+                        // SAFETY: image i's group channels of x and dy.
+                        let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
+                        if g.direct {
+                            for r in 0..kdim {
+                                let src =
+                                    unsafe { std::slice::from_raw_parts(xg.add(r * npix), npix) };
+                                col[r * cols + b * npix..r * cols + (b + 1) * npix]
+                                    .copy_from_slice(src);
+                            }
+                        } else {
+                            unsafe { im2col(&g, xg, 0, g.oh, &mut col, cols, b * npix) };
+                        }
+                        let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                        for r in 0..g.og {
+                            let src =
+                                unsafe { std::slice::from_raw_parts(dyg.add(r * npix), npix) };
+                            dyp[r * cols + b * npix..r * cols + (b + 1) * npix]
+                                .copy_from_slice(src);
+                        }
+                    }
+                    // dw_g[og, kdim] += dyp[og, cols] · col[kdim, cols]ᵀ
+                    unsafe {
+                        gemm_acc(
+                            g.og,
+                            kdim,
+                            cols,
+                            dwg,
+                            kdim as isize,
+                            dyp.as_ptr(),
+                            cols as isize,
+                            1,
+                            col.as_ptr(),
+                            1,
+                            cols as isize,
+                            true,
+                        )
+                    };
+                })
+            });
+        }
     }
 }

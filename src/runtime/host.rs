@@ -1,6 +1,7 @@
 //! Host kernels: data movement and rare ops done in plain Rust.
 
 use crate::fuse::HostOp;
+use crate::fuse::kernel::Window;
 
 /// Runs a host op. `ins` are the inputs with their shapes; `out` the output buffer.
 pub fn run_host(
@@ -80,8 +81,131 @@ pub fn run_host(
             }
             Ok(())
         }
+        HostOp::Pad {
+            axis,
+            before,
+            after,
+        } => {
+            let (data, shape) = ins[0];
+            let outer: usize = shape[..*axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            let n = shape[*axis];
+            let out_len = (n + before + after) * inner;
+            for o in 0..outer {
+                let dst = &mut out[o * out_len..(o + 1) * out_len];
+                dst[..before * inner].fill(0.0);
+                dst[before * inner..(before + n) * inner]
+                    .copy_from_slice(&data[o * n * inner..(o + 1) * n * inner]);
+                dst[(before + n) * inner..].fill(0.0);
+            }
+            Ok(())
+        }
+        HostOp::PoolBackward(win) => {
+            pool_backward(win, ins[0], ins[1], out);
+            Ok(())
+        }
+        HostOp::AdaptiveAvgPoolBackward => {
+            let (dy, dshape) = ins[0];
+            let (h, w) = (out_shape[2], out_shape[3]);
+            let (oh, ow) = (dshape[2], dshape[3]);
+            let planes = out_shape[0] * out_shape[1];
+            out.fill(0.0);
+            for p in 0..planes {
+                let plane = &mut out[p * h * w..(p + 1) * h * w];
+                for i in 0..oh {
+                    let (h0, h1) = (i * h / oh, ((i + 1) * h).div_ceil(oh));
+                    for j in 0..ow {
+                        let (w0, w1) = (j * w / ow, ((j + 1) * w).div_ceil(ow));
+                        let share = dy[(p * oh + i) * ow + j] / ((h1 - h0) * (w1 - w0)) as f32;
+                        for y in h0..h1 {
+                            for x in w0..w1 {
+                                plane[y * w + x] += share;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        HostOp::Conv2dBackwardData(_) | HostOp::Conv2dBackwardWeight(_) => {
+            Err("convolution gradients run on the thread pool, not as host ops".to_string())
+        }
         HostOp::RandomMask { .. } => {
             Err("random masks (dropout) exist only in training graphs".to_string())
+        }
+    }
+}
+
+/// The gradient of a pooling window kernel: `dx` from the input `x` and the output gradient
+/// `dy`. Max pooling routes each output's gradient to the tap the forward pass chose (the first
+/// strictly largest, or a NaN); average pooling spreads it over the window's cells inside the
+/// input with the forward divisor (PyTorch's rules, as in the reference interpreter).
+fn pool_backward(
+    win: &Window,
+    (x, xs): (&[f32], &[usize]),
+    (dy, dys): (&[f32], &[usize]),
+    dx: &mut [f32],
+) {
+    let (h, w) = (xs[2], xs[3]);
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, pb, pl, pr] = win.padding;
+    let [dh, dw] = win.dilation;
+    let planes = xs[0] * xs[1];
+    let (oh, ow) = (dys[2], dys[3]);
+    dx.fill(0.0);
+    for p in 0..planes {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        let dyp = &dy[p * oh * ow..(p + 1) * oh * ow];
+        let dxp = &mut dx[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let d = dyp[oy * ow + ox];
+                let y0 = (oy * sh) as isize - pt as isize;
+                let x0 = (ox * sw) as isize - pl as isize;
+                if win.max {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = None;
+                    for ky in 0..kh {
+                        let iy = y0 + (ky * dh) as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = x0 + (kx * dw) as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let i = iy as usize * w + ix as usize;
+                            let v = xp[i];
+                            if v > best || v.is_nan() {
+                                best = v;
+                                at = Some(i);
+                            }
+                        }
+                    }
+                    if let Some(i) = at {
+                        dxp[i] += d;
+                    }
+                } else {
+                    let y_end = (y0 + kh as isize).min((h + pb) as isize);
+                    let x_end = (x0 + kw as isize).min((w + pr) as isize);
+                    let pool = ((y_end - y0) * (x_end - x0)) as usize;
+                    let (ya, yb) = (y0.max(0) as usize, (y_end.min(h as isize).max(0)) as usize);
+                    let (xa, xb) = (x0.max(0) as usize, (x_end.min(w as isize).max(0)) as usize);
+                    let divisor = if win.count_include_pad {
+                        pool
+                    } else {
+                        (yb.saturating_sub(ya)) * (xb.saturating_sub(xa))
+                    };
+                    let share = d / divisor as f32;
+                    for iy in ya..yb {
+                        for ix in xa..xb {
+                            dxp[iy * w + ix] += share;
+                        }
+                    }
+                }
+            }
         }
     }
 }

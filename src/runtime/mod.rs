@@ -17,7 +17,7 @@ use ndarray::ArrayD;
 
 use crate::codegen::{CompiledKernel, Jit};
 use crate::fuse::kernel::{Contraction, ContractionKind};
-use crate::fuse::{BufId, BufKind, FusedGraph, KernelBody};
+use crate::fuse::{BufId, BufKind, FusedGraph, HostOp, KernelBody};
 use crate::graph::{Graph, Op, ValueId, numel};
 use crate::plan::{Plan, plan, root_of};
 use pool::Pool;
@@ -215,6 +215,20 @@ impl Executable {
         let mut consts = HashMap::new();
         let mut const_bytes = 0;
         for (i, b) in fused.buffers.iter().enumerate() {
+            if let BufKind::Param(index) = b.kind {
+                let p = params
+                    .get(index)
+                    .ok_or_else(|| format!("no value for parameter #{index}"))?;
+                if p.shape() != b.shape.as_slice() {
+                    return Err(format!(
+                        "parameter #{index} has shape {:?}, expected {:?}",
+                        p.shape(),
+                        b.shape
+                    ));
+                }
+                consts.insert(i, Arc::new(p.iter().copied().collect::<Vec<f32>>()));
+                continue;
+            }
             if let BufKind::Const(v) = b.kind {
                 let a = &vals[&v];
                 let data: Vec<f32> = match a.as_slice() {
@@ -350,6 +364,128 @@ impl Executable {
         rows
     }
 
+    /// The variable parameters (training): `(LayerGraph::params index, values)`, in buffer
+    /// order.
+    pub fn params(&self) -> Vec<(usize, &[f32])> {
+        self.fused
+            .buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(b, buf)| match buf.kind {
+                BufKind::Param(index) => Some((index, self.consts[&b].as_slice())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Mutable access to the variable parameters (the optimizer updates them in place between
+    /// runs), as `(LayerGraph::params index, values)`.
+    pub fn params_mut(&mut self) -> Vec<(usize, &mut [f32])> {
+        let kinds: HashMap<BufId, usize> = self
+            .fused
+            .buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(b, buf)| match buf.kind {
+                BufKind::Param(index) => Some((b, index)),
+                _ => None,
+            })
+            .collect();
+        let mut out: Vec<(usize, &mut [f32])> = self
+            .consts
+            .iter_mut()
+            .filter_map(|(b, data)| {
+                let index = *kinds.get(b)?;
+                // The executable is the only owner of its parameter buffers.
+                Arc::get_mut(data).map(|d| (index, d.as_mut_slice()))
+            })
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+
+    /// The variable parameters, mutable, as (parameter index, values) sorted by index, and
+    /// every output's values after [`Executable::run_in_place`], by name: what an optimizer
+    /// step needs at once. Fails if an output is itself a variable parameter.
+    #[allow(clippy::type_complexity)]
+    pub fn params_and_outputs(
+        &mut self,
+    ) -> Result<(Vec<(usize, &mut [f32])>, HashMap<String, &[f32]>), String> {
+        let mut params: Vec<(usize, &mut [f32])> = Vec::new();
+        let mut fixed: HashMap<BufId, &[f32]> = HashMap::new();
+        for (&b, data) in self.consts.iter_mut() {
+            match self.fused.buffers[b].kind {
+                BufKind::Param(index) => {
+                    let d = Arc::get_mut(data)
+                        .ok_or("a parameter buffer is shared (internal error)")?;
+                    params.push((index, d.as_mut_slice()));
+                }
+                _ => {
+                    fixed.insert(b, data.as_slice());
+                }
+            }
+        }
+        params.sort_by_key(|(i, _)| *i);
+        let mut outs = HashMap::new();
+        for (name, b) in &self.fused.outputs {
+            let r = root_of(&self.fused, *b);
+            let n = numel(&self.fused.buffers[*b].shape);
+            let data = match self.plan.offsets[r] {
+                Some(off) => &self.arena[off..off + n],
+                None => match fixed.get(&r) {
+                    Some(d) => &d[..n],
+                    None => return Err(format!("the output `{name}` is a variable parameter")),
+                },
+            };
+            outs.insert(name.clone(), data);
+        }
+        Ok((params, outs))
+    }
+
+    /// An output's values after [`Executable::run_in_place`], without copying.
+    pub fn output(&self, name: &str) -> Option<&[f32]> {
+        let (_, b) = self.fused.outputs.iter().find(|(n, _)| n == name)?;
+        let r = root_of(&self.fused, *b);
+        let n = self.len_of(*b);
+        Some(match self.plan.offsets[r] {
+            Some(off) => &self.arena[off..off + n],
+            None => &self.consts[&r][..n],
+        })
+    }
+
+    /// Runs the model on inputs given as flat row-major slices (shapes as compiled), leaving
+    /// the outputs in place for [`Executable::output`]: the training loop's allocation-free
+    /// path.
+    pub fn run_in_place(&mut self, inputs: &[(&str, &[f32])]) -> Result<(), String> {
+        for (name, b) in self.fused.inputs.clone() {
+            let Some((_, x)) = inputs.iter().find(|(n, _)| *n == name) else {
+                return Err(format!("missing input `{name}`"));
+            };
+            let want = numel(&self.fused.buffers[b].shape);
+            if x.len() != want {
+                return Err(format!(
+                    "input `{name}` has {} values, the model expects {want} ({:?})",
+                    x.len(),
+                    self.fused.buffers[b].shape
+                ));
+            }
+            let off = self.plan.offsets[b].expect("inputs live in the arena");
+            self.arena[off..off + want].copy_from_slice(x);
+        }
+        for i in 0..self.steps.len() {
+            if self.times.is_some() {
+                let t = std::time::Instant::now();
+                self.step(i)?;
+                if let Some(times) = &mut self.times {
+                    times[i] += t.elapsed();
+                }
+            } else {
+                self.step(i)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Pointer to a buffer's first element.
     fn ptr(&mut self, b: BufId) -> *mut f32 {
         let r = root_of(&self.fused, b);
@@ -426,6 +562,12 @@ impl Executable {
                     // Epilogue input 0 is the raw result, in the output buffer itself.
                     run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
                 }
+            }
+            Step::Host(HostOp::Conv2dBackwardData(kind)) => {
+                self.conv_backward_data(kind, &b.ins, b.out)
+            }
+            Step::Host(HostOp::Conv2dBackwardWeight(kind)) => {
+                self.conv_backward_weight(kind, &b.ins, b.out)
             }
             Step::Host(h) => {
                 let k = &self.fused.kernels[i];
@@ -590,6 +732,63 @@ impl Executable {
         }
     }
 
+    /// `dx = conv_backward_data(dy, w)`: images split across the pool.
+    fn conv_backward_data(&self, kind: &ContractionKind, ins: &[P], out: P) {
+        let ContractionKind::Conv2d { n, .. } = *kind else {
+            unreachable!("a convolution")
+        };
+        let tasks = n.min(self.pool.threads()).max(1);
+        let per = n.div_ceil(tasks);
+        let (dy, w) = (ins[0], ins[1]);
+        self.par(tasks, conv_macs(kind) < SMALL_MACS, &|t| {
+            let imgs = t * per..((t + 1) * per).min(n);
+            // SAFETY: whole batches of dy and dx, the whole weight; tasks write disjoint
+            // images of dx.
+            unsafe { contraction::conv_backward_data(kind, dy.get(), w.get(), out.get(), imgs) };
+        });
+    }
+
+    /// `dw = conv_backward_weight(x, dy)`: each task sums its share of the images into its
+    /// own buffer; the partial sums are then added in task order, so the result depends on
+    /// the number of threads but not on scheduling.
+    fn conv_backward_weight(&self, kind: &ContractionKind, ins: &[P], out: P) {
+        let ContractionKind::Conv2d {
+            n,
+            o,
+            c,
+            kernel,
+            groups,
+            ..
+        } = *kind
+        else {
+            unreachable!("a convolution")
+        };
+        let len = o * (c / groups) * kernel[0] * kernel[1];
+        let tasks = n.min(self.pool.threads()).max(1);
+        let per = n.div_ceil(tasks);
+        let mut partials = vec![0.0f32; len * (tasks - 1)];
+        let part = P(partials.as_mut_ptr());
+        let (x, dy) = (ins[0], ins[1]);
+        self.par(tasks, conv_macs(kind) < SMALL_MACS, &|t| {
+            let imgs = t * per..((t + 1) * per).min(n);
+            let dst = if t == 0 {
+                out.get()
+            } else {
+                // SAFETY: partial t-1 is len floats inside `partials`.
+                unsafe { part.get().add((t - 1) * len) }
+            };
+            // SAFETY: whole batches of x and dy; each task writes its own dw buffer.
+            unsafe { contraction::conv_backward_weight(kind, x.get(), dy.get(), dst, imgs) };
+        });
+        // SAFETY: the output holds len floats.
+        let dw = unsafe { std::slice::from_raw_parts_mut(out.get(), len) };
+        for p in partials.chunks(len) {
+            for (d, v) in dw.iter_mut().zip(p) {
+                *d += v;
+            }
+        }
+    }
+
     /// Runs `tasks` on the pool, or in order on this thread when the work is small.
     fn par(&self, tasks: usize, small: bool, f: &(dyn Fn(usize) + Sync)) {
         if small {
@@ -598,6 +797,28 @@ impl Executable {
             self.pool.run(tasks, f);
         }
     }
+}
+
+/// Multiply-adds of a convolution.
+fn conv_macs(kind: &ContractionKind) -> usize {
+    let ContractionKind::Conv2d {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+    } = *kind
+    else {
+        return 0;
+    };
+    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1;
+    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1;
+    n * o * oh * ow * (c / groups) * kernel[0] * kernel[1]
 }
 
 /// Contractions with fewer multiply-adds than this run on the calling thread.

@@ -1,0 +1,503 @@
+//! Every gradient rule of `netc::autodiff` against central finite differences, in f64 on the
+//! reference interpreter, with random inputs of odd sizes; plus the gradient primitives
+//! through the JIT against the interpreter.
+//!
+//! Each case builds `out = op(inputs)` and differentiates `L = Σ out * upstream` (a random
+//! `upstream`), so every element of the op's Jacobian is exercised.
+
+use ndarray::{ArrayD, IxDyn};
+use netc::autodiff::backward;
+use netc::graph::{BinaryOp, Graph, Op, PoolOp, ReduceOp, UnaryOp, ValueId};
+
+/// A deterministic uniform generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+        let n: usize = shape.iter().product();
+        let v = (0..n).map(|_| lo + (hi - lo) * self.next()).collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+    }
+}
+
+fn input(g: &mut Graph, name: &str, shape: &[usize]) -> ValueId {
+    let v = g.push(
+        Op::Input { name: name.into() },
+        vec![],
+        shape.to_vec(),
+        "test",
+    );
+    g.inputs.push((name.into(), v));
+    v
+}
+
+/// `Σ out * upstream` as a `[1]` value.
+fn dot_upstream(g: &mut Graph, out: ValueId) -> ValueId {
+    let shape = g.shape(out).to_vec();
+    let up = input(g, "upstream", &shape);
+    let p = g.add(Op::Binary(BinaryOp::Mul), vec![out, up], "test");
+    let all: Vec<usize> = (0..shape.len()).collect();
+    let s = if all.is_empty() {
+        p
+    } else {
+        g.add(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: all,
+            },
+            vec![p],
+            "test",
+        )
+    };
+    g.push(Op::Reshape, vec![s], vec![1], "test")
+}
+
+/// Checks the gradients of `L = Σ op(inputs) * upstream` with respect to every input (those
+/// named in `no_grad` must get none) against central differences.
+fn check(
+    case: &str,
+    inputs: &[(&str, ArrayD<f64>)],
+    build: impl Fn(&mut Graph, &[ValueId]) -> ValueId,
+) {
+    check_with(case, inputs, &[], build)
+}
+
+fn check_with(
+    case: &str,
+    inputs: &[(&str, ArrayD<f64>)],
+    no_grad: &[&str],
+    build: impl Fn(&mut Graph, &[ValueId]) -> ValueId,
+) {
+    let mut rng = Rng(case.len() as u64 * 7919);
+    let mut g = Graph::default();
+    let ids: Vec<ValueId> = inputs
+        .iter()
+        .map(|(n, a)| input(&mut g, n, a.shape()))
+        .collect();
+    let out = build(&mut g, &ids);
+    let loss = dot_upstream(&mut g, out);
+    let upstream = rng.array(g.shape(out), -1.0, 1.0);
+    let mut fwd = g.clone();
+    fwd.outputs = vec![("loss".into(), loss)];
+    let grads = backward(&mut g, loss, None, &ids).unwrap();
+    g.outputs = grads
+        .iter()
+        .enumerate()
+        .filter_map(|(k, v)| v.map(|v| (format!("grad{k}"), v)))
+        .collect();
+    let mut feed: Vec<(&str, ArrayD<f64>)> = inputs.iter().map(|(n, a)| (*n, a.clone())).collect();
+    feed.push(("upstream", upstream.clone()));
+    let analytic = netc::reference::run::<f64>(&g, &[], &feed).unwrap();
+    let eval = |feed: &[(&str, ArrayD<f64>)]| -> f64 {
+        netc::reference::run::<f64>(&fwd, &[], feed).unwrap()[0][[0]]
+    };
+    let mut next = 0;
+    for (k, (name, x)) in inputs.iter().enumerate() {
+        if no_grad.contains(name) {
+            assert!(
+                grads[k].is_none(),
+                "{case}: `{name}` should get no gradient"
+            );
+            continue;
+        }
+        let Some(_) = grads[k] else {
+            panic!("{case}: no gradient for `{name}`");
+        };
+        let got = &analytic[next];
+        next += 1;
+        assert_eq!(got.shape(), x.shape(), "{case}: gradient shape of `{name}`");
+        let h = 1e-6;
+        let mut worst: f64 = 0.0;
+        let scale = got.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+        for i in 0..x.len() {
+            let mut f = feed.clone();
+            let xs = f[k].1.as_slice_mut().unwrap();
+            xs[i] += h;
+            let plus = eval(&f);
+            let xs = f[k].1.as_slice_mut().unwrap();
+            xs[i] -= 2.0 * h;
+            let minus = eval(&f);
+            let fd = (plus - minus) / (2.0 * h);
+            let a = got.as_slice().unwrap()[i];
+            worst = worst.max((fd - a).abs() / scale);
+        }
+        assert!(
+            worst < 1e-6,
+            "{case}: gradient of `{name}` differs from finite differences by {worst:e} (relative)"
+        );
+    }
+}
+
+fn arr(shape: &[usize], seed: u64, lo: f64, hi: f64) -> ArrayD<f64> {
+    Rng(seed).array(shape, lo, hi)
+}
+
+#[test]
+fn unary_rules() {
+    let ops = [
+        (UnaryOp::Neg, -2.0, 2.0),
+        (UnaryOp::Relu, -2.0, 2.0),
+        (UnaryOp::Exp, -2.0, 2.0),
+        (UnaryOp::Log, 0.3, 3.0),
+        (UnaryOp::Sqrt, 0.3, 3.0),
+        (UnaryOp::Rsqrt, 0.3, 3.0),
+        (UnaryOp::Recip, 0.3, 3.0),
+        (UnaryOp::Tanh, -2.0, 2.0),
+        (UnaryOp::Sigmoid, -3.0, 3.0),
+        (UnaryOp::Abs, -2.0, 2.0),
+    ];
+    for (i, (u, lo, hi)) in ops.into_iter().enumerate() {
+        let x = arr(&[3, 5, 7], 10 + i as u64, lo, hi);
+        check(&format!("{u:?}"), &[("x", x)], |g, v| {
+            g.add(Op::Unary(u), vec![v[0]], "t")
+        });
+    }
+}
+
+#[test]
+fn binary_rules_with_broadcasting() {
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+    ];
+    // Equal shapes, a broadcast middle axis, a broadcast leading rank.
+    let shapes: [(&[usize], &[usize]); 3] = [
+        (&[3, 5], &[3, 5]),
+        (&[3, 1, 5], &[3, 4, 5]),
+        (&[2, 3, 5], &[1, 5]),
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        for (j, (sa, sb)) in shapes.iter().enumerate() {
+            let (lo, hi) = if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+                (0.5, 2.0)
+            } else {
+                (-2.0, 2.0)
+            };
+            let a = arr(sa, 100 + (i * 3 + j) as u64, lo, hi);
+            let b = arr(sb, 200 + (i * 3 + j) as u64, lo, hi);
+            check(
+                &format!("{op:?} {sa:?} {sb:?}"),
+                &[("a", a), ("b", b)],
+                |g, v| g.add(Op::Binary(op), vec![v[0], v[1]], "t"),
+            );
+        }
+    }
+    // A scalar exponent, as `x^2` in losses.
+    check(
+        "pow scalar",
+        &[("x", arr(&[4, 3], 5, -2.0, 2.0))],
+        |g, v| {
+            let two = g.add(Op::Scalar { value: 2.0 }, vec![], "t");
+            g.add(Op::Binary(BinaryOp::Pow), vec![v[0], two], "t")
+        },
+    );
+    // A comparison has no gradient, and neither has a select's condition.
+    check_with(
+        "greater",
+        &[
+            ("a", arr(&[3, 4], 6, -1.0, 1.0)),
+            ("b", arr(&[3, 4], 7, -1.0, 1.0)),
+            ("x", arr(&[3, 4], 8, -1.0, 1.0)),
+        ],
+        &["a", "b"],
+        |g, v| {
+            let c = g.add(Op::Binary(BinaryOp::Greater), vec![v[0], v[1]], "t");
+            g.add(Op::Binary(BinaryOp::Mul), vec![c, v[2]], "t")
+        },
+    );
+}
+
+#[test]
+fn select_rule() {
+    let c = arr(&[3, 1, 5], 9, -1.0, 1.0).mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
+    check_with(
+        "select",
+        &[
+            ("c", c),
+            ("a", arr(&[3, 4, 5], 10, -1.0, 1.0)),
+            ("b", arr(&[4, 1], 11, -1.0, 1.0)),
+        ],
+        &["c"],
+        |g, v| g.add(Op::Select, vec![v[0], v[1], v[2]], "t"),
+    );
+}
+
+#[test]
+fn reduce_rules() {
+    for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+        for axes in [vec![0], vec![1], vec![0, 2], vec![0, 1, 2]] {
+            let x = arr(&[3, 5, 7], 12, -2.0, 2.0);
+            check(&format!("reduce {op:?} {axes:?}"), &[("x", x)], |g, v| {
+                g.add(
+                    Op::Reduce {
+                        op,
+                        axes: axes.clone(),
+                    },
+                    vec![v[0]],
+                    "t",
+                )
+            });
+        }
+    }
+}
+
+#[test]
+fn conv2d_rule() {
+    // (x shape, w shape, stride, padding, dilation, groups)
+    type Case = (
+        [usize; 4],
+        [usize; 4],
+        [usize; 2],
+        [usize; 4],
+        [usize; 2],
+        usize,
+    );
+    let cases: [Case; 4] = [
+        ([2, 3, 7, 6], [4, 3, 3, 2], [2, 1], [1, 0, 2, 1], [1, 2], 1),
+        ([1, 4, 5, 5], [6, 2, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 2),
+        ([2, 3, 6, 5], [3, 1, 3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 3),
+        ([3, 5, 3, 3], [2, 5, 1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1),
+    ];
+    for (i, (xs, ws, stride, padding, dilation, groups)) in cases.into_iter().enumerate() {
+        let x = arr(&xs, 20 + i as u64, -1.0, 1.0);
+        let w = arr(&ws, 30 + i as u64, -1.0, 1.0);
+        check(
+            &format!("conv2d case {i}"),
+            &[("x", x), ("w", w)],
+            |g, v| {
+                g.add(
+                    Op::Conv2d {
+                        stride,
+                        padding,
+                        dilation,
+                        groups,
+                    },
+                    vec![v[0], v[1]],
+                    "t",
+                )
+            },
+        );
+    }
+}
+
+#[test]
+fn matmul_rule() {
+    for transpose_b in [false, true] {
+        let a = arr(&[2, 3, 5], 40, -1.0, 1.0);
+        let b = if transpose_b {
+            arr(&[2, 7, 5], 41, -1.0, 1.0)
+        } else {
+            arr(&[2, 5, 7], 41, -1.0, 1.0)
+        };
+        check(
+            &format!("matmul transpose_b={transpose_b}"),
+            &[("a", a), ("b", b)],
+            |g, v| g.add(Op::MatMul { transpose_b }, vec![v[0], v[1]], "t"),
+        );
+    }
+    check(
+        "matmul 2d",
+        &[
+            ("a", arr(&[3, 5], 42, -1.0, 1.0)),
+            ("b", arr(&[7, 5], 43, -1.0, 1.0)),
+        ],
+        |g, v| g.add(Op::MatMul { transpose_b: true }, vec![v[0], v[1]], "t"),
+    );
+}
+
+#[test]
+fn pooling_rules() {
+    type Case = (PoolOp, [usize; 2], [usize; 2], [usize; 4], [usize; 2], bool);
+    let cases: [Case; 5] = [
+        (PoolOp::Max, [2, 2], [2, 2], [0; 4], [1, 1], false),
+        (PoolOp::Max, [3, 3], [2, 2], [0; 4], [1, 1], true),
+        (PoolOp::Max, [3, 2], [1, 2], [1, 1, 1, 0], [2, 1], false),
+        (
+            PoolOp::Avg {
+                count_include_pad: true,
+            },
+            [3, 3],
+            [2, 2],
+            [1, 1, 1, 1],
+            [1, 1],
+            false,
+        ),
+        (
+            PoolOp::Avg {
+                count_include_pad: false,
+            },
+            [3, 3],
+            [2, 2],
+            [1, 1, 1, 1],
+            [1, 1],
+            true,
+        ),
+    ];
+    for (i, (op, kernel, stride, padding, dilation, ceil_mode)) in cases.into_iter().enumerate() {
+        let x = arr(&[2, 3, 7, 6], 50 + i as u64, -1.0, 1.0);
+        check(&format!("pool case {i}"), &[("x", x)], |g, v| {
+            g.add(
+                Op::Pool {
+                    op,
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    ceil_mode,
+                },
+                vec![v[0]],
+                "t",
+            )
+        });
+    }
+    for output in [[3, 2], [1, 1], [7, 4]] {
+        let x = arr(&[2, 3, 7, 5], 60, -1.0, 1.0);
+        check(&format!("adaptive {output:?}"), &[("x", x)], |g, v| {
+            g.add(Op::AdaptiveAvgPool { output }, vec![v[0]], "t")
+        });
+    }
+}
+
+#[test]
+fn movement_rules() {
+    let x = || arr(&[2, 3, 5], 70, -1.0, 1.0);
+    check("reshape", &[("x", x())], |g, v| {
+        g.push(Op::Reshape, vec![v[0]], vec![6, 5], "t")
+    });
+    check("permute", &[("x", x())], |g, v| {
+        g.add(
+            Op::Permute {
+                perm: vec![2, 0, 1],
+            },
+            vec![v[0]],
+            "t",
+        )
+    });
+    check("slice", &[("x", x())], |g, v| {
+        g.add(
+            Op::Slice {
+                axis: 2,
+                start: 1,
+                end: 4,
+            },
+            vec![v[0]],
+            "t",
+        )
+    });
+    check("pad", &[("x", x())], |g, v| {
+        g.add(
+            Op::Pad {
+                axis: 1,
+                before: 2,
+                after: 1,
+            },
+            vec![v[0]],
+            "t",
+        )
+    });
+    check("expand", &[("x", arr(&[3, 1], 71, -1.0, 1.0))], |g, v| {
+        g.push(Op::Expand, vec![v[0]], vec![2, 3, 4], "t")
+    });
+    check(
+        "concat",
+        &[
+            ("a", arr(&[2, 3, 5], 72, -1.0, 1.0)),
+            ("b", arr(&[2, 1, 5], 73, -1.0, 1.0)),
+            ("c", arr(&[2, 2, 5], 74, -1.0, 1.0)),
+        ],
+        |g, v| g.add(Op::Concat { axis: 1 }, vec![v[0], v[1], v[2]], "t"),
+    );
+}
+
+#[test]
+fn shared_values_accumulate_and_composites_work() {
+    // x used three times; softmax cross-entropy style composite with a max reduction.
+    check(
+        "composite",
+        &[("x", arr(&[3, 5], 80, -2.0, 2.0))],
+        |g, v| {
+            let x = v[0];
+            let m = g.add(
+                Op::Reduce {
+                    op: ReduceOp::Max,
+                    axes: vec![1],
+                },
+                vec![x],
+                "t",
+            );
+            let d = g.add(Op::Binary(BinaryOp::Sub), vec![x, m], "t");
+            let e = g.add(Op::Unary(UnaryOp::Exp), vec![d], "t");
+            let s = g.add(
+                Op::Reduce {
+                    op: ReduceOp::Sum,
+                    axes: vec![1],
+                },
+                vec![e],
+                "t",
+            );
+            let l = g.add(Op::Unary(UnaryOp::Log), vec![s], "t");
+            let y = g.add(Op::Binary(BinaryOp::Sub), vec![d, l], "t");
+            g.add(Op::Binary(BinaryOp::Mul), vec![y, x], "t")
+        },
+    );
+}
+
+#[test]
+fn values_off_the_path_get_no_gradient() {
+    let mut g = Graph::default();
+    let a = input(&mut g, "a", &[2, 2]);
+    let b = input(&mut g, "b", &[2, 2]);
+    let r = g.add(Op::RandomMask { p: 0.5, seed: 1 }, vec![b], "t");
+    let y = g.add(Op::Binary(BinaryOp::Mul), vec![a, r], "t");
+    let loss = dot_upstream(&mut g, y);
+    let before = g.nodes.len();
+    let grads = backward(&mut g, loss, None, &[a, b]).unwrap();
+    assert!(grads[0].is_some());
+    assert!(grads[1].is_none(), "a mask's input gets no gradient");
+    assert!(g.nodes.len() > before);
+}
+
+fn dot_upstream_named(g: &mut Graph, out: ValueId) -> ValueId {
+    let all: Vec<usize> = (0..g.shape(out).len()).collect();
+    let s = g.add(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: all,
+        },
+        vec![out],
+        "test",
+    );
+    g.push(Op::Reshape, vec![s], vec![1], "test")
+}
+
+#[test]
+fn second_derivatives_of_gradient_primitives_are_refused() {
+    let mut g = Graph::default();
+    let x = input(&mut g, "x", &[1, 1, 4, 4]);
+    let w = input(&mut g, "w", &[1, 1, 3, 3]);
+    let conv = Op::Conv2d {
+        stride: [1, 1],
+        padding: [1; 4],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let y = g.add(conv, vec![x, w], "t");
+    let loss = dot_upstream_named(&mut g, y);
+    let grads = backward(&mut g, loss, None, &[x]).unwrap();
+    let l2 = dot_upstream_named(&mut g, grads[0].unwrap());
+    let err = backward(&mut g, l2, None, &[w]).unwrap_err();
+    assert!(err.contains("first derivatives"), "{err}");
+}
