@@ -665,6 +665,28 @@ mod tests {
     }
 
     #[test]
+    fn from_bytes_keeps_the_dtype_and_refuses_short_headers() {
+        let p = Path::new("a.npy");
+        let mut b = header_bytes("|u1", &[2, 2]);
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            from_bytes(p, &b).unwrap(),
+            (vec![2, 2], NpyData::U8(vec![1, 2, 3, 4]))
+        );
+        // A header length shorter than the bytes already read with the prefix.
+        for hlen in [0u16, 1] {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&hlen.to_le_bytes());
+            b.extend_from_slice(b"{}");
+            let e = from_bytes(p, &b).unwrap_err();
+            assert!(e.message.contains("malformed header"), "{e}");
+        }
+        for n in 0..b.len() {
+            assert!(from_bytes(p, &b[..n]).is_err());
+        }
+    }
+
+    #[test]
     fn header_is_aligned() {
         for shape in [vec![], vec![3], vec![4, 1, 28, 28]] {
             let h = header_bytes("<f4", &shape);
