@@ -848,6 +848,10 @@ fn bundled_fashion_mnist_subset() {
     let m = b.x.iter().map(|&v| v as f64).sum::<f64>() / b.x.len() as f64;
     assert!(m.abs() < 0.1, "{m}");
 
+    // Labels must fit the model's outputs.
+    assert!(split_classes_ok(10));
+    assert!(!split_classes_ok(5));
+
     // The wrong model input is reported.
     let e = data::open("bundled", &input([3, 32, 32])).unwrap_err();
     assert!(
@@ -950,6 +954,21 @@ fn mutated_files_give_errors_not_panics() {
                     let _ = data::open(f.to_str().unwrap(), &input([1, 3, 4]));
                 }
             }
+        }
+    }
+}
+
+fn split_classes_ok(outputs: usize) -> bool {
+    let split = data::open("bundled", &input([1, 28, 28])).unwrap();
+    match split.check_classes(outputs, "logits") {
+        Ok(()) => true,
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("the data have 10 classes (labels 0–9) but the model's output `logits` has 5 values"),
+                "{text}"
+            );
+            false
         }
     }
 }

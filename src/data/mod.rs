@@ -93,7 +93,8 @@ impl Dataset {
         counts
     }
 
-    /// The samples at `indices`, in that order, as a new dataset named `name`.
+    /// The samples at `indices`, in that order, as a new dataset named `name`. Every index
+    /// must be below `len()` (it panics otherwise, like slice indexing).
     pub fn subset(&self, indices: &[usize], name: impl Into<String>) -> Dataset {
         let n = self.sample_len();
         let pixels = match &self.pixels {
@@ -131,6 +132,22 @@ pub struct Split {
 }
 
 impl Split {
+    /// Checks that a classifier with `outputs` output values (named `output` in messages) can
+    /// take these labels: every label must index an output.
+    pub fn check_classes(&self, outputs: usize, output: &str) -> Result<(), DataError> {
+        let classes = self.train.classes.max(self.test.classes);
+        if classes > outputs {
+            return Err(DataError::general(format!(
+                "the data have {classes} classes (labels 0–{}) but the model's output `{output}` \
+                 has {outputs} values ({})",
+                classes - 1,
+                self.train.name
+            ))
+            .with_help(format!("give the model's last layer {classes} outputs")));
+        }
+        Ok(())
+    }
+
     /// Gives both halves the same number of classes (the larger), so a test set that happens
     /// to lack the last class still has the training set's label range.
     fn unify_classes(mut self) -> Split {
