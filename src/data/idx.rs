@@ -118,6 +118,12 @@ fn read_all(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Checks the magic and type, returns the dimensions and the header's length.
 fn header(path: &Path, b: &[u8], gz: bool) -> Result<(Vec<usize>, usize), DataError> {
     let what = if gz { "decompressed data" } else { "file" };
+    if b.len() < 4 && b.iter().take(2).any(|&x| x != 0) {
+        return Err(DataError::new(
+            path,
+            "not an IDX file: it does not start with two zero bytes",
+        ));
+    }
     if b.len() < 4 {
         return Err(DataError::new(
             path,
