@@ -3,7 +3,8 @@
 //! In: a `.npy` file of format version 1, 2 or 3 (`np.save`), little-endian, C order, any rank.
 //! Out: an `ArrayD<f32>` ([`read_f32`]: `<f4`, or `<f8` converted to f32) or an `ArrayD<i64>`
 //! ([`read_i64`]: `<i8`, or `<i4`, `|u1`, `|i1` widened). [`write_f32`] writes `<f4` in
-//! version 1 (version 2 if the header needs it), atomically.
+//! version 1 (version 2 if the header needs it), atomically. [`from_bytes`] parses a `.npy`
+//! held in memory (an `.npz` member) into its shape and [`NpyData`] in the file's own dtype.
 //!
 //! The file is untrusted: the header is bounded in size and parsed by a small parser of the
 //! Python dict literal numpy writes; the size the header declares is checked against the
@@ -200,6 +201,16 @@ fn read_raw(path: &Path) -> Result<(Header, Vec<u8>), IoError> {
     let mut prefix = [0u8; 12];
     let got = read_up_to(&mut f, &mut prefix).map_err(|e| IoError::os(path, "cannot read", &e))?;
     let h = parse_prefix_and_header(path, &prefix[..got], &mut f, file_len)?;
+    let nbytes = data_len(path, &h, file_len)?;
+    // Safe to allocate: the file really has this many bytes.
+    let mut data = vec![0u8; nbytes];
+    f.read_exact(&mut data)
+        .map_err(|e| IoError::os(path, "cannot read the data", &e))?;
+    Ok((h, data))
+}
+
+/// The number of data bytes the header declares, checked against what the file holds.
+fn data_len(path: &Path, h: &Header, file_len: u64) -> Result<usize, IoError> {
     let n = h
         .shape
         .iter()
@@ -236,14 +247,71 @@ fn read_raw(path: &Path) -> Result<(Header, Vec<u8>), IoError> {
             ),
         ));
     }
-    // Safe to allocate: the file really has this many bytes.
-    let mut data = vec![0u8; nbytes];
-    f.read_exact(&mut data)
-        .map_err(|e| IoError::os(path, "cannot read the data", &e))?;
-    Ok((h, data))
+    Ok(nbytes)
 }
 
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// The elements of an array in the element type of its file (see [`from_bytes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NpyData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+}
+
+impl NpyData {
+    /// numpy's name for the element type (`float32`, `uint8`, ...).
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            NpyData::F32(_) => "float32",
+            NpyData::F64(_) => "float64",
+            NpyData::I64(_) => "int64",
+            NpyData::I32(_) => "int32",
+            NpyData::I8(_) => "int8",
+            NpyData::U8(_) => "uint8",
+        }
+    }
+}
+
+/// Parses a whole `.npy` file held in memory (e.g. a member of an `.npz` archive) into its
+/// shape and its elements, keeping their element type. `path` names it in errors. The checks
+/// are those of the file readers.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, NpyData), IoError> {
+    let prefix = &bytes[..bytes.len().min(12)];
+    let mut rest = &bytes[prefix.len()..];
+    let h = parse_prefix_and_header(path, prefix, &mut rest, bytes.len() as u64)?;
+    let nbytes = data_len(path, &h, bytes.len() as u64)?;
+    let data = &bytes[h.data_offset..h.data_offset + nbytes];
+    let data = match h.dtype {
+        Dtype::F4 => NpyData::F32(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::F8 => NpyData::F64(
+            data.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        Dtype::I8 => NpyData::I64(
+            data.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        Dtype::I4 => NpyData::I32(
+            data.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::I1 => NpyData::I8(data.iter().map(|&b| b as i8).collect()),
+        Dtype::U1 => NpyData::U8(data.to_vec()),
+    };
+    Ok((h.shape, data))
+}
+
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match f.read(&mut buf[got..]) {
@@ -259,7 +327,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 fn parse_prefix_and_header(
     path: &Path,
     prefix: &[u8],
-    f: &mut File,
+    f: &mut impl Read,
     file_len: u64,
 ) -> Result<Header, IoError> {
     if prefix.is_empty() {
@@ -304,6 +372,14 @@ fn parse_prefix_and_header(
             format!(
                 "malformed header: it declares {hlen} bytes of header (at most {MAX_HEADER} allowed)"
             ),
+        ));
+    }
+    // The prefix read may already hold the first bytes of the header (and, for a header
+    // shorter than that, of the data): a header that short is not numpy's.
+    if hlen < prefix.len() - start {
+        return Err(IoError::new(
+            path,
+            format!("malformed header: it declares only {hlen} bytes of header"),
         ));
     }
     if (start + hlen) as u64 > file_len {
@@ -586,6 +662,28 @@ mod tests {
         assert!(parse_dict("{'shape': (-1,)}").is_err());
         assert!(parse_dict("{'shape': (1,").is_err());
         assert!(parse_dict("").is_err());
+    }
+
+    #[test]
+    fn from_bytes_keeps_the_dtype_and_refuses_short_headers() {
+        let p = Path::new("a.npy");
+        let mut b = header_bytes("|u1", &[2, 2]);
+        b.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            from_bytes(p, &b).unwrap(),
+            (vec![2, 2], NpyData::U8(vec![1, 2, 3, 4]))
+        );
+        // A header length shorter than the bytes already read with the prefix.
+        for hlen in [0u16, 1] {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&hlen.to_le_bytes());
+            b.extend_from_slice(b"{}");
+            let e = from_bytes(p, &b).unwrap_err();
+            assert!(e.message.contains("malformed header"), "{e}");
+        }
+        for n in 0..b.len() {
+            assert!(from_bytes(p, &b[..n]).is_err());
+        }
     }
 
     #[test]
