@@ -20,6 +20,7 @@ pub mod loss;
 pub mod lower;
 pub mod model;
 pub mod plan;
+pub mod plot;
 pub mod reference;
 pub mod runtime;
 pub mod show;

@@ -1,45 +1,38 @@
 //! Losses as primitive ops, appended to a lowered graph (training builds on these).
 //!
-//! In: a primitive [`Graph`] and the value holding the model's output. Out: the same graph with
-//! a new input for the targets and a new output `loss` (a `[1]` tensor, the batch mean, as
-//! PyTorch's default `reduction="mean"`).
+//! In: a primitive [`Graph`] and the values holding the model's outputs (for [`attach`], the
+//! typed `loss:` of the `train` section too). Out: the same graph with new inputs for the
+//! targets (`targets`, `same`, `style_target.<i>`, or a name the caller gives) and the output
+//! `loss`, a `[1]` tensor: the batch mean, as PyTorch's default `reduction="mean"`.
+//!
+//! Every loss is built from existing primitives only, so differentiating the primitives
+//! differentiates the losses. One convention for the output: each loss function registers its
+//! value as the graph output `loss`; when the graph already has a `[1]` output `loss` (a loss
+//! attached before), the new term is added to it, so `content_loss` followed by `style_loss`
+//! gives Gatys' total objective. Constants (margins, weights) are f32 scalars like every other
+//! constant of the IR.
 
 use crate::graph::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, ValueId};
+use crate::train_config::Loss;
+
+/// The `eps` PyTorch's `pairwise_distance` adds to the difference of the two vectors.
+pub const PAIRWISE_EPS: f64 = 1e-6;
+
+/// The origin of every node this module adds.
+const O: &str = "loss";
 
 /// Softmax cross-entropy of `logits` `[N, K]` against one-hot targets given as a new input
 /// `targets` `[N, K]`, with label smoothing `eps` (targets become `(1 - eps) * onehot + eps / K`):
 /// `mean_n( -Σ_k t_nk · log_softmax(logits)_nk )`.
 pub fn cross_entropy(g: &mut Graph, logits: ValueId, label_smoothing: f64) -> ValueId {
-    let o = "loss";
+    let o = O;
     let shape = g.shape(logits).to_vec();
     assert_eq!(shape.len(), 2, "cross-entropy takes [N, K] logits");
     let (n, k) = (shape[0], shape[1]);
-    let t = g.push(
-        Op::Input {
-            name: "targets".into(),
-        },
-        vec![],
-        shape.clone(),
-        o,
-    );
-    g.inputs.push(("targets".into(), t));
+    let t = input(g, "targets", shape);
     let t = if label_smoothing > 0.0 {
-        let keep = g.push(
-            Op::Scalar {
-                value: (1.0 - label_smoothing) as f32,
-            },
-            vec![],
-            vec![],
-            o,
-        );
-        let spread = g.push(
-            Op::Scalar {
-                value: (label_smoothing / k as f64) as f32,
-            },
-            vec![],
-            vec![],
-            o,
-        );
+        let keep = scalar(g, 1.0 - label_smoothing);
+        let spread = scalar(g, label_smoothing / k as f64);
         let t = g.add(Op::Binary(BinaryOp::Mul), vec![t, keep], o);
         g.add(Op::Binary(BinaryOp::Add), vec![t, spread], o)
     } else {
@@ -85,8 +78,224 @@ pub fn cross_entropy(g: &mut Graph, logits: ValueId, label_smoothing: f64) -> Va
     );
     let loss = g.add(Op::Binary(BinaryOp::Mul), vec![per, scale], o);
     let loss = g.push(Op::Reshape, vec![loss], vec![1], o);
-    g.outputs.push(("loss".into(), loss));
-    loss
+    register(g, loss)
+}
+
+/// Mean squared error of `pred` against a new input `target` of the same shape:
+/// `mean((pred - target)^2)` over every element (PyTorch's `F.mse_loss`).
+pub fn mse(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
+    let d = difference(g, pred, target);
+    let sq = bin(g, BinaryOp::Mul, d, d);
+    let loss = mean_all(g, sq);
+    register(g, loss)
+}
+
+/// Mean absolute error of `pred` against a new input `target` of the same shape:
+/// `mean(|pred - target|)` over every element (PyTorch's `F.l1_loss`).
+pub fn l1(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
+    let d = difference(g, pred, target);
+    let a = un(g, UnaryOp::Abs, d);
+    let loss = mean_all(g, a);
+    register(g, loss)
+}
+
+/// Binary cross-entropy of the logits `x` against a new input `target` `t` of the same shape
+/// (probabilities in [0, 1]), in the numerically stable form PyTorch uses,
+/// `mean( max(x, 0) - x·t + log(1 + exp(-|x|)) )` (`F.binary_cross_entropy_with_logits`):
+/// `exp` only ever sees non-positive arguments, so large `|x|` neither overflows nor loses the
+/// linear term.
+pub fn bce_with_logits(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
+    let shape = g.shape(logits).to_vec();
+    let t = input(g, target, shape);
+    let pos = un(g, UnaryOp::Relu, logits);
+    let xt = bin(g, BinaryOp::Mul, logits, t);
+    let a = un(g, UnaryOp::Abs, logits);
+    let na = un(g, UnaryOp::Neg, a);
+    let e = un(g, UnaryOp::Exp, na);
+    let one = scalar(g, 1.0);
+    let e1 = bin(g, BinaryOp::Add, e, one);
+    let softplus = un(g, UnaryOp::Log, e1);
+    let l = bin(g, BinaryOp::Sub, pos, xt);
+    let l = bin(g, BinaryOp::Add, l, softplus);
+    let loss = mean_all(g, l);
+    register(g, loss)
+}
+
+/// Triplet margin loss of embeddings `anchor`, `positive`, `negative` (each `[N, D]`), exactly
+/// PyTorch's `F.triplet_margin_loss(p=2, eps=1e-6, swap=False, reduction="mean")`:
+/// `mean_n( max(d(a, p) - d(a, n) + margin, 0) )` with `d(x, y) = ‖x - y + 1e-6‖₂` (PyTorch's
+/// `pairwise_distance` adds eps to the difference). Adds no input.
+pub fn triplet_margin(
+    g: &mut Graph,
+    anchor: ValueId,
+    positive: ValueId,
+    negative: ValueId,
+    margin: f64,
+) -> ValueId {
+    let dp = pairwise_distance(g, anchor, positive);
+    let dn = pairwise_distance(g, anchor, negative);
+    let diff = bin(g, BinaryOp::Sub, dp, dn);
+    let m = scalar(g, margin);
+    let t = bin(g, BinaryOp::Add, diff, m);
+    let hinge = un(g, UnaryOp::Relu, t);
+    let loss = mean_all(g, hinge);
+    register(g, loss)
+}
+
+/// Contrastive loss of embedding pairs `x1`, `x2` (each `[N, D]`) after Hadsell, Chopra &
+/// LeCun, "Dimensionality Reduction by Learning an Invariant Mapping" (CVPR 2006), with a new
+/// input `same` `[N]` (1 for a pair of the same identity, 0 otherwise):
+///
+/// `mean_n( same_n · d_n² + (1 - same_n) · max(margin - d_n, 0)² )`,
+/// `d_n = ‖x1_n - x2_n + 1e-6‖₂` (the distance of [`triplet_margin`], PyTorch's
+/// `pairwise_distance`).
+///
+/// The paper writes each term with a factor ½; it is left out here, as in the common PyTorch
+/// implementations (e.g. pytorch-metric-learning's `ContrastiveLoss`): it halves the loss and
+/// its gradient and nothing else, the same as halving the learning rate. Note the paper's label
+/// is the other way round (its `Y = 0` means similar); `same` says what it means.
+pub fn contrastive(g: &mut Graph, x1: ValueId, x2: ValueId, margin: f64) -> ValueId {
+    let n = g.shape(x1)[0];
+    let same = input(g, "same", vec![n]);
+    let same = g.push(Op::Reshape, vec![same], vec![n, 1], O);
+    let d = pairwise_distance(g, x1, x2);
+    let d2 = bin(g, BinaryOp::Mul, d, d);
+    let pos = bin(g, BinaryOp::Mul, same, d2);
+    let m = scalar(g, margin);
+    let gap = bin(g, BinaryOp::Sub, m, d);
+    let gap = un(g, UnaryOp::Relu, gap);
+    let gap2 = bin(g, BinaryOp::Mul, gap, gap);
+    let one = scalar(g, 1.0);
+    let other = bin(g, BinaryOp::Sub, one, same);
+    let neg = bin(g, BinaryOp::Mul, other, gap2);
+    let per = bin(g, BinaryOp::Add, pos, neg);
+    let loss = mean_all(g, per);
+    register(g, loss)
+}
+
+/// Gram matrices of feature maps `[N, C, H, W]`: `[N, C, C]`, `G_n = F_n F_nᵀ / (C·H·W)` with
+/// `F_n` the sample's features as a `[C, H·W]` matrix (Gatys, Ecker & Bethge, "Image Style
+/// Transfer Using Convolutional Neural Networks", 2016, normalized by the layer's size). Adds
+/// no input and no output.
+pub fn gram(g: &mut Graph, features: ValueId) -> ValueId {
+    let s = g.shape(features).to_vec();
+    assert_eq!(s.len(), 4, "gram takes [N, C, H, W] features");
+    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+    let f = g.push(Op::Reshape, vec![features], vec![n, c, hw], O);
+    let ff = g.add(Op::MatMul { transpose_b: true }, vec![f, f], O);
+    let size = scalar(g, (c * hw) as f64);
+    bin(g, BinaryOp::Div, ff, size)
+}
+
+/// Gatys' style loss: `Σ_l w_l · mean((gram(F_l) - G_l)²)` over `layers` = `(F_l, w_l)`, with
+/// `F_l` feature maps `[N, C_l, H_l, W_l]`. The target Gram matrices `G_l` (of the style image)
+/// are new inputs `style_target.<l>` of shape `[1, C_l, C_l]`, shared by every sample of the
+/// batch; the mean is over `[N, C_l, C_l]`.
+pub fn style_loss(g: &mut Graph, layers: &[(ValueId, f64)]) -> ValueId {
+    assert!(!layers.is_empty(), "style loss over no layers");
+    let mut total = None;
+    for (i, &(features, weight)) in layers.iter().enumerate() {
+        let gm = gram(g, features);
+        let c = g.shape(gm)[1];
+        let t = input(g, &format!("style_target.{i}"), vec![1, c, c]);
+        let d = bin(g, BinaryOp::Sub, gm, t);
+        let sq = bin(g, BinaryOp::Mul, d, d);
+        let m = mean_all(g, sq);
+        let w = scalar(g, weight);
+        let term = bin(g, BinaryOp::Mul, m, w);
+        total = Some(match total {
+            None => term,
+            Some(acc) => bin(g, BinaryOp::Add, acc, term),
+        });
+    }
+    register(g, total.expect("at least one layer"))
+}
+
+/// Gatys' content loss: the [`mse`] of `features` against a new input `target` (the content
+/// image's features at the same layer, same shape).
+pub fn content_loss(g: &mut Graph, features: ValueId, target: &str) -> ValueId {
+    mse(g, features, target)
+}
+
+/// Attaches the loss of a model's `train { loss: .. }` to its lowered graph, after checking that
+/// the model's `outputs` fit it:
+///
+/// - `cross_entropy`: one output `[N, K]` (class scores), one-hot input `targets` `[N, K]`;
+/// - `mse`, `l1`, `bce_with_logits`: one output of any shape, input `targets` of that shape;
+/// - `triplet`: three outputs `[N, D]` (anchor, positive, negative embeddings, in that order);
+/// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`.
+///
+/// Returns the `[1]` value registered as the graph output `loss`, or a message saying what the
+/// loss expects and what the model has.
+pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId, String> {
+    if g.outputs.iter().any(|(n, _)| n == "loss") {
+        return Err(format!(
+            "the model already has an output named `loss`; the `{loss}` loss adds its own"
+        ));
+    }
+    let new_input = |g: &Graph, name: &str| -> Result<(), String> {
+        if g.inputs.iter().any(|(n, _)| n == name) {
+            Err(format!(
+                "the `{loss}` loss takes its targets as an input `{name}`, but the model already \
+                 has an input of that name"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let wrong = |g: &Graph, expected: &str| -> String {
+        format!(
+            "the `{loss}` loss needs {expected}; the model has {}",
+            describe_outputs(g, outputs)
+        )
+    };
+    let embeddings = |g: &Graph, count: usize, what: &str| -> Result<(), String> {
+        let s0 = outputs.first().map(|&v| g.shape(v));
+        let ok = outputs.len() == count
+            && s0.is_some_and(|s| s.len() == 2)
+            && outputs.iter().all(|&v| Some(g.shape(v)) == s0);
+        if ok { Ok(()) } else { Err(wrong(g, what)) }
+    };
+    match *loss {
+        Loss::CrossEntropy { label_smoothing } => {
+            if outputs.len() != 1 || g.shape(outputs[0]).len() != 2 {
+                return Err(wrong(g, "one output [N, K] of class scores"));
+            }
+            new_input(g, "targets")?;
+            Ok(cross_entropy(g, outputs[0], label_smoothing))
+        }
+        Loss::Mse | Loss::L1 | Loss::BceWithLogits => {
+            if outputs.len() != 1 {
+                return Err(wrong(g, "one output (the prediction)"));
+            }
+            new_input(g, "targets")?;
+            Ok(match loss {
+                Loss::Mse => mse(g, outputs[0], "targets"),
+                Loss::L1 => l1(g, outputs[0], "targets"),
+                _ => bce_with_logits(g, outputs[0], "targets"),
+            })
+        }
+        Loss::Triplet { margin } => {
+            embeddings(
+                g,
+                3,
+                "three outputs [N, D] of the same shape (anchor, positive and negative \
+                 embeddings)",
+            )?;
+            Ok(triplet_margin(
+                g, outputs[0], outputs[1], outputs[2], margin,
+            ))
+        }
+        Loss::Contrastive { margin } => {
+            embeddings(
+                g,
+                2,
+                "two outputs [N, D] of the same shape (the embeddings of a pair)",
+            )?;
+            new_input(g, "same")?;
+            Ok(contrastive(g, outputs[0], outputs[1], margin))
+        }
+    }
 }
 
 /// One-hot targets `[N, K]` for class labels.
@@ -101,4 +310,121 @@ pub fn one_hot(labels: &[i64], classes: usize) -> Result<ndarray::ArrayD<f32>, S
         t[[i, l as usize]] = 1.0;
     }
     Ok(t)
+}
+
+// ---- helpers ----
+
+/// "2 outputs: `a` [4, 16], [4, 16]" (names where the value is a named graph output).
+fn describe_outputs(g: &Graph, outputs: &[ValueId]) -> String {
+    let list: Vec<String> = outputs
+        .iter()
+        .map(|&v| {
+            let shape = format!("{:?}", g.shape(v));
+            match g.outputs.iter().find(|(_, o)| *o == v) {
+                Some((name, _)) => format!("`{name}` {shape}"),
+                None => shape,
+            }
+        })
+        .collect();
+    match outputs.len() {
+        0 => "no outputs".into(),
+        1 => format!("1 output: {}", list[0]),
+        n => format!("{n} outputs: {}", list.join(", ")),
+    }
+}
+
+/// Makes the `[1]` value `loss` the graph output `loss`, or adds it to the existing one.
+fn register(g: &mut Graph, loss: ValueId) -> ValueId {
+    assert_eq!(g.shape(loss), [1], "a loss is a [1] tensor");
+    match g.outputs.iter().position(|(n, _)| n == "loss") {
+        None => {
+            g.outputs.push(("loss".into(), loss));
+            loss
+        }
+        Some(i) => {
+            let prev = g.outputs[i].1;
+            assert_eq!(g.shape(prev), [1], "the output `loss` is not a [1] loss");
+            let total = bin(g, BinaryOp::Add, prev, loss);
+            g.outputs[i].1 = total;
+            total
+        }
+    }
+}
+
+/// A new graph input; its name must be new.
+fn input(g: &mut Graph, name: &str, shape: Vec<usize>) -> ValueId {
+    assert!(
+        g.inputs.iter().all(|(n, _)| n != name),
+        "the graph already has an input `{name}`"
+    );
+    let v = g.push(
+        Op::Input {
+            name: name.to_string(),
+        },
+        vec![],
+        shape,
+        O,
+    );
+    g.inputs.push((name.to_string(), v));
+    v
+}
+
+/// `pred - target` with `target` a new input of `pred`'s shape.
+fn difference(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
+    let shape = g.shape(pred).to_vec();
+    let t = input(g, target, shape);
+    bin(g, BinaryOp::Sub, pred, t)
+}
+
+/// PyTorch's `pairwise_distance(a, b, p=2, eps=1e-6)` of `[N, D]` rows: `[N, 1]`,
+/// `‖a - b + eps‖₂`.
+fn pairwise_distance(g: &mut Graph, a: ValueId, b: ValueId) -> ValueId {
+    assert_eq!(g.shape(a).len(), 2, "distances between [N, D] embeddings");
+    assert_eq!(g.shape(a), g.shape(b), "embeddings of the same shape");
+    let d = bin(g, BinaryOp::Sub, a, b);
+    let e = scalar(g, PAIRWISE_EPS);
+    let d = bin(g, BinaryOp::Add, d, e);
+    let sq = bin(g, BinaryOp::Mul, d, d);
+    let s = g.add(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![1],
+        },
+        vec![sq],
+        O,
+    );
+    un(g, UnaryOp::Sqrt, s)
+}
+
+/// The mean of every element, as a `[1]` tensor.
+fn mean_all(g: &mut Graph, v: ValueId) -> ValueId {
+    let rank = g.shape(v).len();
+    let m = g.add(
+        Op::Reduce {
+            op: ReduceOp::Mean,
+            axes: (0..rank).collect(),
+        },
+        vec![v],
+        O,
+    );
+    g.push(Op::Reshape, vec![m], vec![1], O)
+}
+
+fn scalar(g: &mut Graph, value: f64) -> ValueId {
+    g.push(
+        Op::Scalar {
+            value: value as f32,
+        },
+        vec![],
+        vec![],
+        O,
+    )
+}
+
+fn bin(g: &mut Graph, op: BinaryOp, a: ValueId, b: ValueId) -> ValueId {
+    g.add(Op::Binary(op), vec![a, b], O)
+}
+
+fn un(g: &mut Graph, op: UnaryOp, a: ValueId) -> ValueId {
+    g.add(Op::Unary(op), vec![a], O)
 }
