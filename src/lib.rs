@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod cli;
 pub mod cli_run;
+pub mod cli_train;
 pub mod codegen;
 pub mod data;
 pub mod diag;

@@ -27,6 +27,10 @@ use super::{IoError, read_file, show_shape, write_atomic};
 use crate::diag::suggest;
 use crate::layer_graph::{DType, LayerGraph, Op, ParamInfo, ParamKind};
 
+/// Tensors under this prefix in a safetensors file are a training checkpoint's optimizer
+/// state: loading weights skips them.
+pub const CHECKPOINT_PREFIX: &str = "optimizer.";
+
 /// The value of one parameter or buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -91,6 +95,19 @@ impl Weights {
     /// Saves as safetensors keyed by parameter path, atomically. Fails (writing nothing) if
     /// the values do not fit the model's parameter table.
     pub fn save(&self, path: impl AsRef<Path>, g: &LayerGraph) -> Result<(), IoError> {
+        self.save_with(path, g, Vec::new(), HashMap::new())
+    }
+
+    /// Saves like [`Weights::save`], with extra tensors (a training checkpoint's optimizer
+    /// state, under names starting with `optimizer.`, which [`Weights::load`] skips) and extra
+    /// metadata entries, in the same atomic write.
+    pub fn save_with(
+        &self,
+        path: impl AsRef<Path>,
+        g: &LayerGraph,
+        extra: Vec<(String, Value)>,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), IoError> {
         let path = path.as_ref();
         let mut problems = Vec::new();
         if self.values.len() != g.params.len() {
@@ -123,8 +140,10 @@ impl Weights {
             .params
             .iter()
             .zip(&self.values)
-            .map(|(p, v)| (p.path.as_str(), Out(v)));
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+            .map(|(p, v)| (p.path.as_str(), Out(v)))
+            .chain(extra.iter().map(|(n, v)| (n.as_str(), Out(v))));
+        let mut meta = metadata;
+        meta.insert("format".to_string(), "pt".to_string());
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| IoError::new(path, format!("cannot save: {e}")))?;
         write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
@@ -539,7 +558,7 @@ fn match_tensors(g: &LayerGraph, st: &SafeTensors<'_>) -> Result<Weights, Proble
     }
     let mut unexpected: Vec<(&str, Vec<usize>)> = st
         .iter()
-        .filter(|(name, _)| !expected.contains(name))
+        .filter(|(name, _)| !expected.contains(name) && !name.starts_with(CHECKPOINT_PREFIX))
         .map(|(name, v)| (name, v.shape().to_vec()))
         .collect();
     unexpected.sort();

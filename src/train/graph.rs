@@ -33,29 +33,10 @@ pub struct TrainGraph {
 }
 
 /// Attaches `loss` to the model outputs of `g` (its first `n_model` outputs) and returns the
-/// loss value.
+/// loss value (see [`crate::loss::attach`]).
 pub fn attach_loss(g: &mut Graph, loss: &Loss, n_model: usize) -> Result<ValueId, String> {
     let outs: Vec<ValueId> = g.outputs[..n_model].iter().map(|(_, v)| *v).collect();
-    match loss {
-        Loss::CrossEntropy { label_smoothing } => {
-            let [logits] = outs[..] else {
-                return Err(format!(
-                    "cross_entropy needs a model with one output (logits [N, classes]); this one has {}",
-                    outs.len()
-                ));
-            };
-            if g.shape(logits).len() != 2 {
-                return Err(format!(
-                    "cross_entropy needs logits of shape [N, classes]; the model's output has shape {:?}",
-                    g.shape(logits)
-                ));
-            }
-            Ok(crate::loss::cross_entropy(g, logits, *label_smoothing))
-        }
-        other => Err(format!(
-            "the loss `{other}` cannot be trained yet: netc trains cross_entropy so far"
-        )),
-    }
+    crate::loss::attach(g, loss, &outs)
 }
 
 /// Builds the training graph of `lg` for batches of `batch` samples.

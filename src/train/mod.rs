@@ -10,14 +10,17 @@
 //! them in place between steps. Evaluation compiles the inference graph with the current
 //! weights (batchnorm folded, dropout gone).
 
+pub mod checkpoint;
 pub mod graph;
 pub mod optim;
+pub mod session;
 
 use std::sync::{Arc, Mutex};
 
 use ndarray::{ArrayD, IxDyn};
 
 use crate::codegen::Jit;
+use crate::data::Loader;
 use crate::io::weights::{Value, Weights};
 use crate::layer_graph::{LayerGraph, ParamKind};
 use crate::runtime::Executable;
@@ -255,41 +258,31 @@ impl Trainer {
         w
     }
 
-    /// Evaluates the current weights in inference mode on `n` samples: mean loss and the
-    /// number of correct predictions. `x` holds the samples, `labels` their classes; the
-    /// samples are run in batches of the training batch size (the last one shorter).
-    pub fn evaluate(&self, x: &[f32], labels: &[i64]) -> Result<(f64, usize), String> {
+    /// Evaluates the current weights in inference mode over every batch of `data` (an
+    /// evaluation loader): mean loss and the number of correct predictions.
+    pub fn evaluate(&self, data: &Loader) -> Result<(f64, usize), String> {
         evaluate(
             &self.lg,
             &self.weights(),
             &self.loss,
-            x,
-            labels,
-            self.batch,
+            data,
             self.threads,
             &self.jit,
         )
     }
 }
 
-/// Evaluates `weights` in inference mode: mean loss and the number of correct predictions
-/// over all samples of `x` (row-major, the model input's shape per sample).
-#[allow(clippy::too_many_arguments)]
+/// Evaluates `weights` in inference mode (batchnorm folded, dropout gone) over one pass of
+/// `data`: the mean loss and the number of correct predictions. Compiles the model for the
+/// loader's batch size, and once more for a shorter last batch.
 pub fn evaluate(
     lg: &LayerGraph,
     weights: &Weights,
     loss: &Loss,
-    x: &[f32],
-    labels: &[i64],
-    batch: usize,
+    data: &Loader,
     threads: usize,
     jit: &Arc<Mutex<Jit>>,
 ) -> Result<(f64, usize), String> {
-    let n = labels.len();
-    if n == 0 {
-        return Ok((0.0, 0));
-    }
-    let per_sample = x.len() / n;
     let params = crate::model::params_f32(weights);
     let input = lg.inputs[0].name.clone();
     let compile = |b: usize| -> Result<(Executable, String), String> {
@@ -304,45 +297,40 @@ pub fn evaluate(
         let (_, node) = &lg.outputs[0];
         lg.nodes[*node].shape.last().copied().unwrap_or(1)
     };
-    let b = batch.min(n);
-    let (mut full, targets_name) = compile(b)?;
-    let rest = n % b;
-    let mut tail = if rest > 0 {
-        Some(compile(rest)?.0)
-    } else {
-        None
-    };
     let pred_name = lg.outputs[0].0.clone();
-    let mut total_loss = 0.0f64;
-    let mut correct = 0;
-    let mut start = 0;
+    let mut exes: Vec<(usize, Executable, String)> = Vec::new();
+    let (mut total_loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
     let mut onehot = Vec::new();
-    while start < n {
-        let len = (n - start).min(b);
-        let exe = if len == b {
-            &mut full
-        } else {
-            tail.as_mut().expect("a tail executable")
-        };
-        let lab = &labels[start..start + len];
+    for batch in data.epoch(0) {
+        let len = batch.len;
+        if !exes.iter().any(|(b, _, _)| *b == len) {
+            let (exe, t) = compile(len)?;
+            exes.push((len, exe, t));
+        }
+        let (_, exe, targets_name) = exes
+            .iter_mut()
+            .find(|(b, _, _)| *b == len)
+            .expect("compiled above");
         onehot.clear();
         onehot.resize(len * classes, 0.0f32);
-        for (i, &l) in lab.iter().enumerate() {
+        for (i, &l) in batch.labels.iter().enumerate() {
             if l < 0 || l as usize >= classes {
                 return Err(format!(
-                    "label {l} of sample {} is not a class of this model (0..{classes})",
-                    start + i
+                    "label {l} of test sample {} is not a class of this model (0..{classes})",
+                    n + i
                 ));
             }
             onehot[i * classes + l as usize] = 1.0;
         }
-        let xs = &x[start * per_sample..(start + len) * per_sample];
-        exe.run_in_place(&[(input.as_str(), xs), (targets_name.as_str(), &onehot)])?;
+        exe.run_in_place(&[(input.as_str(), &batch.x), (targets_name.as_str(), &onehot)])?;
         total_loss += exe.output("loss").ok_or("no loss output")?[0] as f64 * len as f64;
-        correct += count_correct(exe.output(&pred_name).ok_or("no prediction")?, lab);
-        start += len;
+        correct += count_correct(
+            exe.output(&pred_name).ok_or("no prediction")?,
+            &batch.labels,
+        );
+        n += len;
     }
-    Ok((total_loss / n as f64, correct))
+    Ok((total_loss / n.max(1) as f64, correct))
 }
 
 /// How many rows of `logits` (`[N, K]`, row-major) have their largest value at the label

@@ -1,0 +1,508 @@
+//! `netc train`: the command-line face of [`crate::train::session`].
+//!
+//! In: a spec, flags (each overriding the spec's `train { }` section, which overrides the
+//! defaults). Out: a progress bar on a terminal (plain lines otherwise) on stderr, per-epoch
+//! validation lines, a checkpoint, a PNG of the loss and accuracy curves, and one JSON line of
+//! final metrics on stdout (also to `--metrics-json`). Exit code 0 when training finished, 1
+//! on errors (a NaN loss included), 130 after Ctrl-C (with a checkpoint saved to resume from).
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::data::Normalize;
+use crate::io::weights::Weights;
+use crate::plot::{History, Record, Unit, write_curves};
+use crate::spec::Spec;
+use crate::train::checkpoint::{self, EpochRecord};
+use crate::train::session::{self, Event, Observer, Outcome, Settings};
+use crate::train_config::{Loss, Optimizer, Schedule};
+
+/// The flags of `netc train` (see `cli.rs` for their help texts).
+#[derive(Debug, Clone, Default)]
+pub struct TrainArgs {
+    pub data: Option<String>,
+    pub epochs: Option<usize>,
+    pub batch: Option<usize>,
+    pub lr: Option<f64>,
+    pub optimizer: Option<String>,
+    pub seed: Option<u64>,
+    pub weights: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub freeze: Vec<String>,
+    pub threads: usize,
+    pub metrics_json: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub max_steps: Option<u64>,
+    pub mean: Option<Vec<f64>>,
+    pub std: Option<Vec<f64>>,
+    pub quiet: bool,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    let msg = msg.to_string();
+    if msg.starts_with("error") {
+        eprintln!("{msg}");
+    } else {
+        eprintln!("error: {msg}");
+    }
+    ExitCode::from(1)
+}
+
+/// The optimizer the flags and the spec ask for: `--optimizer` picks the kind (keeping the
+/// spec's settings when it names the same kind, PyTorch's defaults otherwise), `--lr` sets the
+/// learning rate.
+fn optimizer(spec: Option<&Optimizer>, kind: Option<&str>, lr: Option<f64>) -> Optimizer {
+    let default_sgd = Optimizer::Sgd {
+        lr: 0.01,
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    let mut o = match (kind, spec) {
+        (None, Some(s)) => s.clone(),
+        (None, None) => default_sgd,
+        (Some(k), Some(s)) if kind_of(s) == k => s.clone(),
+        (Some("adam"), _) => Optimizer::Adam {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        (Some("adamw"), _) => Optimizer::AdamW {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.01,
+        },
+        (Some(_), _) => default_sgd,
+    };
+    if let Some(v) = lr {
+        match &mut o {
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::AdamW { lr, .. } => *lr = v,
+        }
+    }
+    o
+}
+
+fn kind_of(o: &Optimizer) -> &'static str {
+    match o {
+        Optimizer::Sgd { .. } => "sgd",
+        Optimizer::Adam { .. } => "adam",
+        Optimizer::AdamW { .. } => "adamw",
+    }
+}
+
+/// Runs `netc train`.
+pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
+    let mut lg = spec.graph.clone();
+    let cfg = lg.train.clone().unwrap_or_default();
+    if lg.inputs.len() != 1 {
+        return fail(format!(
+            "`netc train` trains models with one input; `{}` has {}",
+            lg.name,
+            lg.inputs.len()
+        ));
+    }
+    // Freeze: the spec's selectors, then the command line's.
+    let mut selectors = cfg.freeze.clone();
+    selectors.extend(args.freeze.iter().cloned());
+    let frozen = match crate::train::freeze(&mut lg, &selectors) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    let loss = cfg.loss.clone().unwrap_or(Loss::CrossEntropy {
+        label_smoothing: 0.0,
+    });
+    if !matches!(loss, Loss::CrossEntropy { .. }) {
+        return fail(format!(
+            "`netc train` feeds class labels, which only the cross_entropy loss takes; `{loss}` \
+             needs pairs or triplets of samples (use the library's training API)"
+        ));
+    }
+    let settings_opt = optimizer(cfg.optimizer.as_ref(), args.optimizer.as_deref(), args.lr);
+    let source = args
+        .data
+        .clone()
+        .or(cfg.data.clone())
+        .unwrap_or_else(|| "bundled".to_string());
+    let input = lg.inputs[0].clone();
+    let normalize = match (&args.mean, &args.std) {
+        (None, None) => Normalize::from_input(&input),
+        (m, s) => {
+            let c = input.shape.first().copied().unwrap_or(1);
+            let m = m.clone().unwrap_or_else(|| input.mean.clone());
+            let s = s.clone().unwrap_or_else(|| input.std.clone());
+            if m.is_empty() != s.is_empty() {
+                return fail("give both --mean and --std (or set both in the spec's input)");
+            }
+            if m.is_empty() {
+                Ok(Normalize::none(c))
+            } else {
+                Normalize::new(&m, &s, c)
+            }
+        }
+    };
+    let normalize = match normalize {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    let t_data = Instant::now();
+    let data = match crate::data::open(&source, &input) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let out_name = lg.outputs[0].0.clone();
+    let classes = lg.nodes[lg.outputs[0].1].shape.last().copied().unwrap_or(1);
+    if let Err(e) = data.check_classes(classes, &out_name) {
+        return fail(e);
+    }
+    let data_seconds = t_data.elapsed().as_secs_f64();
+
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&lg.name));
+    let ckpt_path = args
+        .save
+        .clone()
+        .or_else(|| args.resume.clone())
+        .unwrap_or_else(|| run_dir.join("checkpoint.safetensors"));
+    let curves_path = match &args.save {
+        Some(p) => p.with_extension("curves.png"),
+        None => run_dir.join("curves.png"),
+    };
+    for p in [&ckpt_path, &curves_path] {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            return fail(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+
+    let resume = match &args.resume {
+        Some(p) => match checkpoint::load(p, &lg) {
+            Ok(ck) if ck.progress.is_none() => {
+                return fail(format!(
+                    "{}: these are weights without training state; pass them with --weights to \
+                     start a new training from them",
+                    p.display()
+                ));
+            }
+            Ok(ck) => Some(ck),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let seed = args
+        .seed
+        .or(resume
+            .as_ref()
+            .and_then(|c| c.progress.as_ref().map(|p| p.seed)))
+        .or(cfg.seed)
+        .unwrap_or(0);
+    let weights = match (&args.weights, &resume) {
+        (Some(p), None) => match Weights::load(p, &lg) {
+            Ok(w) => w,
+            Err(e) => return fail(e),
+        },
+        _ => Weights::init(&lg, seed),
+    };
+    let settings = Settings {
+        epochs: args.epochs.or(cfg.epochs).unwrap_or(5),
+        batch: args.batch.or(cfg.batch).unwrap_or(64).max(1),
+        loss,
+        optimizer: settings_opt.clone(),
+        schedule: cfg
+            .schedule
+            .clone()
+            .unwrap_or(Schedule::Constant { warmup: 0 }),
+        seed,
+        threads: args.threads.max(1),
+        augment: cfg.augment.clone(),
+        normalize,
+        checkpoint: Some(ckpt_path.clone()),
+        max_steps: args.max_steps,
+    };
+    if !args.quiet {
+        eprintln!(
+            "training {} on {} ({} train / {} test images, loaded in {:.1} s)",
+            lg.name,
+            data.train.name.trim_end_matches(" train"),
+            crate::show::thousands(data.train.len() as u64),
+            crate::show::thousands(data.test.len() as u64),
+            data_seconds
+        );
+        eprintln!(
+            "  {} epochs, batch {}, {}, {}, seed {}, {} threads{}",
+            settings.epochs,
+            settings.batch,
+            settings.optimizer,
+            settings.schedule,
+            seed,
+            settings.threads,
+            if frozen > 0 {
+                format!(", {frozen} parameters frozen")
+            } else {
+                String::new()
+            }
+        );
+        if let Some(p) = resume.as_ref().and_then(|c| c.progress.as_ref()) {
+            eprintln!(
+                "  resuming from {} at epoch {}, batch {} (step {})",
+                ckpt_path.display(),
+                p.epoch + 1,
+                p.batch,
+                p.step
+            );
+        }
+    }
+
+    let stop = install_ctrl_c();
+    let mut history = History::new(format!("{} on {source}", lg.name), Unit::Epoch);
+    if let Some(p) = resume.as_ref().and_then(|c| c.progress.as_ref()) {
+        for r in &p.history {
+            history.push(record(r));
+        }
+    }
+    let mut obs = Progress {
+        bar: std::io::stderr().is_terminal() && !args.quiet,
+        quiet: args.quiet,
+        stop,
+        last_draw: None,
+        history,
+        curves: curves_path.clone(),
+        curve_error: None,
+    };
+    let report = match session::run(&lg, weights, resume, &data, &settings, &mut obs) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    obs.clear_line();
+    let last = report.progress.history.last();
+    let metrics = serde_json::json!({
+        "model": lg.name,
+        "data": source,
+        "outcome": match &report.outcome {
+            Outcome::Finished => "finished",
+            Outcome::Stopped { .. } => "stopped",
+            Outcome::NonFinite { .. } => "non_finite",
+        },
+        "epochs": report.progress.epoch,
+        "steps": report.progress.step,
+        "train_loss": last.map(|r| r.train_loss),
+        "train_accuracy": last.map(|r| r.train_accuracy),
+        "test_loss": last.and_then(|r| r.test_loss),
+        "test_accuracy": last.and_then(|r| r.test_accuracy),
+        "seconds": report.seconds,
+        "images_per_second": if report.seconds > 0.0 {
+            report.steps as f64 * settings.batch as f64 / report.seconds
+        } else { 0.0 },
+        "checkpoint": ckpt_path.display().to_string(),
+        "curves": curves_path.display().to_string(),
+    });
+    let line = metrics.to_string();
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    if let Some(p) = &args.metrics_json
+        && let Err(e) = crate::io::write_atomic(p, |w| writeln!(w, "{line}"))
+    {
+        return fail(e);
+    }
+    if let Some(e) = &obs.curve_error {
+        eprintln!(
+            "warning: could not write the curves to {}: {e}",
+            curves_path.display()
+        );
+    }
+    match report.outcome {
+        Outcome::Finished => ExitCode::SUCCESS,
+        Outcome::Stopped { epoch, batch } => {
+            if !args.quiet {
+                eprintln!(
+                    "stopped at epoch {}, batch {}; checkpoint saved to {} (continue with --resume {})",
+                    epoch + 1,
+                    batch,
+                    ckpt_path.display(),
+                    ckpt_path.display()
+                );
+            }
+            if obs.stop.load(Ordering::SeqCst) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Outcome::NonFinite {
+            step,
+            epoch,
+            batch,
+            loss,
+        } => {
+            let kept = if report.progress.history.is_empty() && report.progress.step == 0 {
+                "no checkpoint was written".to_string()
+            } else {
+                format!(
+                    "the last good checkpoint (after epoch {}) is unchanged at {}",
+                    report.progress.epoch,
+                    ckpt_path.display()
+                )
+            };
+            fail(format!(
+                "the loss became {loss} at step {step} (epoch {}, batch {batch}); training \
+                 stopped before updating the weights, and {kept}\n  help: lower the learning \
+                 rate (--lr), or check the data's normalization",
+                epoch + 1
+            ))
+        }
+    }
+}
+
+fn record(r: &EpochRecord) -> Record {
+    Record {
+        x: r.epoch as f64,
+        train_loss: Some(r.train_loss),
+        train_accuracy: Some(r.train_accuracy),
+        val_loss: r.test_loss,
+        val_accuracy: r.test_accuracy,
+    }
+}
+
+/// Ctrl-C sets the flag (training then saves a checkpoint and stops); a second Ctrl-C exits at
+/// once (checkpoints are written atomically, so even that loses nothing already saved).
+fn install_ctrl_c() -> Arc<AtomicBool> {
+    static PRESSES: AtomicUsize = AtomicUsize::new(0);
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if PRESSES.fetch_add(1, Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        f.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+/// Draws progress and collects the curves.
+struct Progress {
+    bar: bool,
+    quiet: bool,
+    stop: Arc<AtomicBool>,
+    last_draw: Option<Instant>,
+    history: History,
+    curves: PathBuf,
+    curve_error: Option<String>,
+}
+
+impl Progress {
+    fn clear_line(&self) {
+        if self.bar {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Observer for Progress {
+    fn event(&mut self, e: &Event<'_>) {
+        match e {
+            Event::Step {
+                epoch,
+                epochs,
+                batch,
+                batches,
+                loss,
+                accuracy,
+                images_per_second,
+                eta,
+                ..
+            } => {
+                if !self.bar {
+                    return;
+                }
+                let now = Instant::now();
+                if self
+                    .last_draw
+                    .is_some_and(|t| now.duration_since(t).as_millis() < 100)
+                    && batch + 1 < *batches
+                {
+                    return;
+                }
+                self.last_draw = Some(now);
+                let width = 24;
+                let filled = (batch + 1) * width / batches.max(&1);
+                eprint!(
+                    "\r\x1b[2Kepoch {}/{} [{}{}] {}/{}  loss {:.4}  acc {:.1}%  {:.0} img/s  ETA {}",
+                    epoch + 1,
+                    epochs,
+                    "=".repeat(filled),
+                    " ".repeat(width - filled),
+                    batch + 1,
+                    batches,
+                    loss,
+                    accuracy * 100.0,
+                    images_per_second,
+                    duration(*eta)
+                );
+                let _ = std::io::stderr().flush();
+            }
+            Event::Epoch(r) => {
+                self.clear_line();
+                if !self.quiet {
+                    let test = match (r.test_loss, r.test_accuracy) {
+                        (Some(l), Some(a)) => {
+                            format!("  test loss {l:.4}  test acc {:.2}%", a * 100.0)
+                        }
+                        _ => String::new(),
+                    };
+                    eprintln!(
+                        "epoch {:>3}  loss {:.4}  acc {:.2}%{test}  lr {:.3e}  {:.0} img/s  {}",
+                        r.epoch,
+                        r.train_loss,
+                        r.train_accuracy * 100.0,
+                        r.lr,
+                        r.images_per_second,
+                        duration(r.seconds)
+                    );
+                }
+                self.history.push(record(r));
+                if let Err(e) = write_curves(&self.curves, &self.history) {
+                    self.curve_error = Some(e.to_string());
+                }
+            }
+            Event::Saved(_) => {}
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Parses `0.5,0.5,0.5` into numbers.
+pub fn parse_floats(s: &str) -> Result<Vec<f64>, String> {
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{v}` is not a number (expected e.g. `0.485,0.456,0.406`)"))
+        })
+        .collect()
+}

@@ -1,0 +1,275 @@
+//! A training session: epochs over a dataset with validation, checkpoints and callbacks.
+//!
+//! In: a layer graph (freeze flags applied), initial weights or a checkpoint, a data [`Split`]
+//! and [`Settings`]. Out: a [`Report`] (the outcome, the per-epoch history, the final weights),
+//! with every step and epoch reported to an [`Observer`] on the way (the CLI draws its
+//! progress bar from these; a library user can log or stop early).
+//!
+//! Every epoch ends with an evaluation on the test set in inference mode and, when a checkpoint
+//! path is set, an atomic checkpoint. An interrupt (the observer's `stop_requested`) saves a
+//! checkpoint at the current batch, from which `resume` continues exactly: the shuffle and the
+//! augmentation of each epoch depend only on (seed, epoch), so the resumed run sees the same
+//! batches in the same order. A NaN or infinite loss stops training before the parameters are
+//! touched; the last checkpoint stays as it was.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::data::{Loader, LoaderOptions, Normalize, Split};
+use crate::io::weights::Weights;
+use crate::layer_graph::LayerGraph;
+use crate::train_config::{Augment, Loss, Optimizer, Schedule};
+
+use super::checkpoint::{self, Checkpoint, EpochRecord, Progress};
+use super::{StepError, Trainer, learning_rate};
+
+/// How to train.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub epochs: usize,
+    pub batch: usize,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub seed: u64,
+    pub threads: usize,
+    pub augment: Vec<Augment>,
+    pub normalize: Normalize,
+    /// Where to write checkpoints (after every epoch, and on interrupt).
+    pub checkpoint: Option<PathBuf>,
+    /// Stop after this many steps in all (quick runs and tests).
+    pub max_steps: Option<u64>,
+}
+
+/// What happens during training, as it happens.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// After each step: running means over the epoch so far.
+    Step {
+        epoch: usize,
+        epochs: usize,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+        accuracy: f64,
+        images_per_second: f64,
+        lr: f64,
+        /// Seconds left in this epoch at the current speed.
+        eta: f64,
+    },
+    /// After each epoch's evaluation.
+    Epoch(&'a EpochRecord),
+    /// A checkpoint was written.
+    Saved(&'a std::path::Path),
+}
+
+/// Receives events; can ask training to stop (it then saves a checkpoint and returns).
+pub trait Observer {
+    fn event(&mut self, event: &Event<'_>);
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&mut self, _: &Event<'_>) {}
+}
+
+/// How training ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped on request (Ctrl-C) or by `max_steps`; resumable from the checkpoint.
+    Stopped {
+        epoch: usize,
+        batch: usize,
+    },
+    /// The loss was NaN or infinite at this step; parameters are those before it.
+    NonFinite {
+        step: u64,
+        epoch: usize,
+        batch: usize,
+        loss: f32,
+    },
+}
+
+pub struct Report {
+    pub outcome: Outcome,
+    pub progress: Progress,
+    pub weights: Weights,
+    /// Seconds spent in this run (not counting earlier runs of a resumed training).
+    pub seconds: f64,
+    pub steps: u64,
+}
+
+/// Trains `lg` on `data`. With `resume`, continues from the checkpoint's weights, optimizer
+/// state and progress; otherwise starts from `weights`.
+pub fn run(
+    lg: &LayerGraph,
+    weights: Weights,
+    resume: Option<Checkpoint>,
+    data: &Split,
+    settings: &Settings,
+    observer: &mut dyn Observer,
+) -> Result<Report, String> {
+    let (weights, progress) = match &resume {
+        Some(ck) => (ck.weights.clone(), ck.progress.clone().unwrap_or_default()),
+        None => (
+            weights,
+            Progress {
+                seed: settings.seed,
+                optimizer: settings.optimizer.to_string(),
+                ..Progress::default()
+            },
+        ),
+    };
+    let mut progress = progress;
+    let mut trainer = Trainer::new(
+        lg,
+        weights,
+        settings.batch,
+        settings.loss.clone(),
+        settings.optimizer.clone(),
+        settings.threads,
+    )?;
+    let tensors: Vec<usize> = trainer.graph().grads.iter().map(|&(i, _)| i).collect();
+    if let Some(ck) = &resume
+        && ck.progress.is_some()
+    {
+        checkpoint::restore_optimizer(&mut trainer.optim, lg, &tensors, ck, progress.step)?;
+    }
+    let seed = progress.seed;
+    let train = Loader::new(
+        Arc::new(data.train.clone()),
+        settings.normalize.clone(),
+        LoaderOptions::train(settings.batch, seed, settings.augment.clone()),
+    )
+    .map_err(|e| e.to_string())?;
+    let test = Loader::new(
+        Arc::new(data.test.clone()),
+        settings.normalize.clone(),
+        LoaderOptions::eval(settings.batch),
+    )
+    .map_err(|e| e.to_string())?;
+    let batches = train.batches_per_epoch();
+    if batches == 0 {
+        return Err(format!(
+            "the training set has {} samples, fewer than one batch of {}",
+            data.train.len(),
+            settings.batch
+        ));
+    }
+    let base_lr = trainer.optim.base_lr();
+    let start = Instant::now();
+    let mut steps_this_run = 0u64;
+    let save = |trainer: &Trainer, progress: &Progress, observer: &mut dyn Observer| {
+        if let Some(path) = &settings.checkpoint {
+            checkpoint::save(
+                path,
+                lg,
+                &trainer.weights(),
+                &trainer.optim,
+                &tensors,
+                progress,
+            )
+            .map_err(|e| e.to_string())?;
+            observer.event(&Event::Saved(path));
+        }
+        Ok::<(), String>(())
+    };
+    while progress.epoch < settings.epochs {
+        let epoch = progress.epoch;
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let first = progress.batch;
+        let mut lr = base_lr;
+        for (b, batch) in train.epoch(epoch as u64).enumerate().skip(first) {
+            let stop = observer.stop_requested()
+                || settings.max_steps.is_some_and(|m| steps_this_run >= m);
+            if stop {
+                progress.batch = b;
+                save(&trainer, &progress, observer)?;
+                return Ok(Report {
+                    outcome: Outcome::Stopped { epoch, batch: b },
+                    weights: trainer.weights(),
+                    progress,
+                    seconds: start.elapsed().as_secs_f64(),
+                    steps: steps_this_run,
+                });
+            }
+            lr = learning_rate(
+                &settings.schedule,
+                base_lr,
+                settings.epochs,
+                epoch,
+                b as f64 / batches as f64,
+            );
+            match trainer.step(&batch.x, &batch.labels, lr) {
+                Ok(s) => {
+                    loss_sum += s.loss as f64 * batch.len as f64;
+                    correct += s.correct;
+                    seen += batch.len;
+                }
+                Err(StepError::NonFinite { loss }) => {
+                    return Ok(Report {
+                        outcome: Outcome::NonFinite {
+                            step: progress.step + 1,
+                            epoch,
+                            batch: b,
+                            loss,
+                        },
+                        weights: trainer.weights(),
+                        progress,
+                        seconds: start.elapsed().as_secs_f64(),
+                        steps: steps_this_run,
+                    });
+                }
+                Err(StepError::Other(m)) => return Err(m),
+            }
+            progress.step += 1;
+            steps_this_run += 1;
+            let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+            let done = b + 1 - first;
+            observer.event(&Event::Step {
+                epoch,
+                epochs: settings.epochs,
+                batch: b,
+                batches,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+                images_per_second: seen as f64 / elapsed,
+                lr,
+                eta: elapsed / done as f64 * (batches - b - 1) as f64,
+            });
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (test_loss, test_correct) = trainer.evaluate(&test)?;
+        let n_test = data.test.len();
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_loss: (n_test > 0).then_some(test_loss),
+            test_accuracy: (n_test > 0).then(|| test_correct as f64 / n_test as f64),
+            lr,
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_second: seen as f64 / train_seconds.max(1e-9),
+        };
+        progress.history.push(record);
+        progress.epoch += 1;
+        progress.batch = 0;
+        observer.event(&Event::Epoch(progress.history.last().expect("just pushed")));
+        save(&trainer, &progress, observer)?;
+    }
+    Ok(Report {
+        outcome: Outcome::Finished,
+        weights: trainer.weights(),
+        progress,
+        seconds: start.elapsed().as_secs_f64(),
+        steps: steps_this_run,
+    })
+}

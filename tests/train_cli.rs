@@ -1,0 +1,251 @@
+//! `netc train` end to end on the bundled data: metrics, checkpoints, exact resume, NaN stop,
+//! Ctrl-C, freezing, errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use netc::io::weights::Weights;
+use netc::{Options, load_file};
+
+fn netc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The JSON line netc prints last on stdout.
+fn metrics(o: &Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// A fresh directory under target/.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn lenet() -> netc::Spec {
+    load_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/lenet5.net"),
+        &Options::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn trains_reports_and_writes_checkpoint_and_curves() {
+    let d = scratch("basic");
+    let mj = d.join("m.json");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "1",
+        "--batch",
+        "128",
+        "--out",
+        s(&d),
+        "--metrics-json",
+        s(&mj),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = metrics(&o);
+    assert_eq!(m["outcome"], "finished");
+    assert_eq!(m["steps"], 78); // 10,000 / 128, the last partial batch dropped
+    // One epoch of LeNet-5 on 10,000 Fashion-MNIST images is far above chance (10%).
+    let acc = m["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "test accuracy {acc}");
+    assert!(stderr(&o).contains("epoch   1  loss"), "{}", stderr(&o));
+    // The same line in the file, the checkpoint loads as plain weights, the curves exist.
+    let file: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&mj).unwrap().trim()).unwrap();
+    assert_eq!(file, m);
+    Weights::load(d.join("checkpoint.safetensors"), &lenet().graph).unwrap();
+    let png = std::fs::read(d.join("curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let d = scratch("resume");
+    let common = [
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "1",
+        "--batch",
+        "256",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        "-q",
+    ];
+    let straight = d.join("straight.safetensors");
+    let o = netc(&[&common[..], &["--save", s(&straight)]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let split = d.join("split.safetensors");
+    let o = netc(&[&common[..], &["--save", s(&split), "--max-steps", "17"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(metrics(&o)["outcome"], "stopped");
+    assert_eq!(metrics(&o)["steps"], 17);
+    let o = netc(&[&common[..], &["--resume", s(&split)]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(metrics(&o)["outcome"], "finished");
+    assert_eq!(metrics(&o)["steps"], 39);
+
+    let g = lenet().graph;
+    let a = Weights::load(&straight, &g).unwrap();
+    let b = Weights::load(&split, &g).unwrap();
+    assert_eq!(
+        a, b,
+        "resumed training differs from training straight through"
+    );
+}
+
+#[test]
+fn a_nan_loss_stops_and_keeps_the_last_checkpoint() {
+    let d = scratch("nan");
+    let ck = d.join("ck.safetensors");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "1",
+        "--batch",
+        "256",
+        "--save",
+        s(&ck),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = std::fs::read(&ck).unwrap();
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "2",
+        "--batch",
+        "256",
+        "--resume",
+        s(&ck),
+        "--lr",
+        "1e9",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("the loss became"), "{err}");
+    assert!(err.contains("at step"), "{err}");
+    assert!(err.contains("unchanged"), "{err}");
+    assert_eq!(metrics(&o)["outcome"], "non_finite");
+    assert_eq!(
+        std::fs::read(&ck).unwrap(),
+        before,
+        "the checkpoint was touched"
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    let d = scratch("sigint");
+    let ck = d.join("ck.safetensors");
+    let child = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args([
+            "train",
+            "specs/lenet5.net",
+            "--epochs",
+            "50",
+            "--save",
+            s(&ck),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it start training, then interrupt.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(metrics(&o)["outcome"], "stopped");
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    let ckpt = netc::train::checkpoint::load(&ck, &lenet().graph).unwrap();
+    assert!(ckpt.progress.is_some());
+}
+
+#[test]
+fn frozen_layers_do_not_change() {
+    let d = scratch("freeze");
+    let ck = d.join("ck.safetensors");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "5",
+        "--seed",
+        "7",
+        "--freeze",
+        "conv1",
+        "conv2",
+        "--save",
+        s(&ck),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let g = lenet().graph;
+    let init = Weights::init(&g, 7);
+    let after = Weights::load(&ck, &g).unwrap();
+    for (i, p) in g.params.iter().enumerate() {
+        let same = init.values[i] == after.values[i];
+        assert_eq!(
+            same,
+            p.path.starts_with("conv"),
+            "{}: frozen layers keep their values, the others train",
+            p.path
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let o = netc(&["train", "specs/lenet5.net", "--data", "/no/such/dir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/no/such/dir"), "{}", stderr(&o));
+    let o = netc(&["train", "specs/lenet5.net", "--freeze", "conv9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("conv9"), "{}", stderr(&o));
+    // A model whose input does not fit the data.
+    let o = netc(&["train", "specs/mini_resnet.net", "--max-steps", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("1×28×28"), "{}", stderr(&o));
+    let o = netc(&["train", "specs/lenet5.net", "--resume", "specs/lenet5.net"]);
+    assert_eq!(o.status.code(), Some(1));
+}
