@@ -4,7 +4,9 @@
 //! concrete shapes (batch dimension first). Every layer becomes a few primitives: batchnorm
 //! becomes a per-channel scale and shift computed from its parameters, softmax becomes
 //! max/exp/sum/div, LRN a squared average over neighbouring channels, and so on. Inference
-//! mode: dropout disappears and batchnorm uses its running statistics.
+//! mode: dropout disappears and batchnorm uses its running statistics. Training mode:
+//! batchnorm uses batch statistics and outputs its updated running statistics; dropout
+//! multiplies by a seeded random mask and `1/(1-p)`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -390,6 +392,19 @@ impl Lowerer<'_> {
                 let t = self.bin(BinaryOp::Add, t, kk, o);
                 let t = self.bin(BinaryOp::Pow, t, b, o);
                 self.bin(BinaryOp::Div, x, t, o)
+            }
+            lg::Op::Dropout { p } if self.mode == Mode::Training && !node.frozen && *p > 0.0 => {
+                // PyTorch's inverted dropout: keep with probability 1 - p, scale by 1/(1 - p).
+                // The mask's seed is fixed per layer; the runtime mixes in the step
+                // (`graph::step_seed`), so every step draws a new mask.
+                let seed = crate::graph::path_seed(&node.path);
+                let mask = self
+                    .out
+                    .add(Op::RandomMask { p: *p as f32, seed }, vec![x], o);
+                let y = self.bin(BinaryOp::Mul, x, mask, o);
+                let scale = if *p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
+                let k = self.scalar(scale as f32, o);
+                self.bin(BinaryOp::Mul, y, k, o)
             }
             lg::Op::Dropout { .. } | lg::Op::Identity => x,
             lg::Op::L2Normalize { eps } => {

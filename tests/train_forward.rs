@@ -143,3 +143,44 @@ fn train_loss_of_the_reference_models_matches_pytorch() {
         );
     }
 }
+
+#[test]
+fn dropout_in_training_is_seeded_per_step_and_matches_the_oracle() {
+    let lg = netc::load_str(
+        "t.net",
+        "model t { input x: [64]\n d: dropout(0.3) }",
+        &Options::default(),
+    )
+    .unwrap()
+    .graph;
+    let prims = lower_with(&lg, 50, Mode::Training);
+    let x = ArrayD::from_shape_fn(IxDyn(&[50, 64]), |i| 1.0 + (i[0] * 64 + i[1]) as f32 * 1e-3);
+    let oracle = netc::reference::run::<f32>(&prims, &[], &[("x", x.clone())]).unwrap();
+    let mut exe = Executable::new(netc::fuse::fuse(&prims), &[], jit().unwrap(), 2).unwrap();
+    let step0 = exe.run(&[("x", &x)]).unwrap().remove(0).1;
+    assert_eq!(
+        step0, oracle[0],
+        "step 0 is the reference interpreter's mask"
+    );
+    let dropped = step0.iter().filter(|v| **v == 0.0).count() as f64 / step0.len() as f64;
+    assert!((dropped - 0.3).abs() < 0.03, "dropped {dropped}");
+    for (a, b) in step0.iter().zip(x.iter()) {
+        assert!(
+            *a == 0.0 || (a - b / 0.7).abs() < 1e-6,
+            "kept values are scaled by 1/(1-p)"
+        );
+    }
+    exe.set_random_step(5);
+    let step5 = exe.run(&[("x", &x)]).unwrap().remove(0).1;
+    assert_ne!(step5, step0, "a new mask every step");
+    exe.set_random_step(5);
+    assert_eq!(
+        exe.run(&[("x", &x)]).unwrap().remove(0).1,
+        step5,
+        "reproducible"
+    );
+    // Inference: the identity.
+    let inf = netc::lower::lower(&lg, 50);
+    let mut exe = Executable::new(netc::fuse::fuse(&inf), &[], jit().unwrap(), 2).unwrap();
+    assert_eq!(exe.run(&[("x", &x)]).unwrap().remove(0).1, x);
+}

@@ -457,3 +457,20 @@ pub fn pool_out(
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
+
+/// A stable seed for a layer's random mask, from its path (FNV-1a).
+pub fn path_seed(path: &str) -> u64 {
+    path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The seed an [`Op::RandomMask`] with seed `seed` uses at step `step` of a run: `seed` itself
+/// at step 0 (what the reference interpreter evaluates), a fresh stream for every other step.
+pub fn step_seed(seed: u64, step: u64) -> u64 {
+    if step == 0 {
+        seed
+    } else {
+        crate::reference::ops::splitmix64(seed, step)
+    }
+}

@@ -3,12 +3,14 @@
 use crate::fuse::HostOp;
 use crate::fuse::kernel::Window;
 
-/// Runs a host op. `ins` are the inputs with their shapes; `out` the output buffer.
+/// Runs a host op. `ins` are the inputs with their shapes; `out` the output buffer;
+/// `random_step` selects the random masks' stream (see [`crate::graph::step_seed`]).
 pub fn run_host(
     op: &HostOp,
     ins: &[(&[f32], &[usize])],
     out: &mut [f32],
     out_shape: &[usize],
+    random_step: u64,
 ) -> Result<(), String> {
     match op {
         HostOp::Concat { axis } => {
@@ -130,8 +132,15 @@ pub fn run_host(
         HostOp::Conv2dBackwardData(_) | HostOp::Conv2dBackwardWeight(_) => {
             Err("convolution gradients run on the thread pool, not as host ops".to_string())
         }
-        HostOp::RandomMask { .. } => {
-            Err("random masks (dropout) exist only in training graphs".to_string())
+        HostOp::RandomMask { p, seed } => {
+            // The reference interpreter's definition, bit for bit, at this run's step.
+            let seed = crate::graph::step_seed(*seed, random_step);
+            for (i, o) in out.iter_mut().enumerate() {
+                let u = (crate::reference::ops::splitmix64(seed, i as u64) >> 40) as f32
+                    / (1u32 << 24) as f32;
+                *o = if u >= *p { 1.0 } else { 0.0 };
+            }
+            Ok(())
         }
     }
 }

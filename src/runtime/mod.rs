@@ -64,6 +64,8 @@ pub struct Executable {
     /// Time spent in each kernel since profiling was enabled (see [`Executable::profile`]).
     times: Option<Vec<Duration>>,
     bindings: Vec<Binding>,
+    /// See [`Executable::set_random_step`].
+    random_step: u64,
 }
 
 /// One row of a kernel profile.
@@ -282,6 +284,7 @@ impl Executable {
         let mut exe = Executable {
             bindings: Vec::new(),
             times: None,
+            random_step: 0,
             _jit: jit_handle,
             arena: vec![0.0; plan.arena_len],
             fused,
@@ -486,6 +489,13 @@ impl Executable {
         Ok(())
     }
 
+    /// Selects the stream of the random masks (dropout) for the next runs: step 0 is the
+    /// masks' own seeds (as the reference interpreter computes them); a training loop passes
+    /// a new value every step.
+    pub fn set_random_step(&mut self, step: u64) {
+        self.random_step = step;
+    }
+
     /// Pointer to a buffer's first element.
     fn ptr(&mut self, b: BufId) -> *mut f32 {
         let r = root_of(&self.fused, b);
@@ -582,7 +592,13 @@ impl Executable {
                 // SAFETY: the output buffer holds n floats and does not overlap live inputs
                 // (the planner never places buffers alive at the same time together).
                 let o = unsafe { std::slice::from_raw_parts_mut(b.out.0, n) };
-                host::run_host(h, &views, o, &self.fused.buffers[k.output].shape)?;
+                host::run_host(
+                    h,
+                    &views,
+                    o,
+                    &self.fused.buffers[k.output].shape,
+                    self.random_step,
+                )?;
             }
         }
         Ok(())

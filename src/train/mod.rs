@@ -73,6 +73,8 @@ pub struct Trainer {
     input_name: String,
     threads: usize,
     targets: Vec<f32>,
+    /// Seeds the dropout masks (with the step count).
+    seed: u64,
 }
 
 impl Trainer {
@@ -133,7 +135,14 @@ impl Trainer {
             tracked,
             threads,
             targets: Vec::new(),
+            seed: 0,
         })
+    }
+
+    /// Seeds the random masks of dropout layers (each step draws new ones from this seed and
+    /// the step count, so a resumed run draws the same masks).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
     }
 
     pub fn batch(&self) -> usize {
@@ -173,6 +182,11 @@ impl Trainer {
             )));
         }
         self.fill_targets(labels)?;
+        // A new dropout mask every step, reproducible from the seed and the step count.
+        self.exe.set_random_step(crate::reference::ops::splitmix64(
+            self.seed,
+            self.optim.step + 1,
+        ));
         let input = self.input_name.clone();
         let mut feed: Vec<(&str, &[f32])> = vec![(input.as_str(), x)];
         if let Some(t) = self.tg.target_inputs.first() {

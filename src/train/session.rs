@@ -136,6 +136,7 @@ pub fn run(
         settings.optimizer.clone(),
         settings.threads,
     )?;
+    trainer.set_seed(progress.seed);
     let tensors: Vec<usize> = trainer.graph().grads.iter().map(|&(i, _)| i).collect();
     if let Some(ck) = &resume
         && ck.progress.is_some()
