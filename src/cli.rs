@@ -88,8 +88,8 @@ pub enum Command {
         batch: usize,
         #[arg(long, default_value_t = default_threads())]
         threads: usize,
-        /// Timed runs.
-        #[arg(long, default_value_t = 20)]
+        /// Timed runs (training steps with `--train`; `--steps` is the same).
+        #[arg(long, alias = "steps", default_value_t = 20)]
         iters: usize,
         /// Untimed runs first.
         #[arg(long, default_value_t = 3)]
@@ -100,6 +100,10 @@ pub enum Command {
         /// Also print a table of kernels by time (name, ops, shape, share, GFLOP/s).
         #[arg(long)]
         profile: bool,
+        /// Time the training step (forward, cross-entropy, backward, SGD update) instead of
+        /// inference.
+        #[arg(long)]
+        train: bool,
     },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
@@ -257,7 +261,21 @@ pub fn run(cli: Cli) -> ExitCode {
             warmup,
             json,
             profile,
+            train,
         } => match options(&model) {
+            Ok(o) if train => ExitCode::from(crate::train::bench::cli(
+                &spec,
+                &o,
+                &crate::train::bench::TrainBenchOptions {
+                    batch: batch.max(1),
+                    threads,
+                    steps: iters,
+                    warmup,
+                    profile,
+                    seed: 0,
+                },
+                json,
+            )),
             Ok(o) => crate::cli_run::bench(
                 &spec,
                 &o,
