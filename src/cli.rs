@@ -90,8 +90,8 @@ pub enum Command {
         batch: usize,
         #[arg(long, default_value_t = default_threads())]
         threads: usize,
-        /// Timed runs.
-        #[arg(long, default_value_t = 20)]
+        /// Timed runs (training steps with `--train`; `--steps` is the same).
+        #[arg(long, alias = "steps", default_value_t = 20)]
         iters: usize,
         /// Untimed runs first.
         #[arg(long, default_value_t = 3)]
@@ -102,6 +102,10 @@ pub enum Command {
         /// Also print a table of kernels by time (name, ops, shape, share, GFLOP/s).
         #[arg(long)]
         profile: bool,
+        /// Time the training step (forward, cross-entropy, backward, SGD update) instead of
+        /// inference.
+        #[arg(long)]
+        train: bool,
     },
     /// Train a model (defaults from the spec's `train { }` section) on a dataset, with
     /// validation each epoch, checkpoints, curves and a JSON line of final metrics.
@@ -316,7 +320,21 @@ pub fn run(cli: Cli) -> ExitCode {
             warmup,
             json,
             profile,
+            train,
         } => match options(&model) {
+            Ok(o) if train => ExitCode::from(crate::train::bench::cli(
+                &spec,
+                &o,
+                &crate::train::bench::TrainBenchOptions {
+                    batch: batch.max(1),
+                    threads,
+                    steps: iters,
+                    warmup,
+                    profile,
+                    seed: 0,
+                },
+                json,
+            )),
             Ok(o) => crate::cli_run::bench(
                 &spec,
                 &o,

@@ -10,6 +10,7 @@
 //! them in place between steps. Evaluation compiles the inference graph with the current
 //! weights (batchnorm folded, dropout gone).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod graph;
 pub mod optim;
