@@ -467,18 +467,29 @@ pub unsafe fn conv_backward_data(
     let (npix, kdim) = (g.npix, g.kdim);
     let img_in = g.c * g.h * g.w;
     let img_out = g.o * npix;
-    for i in imgs {
-        // SAFETY (all pointer arithmetic below): inside image i of dy and dx and the weight.
-        let dxi = unsafe { dx.add(i * img_in) };
-        if !g.direct {
-            unsafe { std::slice::from_raw_parts_mut(dxi, img_in) }.fill(0.0);
+    let list: Vec<usize> = imgs.collect();
+    if !g.direct {
+        for &i in &list {
+            // SAFETY: image i of dx.
+            unsafe { std::slice::from_raw_parts_mut(dx.add(i * img_in), img_in) }.fill(0.0);
         }
-        for grp in 0..g.groups {
-            let wg = unsafe { w.add(grp * g.og * kdim) };
-            let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
-            let dxg = unsafe { dxi.add(grp * g.cg * g.h * g.w) };
+    }
+    // Small images are packed side by side so one GEMM covers several.
+    let per_pack = if g.direct {
+        1
+    } else {
+        BAND_PIXELS.div_ceil(npix).max(1)
+    };
+    for grp in 0..g.groups {
+        // SAFETY (all pointer arithmetic below): inside the weight, and inside images of the
+        // pack in dy and dx.
+        let wg = unsafe { w.add(grp * g.og * kdim) };
+        for pack in list.chunks(per_pack) {
             if g.direct {
                 // 1x1, stride 1: the column matrix is the input gradient itself.
+                let i = pack[0];
+                let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                let dxg = unsafe { dx.add(i * img_in + grp * g.cg * g.h * g.w) };
                 unsafe {
                     gemm(
                         kdim,
@@ -496,27 +507,55 @@ pub unsafe fn conv_backward_data(
                 };
                 continue;
             }
+            let cols = pack.len() * npix;
             SCRATCH.with(|s| {
-                let mut col = s.borrow_mut();
-                if col.len() < kdim * npix {
-                    col.resize(kdim * npix, 0.0);
-                }
-                unsafe {
-                    gemm(
-                        kdim,
-                        npix,
-                        g.og,
-                        col.as_mut_ptr(),
-                        npix as isize,
-                        wg,
-                        1,
-                        kdim as isize,
-                        dyg,
-                        npix as isize,
-                        1,
-                    );
-                    col2im(&g, &col, npix, 0, dxg);
-                }
+                TILE.with(|t| {
+                    let mut col = s.borrow_mut();
+                    let mut dyp = t.borrow_mut();
+                    if col.len() < kdim * cols {
+                        col.resize(kdim * cols, 0.0);
+                    }
+                    let (rhs, rhs_rs) = if pack.len() == 1 {
+                        (
+                            unsafe { dy.add(pack[0] * img_out + grp * g.og * npix) },
+                            npix,
+                        )
+                    } else {
+                        if dyp.len() < g.og * cols {
+                            dyp.resize(g.og * cols, 0.0);
+                        }
+                        for (b, &i) in pack.iter().enumerate() {
+                            let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                            for r in 0..g.og {
+                                let src =
+                                    unsafe { std::slice::from_raw_parts(dyg.add(r * npix), npix) };
+                                dyp[r * cols + b * npix..r * cols + (b + 1) * npix]
+                                    .copy_from_slice(src);
+                            }
+                        }
+                        (dyp.as_ptr(), cols)
+                    };
+                    // col[kdim, cols] = W_gᵀ · dy_pack
+                    unsafe {
+                        gemm(
+                            kdim,
+                            cols,
+                            g.og,
+                            col.as_mut_ptr(),
+                            cols as isize,
+                            wg,
+                            1,
+                            kdim as isize,
+                            rhs,
+                            rhs_rs as isize,
+                            1,
+                        );
+                    }
+                    for (b, &i) in pack.iter().enumerate() {
+                        let dxg = unsafe { dx.add(i * img_in + grp * g.cg * g.h * g.w) };
+                        unsafe { col2im(&g, &col, cols, b * npix, dxg) };
+                    }
+                })
             });
         }
     }

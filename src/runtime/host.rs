@@ -149,52 +149,89 @@ pub fn run_host(
 /// `dy`. Max pooling routes each output's gradient to the tap the forward pass chose (the first
 /// strictly largest, or a NaN); average pooling spreads it over the window's cells inside the
 /// input with the forward divisor (PyTorch's rules, as in the reference interpreter).
-fn pool_backward(
+pub fn pool_backward(
     win: &Window,
     (x, xs): (&[f32], &[usize]),
     (dy, dys): (&[f32], &[usize]),
     dx: &mut [f32],
+) {
+    let planes = xs[0] * xs[1];
+    pool_backward_planes(win, x, xs, dy, dys, dx, 0..planes);
+}
+
+/// The valid taps `lo..hi` of a window starting at `start` (may be negative) with `k` taps
+/// `d` apart over `n` cells.
+fn tap_range(start: isize, k: usize, d: usize, n: usize) -> (usize, usize) {
+    let d = d as isize;
+    let lo = if start < 0 { (-start + d - 1) / d } else { 0 };
+    let hi = if start >= n as isize {
+        0
+    } else {
+        ((n as isize - 1 - start) / d + 1).min(k as isize)
+    };
+    (lo as usize, (hi.max(lo)) as usize)
+}
+
+/// [`pool_backward`] for planes `range` only: `x` and `dy` are the whole tensors, `dx` holds
+/// just the planes in `range` (so threads can split the planes).
+#[allow(clippy::too_many_arguments)]
+pub fn pool_backward_planes(
+    win: &Window,
+    x: &[f32],
+    xs: &[usize],
+    dy: &[f32],
+    dys: &[usize],
+    dx: &mut [f32],
+    range: std::ops::Range<usize>,
 ) {
     let (h, w) = (xs[2], xs[3]);
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
     let [pt, pb, pl, pr] = win.padding;
     let [dh, dw] = win.dilation;
-    let planes = xs[0] * xs[1];
     let (oh, ow) = (dys[2], dys[3]);
-    dx.fill(0.0);
-    for p in 0..planes {
+    // Per output row / column: where the window starts and which taps fall inside the input.
+    let rows: Vec<(isize, usize, usize)> = (0..oh)
+        .map(|oy| {
+            let y0 = (oy * sh) as isize - pt as isize;
+            let (lo, hi) = tap_range(y0, kh, dh, h);
+            (y0, lo, hi)
+        })
+        .collect();
+    let cols: Vec<(isize, usize, usize)> = (0..ow)
+        .map(|ox| {
+            let x0 = (ox * sw) as isize - pl as isize;
+            let (lo, hi) = tap_range(x0, kw, dw, w);
+            (x0, lo, hi)
+        })
+        .collect();
+    let first = range.start;
+    for p in range {
         let xp = &x[p * h * w..(p + 1) * h * w];
         let dyp = &dy[p * oh * ow..(p + 1) * oh * ow];
-        let dxp = &mut dx[p * h * w..(p + 1) * h * w];
-        for oy in 0..oh {
-            for ox in 0..ow {
+        let q = p - first;
+        let dxp = &mut dx[q * h * w..(q + 1) * h * w];
+        dxp.fill(0.0);
+        for (oy, &(y0, ky0, ky1)) in rows.iter().enumerate() {
+            for (ox, &(x0, kx0, kx1)) in cols.iter().enumerate() {
                 let d = dyp[oy * ow + ox];
-                let y0 = (oy * sh) as isize - pt as isize;
-                let x0 = (ox * sw) as isize - pl as isize;
                 if win.max {
+                    // The forward pass's choice: the first strictly largest tap, or a NaN.
                     let mut best = f32::NEG_INFINITY;
-                    let mut at = None;
-                    for ky in 0..kh {
-                        let iy = y0 + (ky * dh) as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = x0 + (kx * dw) as isize;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let i = iy as usize * w + ix as usize;
+                    let mut at = usize::MAX;
+                    for ky in ky0..ky1 {
+                        let row = (y0 + (ky * dh) as isize) as usize * w;
+                        for kx in kx0..kx1 {
+                            let i = row + (x0 + (kx * dw) as isize) as usize;
                             let v = xp[i];
                             if v > best || v.is_nan() {
                                 best = v;
-                                at = Some(i);
+                                at = i;
                             }
                         }
                     }
-                    if let Some(i) = at {
-                        dxp[i] += d;
+                    if at != usize::MAX {
+                        dxp[at] += d;
                     }
                 } else {
                     let y_end = (y0 + kh as isize).min((h + pb) as isize);

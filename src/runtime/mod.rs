@@ -579,6 +579,33 @@ impl Executable {
             Step::Host(HostOp::Conv2dBackwardWeight(kind)) => {
                 self.conv_backward_weight(kind, &b.ins, b.out)
             }
+            Step::Host(HostOp::PoolBackward(win)) => {
+                let k = &self.fused.kernels[i];
+                let xs = self.fused.buffers[k.inputs[0]].shape.clone();
+                let dys = self.fused.buffers[k.inputs[1]].shape.clone();
+                let (nx, ndy) = (numel(&xs), numel(&dys));
+                let planes = xs[0] * xs[1];
+                let tasks = planes.min(self.pool.threads()).max(1);
+                let per = planes.div_ceil(tasks);
+                let (x, dy, out) = (b.ins[0], b.ins[1], b.out);
+                self.par(tasks, nx < SMALL_LOOP, &|t| {
+                    let range = t * per..((t + 1) * per).min(planes);
+                    let plane = xs[2] * xs[3];
+                    // SAFETY: x holds nx floats and dy ndy (read only); each task gets its own
+                    // planes of dx, disjoint from the others'.
+                    let (xs_, dys_, dx) = unsafe {
+                        (
+                            std::slice::from_raw_parts(x.get() as *const f32, nx),
+                            std::slice::from_raw_parts(dy.get() as *const f32, ndy),
+                            std::slice::from_raw_parts_mut(
+                                out.get().add(range.start * plane),
+                                range.len() * plane,
+                            ),
+                        )
+                    };
+                    host::pool_backward_planes(win, xs_, &xs, dys_, &dys, dx, range);
+                });
+            }
             Step::Host(h) => {
                 let k = &self.fused.kernels[i];
                 let mut views: Vec<(&[f32], &[usize])> = Vec::with_capacity(k.inputs.len());
