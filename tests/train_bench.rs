@@ -62,7 +62,10 @@ fn bench_train_reports_sane_fields() {
     assert_eq!(j["mode"], "train");
     assert_eq!(j["batch"], 4);
     assert!(j["step_ms"]["median"].as_f64().unwrap() > 0.0);
-    assert!(j["profile"]["top_kernels"].as_array().unwrap().len() <= 40);
+    assert_eq!(
+        j["profile"]["kernels"].as_array().unwrap().len(),
+        p.kernels.len()
+    );
     let text = r.to_text();
     assert!(text.contains("training step, batch 4"), "{text}");
     assert!(text.contains("optimizer update"), "{text}");

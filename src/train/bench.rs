@@ -462,7 +462,7 @@ impl TrainBenchReport {
                     "class": c.class, "kernels": c.kernels, "ms": ms(c.time),
                     "gflops_per_s": c.flops as f64 / c.time.as_secs_f64().max(1e-12) / 1e9,
                 })).collect::<Vec<_>>(),
-                "top_kernels": p.kernels.iter().take(40).map(|r| json!({
+                "kernels": p.kernels.iter().map(|r| json!({
                     "kernel": r.kernel.index, "class": r.class, "ops": r.kernel.ops,
                     "origin": r.kernel.origin, "shape": r.kernel.shape, "ms": ms(r.per_step),
                     "gflops_per_s": r.kernel.flops as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
