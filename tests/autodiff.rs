@@ -515,8 +515,10 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 5] = [
+    let convs: [Case; 6] = [
         ([7, 3, 9, 11], [5, 3, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+        // Few pixels in all: threads split channels (input for data, output for weight).
+        ([3, 9, 5, 5], [7, 9, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
         (
             [5, 4, 13, 10],
             [6, 2, 3, 2],

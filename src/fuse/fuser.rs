@@ -311,6 +311,19 @@ impl Fuser {
         let konst = constness(&g, variable);
         let mut inline = vec![false; g.nodes.len()];
         for (i, n) in g.nodes.iter().enumerate() {
+            // A broadcast is only a load with stride-0 axes: every consumer that can compute
+            // it inline does so, however many there are, instead of reading a materialized
+            // full-size copy.
+            if !konst[i] && matches!(n.op, Op::Expand) && !cons[i].is_empty() {
+                inline[i] = cons[i].iter().all(|&c| {
+                    c != usize::MAX && {
+                        let cn = &g.nodes[c];
+                        (is_elementwise(&cn.op) && cn.shape == n.shape)
+                            || matches!(cn.op, Op::Reduce { .. })
+                    }
+                });
+                continue;
+            }
             if konst[i] || !is_elementwise(&n.op) || cons[i].len() != 1 {
                 continue;
             }

@@ -102,6 +102,7 @@ pub unsafe fn gemm_acc(
 }
 
 /// The sizes of one convolution, derived once.
+#[derive(Clone)]
 struct Geom {
     c: usize,
     h: usize,
@@ -462,16 +463,30 @@ pub unsafe fn conv_backward_data(
     w: *const f32,
     dx: *mut f32,
     imgs: std::ops::Range<usize>,
+    channels: (usize, usize),
 ) {
     let g = Geom::new(kind);
     let (npix, kdim) = (g.npix, g.kdim);
     let img_in = g.c * g.h * g.w;
     let img_out = g.o * npix;
+    // Input channels c0..c1 only (ungrouped convolutions): rows c0·KH·KW.. of the column
+    // matrix, which scatter into those channels of dx alone.
+    let (c0, c1) = if g.groups == 1 { channels } else { (0, g.cg) };
+    let mut sub = g.clone();
+    sub.cg = c1 - c0;
+    sub.kdim = sub.cg * g.kh * g.kw;
+    let row0 = c0 * g.kh * g.kw;
+    let plane = g.h * g.w;
     let list: Vec<usize> = imgs.collect();
     if !g.direct {
+        // The channels this call writes: c0..c1, or all of them with groups.
+        let (f0, f1) = if g.groups == 1 { (c0, c1) } else { (0, g.c) };
         for &i in &list {
-            // SAFETY: image i of dx.
-            unsafe { std::slice::from_raw_parts_mut(dx.add(i * img_in), img_in) }.fill(0.0);
+            // SAFETY: channels f0..f1 of image i of dx.
+            unsafe {
+                std::slice::from_raw_parts_mut(dx.add(i * img_in + f0 * plane), (f1 - f0) * plane)
+            }
+            .fill(0.0);
         }
     }
     // Small images are packed side by side so one GEMM covers several.
@@ -483,16 +498,16 @@ pub unsafe fn conv_backward_data(
     for grp in 0..g.groups {
         // SAFETY (all pointer arithmetic below): inside the weight, and inside images of the
         // pack in dy and dx.
-        let wg = unsafe { w.add(grp * g.og * kdim) };
+        let wg = unsafe { w.add(grp * g.og * kdim + row0) };
         for pack in list.chunks(per_pack) {
             if g.direct {
                 // 1x1, stride 1: the column matrix is the input gradient itself.
                 let i = pack[0];
                 let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
-                let dxg = unsafe { dx.add(i * img_in + grp * g.cg * g.h * g.w) };
+                let dxg = unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
                 unsafe {
                     gemm(
-                        kdim,
+                        sub.kdim,
                         npix,
                         g.og,
                         dxg,
@@ -512,8 +527,8 @@ pub unsafe fn conv_backward_data(
                 TILE.with(|t| {
                     let mut col = s.borrow_mut();
                     let mut dyp = t.borrow_mut();
-                    if col.len() < kdim * cols {
-                        col.resize(kdim * cols, 0.0);
+                    if col.len() < sub.kdim * cols {
+                        col.resize(sub.kdim * cols, 0.0);
                     }
                     let (rhs, rhs_rs) = if pack.len() == 1 {
                         (
@@ -535,10 +550,10 @@ pub unsafe fn conv_backward_data(
                         }
                         (dyp.as_ptr(), cols)
                     };
-                    // col[kdim, cols] = W_gᵀ · dy_pack
+                    // col[rows, cols] = W_gᵀ[rows] · dy_pack
                     unsafe {
                         gemm(
-                            kdim,
+                            sub.kdim,
                             cols,
                             g.og,
                             col.as_mut_ptr(),
@@ -552,8 +567,8 @@ pub unsafe fn conv_backward_data(
                         );
                     }
                     for (b, &i) in pack.iter().enumerate() {
-                        let dxg = unsafe { dx.add(i * img_in + grp * g.cg * g.h * g.w) };
-                        unsafe { col2im(&g, &col, cols, b * npix, dxg) };
+                        let dxg = unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
+                        unsafe { col2im(&sub, &col, cols, b * npix, dxg) };
                     }
                 })
             });
@@ -574,18 +589,24 @@ pub unsafe fn conv_backward_weight(
     dy: *const f32,
     dw: *mut f32,
     imgs: std::ops::Range<usize>,
+    channels: (usize, usize),
 ) {
     let g = Geom::new(kind);
     let (npix, kdim) = (g.npix, g.kdim);
     let img_in = g.c * g.h * g.w;
     let img_out = g.o * npix;
-    // SAFETY: dw holds o * kdim floats.
-    unsafe { std::slice::from_raw_parts_mut(dw, g.o * kdim) }.fill(0.0);
-    let per_pack = BAND_PIXELS.div_ceil(npix).max(1);
+    let (lo, hi) = if g.groups == 1 { channels } else { (0, g.o) };
     let list: Vec<usize> = imgs.collect();
+    if list.is_empty() {
+        // SAFETY: dw holds o * kdim floats; this call owns rows lo..hi.
+        unsafe { std::slice::from_raw_parts_mut(dw.add(lo * kdim), (hi - lo) * kdim) }.fill(0.0);
+    }
+    // Output-channel rows of each group this call computes.
+    let (r0, r1) = if g.groups == 1 { (lo, hi) } else { (0, g.og) };
+    let per_pack = BAND_PIXELS.div_ceil(npix).max(1);
     for grp in 0..g.groups {
         let dwg = unsafe { dw.add(grp * g.og * kdim) };
-        for pack in list.chunks(per_pack) {
+        for (k, pack) in list.chunks(per_pack).enumerate() {
             let cols = pack.len() * npix;
             SCRATCH.with(|s| {
                 TILE.with(|t| {
@@ -594,8 +615,8 @@ pub unsafe fn conv_backward_weight(
                     if col.len() < kdim * cols {
                         col.resize(kdim * cols, 0.0);
                     }
-                    if dyp.len() < g.og * cols {
-                        dyp.resize(g.og * cols, 0.0);
+                    if dyp.len() < (r1 - r0) * cols {
+                        dyp.resize((r1 - r0) * cols, 0.0);
                     }
                     for (b, &i) in pack.iter().enumerate() {
                         // SAFETY: image i's group channels of x and dy.
@@ -611,20 +632,21 @@ pub unsafe fn conv_backward_weight(
                             unsafe { im2col(&g, xg, 0, g.oh, &mut col, cols, b * npix) };
                         }
                         let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
-                        for r in 0..g.og {
+                        for r in r0..r1 {
                             let src =
                                 unsafe { std::slice::from_raw_parts(dyg.add(r * npix), npix) };
-                            dyp[r * cols + b * npix..r * cols + (b + 1) * npix]
+                            let q = r - r0;
+                            dyp[q * cols + b * npix..q * cols + (b + 1) * npix]
                                 .copy_from_slice(src);
                         }
                     }
-                    // dw_g[og, kdim] += dyp[og, cols] · col[kdim, cols]ᵀ
+                    // dw_g[rows, kdim] += dyp[rows, cols] · col[kdim, cols]ᵀ
                     unsafe {
                         gemm_acc(
-                            g.og,
+                            r1 - r0,
                             kdim,
                             cols,
-                            dwg,
+                            dwg.add(r0 * kdim),
                             kdim as isize,
                             dyp.as_ptr(),
                             cols as isize,
@@ -632,7 +654,8 @@ pub unsafe fn conv_backward_weight(
                             col.as_ptr(),
                             1,
                             cols as isize,
-                            true,
+                            // The first pack writes, the others add.
+                            k > 0,
                         )
                     };
                 })

@@ -205,6 +205,10 @@ pub fn pool_backward_planes(
             (x0, lo, hi)
         })
         .collect();
+    // Tap offsets of a window that lies wholly inside the input.
+    let offsets: Vec<usize> = (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| ky * dh * w + kx * dw))
+        .collect();
     let first = range.start;
     for p in range {
         let xp = &x[p * h * w..(p + 1) * h * w];
@@ -215,8 +219,24 @@ pub fn pool_backward_planes(
         for (oy, &(y0, ky0, ky1)) in rows.iter().enumerate() {
             for (ox, &(x0, kx0, kx1)) in cols.iter().enumerate() {
                 let d = dyp[oy * ow + ox];
-                if win.max {
+                if win.max && ky1 - ky0 == kh && kx1 - kx0 == kw {
+                    // An interior window: fixed tap offsets from its corner.
+                    let base = y0 as usize * w + x0 as usize;
+                    let taps = &xp[base..base + offsets[offsets.len() - 1] + 1];
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = usize::MAX;
+                    for &o in &offsets {
+                        let v = taps[o];
+                        let take = (v > best) | v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { o } else { at };
+                    }
+                    if at != usize::MAX {
+                        dxp[base + at] += d;
+                    }
+                } else if win.max {
                     // The forward pass's choice: the first strictly largest tap, or a NaN.
+                    // Written without branches on the data (selects), which are unpredictable.
                     let mut best = f32::NEG_INFINITY;
                     let mut at = usize::MAX;
                     for ky in ky0..ky1 {
@@ -224,10 +244,9 @@ pub fn pool_backward_planes(
                         for kx in kx0..kx1 {
                             let i = row + (x0 + (kx * dw) as isize) as usize;
                             let v = xp[i];
-                            if v > best || v.is_nan() {
-                                best = v;
-                                at = i;
-                            }
+                            let take = (v > best) | v.is_nan();
+                            best = if take { v } else { best };
+                            at = if take { i } else { at };
                         }
                     }
                     if at != usize::MAX {

@@ -6,7 +6,7 @@
 //! pool) and returns the outputs.
 
 mod contraction;
-mod host;
+pub mod host;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -775,25 +775,55 @@ impl Executable {
         }
     }
 
-    /// `dx = conv_backward_data(dy, w)`: images split across the pool.
+    /// `dx = conv_backward_data(dy, w)`: images split across the pool, or, when the batch
+    /// has few pixels in all (late small maps), input channels, so each thread reads only its
+    /// part of the weight and still sees every image.
     fn conv_backward_data(&self, kind: &ContractionKind, ins: &[P], out: P) {
-        let ContractionKind::Conv2d { n, .. } = *kind else {
+        let ContractionKind::Conv2d { n, c, groups, .. } = *kind else {
             unreachable!("a convolution")
         };
-        let tasks = n.min(self.pool.threads()).max(1);
-        let per = n.div_ceil(tasks);
+        let threads = self.pool.threads();
         let (dy, w) = (ins[0], ins[1]);
-        self.par(tasks, conv_macs(kind) < SMALL_MACS, &|t| {
+        let small = conv_macs(kind) < SMALL_MACS;
+        if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
+        {
+            let per = c.div_ceil(threads);
+            self.par(threads, small, &|t| {
+                let (lo, hi) = (t * per, ((t + 1) * per).min(c));
+                if lo < hi {
+                    // SAFETY: whole batches of dy and dx, the whole weight; tasks write
+                    // disjoint channels of dx.
+                    unsafe {
+                        contraction::conv_backward_data(
+                            kind,
+                            dy.get(),
+                            w.get(),
+                            out.get(),
+                            0..n,
+                            (lo, hi),
+                        )
+                    };
+                }
+            });
+            return;
+        }
+        let tasks = n.min(threads).max(1);
+        let per = n.div_ceil(tasks);
+        self.par(tasks, small, &|t| {
             let imgs = t * per..((t + 1) * per).min(n);
             // SAFETY: whole batches of dy and dx, the whole weight; tasks write disjoint
             // images of dx.
-            unsafe { contraction::conv_backward_data(kind, dy.get(), w.get(), out.get(), imgs) };
+            unsafe {
+                contraction::conv_backward_data(kind, dy.get(), w.get(), out.get(), imgs, (0, c))
+            };
         });
     }
 
-    /// `dw = conv_backward_weight(x, dy)`: each task sums its share of the images into its
-    /// own buffer; the partial sums are then added in task order, so the result depends on
-    /// the number of threads but not on scheduling.
+    /// `dw = conv_backward_weight(x, dy)`. With enough pixels per thread, each task sums its
+    /// share of the images into its own buffer and the partial sums are added in task order
+    /// (the result depends on the number of threads, not on scheduling). With few pixels
+    /// (small late-stage maps), tasks split the output channels instead and each sees the
+    /// whole batch, so the GEMMs keep a long inner dimension and need no partial sums.
     fn conv_backward_weight(&self, kind: &ContractionKind, ins: &[P], out: P) {
         let ContractionKind::Conv2d {
             n,
@@ -807,12 +837,35 @@ impl Executable {
             unreachable!("a convolution")
         };
         let len = o * (c / groups) * kernel[0] * kernel[1];
-        let tasks = n.min(self.pool.threads()).max(1);
+        let threads = self.pool.threads();
+        let (x, dy) = (ins[0], ins[1]);
+        let small = conv_macs(kind) < SMALL_MACS;
+        let pixels = n * conv_pixels(kind);
+        if groups == 1 && threads > 1 && o >= 2 * threads && pixels < 1024 * threads {
+            let per = o.div_ceil(threads);
+            self.par(threads, small, &|t| {
+                let (lo, hi) = (t * per, ((t + 1) * per).min(o));
+                if lo < hi {
+                    // SAFETY: whole batches of x and dy; each task writes its own rows of dw.
+                    unsafe {
+                        contraction::conv_backward_weight(
+                            kind,
+                            x.get(),
+                            dy.get(),
+                            out.get(),
+                            0..n,
+                            (lo, hi),
+                        )
+                    };
+                }
+            });
+            return;
+        }
+        let tasks = n.min(threads).max(1);
         let per = n.div_ceil(tasks);
         let mut partials = vec![0.0f32; len * (tasks - 1)];
         let part = P(partials.as_mut_ptr());
-        let (x, dy) = (ins[0], ins[1]);
-        self.par(tasks, conv_macs(kind) < SMALL_MACS, &|t| {
+        self.par(tasks, small, &|t| {
             let imgs = t * per..((t + 1) * per).min(n);
             let dst = if t == 0 {
                 out.get()
@@ -821,7 +874,9 @@ impl Executable {
                 unsafe { part.get().add((t - 1) * len) }
             };
             // SAFETY: whole batches of x and dy; each task writes its own dw buffer.
-            unsafe { contraction::conv_backward_weight(kind, x.get(), dy.get(), dst, imgs) };
+            unsafe {
+                contraction::conv_backward_weight(kind, x.get(), dy.get(), dst, imgs, (0, o))
+            };
         });
         // SAFETY: the output holds len floats.
         let dw = unsafe { std::slice::from_raw_parts_mut(out.get(), len) };
@@ -840,6 +895,25 @@ impl Executable {
             self.pool.run(tasks, f);
         }
     }
+}
+
+/// Output pixels per image of a convolution.
+fn conv_pixels(kind: &ContractionKind) -> usize {
+    let ContractionKind::Conv2d {
+        h,
+        w,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ..
+    } = *kind
+    else {
+        return 0;
+    };
+    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1;
+    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1;
+    oh * ow
 }
 
 /// Multiply-adds of a convolution.

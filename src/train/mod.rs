@@ -123,6 +123,14 @@ impl Trainer {
             })
             .map(|(i, _)| i)
             .collect();
+        // The executable holds the values that change; keeping a second copy here would
+        // double the parameters' memory.
+        let mut weights = weights;
+        for (i, v) in tg.variable.iter().enumerate() {
+            if *v {
+                weights.values[i] = Value::F32(ArrayD::zeros(IxDyn(&[0])));
+            }
+        }
         Ok(Trainer {
             input_name: lg.inputs[0].name.clone(),
             lg: lg.clone(),
