@@ -408,6 +408,24 @@ pub unsafe fn conv_images(
 /// # Safety
 /// `xg` holds `cg * h * w` floats that no other thread writes meanwhile.
 unsafe fn col2im(g: &Geom, col: &[f32], ld: usize, col0: usize, xg: *mut f32) {
+    // SAFETY: forwarded.
+    unsafe { col2im_rows(g, col, ld, col0, xg, 0, g.oh) }
+}
+
+/// [`col2im`] of output rows `y0..y1` only; column `(y - y0) * OW + x` of the band.
+///
+/// # Safety
+/// As [`col2im`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn col2im_rows(
+    g: &Geom,
+    col: &[f32],
+    ld: usize,
+    col0: usize,
+    xg: *mut f32,
+    y0: usize,
+    y1: usize,
+) {
     let ow = g.ow;
     for ci in 0..g.cg {
         for ki in 0..g.kh {
@@ -429,12 +447,12 @@ unsafe fn col2im(g: &Geom, col: &[f32], ld: usize, col0: usize, xg: *mut f32) {
                 if x0 == x1 {
                     continue;
                 }
-                for y in 0..g.oh {
+                for y in y0..y1 {
                     let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
-                    let start = row * ld + col0 + y * ow;
+                    let start = row * ld + col0 + (y - y0) * ow;
                     let line = &col[start..start + ow];
                     // SAFETY: row iy of channel ci is inside the image.
                     let dst = unsafe {
@@ -522,6 +540,43 @@ pub unsafe fn conv_backward_data(
                 };
                 continue;
             }
+            if npix > BAND_PIXELS {
+                // A large image: one band of output rows at a time, so the column matrix
+                // stays in L2 (as the forward pass does).
+                let i = pack[0];
+                let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                let dxg = unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
+                let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
+                SCRATCH.with(|s| {
+                    let mut col = s.borrow_mut();
+                    let mut y0 = 0;
+                    while y0 < g.oh {
+                        let y1 = (y0 + rows_per_band).min(g.oh);
+                        let band = (y1 - y0) * g.ow;
+                        if col.len() < sub.kdim * band {
+                            col.resize(sub.kdim * band, 0.0);
+                        }
+                        unsafe {
+                            gemm(
+                                sub.kdim,
+                                band,
+                                g.og,
+                                col.as_mut_ptr(),
+                                band as isize,
+                                wg,
+                                1,
+                                kdim as isize,
+                                dyg.add(y0 * g.ow),
+                                npix as isize,
+                                1,
+                            );
+                            col2im_rows(&sub, &col, band, 0, dxg, y0, y1);
+                        }
+                        y0 = y1;
+                    }
+                });
+                continue;
+            }
             let cols = pack.len() * npix;
             SCRATCH.with(|s| {
                 TILE.with(|t| {
@@ -607,6 +662,43 @@ pub unsafe fn conv_backward_weight(
     for grp in 0..g.groups {
         let dwg = unsafe { dw.add(grp * g.og * kdim) };
         for (k, pack) in list.chunks(per_pack).enumerate() {
+            if npix > BAND_PIXELS {
+                // A large image: bands of output rows, dy read in place (rows npix apart).
+                let i = pack[0];
+                let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
+                let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
+                SCRATCH.with(|s| {
+                    let mut col = s.borrow_mut();
+                    let mut y0 = 0;
+                    while y0 < g.oh {
+                        let y1 = (y0 + rows_per_band).min(g.oh);
+                        let band = (y1 - y0) * g.ow;
+                        if col.len() < kdim * band {
+                            col.resize(kdim * band, 0.0);
+                        }
+                        unsafe {
+                            im2col(&g, xg, y0, y1, &mut col, band, 0);
+                            gemm_acc(
+                                r1 - r0,
+                                kdim,
+                                band,
+                                dwg.add(r0 * kdim),
+                                kdim as isize,
+                                dyg.add(r0 * npix + y0 * g.ow),
+                                npix as isize,
+                                1,
+                                col.as_ptr(),
+                                1,
+                                band as isize,
+                                k > 0 || y0 > 0,
+                            );
+                        }
+                        y0 = y1;
+                    }
+                });
+                continue;
+            }
             let cols = pack.len() * npix;
             SCRATCH.with(|s| {
                 TILE.with(|t| {
