@@ -371,6 +371,39 @@ impl Fuser {
 
     fn run(mut self) -> FusedGraph {
         let n = self.g.nodes.len();
+        // Variable parameters and their reshapes exist before any kernel runs: give them
+        // buffers first, so a contraction can take a trained bias into its epilogue.
+        for i in 0..n {
+            let node = &self.g.nodes[i];
+            match node.op {
+                Op::Param { index } if !self.konst[i] => {
+                    let b = match self.param_buf.get(&index) {
+                        Some(&b) => b,
+                        None => {
+                            let b = self.new_buf(node.shape.clone(), BufKind::Param(index));
+                            self.param_buf.insert(index, b);
+                            b
+                        }
+                    };
+                    self.buf_of.insert(i, b);
+                }
+                Op::Reshape
+                    if !self.konst[i]
+                        && matches!(
+                            self.buf_of
+                                .get(&node.inputs[0])
+                                .map(|&b| &self.out.buffers[b].kind),
+                            Some(BufKind::Param(_) | BufKind::View(_))
+                        ) =>
+                {
+                    let src = self.buf_of[&node.inputs[0]];
+                    let shape = node.shape.clone();
+                    let b = self.new_buf(shape, BufKind::View(src));
+                    self.buf_of.insert(i, b);
+                }
+                _ => {}
+            }
+        }
         let mut i = 0;
         while i < n {
             let node = self.g.nodes[i].clone();
