@@ -102,6 +102,8 @@ fn kind_of(o: &Optimizer) -> &'static str {
 
 /// Runs `netc train`.
 pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
+    // First of all, so that an early Ctrl-C is already a clean stop.
+    let stop = install_ctrl_c();
     let mut lg = spec.graph.clone();
     let cfg = lg.train.clone().unwrap_or_default();
     if lg.inputs.len() != 1 {
@@ -265,7 +267,6 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         }
     }
 
-    let stop = install_ctrl_c();
     let mut history = History::new(format!("{} on {source}", lg.name), Unit::Epoch);
     if let Some(p) = resume.as_ref().and_then(|c| c.progress.as_ref()) {
         for r in &p.history {

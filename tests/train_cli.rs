@@ -170,7 +170,7 @@ fn a_nan_loss_stops_and_keeps_the_last_checkpoint() {
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let d = scratch("sigint");
     let ck = d.join("ck.safetensors");
-    let child = Command::new(env!("CARGO_BIN_EXE_netc"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netc"))
         .args([
             "train",
             "specs/lenet5.net",
@@ -184,14 +184,24 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it start training, then interrupt.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Wait until it has started (its first line), then interrupt.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    assert!(first.starts_with("training lenet5"), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let o = child.wait_with_output().unwrap();
+    let o = Output {
+        stderr: rest.into_bytes(),
+        ..o
+    };
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert_eq!(metrics(&o)["outcome"], "stopped");
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));

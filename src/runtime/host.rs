@@ -205,6 +205,8 @@ pub fn pool_backward_planes(
             (x0, lo, hi)
         })
         .collect();
+    const LANES: usize = 4;
+    let interior: Vec<bool> = cols.iter().map(|&(_, lo, hi)| hi - lo == kw).collect();
     // Tap offsets of a window that lies wholly inside the input.
     let offsets: Vec<usize> = (0..kh)
         .flat_map(|ky| (0..kw).map(move |kx| ky * dh * w + kx * dw))
@@ -217,7 +219,39 @@ pub fn pool_backward_planes(
         let dxp = &mut dx[q * h * w..(q + 1) * h * w];
         dxp.fill(0.0);
         for (oy, &(y0, ky0, ky1)) in rows.iter().enumerate() {
-            for (ox, &(x0, kx0, kx1)) in cols.iter().enumerate() {
+            let mut ox = 0;
+            while ox < ow {
+                let (x0, kx0, kx1) = cols[ox];
+                if win.max
+                    && ky1 - ky0 == kh
+                    && ox + LANES <= ow
+                    && interior[ox..ox + LANES].iter().all(|&i| i)
+                {
+                    // Several interior windows side by side: independent select chains, so
+                    // the compare-select latency of one window overlaps the others'.
+                    let mut best = [f32::NEG_INFINITY; LANES];
+                    let mut at = [usize::MAX; LANES];
+                    let mut bases = [0usize; LANES];
+                    for (j, b) in bases.iter_mut().enumerate() {
+                        *b = y0 as usize * w + cols[ox + j].0 as usize;
+                    }
+                    for &o in &offsets {
+                        for j in 0..LANES {
+                            let i = bases[j] + o;
+                            let v = xp[i];
+                            let take = (v > best[j]) | v.is_nan();
+                            best[j] = if take { v } else { best[j] };
+                            at[j] = if take { i } else { at[j] };
+                        }
+                    }
+                    for (j, &a) in at.iter().enumerate() {
+                        if a != usize::MAX {
+                            dxp[a] += dyp[oy * ow + ox + j];
+                        }
+                    }
+                    ox += LANES;
+                    continue;
+                }
                 let d = dyp[oy * ow + ox];
                 if win.max && ky1 - ky0 == kh && kx1 - kx0 == kw {
                     // An interior window: fixed tap offsets from its corner.
@@ -270,6 +304,7 @@ pub fn pool_backward_planes(
                         }
                     }
                 }
+                ox += 1;
             }
         }
     }

@@ -6,7 +6,7 @@
 //! pool) and returns the outputs.
 
 mod contraction;
-pub mod host;
+mod host;
 pub mod pool;
 
 use std::collections::HashMap;
