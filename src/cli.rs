@@ -59,6 +59,10 @@ pub enum Command {
         /// Batch size for the `prims` and `fused` stages.
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// The training graph (training-mode forward, the loss, the backward pass) instead of
+        /// the inference graph, for the `prims` and `fused` stages.
+        #[arg(long)]
+        train: bool,
     },
     /// Run a model on an input (.npy or PNG/JPEG) and print its top-5 classes.
     Run {
@@ -280,10 +284,21 @@ pub fn run(cli: Cli) -> ExitCode {
             model,
             stage: stage @ (Stage::Prims | Stage::Fused),
             batch,
+            train,
             ..
         } => match load(&spec, &model) {
             Ok(s) => {
-                let (prims, fused) = crate::model::stages(&s, batch.max(1));
+                let (prims, fused) = if train {
+                    match crate::model::train_stages(&s, batch.max(1)) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                } else {
+                    crate::model::stages(&s, batch.max(1))
+                };
                 out(&if stage == Stage::Prims {
                     crate::graph::graph_text(&prims)
                 } else {

@@ -227,3 +227,21 @@ fn bench_reports_json() {
     assert!(v["arena_bytes"].as_u64().unwrap() > 0);
     assert_eq!(v["kernels"], 7);
 }
+
+#[test]
+fn graph_shows_the_training_graph() {
+    let o = netc(&[
+        "graph",
+        "specs/lenet5.net",
+        "--stage",
+        "fused",
+        "--train",
+        "--batch",
+        "4",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("conv2d_grad_weight"), "{text}");
+    assert!(text.contains("output grad:conv1.weight"), "{text}");
+    assert!(text.contains("output loss"), "{text}");
+}

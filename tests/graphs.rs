@@ -66,3 +66,18 @@ fn yaml_twins_elaborate_to_the_identical_graph() {
         assert_eq!(show::graph_json(&a.graph), show::graph_json(&b.graph));
     }
 }
+
+/// The fused training graphs (forward in training mode, loss, backward) of the reference
+/// models: a change in how training graphs fuse shows up here.
+#[test]
+fn fused_training_graphs() {
+    for name in ["lenet5", "mini_resnet", "mini_inception"] {
+        let spec = load_file(format!("specs/{name}.net"), &Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, fused) = netc::model::train_stages(&spec, 4).unwrap();
+        insta::assert_snapshot!(
+            format!("fused_train_{name}"),
+            netc::fuse::fused_text(&fused)
+        );
+    }
+}
