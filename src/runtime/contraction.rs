@@ -196,6 +196,26 @@ pub fn images_per_task(kind: &ContractionKind, n: usize, threads: usize) -> usiz
         .max(1)
 }
 
+/// For kernel column `kj`: the input column offset of output column 0 (`kj·dw - left`), and
+/// the output columns `x0..x1` whose input column lies inside the image.
+fn tap_columns(g: &Geom, kj: usize) -> (isize, usize, usize) {
+    let ow = g.ow;
+    let off = (kj * g.dw) as isize - g.pl as isize;
+    let x0 = if off >= 0 {
+        0
+    } else {
+        ((-off) as usize).div_ceil(g.sw)
+    }
+    .min(ow);
+    let x1 = if (g.w as isize) <= off {
+        0
+    } else {
+        ((g.w as isize - off - 1) as usize / g.sw + 1).min(ow)
+    }
+    .max(x0);
+    (off, x0, x1)
+}
+
 /// im2col of output rows `y0..y1` of one image (group channels at `xg`) into `col`, whose rows
 /// are `ld` apart, starting at column `col0`.
 ///
@@ -215,20 +235,7 @@ unsafe fn im2col(
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (ci * g.kh + ki) * g.kw + kj;
-                // Output columns whose input column is inside the image.
-                let off = (kj * g.dw) as isize - g.pl as isize;
-                let x0 = if off >= 0 {
-                    0
-                } else {
-                    ((-off) as usize).div_ceil(g.sw)
-                }
-                .min(ow);
-                let x1 = if (g.w as isize) <= off {
-                    0
-                } else {
-                    ((g.w as isize - off - 1) as usize / g.sw + 1).min(ow)
-                }
-                .max(x0);
+                let (off, x0, x1) = tap_columns(g, kj);
                 for y in y0..y1 {
                     let start = row * ld + col0 + (y - y0) * ow;
                     let line = &mut col[start..start + ow];
@@ -431,19 +438,7 @@ unsafe fn col2im_rows(
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (ci * g.kh + ki) * g.kw + kj;
-                let off = (kj * g.dw) as isize - g.pl as isize;
-                let x0 = if off >= 0 {
-                    0
-                } else {
-                    ((-off) as usize).div_ceil(g.sw)
-                }
-                .min(ow);
-                let x1 = if (g.w as isize) <= off {
-                    0
-                } else {
-                    ((g.w as isize - off - 1) as usize / g.sw + 1).min(ow)
-                }
-                .max(x0);
+                let (off, x0, x1) = tap_columns(g, kj);
                 if x0 == x1 {
                     continue;
                 }

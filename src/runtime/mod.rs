@@ -921,21 +921,15 @@ fn conv_macs(kind: &ContractionKind) -> usize {
     let ContractionKind::Conv2d {
         n,
         c,
-        h,
-        w,
         o,
         kernel,
-        stride,
-        padding,
-        dilation,
         groups,
+        ..
     } = *kind
     else {
         return 0;
     };
-    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1;
-    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1;
-    n * o * oh * ow * (c / groups) * kernel[0] * kernel[1]
+    n * o * conv_pixels(kind) * (c / groups) * kernel[0] * kernel[1]
 }
 
 /// Contractions with fewer multiply-adds than this run on the calling thread.
