@@ -159,6 +159,48 @@ pub fn pool_backward(
     pool_backward_planes(win, x, xs, dy, dys, dx, 0..planes);
 }
 
+/// Max-pool windows at `bases` (their top-left taps), `T` taps at `offsets` each: the index of
+/// each window's chosen tap (the first strictly largest, or a NaN). Independent select chains,
+/// so one window's compare-select latency overlaps the others'.
+#[inline(always)]
+fn argmax_lanes<const T: usize>(
+    xp: &[f32],
+    bases: &[usize; 4],
+    offsets: Option<[usize; T]>,
+) -> [usize; 4] {
+    let Some(offsets) = offsets else {
+        return [usize::MAX; 4];
+    };
+    let mut best = [f32::NEG_INFINITY; 4];
+    let mut at = [usize::MAX; 4];
+    for o in offsets {
+        for j in 0..4 {
+            let i = bases[j] + o;
+            let v = xp[i];
+            let take = (v > best[j]) | v.is_nan();
+            best[j] = if take { v } else { best[j] };
+            at[j] = if take { i } else { at[j] };
+        }
+    }
+    at
+}
+
+/// [`argmax_lanes`] for any number of taps.
+fn argmax_lanes_dyn(xp: &[f32], bases: &[usize; 4], offsets: &[usize]) -> [usize; 4] {
+    let mut best = [f32::NEG_INFINITY; 4];
+    let mut at = [usize::MAX; 4];
+    for &o in offsets {
+        for j in 0..4 {
+            let i = bases[j] + o;
+            let v = xp[i];
+            let take = (v > best[j]) | v.is_nan();
+            best[j] = if take { v } else { best[j] };
+            at[j] = if take { i } else { at[j] };
+        }
+    }
+    at
+}
+
 /// The valid taps `lo..hi` of a window starting at `start` (may be negative) with `k` taps
 /// `d` apart over `n` cells.
 fn tap_range(start: isize, k: usize, d: usize, n: usize) -> (usize, usize) {
@@ -229,21 +271,16 @@ pub fn pool_backward_planes(
                 {
                     // Several interior windows side by side: independent select chains, so
                     // the compare-select latency of one window overlaps the others'.
-                    let mut best = [f32::NEG_INFINITY; LANES];
-                    let mut at = [usize::MAX; LANES];
                     let mut bases = [0usize; LANES];
                     for (j, b) in bases.iter_mut().enumerate() {
                         *b = y0 as usize * w + cols[ox + j].0 as usize;
                     }
-                    for &o in &offsets {
-                        for j in 0..LANES {
-                            let i = bases[j] + o;
-                            let v = xp[i];
-                            let take = (v > best[j]) | v.is_nan();
-                            best[j] = if take { v } else { best[j] };
-                            at[j] = if take { i } else { at[j] };
-                        }
-                    }
+                    // The usual window sizes get code with the taps unrolled.
+                    let at = match (kh, kw) {
+                        (2, 2) => argmax_lanes::<4>(xp, &bases, offsets[..4].try_into().ok()),
+                        (3, 3) => argmax_lanes::<9>(xp, &bases, offsets[..9].try_into().ok()),
+                        _ => argmax_lanes_dyn(xp, &bases, &offsets),
+                    };
                     for (j, &a) in at.iter().enumerate() {
                         if a != usize::MAX {
                             dxp[a] += dyp[oy * ow + ox + j];
