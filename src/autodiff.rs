@@ -292,8 +292,8 @@ impl Backward<'_> {
                     BinaryOp::Greater => (None, None),
                 };
                 vec![
-                    da.map(|d| self.unbroadcast(d, &sa)),
-                    db.map(|d| self.unbroadcast(d, &sb)),
+                    da.filter(|_| wanted[0]).map(|d| self.unbroadcast(d, &sa)),
+                    db.filter(|_| wanted[1]).map(|d| self.unbroadcast(d, &sb)),
                 ]
             }
             Op::Select => {

@@ -371,6 +371,18 @@ impl Fuser {
 
     fn run(mut self) -> FusedGraph {
         let n = self.g.nodes.len();
+        // Values no output depends on are never computed.
+        let mut live = vec![false; n];
+        for (_, v) in &self.g.outputs {
+            live[*v] = true;
+        }
+        for i in (0..n).rev() {
+            if live[i] {
+                for &x in &self.g.nodes[i].inputs {
+                    live[x] = true;
+                }
+            }
+        }
         // Variable parameters and their reshapes exist before any kernel runs: give them
         // buffers first, so a contraction can take a trained bias into its epilogue.
         for i in 0..n {
@@ -407,7 +419,7 @@ impl Fuser {
         let mut i = 0;
         while i < n {
             let node = self.g.nodes[i].clone();
-            if self.konst[i] || self.inline[i] || self.buf_of.contains_key(&i) {
+            if !live[i] || self.konst[i] || self.inline[i] || self.buf_of.contains_key(&i) {
                 i += 1;
                 continue;
             }
