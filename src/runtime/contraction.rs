@@ -216,6 +216,15 @@ fn tap_columns(g: &Geom, kj: usize) -> (isize, usize, usize) {
     (off, x0, x1)
 }
 
+/// Output rows `r0..r1` in bands of about [`BAND_PIXELS`] pixels, so that a band's column
+/// matrix stays in L2.
+fn bands(g: &Geom, r0: usize, r1: usize) -> impl Iterator<Item = (usize, usize)> {
+    let rows = (BAND_PIXELS / g.ow).clamp(1, g.oh);
+    (r0..r1)
+        .step_by(rows)
+        .map(move |y0| (y0, (y0 + rows).min(r1)))
+}
+
 /// im2col of output rows `y0..y1` of one image (group channels at `xg`) into `col`, whose rows
 /// are `ld` apart, starting at column `col0`.
 ///
@@ -322,12 +331,9 @@ pub unsafe fn conv_images(
                 continue;
             }
             // One band of output rows at a time, so the packed band stays in L2.
-            let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
             SCRATCH.with(|s| {
                 let mut col = s.borrow_mut();
-                let mut y0 = r0;
-                while y0 < r1 {
-                    let y1 = (y0 + rows_per_band).min(r1);
+                for (y0, y1) in bands(&g, r0, r1) {
                     let band = (y1 - y0) * g.ow;
                     if col.len() < kdim * band {
                         col.resize(kdim * band, 0.0);
@@ -348,7 +354,6 @@ pub unsafe fn conv_images(
                             1,
                         );
                     }
-                    y0 = y1;
                 }
             });
             continue;
@@ -541,12 +546,9 @@ pub unsafe fn conv_backward_data(
                 let i = pack[0];
                 let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
                 let dxg = unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
-                let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
                 SCRATCH.with(|s| {
                     let mut col = s.borrow_mut();
-                    let mut y0 = 0;
-                    while y0 < g.oh {
-                        let y1 = (y0 + rows_per_band).min(g.oh);
+                    for (y0, y1) in bands(&g, 0, g.oh) {
                         let band = (y1 - y0) * g.ow;
                         if col.len() < sub.kdim * band {
                             col.resize(sub.kdim * band, 0.0);
@@ -567,7 +569,6 @@ pub unsafe fn conv_backward_data(
                             );
                             col2im_rows(&sub, &col, band, 0, dxg, y0, y1);
                         }
-                        y0 = y1;
                     }
                 });
                 continue;
@@ -662,12 +663,9 @@ pub unsafe fn conv_backward_weight(
                 let i = pack[0];
                 let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
                 let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
-                let rows_per_band = (BAND_PIXELS / g.ow).clamp(1, g.oh);
                 SCRATCH.with(|s| {
                     let mut col = s.borrow_mut();
-                    let mut y0 = 0;
-                    while y0 < g.oh {
-                        let y1 = (y0 + rows_per_band).min(g.oh);
+                    for (y0, y1) in bands(&g, 0, g.oh) {
                         let band = (y1 - y0) * g.ow;
                         if col.len() < kdim * band {
                             col.resize(kdim * band, 0.0);
@@ -689,7 +687,6 @@ pub unsafe fn conv_backward_weight(
                                 k > 0 || y0 > 0,
                             );
                         }
-                        y0 = y1;
                     }
                 });
                 continue;
