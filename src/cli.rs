@@ -117,56 +117,8 @@ pub enum Command {
         spec: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
-        /// `bundled` (a 10,000-image Fashion-MNIST subset inside netc), `fashion-mnist` (the
-        /// full set from Debian's dataset-fashion-mnist), or a path: a directory of IDX files,
-        /// CIFAR-10 binaries or class subfolders of images, or an .npz file.
-        #[arg(long)]
-        data: Option<String>,
-        #[arg(long)]
-        epochs: Option<usize>,
-        #[arg(long)]
-        batch: Option<usize>,
-        /// Learning rate (the schedule scales it).
-        #[arg(long)]
-        lr: Option<f64>,
-        #[arg(long, value_parser = ["sgd", "adam", "adamw"])]
-        optimizer: Option<String>,
-        /// Seed of the initialization, the shuffle and the augmentation.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Initial weights (safetensors); seeded random initialization when absent.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Where to write the checkpoint (default: OUT/checkpoint.safetensors).
-        #[arg(long)]
-        save: Option<PathBuf>,
-        /// Continue from a checkpoint exactly where it stopped.
-        #[arg(long)]
-        resume: Option<PathBuf>,
-        /// Freeze parameters: names (`conv1`), prefixes (`layer1`), ranges (`features.0..7`,
-        /// `..2` for the first two layers).
-        #[arg(long, num_args = 1..)]
-        freeze: Vec<String>,
-        #[arg(long, default_value_t = default_threads())]
-        threads: usize,
-        /// Also write the final metrics (one JSON object) to this file.
-        #[arg(long)]
-        metrics_json: Option<PathBuf>,
-        /// Directory for the checkpoint and the curves (default: runs/MODEL).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Stop after this many steps (and save a checkpoint to resume from).
-        #[arg(long)]
-        max_steps: Option<u64>,
-        /// Per-channel mean for normalization, e.g. `0.485,0.456,0.406` (default: the spec's).
-        #[arg(long, value_parser = crate::cli_train::parse_floats)]
-        mean: Option<Vec<f64>>,
-        /// Per-channel standard deviation (default: the spec's).
-        #[arg(long, value_parser = crate::cli_train::parse_floats)]
-        std: Option<Vec<f64>>,
-        /// Only the final JSON line.
-        #[arg(long, short)]
-        quiet: bool,
+        #[command(flatten)]
+        args: crate::cli_train::TrainArgs,
     },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
@@ -181,7 +133,7 @@ pub enum Command {
     },
 }
 
-fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -365,49 +317,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Train {
-            spec,
-            model,
-            data,
-            epochs,
-            batch,
-            lr,
-            optimizer,
-            seed,
-            weights,
-            save,
-            resume,
-            freeze,
-            threads,
-            metrics_json,
-            out,
-            max_steps,
-            mean,
-            std,
-            quiet,
-        } => match load(&spec, &model) {
-            Ok(s) => crate::cli_train::train(
-                &s,
-                &crate::cli_train::TrainArgs {
-                    data,
-                    epochs,
-                    batch,
-                    lr,
-                    optimizer,
-                    seed,
-                    weights,
-                    save,
-                    resume,
-                    freeze,
-                    threads,
-                    metrics_json,
-                    out,
-                    max_steps,
-                    mean,
-                    std,
-                    quiet,
-                },
-            ),
+        Command::Train { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_train::train(&s, &args),
             Err(c) => c,
         },
         Command::Compile {

@@ -21,25 +21,58 @@ use crate::train::checkpoint::{self, EpochRecord};
 use crate::train::session::{self, Event, Observer, Outcome, Settings};
 use crate::train_config::{Loss, Optimizer, Schedule};
 
-/// The flags of `netc train` (see `cli.rs` for their help texts).
-#[derive(Debug, Clone, Default)]
+/// The flags of `netc train`.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct TrainArgs {
+    /// `bundled` (a 10,000-image Fashion-MNIST subset inside netc), `fashion-mnist` (the
+    /// full set from Debian's dataset-fashion-mnist), or a path: a directory of IDX files,
+    /// CIFAR-10 binaries or class subfolders of images, or an .npz file.
+    #[arg(long)]
     pub data: Option<String>,
+    #[arg(long)]
     pub epochs: Option<usize>,
+    #[arg(long)]
     pub batch: Option<usize>,
+    /// Learning rate (the schedule scales it).
+    #[arg(long)]
     pub lr: Option<f64>,
+    #[arg(long, value_parser = ["sgd", "adam", "adamw"])]
     pub optimizer: Option<String>,
+    /// Seed of the initialization, the shuffle and the augmentation.
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Initial weights (safetensors); seeded random initialization when absent.
+    #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Where to write the checkpoint (default: OUT/checkpoint.safetensors).
+    #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Continue from a checkpoint exactly where it stopped.
+    #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Freeze parameters: names (`conv1`), prefixes (`layer1`), ranges (`features.0..7`,
+    /// `..2` for the first two layers).
+    #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
+    #[arg(long, default_value_t = crate::cli::default_threads())]
     pub threads: usize,
+    /// Also write the final metrics (one JSON object) to this file.
+    #[arg(long)]
     pub metrics_json: Option<PathBuf>,
+    /// Directory for the checkpoint and the curves (default: runs/MODEL).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Stop after this many steps (and save a checkpoint to resume from).
+    #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Per-channel mean for normalization, e.g. `0.485,0.456,0.406` (default: the spec's).
+    #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f64>>,
+    /// Per-channel standard deviation (default: the spec's).
+    #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f64>>,
+    /// Only the final JSON line.
+    #[arg(long, short)]
     pub quiet: bool,
 }
 
@@ -495,15 +528,4 @@ impl Observer for Progress {
     fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
-}
-
-/// Parses `0.5,0.5,0.5` into numbers.
-pub fn parse_floats(s: &str) -> Result<Vec<f64>, String> {
-    s.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("`{v}` is not a number (expected e.g. `0.485,0.456,0.406`)"))
-        })
-        .collect()
 }

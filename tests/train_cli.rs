@@ -259,3 +259,39 @@ fn bad_input_gets_clear_errors() {
     let o = netc(&["train", "specs/lenet5.net", "--resume", "specs/lenet5.net"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn normalization_flags_parse_and_are_checked() {
+    let d = scratch("norm");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--mean",
+        "0.3",
+        "--std",
+        "0.35",
+        "--max-steps",
+        "2",
+        "--out",
+        s(&d),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Three channels for a one-channel input.
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--mean",
+        "0.3,0.3,0.3",
+        "--std",
+        "0.3,0.3,0.3",
+        "--max-steps",
+        "2",
+        "--out",
+        s(&d),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = netc(&["train", "specs/lenet5.net", "--mean", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
