@@ -510,3 +510,58 @@ fn single_thread_training_is_bit_identical() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn frozen_layers_get_no_gradient_keep_their_statistics_and_cost_no_backward_work() {
+    let c = case("mini_resnet");
+    let mut g = c.spec.graph.clone();
+    let frozen = netc::train::freeze(&mut g, &["conv1".into(), "bn1".into()]).unwrap();
+    assert_eq!(frozen, 3, "conv1.weight, bn1.weight, bn1.bias");
+    let loss = Loss::CrossEntropy {
+        label_smoothing: 0.0,
+    };
+    let full = build(&c.spec.graph, 4, &loss).unwrap();
+    let tg = build(&g, 4, &loss).unwrap();
+    // No gradient output, no running-statistic output for the frozen layers...
+    for (i, _) in tg.grads.iter().chain(&tg.stats) {
+        let p = &g.params[*i].path;
+        assert!(!p.starts_with("conv1.") && !p.starts_with("bn1."), "{p}");
+    }
+    // ...and conv1's gradient primitives are gone from the graph (its input needs none).
+    let count = |t: &netc::train::TrainGraph| {
+        t.prims
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, netc::graph::Op::Conv2dBackwardWeight { .. }))
+            .count()
+    };
+    assert_eq!(count(&full) - count(&tg), 1);
+    let mut tr = Trainer::new(
+        &g,
+        c.weights.clone(),
+        4,
+        loss,
+        Optimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 1e-4,
+        },
+        1,
+    )
+    .unwrap();
+    for _ in 0..2 {
+        tr.step(c.x.as_slice().unwrap(), &c.labels, 0.1).unwrap();
+    }
+    let after = tr.weights();
+    for (i, p) in g.params.iter().enumerate() {
+        let same = after.values[i] == c.weights.values[i];
+        let frozen = p.path.starts_with("conv1.") || p.path.starts_with("bn1.");
+        assert_eq!(
+            same, frozen,
+            "{}: frozen values stay, the rest change",
+            p.path
+        );
+    }
+}
