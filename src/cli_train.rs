@@ -29,13 +29,18 @@ pub struct TrainArgs {
     /// CIFAR-10 binaries or class subfolders of images, or an .npz file.
     #[arg(long)]
     pub data: Option<String>,
+    /// Epochs (default: the spec's, else 5).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Batch size (default: the spec's, else 64).
     #[arg(long)]
     pub batch: Option<usize>,
     /// Learning rate (the schedule scales it).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// The optimizer: the spec's settings when its `train` section names the same one,
+    /// otherwise these defaults (SGD: lr 0.01, momentum 0.9; Adam: lr 1e-3; AdamW: lr 1e-3,
+    /// weight decay 0.01).
     #[arg(long, value_parser = ["sgd", "adam", "adamw"])]
     pub optimizer: Option<String>,
     /// Seed of the initialization, the shuffle and the augmentation.
@@ -54,6 +59,7 @@ pub struct TrainArgs {
     /// `..2` for the first two layers).
     #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
+    /// Worker threads (default: all cores).
     #[arg(long, default_value_t = crate::cli::default_threads())]
     pub threads: usize,
     /// Also write the final metrics (one JSON object) to this file.
