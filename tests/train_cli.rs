@@ -295,3 +295,29 @@ fn normalization_flags_parse_and_are_checked() {
     let o = netc(&["train", "specs/lenet5.net", "--mean", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux `script`), progress is a bar redrawn in
+/// place with loss, accuracy, speed and ETA; without one (every other test), plain lines.
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to make a pseudo-terminal");
+        return;
+    }
+    let d = scratch("tty");
+    let cmd = format!(
+        "{} train specs/lenet5.net --epochs 1 --max-steps 30 --out {}",
+        env!("CARGO_BIN_EXE_netc"),
+        s(&d)
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("\x1b[2Kepoch 1/1 ["), "{text}");
+    for part in ["loss ", "acc ", "img/s", "ETA "] {
+        assert!(text.contains(part), "no `{part}` in {text}");
+    }
+}
