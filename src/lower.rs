@@ -149,18 +149,20 @@ impl Lowerer<'_> {
         let e = self.scalar(eps as f32, o);
         let ve = self.bin(BinaryOp::Add, var, e, o);
         let inv = self.un(UnaryOp::Rsqrt, ve, o);
-        let mut y = self.bin(BinaryOp::Mul, d, inv, o);
         let p = &node.params;
-        let (rm, rv) = if affine {
+        // `d · (rsqrt(var + eps) · gamma) + beta`: the per-channel factor is formed first, so
+        // the normalized activation is never stored on its own (one pass less over the
+        // activation, forward and backward).
+        let (y, rm, rv) = if affine {
             let gm = self.param(p[0], o);
             let gm = self.per_channel(gm, rank, o);
             let bt = self.param(p[1], o);
             let bt = self.per_channel(bt, rank, o);
-            y = self.bin(BinaryOp::Mul, y, gm, o);
-            y = self.bin(BinaryOp::Add, y, bt, o);
-            (p[2], p[3])
+            let scale = self.bin(BinaryOp::Mul, inv, gm, o);
+            let y = self.bin(BinaryOp::Mul, d, scale, o);
+            (self.bin(BinaryOp::Add, y, bt, o), p[2], p[3])
         } else {
-            (p[0], p[1])
+            (self.bin(BinaryOp::Mul, d, inv, o), p[0], p[1])
         };
         // running = (1 - m) * running + m * batch statistic (variance unbiased)
         let c = full[1];
