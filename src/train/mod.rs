@@ -245,17 +245,8 @@ impl Trainer {
         match &self.loss {
             Loss::CrossEntropy { .. } => {
                 let classes = self.classes();
-                self.targets.clear();
-                self.targets.resize(labels.len() * classes, 0.0);
-                for (i, &l) in labels.iter().enumerate() {
-                    if l < 0 || l as usize >= classes {
-                        return Err(StepError::Other(format!(
-                            "label {l} of sample {i} is not a class of this model (0..{classes})"
-                        )));
-                    }
-                    self.targets[i * classes + l as usize] = 1.0;
-                }
-                Ok(())
+                one_hot_into(&mut self.targets, labels, classes, "sample", 0)
+                    .map_err(StepError::Other)
             }
             other => Err(StepError::Other(format!(
                 "training with `{other}` needs targets netc cannot build from labels yet"
@@ -265,8 +256,7 @@ impl Trainer {
 
     /// The number of classes of the model's first output (`[N, classes]`).
     pub fn classes(&self) -> usize {
-        let (_, node) = &self.lg.outputs[0];
-        self.lg.nodes[*node].shape.last().copied().unwrap_or(1)
+        classes_of(&self.lg)
     }
 
     /// The current parameters and buffers.
@@ -316,10 +306,7 @@ pub fn evaluate(
         let exe = Executable::new(crate::fuse::fuse(&g), &params, jit.clone(), threads)?;
         Ok((exe, targets))
     };
-    let classes = {
-        let (_, node) = &lg.outputs[0];
-        lg.nodes[*node].shape.last().copied().unwrap_or(1)
-    };
+    let classes = classes_of(lg);
     let pred_name = lg.outputs[0].0.clone();
     let mut exes: Vec<(usize, Executable, String)> = Vec::new();
     let (mut total_loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
@@ -334,17 +321,7 @@ pub fn evaluate(
             .iter_mut()
             .find(|(b, _, _)| *b == len)
             .expect("compiled above");
-        onehot.clear();
-        onehot.resize(len * classes, 0.0f32);
-        for (i, &l) in batch.labels.iter().enumerate() {
-            if l < 0 || l as usize >= classes {
-                return Err(format!(
-                    "label {l} of test sample {} is not a class of this model (0..{classes})",
-                    n + i
-                ));
-            }
-            onehot[i * classes + l as usize] = 1.0;
-        }
+        one_hot_into(&mut onehot, &batch.labels, classes, "test sample", n)?;
         exe.run_in_place(&[(input.as_str(), &batch.x), (targets_name.as_str(), &onehot)])?;
         total_loss += exe.output("loss").ok_or("no loss output")?[0] as f64 * len as f64;
         correct += count_correct(
@@ -354,6 +331,35 @@ pub fn evaluate(
         n += len;
     }
     Ok((total_loss / n.max(1) as f64, correct))
+}
+
+/// The number of classes of a model's first output (`[N, classes]`).
+fn classes_of(lg: &LayerGraph) -> usize {
+    let (_, node) = &lg.outputs[0];
+    lg.nodes[*node].shape.last().copied().unwrap_or(1)
+}
+
+/// Fills `out` with one-hot rows (`labels.len() × classes`) for cross-entropy; a label outside
+/// the classes is an error naming the sample (`what` and its index counted from `first`).
+fn one_hot_into(
+    out: &mut Vec<f32>,
+    labels: &[i64],
+    classes: usize,
+    what: &str,
+    first: usize,
+) -> Result<(), String> {
+    out.clear();
+    out.resize(labels.len() * classes, 0.0);
+    for (i, &l) in labels.iter().enumerate() {
+        if l < 0 || l as usize >= classes {
+            return Err(format!(
+                "label {l} of {what} {} is not a class of this model (0..{classes})",
+                first + i
+            ));
+        }
+        out[i * classes + l as usize] = 1.0;
+    }
+    Ok(())
 }
 
 /// How many rows of `logits` (`[N, K]`, row-major) have their largest value at the label
