@@ -239,37 +239,15 @@ pub fn check_node(op: &Op, ins: &[&[usize]], out: &[usize]) -> Result<(), String
             o[*axis] += before + after;
             o
         }
-        Op::Conv2dBackwardData {
-            stride,
-            padding,
-            dilation,
-            groups,
-        } => {
+        Op::Conv2dBackwardData { .. } => {
             arity(2)?;
-            let fwd = Op::Conv2d {
-                stride: *stride,
-                padding: *padding,
-                dilation: *dilation,
-                groups: *groups,
-            };
-            check_node(&fwd, &[out, ins[1]], ins[0])
+            check_node(&forward_conv(op), &[out, ins[1]], ins[0])
                 .map_err(|e| format!("does not invert its convolution: {e}"))?;
             out.to_vec()
         }
-        Op::Conv2dBackwardWeight {
-            stride,
-            padding,
-            dilation,
-            groups,
-        } => {
+        Op::Conv2dBackwardWeight { .. } => {
             arity(2)?;
-            let fwd = Op::Conv2d {
-                stride: *stride,
-                padding: *padding,
-                dilation: *dilation,
-                groups: *groups,
-            };
-            check_node(&fwd, &[ins[0], out], ins[1])
+            check_node(&forward_conv(op), &[ins[0], out], ins[1])
                 .map_err(|e| format!("does not match its convolution: {e}"))?;
             out.to_vec()
         }
@@ -322,6 +300,30 @@ pub fn check_node(op: &Op, ins: &[&[usize]], out: &[usize]) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+/// The convolution whose gradient a convolution-gradient op computes.
+fn forward_conv(op: &Op) -> Op {
+    match *op {
+        Op::Conv2dBackwardData {
+            stride,
+            padding,
+            dilation,
+            groups,
+        }
+        | Op::Conv2dBackwardWeight {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        },
+        _ => unreachable!("a convolution gradient"),
+    }
 }
 
 fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
