@@ -68,6 +68,58 @@ struct Lowerer<'a> {
 }
 
 impl Lowerer<'_> {
+    /// `conv2d(x, w)`, with the kernel cropped to the taps that can reach the input: on small
+    /// feature maps (ResNet-18's last stage at 32×32 input sees 1×1 maps with 3×3 kernels) the
+    /// others only ever multiply padding. The cropped conv reads `w[.., lo..hi, lo..hi]` with the
+    /// padding reduced to match, so it has the same output shape and values; in training,
+    /// autodiff's gradient of the slice pads the weight gradient back with exact zeros.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d(
+        &mut self,
+        x: ValueId,
+        mut w: ValueId,
+        stride: [usize; 2],
+        mut padding: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+        o: &str,
+    ) -> ValueId {
+        let xs = self.out.shape(x).to_vec();
+        let ws = self.out.shape(w).to_vec();
+        for a in 0..2 {
+            let Some((lo, hi, before, after)) = crop_taps(
+                xs[2 + a],
+                ws[2 + a],
+                stride[a],
+                [padding[2 * a], padding[2 * a + 1]],
+                dilation[a],
+            ) else {
+                continue;
+            };
+            w = self.out.add(
+                Op::Slice {
+                    axis: 2 + a,
+                    start: lo,
+                    end: hi,
+                },
+                vec![w],
+                o,
+            );
+            padding[2 * a] = before;
+            padding[2 * a + 1] = after;
+        }
+        self.out.add(
+            Op::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+            },
+            vec![x, w],
+            o,
+        )
+    }
+
     fn param(&mut self, index: usize, origin: &str) -> ValueId {
         if let Some(&v) = self.params.get(&index) {
             return v;
@@ -207,16 +259,7 @@ impl Lowerer<'_> {
                 ..
             } => {
                 let w = self.param(node.params[0], o);
-                let y = self.out.add(
-                    Op::Conv2d {
-                        stride: *stride,
-                        padding: *padding,
-                        dilation: *dilation,
-                        groups: *groups,
-                    },
-                    vec![x, w],
-                    o,
-                );
+                let y = self.conv2d(x, w, *stride, *padding, *dilation, *groups, o);
                 if *bias {
                     let b = self.param(node.params[1], o);
                     let b = self.per_channel(b, 4, o);
@@ -464,5 +507,101 @@ impl Lowerer<'_> {
                 self.bin(BinaryOp::Max, t, z, o)
             }
         }
+    }
+}
+
+/// Along one axis of a convolution (input size `n`, `k` taps `d` apart, stride `s`, padding
+/// `[before, after]`): the taps `lo..hi` that reach the input for some output position, and
+/// the padding that keeps the output size with only those taps, or `None` when every tap is
+/// needed or the cropped form would need negative padding.
+fn crop_taps(
+    n: usize,
+    k: usize,
+    s: usize,
+    [before, after]: [usize; 2],
+    d: usize,
+) -> Option<(usize, usize, usize, usize)> {
+    let span = (n + before + after).checked_sub(d * (k - 1) + 1)?;
+    let outs = span / s + 1;
+    let reaches = |t: usize| {
+        (0..outs).any(|o| {
+            let at = (o * s + t * d) as isize - before as isize;
+            at >= 0 && at < n as isize
+        })
+    };
+    let lo = (0..k).find(|&t| reaches(t))?;
+    let hi = (0..k).rev().find(|&t| reaches(t))? + 1;
+    if lo == 0 && hi == k {
+        return None;
+    }
+    let before = before.checked_sub(lo * d)?;
+    let after = after.checked_sub((k - hi) * d)?;
+    Some((lo, hi, before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crop_taps;
+    use crate::reference::ops::{conv2d, slice, tensor};
+
+    #[test]
+    fn crops_only_taps_that_never_reach_the_input() {
+        // 3×3, padding 1 on a 1×1 map: only the centre tap sees the input.
+        assert_eq!(crop_taps(1, 3, 1, [1, 1], 1), Some((1, 2, 0, 0)));
+        // Stride 2 from 2×2 to 1×1: taps 1 and 2.
+        assert_eq!(crop_taps(2, 3, 2, [1, 1], 1), Some((1, 3, 0, 1)));
+        // Every tap is used somewhere on a 2×2 map at stride 1.
+        assert_eq!(crop_taps(2, 3, 1, [1, 1], 1), None);
+        assert_eq!(crop_taps(7, 3, 1, [1, 1], 1), None);
+        // No padding: nothing to crop.
+        assert_eq!(crop_taps(5, 5, 1, [0, 0], 1), None);
+        // Dilation 2 on a 1×1 map with padding 2: the centre tap again.
+        assert_eq!(crop_taps(1, 3, 1, [2, 2], 2), Some((1, 2, 0, 0)));
+    }
+
+    /// The cropped convolution equals the full one, on every small configuration.
+    #[test]
+    fn cropped_convolution_computes_the_same_values() {
+        let mut seed = 7u64;
+        let mut rand = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    seed = crate::reference::ops::splitmix64(seed, 1);
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let mut cropped = 0;
+        for n in 1..=4 {
+            for k in 1..=5 {
+                for s in 1..=3 {
+                    for p in 0..=3 {
+                        for d in 1..=2 {
+                            let Some((lo, hi, before, after)) = crop_taps(n, k, s, [p, p], d)
+                            else {
+                                continue;
+                            };
+                            cropped += 1;
+                            let xs = [2, 3, n, n + 1];
+                            let ws = [4, 3, k, 1];
+                            let x = tensor::<f64>(&rand(xs.iter().product()), &xs);
+                            let w = tensor::<f64>(&rand(ws.iter().product()), &ws);
+                            let full = conv2d(&x, &w, [s, 1], [p, p, 0, 0], [d, 1], 1);
+                            let wc = slice(&w, 2, lo, hi);
+                            let small = conv2d(&x, &wc, [s, 1], [before, after, 0, 0], [d, 1], 1);
+                            assert_eq!(
+                                full.shape(),
+                                small.shape(),
+                                "n={n} k={k} s={s} p={p} d={d}"
+                            );
+                            for (a, b) in full.iter().zip(small.iter()) {
+                                assert!((a - b).abs() < 1e-12, "n={n} k={k} s={s} p={p} d={d}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cropped > 20, "only {cropped} configurations cropped");
     }
 }
