@@ -554,21 +554,103 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
             )
         });
     }
-    let pools = [
-        (PoolOp::Max, [2, 2], [2, 2], [0; 4], false),
-        (PoolOp::Max, [3, 3], [2, 2], [1, 1, 1, 1], true),
+    // (op, kernel, stride, padding, dilation, ceil mode, input shape, ties): "ties" rounds the
+    // input to a few levels after a ReLU, so windows of equal values (PyTorch routes the
+    // gradient to the first) are common, as they are after a real ReLU.
+    type PoolCase = (
+        PoolOp,
+        [usize; 2],
+        [usize; 2],
+        [usize; 4],
+        [usize; 2],
+        bool,
+        [usize; 4],
+        bool,
+    );
+    let avg = PoolOp::Avg {
+        count_include_pad: false,
+    };
+    let pools: [PoolCase; 7] = [
         (
-            PoolOp::Avg {
-                count_include_pad: false,
-            },
+            PoolOp::Max,
+            [2, 2],
+            [2, 2],
+            [0; 4],
+            [1, 1],
+            false,
+            [7, 5, 13, 11],
+            false,
+        ),
+        (
+            PoolOp::Max,
+            [3, 3],
+            [2, 2],
+            [1; 4],
+            [1, 1],
+            true,
+            [7, 5, 13, 11],
+            false,
+        ),
+        (
+            avg,
             [3, 2],
             [2, 1],
             [1, 1, 0, 1],
+            [1, 1],
+            true,
+            [7, 5, 13, 11],
+            false,
+        ),
+        // Wider than one vector run of windows (64), overlapping, with ties.
+        (
+            PoolOp::Max,
+            [3, 3],
+            [1, 1],
+            [1; 4],
+            [1, 1],
+            false,
+            [2, 3, 5, 150],
             true,
         ),
+        (
+            PoolOp::Max,
+            [2, 2],
+            [2, 2],
+            [0; 4],
+            [1, 1],
+            true,
+            [3, 4, 9, 141],
+            true,
+        ),
+        // Stride 3 (the generic sweep), dilation, asymmetric padding.
+        (
+            PoolOp::Max,
+            [2, 3],
+            [3, 3],
+            [0, 1, 1, 1],
+            [1, 1],
+            true,
+            [3, 2, 11, 83],
+            true,
+        ),
+        (
+            PoolOp::Max,
+            [3, 2],
+            [1, 2],
+            [2, 2, 1, 1],
+            [2, 2],
+            false,
+            [2, 3, 9, 71],
+            false,
+        ),
     ];
-    for (i, (op, kernel, stride, padding, ceil_mode)) in pools.into_iter().enumerate() {
-        let x = arr(&[7, 5, 13, 11], 100 + i as u64, -1.0, 1.0).mapv(|v| v as f32);
+    for (i, (op, kernel, stride, padding, dilation, ceil_mode, shape, ties)) in
+        pools.into_iter().enumerate()
+    {
+        let mut x = arr(&shape, 100 + i as u64, -1.0, 1.0).mapv(|v| v as f32);
+        if ties {
+            x.mapv_inplace(|v| (v.max(0.0) * 3.0).round());
+        }
         jit_vs_oracle(&format!("pool {i}"), &[("x", x)], |g, v| {
             g.add(
                 Op::Pool {
@@ -576,7 +658,7 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
                     kernel,
                     stride,
                     padding,
-                    dilation: [1, 1],
+                    dilation,
                     ceil_mode,
                 },
                 vec![v[0]],

@@ -459,8 +459,15 @@ unsafe fn col2im_rows(
                         std::slice::from_raw_parts_mut(xg.add((ci * g.h + iy as usize) * g.w), g.w)
                     };
                     let first = (x0 as isize * g.sw as isize + off) as usize;
-                    for (k, v) in line[x0..x1].iter().enumerate() {
-                        dst[first + k * g.sw] += v;
+                    if g.sw == 1 {
+                        let n = x1 - x0;
+                        for (d, v) in dst[first..first + n].iter_mut().zip(&line[x0..x1]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, v) in line[x0..x1].iter().enumerate() {
+                            dst[first + k * g.sw] += v;
+                        }
                     }
                 }
             }

@@ -32,9 +32,10 @@ pub fn run_host(
             let outer: usize = shape[..*axis].iter().product();
             let inner: usize = shape[axis + 1..].iter().product();
             let len = (end - start) * inner;
-            for o in 0..outer {
-                let src = (o * shape[*axis] + start) * inner;
-                out[o * len..(o + 1) * len].copy_from_slice(&data[src..src + len]);
+            let run = shape[*axis] * inner;
+            let src = &data[start * inner..];
+            for (o, dst) in out[..outer * len].chunks_exact_mut(len).enumerate() {
+                copy_short(dst, &src[o * run..o * run + len]);
             }
             Ok(())
         }
@@ -93,12 +94,16 @@ pub fn run_host(
             let inner: usize = shape[axis + 1..].iter().product();
             let n = shape[*axis];
             let out_len = (n + before + after) * inner;
-            for o in 0..outer {
-                let dst = &mut out[o * out_len..(o + 1) * out_len];
-                dst[..before * inner].fill(0.0);
-                dst[before * inner..(before + n) * inner]
-                    .copy_from_slice(&data[o * n * inner..(o + 1) * n * inner]);
-                dst[(before + n) * inner..].fill(0.0);
+            let len = n * inner;
+            for (dst, src) in out[..outer * out_len]
+                .chunks_exact_mut(out_len)
+                .zip(data.chunks_exact(len))
+            {
+                let (head, rest) = dst.split_at_mut(before * inner);
+                let (mid, tail) = rest.split_at_mut(len);
+                head.iter_mut().for_each(|v| *v = 0.0);
+                copy_short(mid, src);
+                tail.iter_mut().for_each(|v| *v = 0.0);
             }
             Ok(())
         }
@@ -159,46 +164,17 @@ pub fn pool_backward(
     pool_backward_planes(win, x, xs, dy, dys, dx, 0..planes);
 }
 
-/// Max-pool windows at `bases` (their top-left taps), `T` taps at `offsets` each: the index of
-/// each window's chosen tap (the first strictly largest, or a NaN). Independent select chains,
-/// so one window's compare-select latency overlaps the others'.
+/// `dst.copy_from_slice(src)`, without a `memcpy` call for the short runs that slicing and
+/// padding kernel taps produce (one or three floats, hundreds of thousands of times).
 #[inline(always)]
-fn argmax_lanes<const T: usize>(
-    xp: &[f32],
-    bases: &[usize; 4],
-    offsets: Option<[usize; T]>,
-) -> [usize; 4] {
-    let Some(offsets) = offsets else {
-        return [usize::MAX; 4];
-    };
-    let mut best = [f32::NEG_INFINITY; 4];
-    let mut at = [usize::MAX; 4];
-    for o in offsets {
-        for j in 0..4 {
-            let i = bases[j] + o;
-            let v = xp[i];
-            let take = (v > best[j]) | v.is_nan();
-            best[j] = if take { v } else { best[j] };
-            at[j] = if take { i } else { at[j] };
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    if dst.len() <= 8 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
         }
+    } else {
+        dst.copy_from_slice(src);
     }
-    at
-}
-
-/// [`argmax_lanes`] for any number of taps.
-fn argmax_lanes_dyn(xp: &[f32], bases: &[usize; 4], offsets: &[usize]) -> [usize; 4] {
-    let mut best = [f32::NEG_INFINITY; 4];
-    let mut at = [usize::MAX; 4];
-    for &o in offsets {
-        for j in 0..4 {
-            let i = bases[j] + o;
-            let v = xp[i];
-            let take = (v > best[j]) | v.is_nan();
-            best[j] = if take { v } else { best[j] };
-            at[j] = if take { i } else { at[j] };
-        }
-    }
-    at
 }
 
 /// The valid taps `lo..hi` of a window starting at `start` (may be negative) with `k` taps
@@ -218,6 +194,138 @@ fn tap_range(start: isize, k: usize, d: usize, n: usize) -> (usize, usize) {
 /// just the planes in `range` (so threads can split the planes).
 #[allow(clippy::too_many_arguments)]
 pub fn pool_backward_planes(
+    win: &Window,
+    x: &[f32],
+    xs: &[usize],
+    dy: &[f32],
+    dys: &[usize],
+    dx: &mut [f32],
+    range: std::ops::Range<usize>,
+) {
+    pool_backward_body(win, x, xs, dy, dys, dx, range);
+}
+
+/// Output columns of max windows handled together: their best values and taps live in two
+/// small arrays that the tap loops sweep as vectors. A multiple of 8 (AVX2 lanes).
+const RUN: usize = 64;
+
+/// For the max windows `0..n` of one output row (`S` input columns apart, all inside the
+/// input horizontally) whose taps start at `base` in `xp`, rows `row_stride` apart: sets
+/// `best`/`arg` to each window's largest tap and its index, taking taps in PyTorch's order
+/// (row by row; the first strictly largest, or a NaN, wins).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn max_run<const S: usize>(
+    xp: &[f32],
+    rows: usize,
+    row_stride: usize,
+    kw: usize,
+    dw: usize,
+    base: usize,
+    best: &mut [f32; RUN],
+    arg: &mut [u32; RUN],
+    n: usize,
+) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        done = unsafe { max_run_avx2::<S>(xp, rows, row_stride, kw, dw, base, best, arg, n) };
+    }
+    for j in done.min(n)..n {
+        let (mut b, mut a) = (f32::NEG_INFINITY, u32::MAX);
+        for r in 0..rows {
+            for kx in 0..kw {
+                let i = base + r * row_stride + kx * dw + j * S;
+                let v = xp[i];
+                if v > b || v.is_nan() {
+                    (b, a) = (v, i as u32);
+                }
+            }
+        }
+        (best[j], arg[j]) = (b, a);
+    }
+}
+
+/// [`max_run`] eight windows at a time with AVX2 compare-and-blend (the data decides every
+/// select, so branches would mispredict half the time). Returns how many windows it did (may
+/// exceed `n`): all groups of eight whose loads stay inside `xp`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn max_run_avx2<const S: usize>(
+    xp: &[f32],
+    rows: usize,
+    row_stride: usize,
+    kw: usize,
+    dw: usize,
+    base: usize,
+    best: &mut [f32; RUN],
+    arg: &mut [u32; RUN],
+    n: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    let last_tap = (rows - 1) * row_stride + (kw - 1) * dw;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let step = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(S as i32));
+    let mut j = 0;
+    // Eight windows read 8·S floats from each tap's start.
+    // The last group may be partial: its extra lanes read past the row (into later rows or
+    // planes, never past `xp`) and land in `best`/`arg` beyond `n`, where nobody looks.
+    while j < n && base + j * S + last_tap + 8 * S <= xp.len() {
+        let mut b = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut a = _mm256_set1_epi32(-1);
+        for r in 0..rows {
+            for kx in 0..kw {
+                let first = base + r * row_stride + kx * dw + j * S;
+                // SAFETY: first + 8·S <= xp.len() by the loop condition (first is at most
+                // base + j·S + last_tap).
+                let v = unsafe {
+                    let p = xp.as_ptr().add(first);
+                    if S == 1 {
+                        _mm256_loadu_ps(p)
+                    } else if S == 2 {
+                        // Even elements of 16: [a0 a2 b0 b2 | a4 a6 b4 b6] → lanes in order.
+                        let lo = _mm256_loadu_ps(p);
+                        let hi = _mm256_loadu_ps(p.add(8));
+                        let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+                        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                            even,
+                        )))
+                    } else {
+                        _mm256_i32gather_ps::<4>(p, step)
+                    }
+                };
+                let idx = _mm256_add_epi32(_mm256_set1_epi32(first as i32), step);
+                let take = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(v, b),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+                );
+                b = _mm256_blendv_ps(b, v, take);
+                a = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(a),
+                    _mm256_castsi256_ps(idx),
+                    take,
+                ));
+            }
+        }
+        // SAFETY: j < n <= RUN and both are multiples of 8, so j + 8 <= RUN: both stores
+        // stay inside the arrays.
+        unsafe {
+            _mm256_storeu_ps(best.as_mut_ptr().add(j), b);
+            _mm256_storeu_si256(arg.as_mut_ptr().add(j) as *mut __m256i, a);
+        }
+        j += 8;
+    }
+    j
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pool_backward_body(
     win: &Window,
     x: &[f32],
     xs: &[usize],
@@ -247,67 +355,77 @@ pub fn pool_backward_planes(
             (x0, lo, hi)
         })
         .collect();
-    const LANES: usize = 4;
-    let interior: Vec<bool> = cols.iter().map(|&(_, lo, hi)| hi - lo == kw).collect();
-    // Tap offsets of a window that lies wholly inside the input.
-    let offsets: Vec<usize> = (0..kh)
-        .flat_map(|ky| (0..kw).map(move |kx| ky * dh * w + kx * dw))
-        .collect();
+    // The output columns whose windows lie wholly inside the input horizontally: a
+    // contiguous run, since windows move right as the column grows.
+    let inner_lo = cols.iter().position(|&(_, lo, hi)| lo == 0 && hi == kw);
+    let (inner_lo, inner_hi) = match inner_lo {
+        Some(lo) => (
+            lo,
+            lo + cols[lo..]
+                .iter()
+                .take_while(|&&(_, lo, hi)| lo == 0 && hi == kw)
+                .count(),
+        ),
+        None => (ow, ow),
+    };
     let first = range.start;
+    let mut best = [0f32; RUN];
+    let mut arg = [0u32; RUN];
     for p in range {
         let xp = &x[p * h * w..(p + 1) * h * w];
+        // The vector sweeps may read past the plane (results unused): up to the tensor's end.
+        let xrest = &x[p * h * w..];
         let dyp = &dy[p * oh * ow..(p + 1) * oh * ow];
         let q = p - first;
         let dxp = &mut dx[q * h * w..(q + 1) * h * w];
         dxp.fill(0.0);
         for (oy, &(y0, ky0, ky1)) in rows.iter().enumerate() {
+            let dyr = &dyp[oy * ow..(oy + 1) * ow];
             let mut ox = 0;
             while ox < ow {
-                let (x0, kx0, kx1) = cols[ox];
-                if win.max
-                    && ky1 - ky0 == kh
-                    && ox + LANES <= ow
-                    && interior[ox..ox + LANES].iter().all(|&i| i)
-                {
-                    // Several interior windows side by side: independent select chains, so
-                    // the compare-select latency of one window overlaps the others'.
-                    let mut bases = [0usize; LANES];
-                    for (j, b) in bases.iter_mut().enumerate() {
-                        *b = y0 as usize * w + cols[ox + j].0 as usize;
-                    }
-                    // The usual window sizes get code with the taps unrolled.
-                    let at = match (kh, kw) {
-                        (2, 2) => argmax_lanes::<4>(xp, &bases, offsets[..4].try_into().ok()),
-                        (3, 3) => argmax_lanes::<9>(xp, &bases, offsets[..9].try_into().ok()),
-                        _ => argmax_lanes_dyn(xp, &bases, &offsets),
-                    };
-                    for (j, &a) in at.iter().enumerate() {
-                        if a != usize::MAX {
-                            dxp[a] += dyp[oy * ow + ox + j];
+                if win.max && ox == inner_lo && ky1 > ky0 {
+                    // A run of interior windows: taps swept as vectors across the run.
+                    let mut at = inner_lo;
+                    while at < inner_hi {
+                        let n = (inner_hi - at).min(RUN);
+                        // Row r of the window is input row y0 + (ky0 + r)·dh, taps from column x0.
+                        let base = (y0 + (ky0 * dh) as isize) as usize * w + cols[at].0 as usize;
+                        let (rows, rs) = (ky1 - ky0, dh * w);
+                        let (b, a) = (&mut best, &mut arg);
+                        match sw {
+                            1 => max_run::<1>(xrest, rows, rs, kw, dw, base, b, a, n),
+                            2 => max_run::<2>(xrest, rows, rs, kw, dw, base, b, a, n),
+                            3 => max_run::<3>(xrest, rows, rs, kw, dw, base, b, a, n),
+                            _ => {
+                                for j in 0..n {
+                                    let (mut bj, mut aj) = (f32::NEG_INFINITY, u32::MAX);
+                                    for r in 0..rows {
+                                        for kx in 0..kw {
+                                            let i = base + r * rs + kx * dw + j * sw;
+                                            let v = xp[i];
+                                            if v > bj || v.is_nan() {
+                                                (bj, aj) = (v, i as u32);
+                                            }
+                                        }
+                                    }
+                                    (b[j], a[j]) = (bj, aj);
+                                }
+                            }
                         }
+                        for (&a, &d) in arg[..n].iter().zip(&dyr[at..at + n]) {
+                            if a != u32::MAX {
+                                dxp[a as usize] += d;
+                            }
+                        }
+                        at += n;
                     }
-                    ox += LANES;
+                    ox = inner_hi;
                     continue;
                 }
-                let d = dyp[oy * ow + ox];
-                if win.max && ky1 - ky0 == kh && kx1 - kx0 == kw {
-                    // An interior window: fixed tap offsets from its corner.
-                    let base = y0 as usize * w + x0 as usize;
-                    let taps = &xp[base..base + offsets[offsets.len() - 1] + 1];
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    for &o in &offsets {
-                        let v = taps[o];
-                        let take = (v > best) | v.is_nan();
-                        best = if take { v } else { best };
-                        at = if take { o } else { at };
-                    }
-                    if at != usize::MAX {
-                        dxp[base + at] += d;
-                    }
-                } else if win.max {
+                let (x0, kx0, kx1) = cols[ox];
+                let d = dyr[ox];
+                if win.max {
                     // The forward pass's choice: the first strictly largest tap, or a NaN.
-                    // Written without branches on the data (selects), which are unpredictable.
                     let mut best = f32::NEG_INFINITY;
                     let mut at = usize::MAX;
                     for ky in ky0..ky1 {
