@@ -86,27 +86,51 @@ impl Lowerer<'_> {
     ) -> ValueId {
         let xs = self.out.shape(x).to_vec();
         let ws = self.out.shape(w).to_vec();
+        let (kh, kw) = (ws[2], ws[3]);
+        let mut taps = [(0, kh), (0, kw)];
         for a in 0..2 {
-            let Some((lo, hi, before, after)) = crop_taps(
+            if let Some((lo, hi, before, after)) = crop_taps(
                 xs[2 + a],
                 ws[2 + a],
                 stride[a],
                 [padding[2 * a], padding[2 * a + 1]],
                 dilation[a],
-            ) else {
-                continue;
-            };
-            w = self.out.add(
-                Op::Slice {
-                    axis: 2 + a,
-                    start: lo,
-                    end: hi,
-                },
-                vec![w],
-                o,
-            );
-            padding[2 * a] = before;
-            padding[2 * a + 1] = after;
+            ) {
+                taps[a] = (lo, hi);
+                padding[2 * a] = before;
+                padding[2 * a + 1] = after;
+            }
+        }
+        let [(y0, y1), (x0, x1)] = taps;
+        if taps != [(0, kh), (0, kw)] {
+            if y1 - y0 == 1 || (x0, x1) == (0, kw) {
+                // The kept taps are contiguous in the flattened kernel: one slice (and, in
+                // training, one pad of the gradient) instead of one per axis.
+                let flat = vec![ws[0], ws[1], kh * kw];
+                let f = self.out.push(Op::Reshape, vec![w], flat, o);
+                let f = self.out.add(
+                    Op::Slice {
+                        axis: 2,
+                        start: y0 * kw + x0,
+                        end: (y1 - 1) * kw + x1,
+                    },
+                    vec![f],
+                    o,
+                );
+                let cropped = vec![ws[0], ws[1], y1 - y0, x1 - x0];
+                w = self.out.push(Op::Reshape, vec![f], cropped, o);
+            } else {
+                for (axis, (lo, hi), k) in [(2, taps[0], kh), (3, taps[1], kw)] {
+                    if (lo, hi) != (0, k) {
+                        let slice = Op::Slice {
+                            axis,
+                            start: lo,
+                            end: hi,
+                        };
+                        w = self.out.add(slice, vec![w], o);
+                    }
+                }
+            }
         }
         self.out.add(
             Op::Conv2d {

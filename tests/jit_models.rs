@@ -1,6 +1,8 @@
 //! Whole models through the JIT: against PyTorch's outputs, and against the reference
 //! interpreter for every shipped spec.
 
+mod common;
+use common::{REFERENCE_MODELS, reference_spec};
 use ndarray::{ArrayD, IxDyn};
 use netc::io::weights::Weights;
 use netc::model::{CompileOptions, compile, params_f32};
@@ -15,8 +17,8 @@ fn rel_err(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
 
 #[test]
 fn reference_models_match_pytorch() {
-    for name in ["lenet5", "mini_resnet", "mini_inception"] {
-        let spec = load_file(format!("specs/{name}.net"), &Options::default()).unwrap();
+    for name in REFERENCE_MODELS {
+        let spec = reference_spec(name);
         let dir = format!("tests/data/reference/{name}");
         let w = Weights::load(format!("{dir}/weights.safetensors"), &spec.graph).unwrap();
         let x = netc::io::npy::read_f32(format!("{dir}/input.npy")).unwrap();

@@ -3,6 +3,8 @@
 //! op's `grad_inK`, through the reference interpreter and through the JIT; and the parameters
 //! after 3 SGD, Adam and AdamW steps.
 
+mod common;
+use common::{REFERENCE_MODELS, reference_spec};
 use std::collections::HashMap;
 
 use ndarray::{ArrayD, IxDyn};
@@ -13,7 +15,7 @@ use netc::model::{jit, params_f32};
 use netc::runtime::Executable;
 use netc::train::{Trainer, build};
 use netc::train_config::{Loss, Optimizer};
-use netc::{Options, load_file, load_str};
+use netc::{Options, load_str};
 
 fn rel_err(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
     assert_eq!(a.shape(), b.shape());
@@ -48,7 +50,7 @@ struct Case {
 }
 
 fn case(name: &str) -> Case {
-    let spec = load_file(format!("specs/{name}.net"), &Options::default()).unwrap();
+    let spec = reference_spec(name);
     let dir = format!("tests/data/reference/{name}");
     let weights = Weights::load(format!("{dir}/weights.safetensors"), &spec.graph).unwrap();
     let x = netc::io::npy::read_f32(format!("{dir}/input.npy")).unwrap();
@@ -66,7 +68,7 @@ fn case(name: &str) -> Case {
     }
 }
 
-const MODELS: [&str; 3] = ["lenet5", "mini_resnet", "mini_inception"];
+const MODELS: [&str; 4] = REFERENCE_MODELS;
 
 #[test]
 fn model_gradients_match_pytorch_through_oracle_and_jit() {

@@ -2,6 +2,8 @@
 //! against PyTorch's `train_output.npy` and `state_after_forward.safetensors`, through the
 //! reference interpreter and through the JIT.
 
+mod common;
+use common::{REFERENCE_MODELS, reference_spec};
 use ndarray::{ArrayD, IxDyn};
 use netc::io::weights::Weights;
 use netc::lower::{Mode, lower_with};
@@ -36,8 +38,8 @@ fn tensors(path: &str) -> Vec<(String, ArrayD<f32>)> {
 
 #[test]
 fn train_mode_forward_matches_pytorch() {
-    for name in ["lenet5", "mini_resnet", "mini_inception"] {
-        let spec = load_file(format!("specs/{name}.net"), &Options::default()).unwrap();
+    for name in REFERENCE_MODELS {
+        let spec = reference_spec(name);
         let dir = format!("tests/data/reference/{name}");
         let w = Weights::load(format!("{dir}/weights.safetensors"), &spec.graph).unwrap();
         let params = params_f32(&w);
