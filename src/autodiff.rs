@@ -194,8 +194,11 @@ impl Backward<'_> {
                 let d = match u {
                     UnaryOp::Neg => self.un(UnaryOp::Neg, gy),
                     UnaryOp::Relu => {
+                        // From the output (y > 0 exactly when x > 0), as PyTorch does for an
+                        // in-place ReLU: the input need not be kept, so it can be computed
+                        // inside the ReLU's kernel (a batchnorm's affine step, say).
                         let z = self.scalar(0.0);
-                        let m = self.bin(BinaryOp::Greater, x(0), z);
+                        let m = self.bin(BinaryOp::Greater, y, z);
                         self.bin(BinaryOp::Mul, gy, m)
                     }
                     UnaryOp::Exp => self.bin(BinaryOp::Mul, gy, y),

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use super::kernel::{Access, Contraction, ContractionKind, LoopKernel, Reduction, Scalar, Window};
-use crate::graph::{BinaryOp, Graph, Op, PoolOp, ValueId};
+use crate::graph::{BinaryOp, Graph, Op, PoolOp, ValueId, numel};
 
 pub type BufId = usize;
 
@@ -293,6 +293,31 @@ fn fold_scales(g: &Graph, variable: &[bool]) -> Graph {
     out
 }
 
+/// Whether node `i` is worth recomputing in each consumer: an add, subtract or multiply of
+/// one full-size value that is stored anyway (not itself computed inline) and values at most a
+/// sixteenth of its size (broadcast per-channel statistics).
+fn recomputable(g: &Graph, i: ValueId, inline: &[bool]) -> bool {
+    let n = &g.nodes[i];
+    if !matches!(
+        n.op,
+        Op::Binary(BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul)
+    ) {
+        return false;
+    }
+    let size = numel(&n.shape);
+    let full: Vec<ValueId> = n
+        .inputs
+        .iter()
+        .copied()
+        .filter(|&x| g.nodes[x].shape == n.shape)
+        .collect();
+    full.len() == 1
+        && !inline[full[0]]
+        && n.inputs
+            .iter()
+            .all(|&x| x == full[0] || numel(&g.nodes[x].shape) * 16 <= size)
+}
+
 struct Fuser {
     g: Graph,
     cons: Vec<Vec<ValueId>>,
@@ -315,6 +340,20 @@ impl Fuser {
             // it inline does so, however many there are, instead of reading a materialized
             // full-size copy.
             if !konst[i] && matches!(n.op, Op::Expand) && !cons[i].is_empty() {
+                inline[i] = cons[i].iter().all(|&c| {
+                    c != usize::MAX && {
+                        let cn = &g.nodes[c];
+                        (is_elementwise(&cn.op) && cn.shape == n.shape)
+                            || matches!(cn.op, Op::Reduce { .. })
+                    }
+                });
+                continue;
+            }
+            // A cheap op of one stored full-size value and broadcasts (batchnorm's x - mean):
+            // each consumer recomputes it from the same reads instead of reading a stored
+            // copy, so it is never written. Its consumers must all be loop kernels over its
+            // shape (or reductions of it).
+            if !konst[i] && cons[i].len() > 1 && recomputable(&g, i, &inline) {
                 inline[i] = cons[i].iter().all(|&c| {
                     c != usize::MAX && {
                         let cn = &g.nodes[c];
