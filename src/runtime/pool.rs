@@ -2,11 +2,35 @@
 //!
 //! In: a number of tasks and a function of the task index. Out: the function run once for
 //! every index, spread over the workers and the calling thread; `run` returns when all are
-//! done. Workers are started once and park between calls: no thread is created per kernel.
+//! done. Workers are started once: no thread is created per kernel. Between calls a worker
+//! spins for a short while ([`SPIN`]) before it parks, and the caller spins before it sleeps
+//! on the last task, because a training step runs dozens of kernels back to back and a
+//! futex wake-up per kernel costs more than the small ones take (OpenMP runtimes, which
+//! PyTorch uses, spin the same way, for far longer).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker, or a caller waiting for the last task, polls before sleeping.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// Polls `ready` until it holds or [`SPIN`] has passed; whether it held.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return ready();
+        }
+    }
+}
 
 /// One call of [`Pool::run`]: its tasks are claimed through `next`, so a worker that wakes
 /// late for an old job finds nothing left to claim and never touches its function.
@@ -15,6 +39,9 @@ struct Job {
     tasks: usize,
     next: AtomicUsize,
     done: AtomicUsize,
+    /// Set by the caller before it sleeps on `finished`: only then does the last task's
+    /// finisher need to wake it.
+    waiting: AtomicBool,
     lock: Mutex<()>,
     finished: Condvar,
 }
@@ -23,11 +50,15 @@ struct State {
     job: Option<Arc<Job>>,
     generation: u64,
     shutdown: bool,
+    /// Workers asleep on `wake` (the caller notifies only when there are some).
+    sleepers: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// `state.generation`, readable without the lock by spinning workers.
+    generation: AtomicU64,
 }
 
 /// A fixed set of worker threads.
@@ -46,8 +77,10 @@ impl Pool {
                 job: None,
                 generation: 0,
                 shutdown: false,
+                sleepers: 0,
             }),
             wake: Condvar::new(),
+            generation: AtomicU64::new(0),
         });
         let workers = (1..threads)
             .filter_map(|i| {
@@ -88,21 +121,30 @@ impl Pool {
             tasks,
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
             lock: Mutex::new(()),
             finished: Condvar::new(),
         });
-        {
+        let sleepers = {
             let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
             st.job = Some(job.clone());
             st.generation += 1;
+            self.shared
+                .generation
+                .store(st.generation, Ordering::SeqCst);
+            st.sleepers
+        };
+        if sleepers > 0 {
+            self.shared.wake.notify_all();
         }
-        self.shared.wake.notify_all();
         work(&job);
-        let mut g = job.lock.lock().unwrap_or_else(|p| p.into_inner());
-        while job.done.load(Ordering::Acquire) < tasks {
-            g = job.finished.wait(g).unwrap_or_else(|p| p.into_inner());
+        if !spin_until(|| job.done.load(Ordering::Acquire) >= tasks) {
+            let mut g = job.lock.lock().unwrap_or_else(|p| p.into_inner());
+            job.waiting.store(true, Ordering::SeqCst);
+            while job.done.load(Ordering::SeqCst) < tasks {
+                g = job.finished.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
         }
-        drop(g);
         self.shared
             .state
             .lock()
@@ -118,7 +160,11 @@ fn work(job: &Job) {
             break;
         }
         (job.f)(i);
-        if job.done.fetch_add(1, Ordering::AcqRel) + 1 == job.tasks {
+        // SeqCst with the caller's `waiting` store and `done` load: either the caller sees
+        // this increment before it sleeps, or this thread sees that it sleeps.
+        if job.done.fetch_add(1, Ordering::SeqCst) + 1 == job.tasks
+            && job.waiting.load(Ordering::SeqCst)
+        {
             let _g = job.lock.lock().unwrap_or_else(|p| p.into_inner());
             job.finished.notify_all();
         }
@@ -128,19 +174,25 @@ fn work(job: &Job) {
 fn worker(s: Arc<Shared>) {
     let mut seen = 0u64;
     loop {
+        // A new job usually follows within microseconds: poll before taking the lock.
+        spin_until(|| s.generation.load(Ordering::Acquire) != seen);
         let job = {
             let mut st = s.state.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 if st.shutdown {
                     return;
                 }
-                if st.generation != seen
-                    && let Some(j) = &st.job
-                {
+                if st.generation != seen {
                     seen = st.generation;
-                    break j.clone();
+                    if let Some(j) = &st.job {
+                        break j.clone();
+                    }
+                    // That job has already finished; wait for the next.
+                    continue;
                 }
+                st.sleepers += 1;
                 st = s.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.sleepers -= 1;
             }
         };
         work(&job);
@@ -172,6 +224,24 @@ mod tests {
             let tasks = round % 13;
             let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
             pool.run(tasks, &|i| {
+                hits[i].fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
+        }
+    }
+
+    /// Calls far enough apart that the workers park between them (and tasks long enough
+    /// that the caller sleeps on the last one): the wake-ups must not be lost.
+    #[test]
+    fn parked_workers_and_a_sleeping_caller_wake_up() {
+        let pool = Pool::new(2);
+        for round in 0..20 {
+            std::thread::sleep(SPIN * 3);
+            let hits: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(4, &|i| {
+                if round % 2 == 0 {
+                    std::thread::sleep(SPIN * 2);
+                }
                 hits[i].fetch_add(1, Ordering::SeqCst);
             });
             assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
