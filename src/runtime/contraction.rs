@@ -1,5 +1,6 @@
-//! Convolution and matrix multiplication: packing (im2col) in Rust, the core in the `gemm`
-//! crate's AVX-512 microkernels, the fused epilogue in generated code on each output tile.
+//! Convolution and matrix multiplication: packing (im2col) in Rust, the core in AVX-512
+//! microkernels (our [`super::sgemm`] for the shapes where it measured faster, the `gemm`
+//! crate's for the others), the fused epilogue in generated code on each output tile.
 
 use std::cell::RefCell;
 
@@ -43,6 +44,11 @@ pub unsafe fn gemm(
 
 /// Like [`gemm`]; with `accumulate`, adds the product to `dst` instead of overwriting it.
 ///
+/// Single-threaded. [`super::sgemm`] takes the products with a transposed `rhs` (convolution
+/// backward-weight, dense layers) and row-major products with `k >= 256` (convolution
+/// forward); the `gemm` crate the rest (transposed `lhs`, short `k`), where the two measured
+/// even (`cargo bench --bench sgemm`).
+///
 /// # Safety
 /// The pointers must be valid for the strided extents given.
 #[allow(clippy::too_many_arguments)]
@@ -62,6 +68,17 @@ pub unsafe fn gemm_acc(
 ) {
     if m == 0 || n == 0 {
         return;
+    }
+    if rhs_cs != 1 || (lhs_cs == 1 && k >= 256) {
+        // SAFETY: forwarded from the caller.
+        let done = unsafe {
+            super::sgemm::sgemm(
+                m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate,
+            )
+        };
+        if done {
+            return;
+        }
     }
     if k == 0 {
         if !accumulate {

@@ -8,6 +8,7 @@
 mod contraction;
 mod host;
 pub mod pool;
+pub mod sgemm;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,180 @@
+//! `runtime::sgemm` against a plain triple loop in f64: odd sizes, every stride pattern the
+//! runtime uses (row-major, transposed lhs, transposed rhs, dst rows wider than n), with and
+//! without accumulation, and k = 0.
+
+use netc::runtime::sgemm;
+
+/// xorshift32 in [-1, 1).
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        (self.0 as f64 / u32::MAX as f64 * 2.0 - 1.0) as f32
+    }
+}
+
+/// How the operands are laid out: transposed lhs / rhs, extra columns in dst's rows, and
+/// whether the product is added to dst.
+#[derive(Clone, Copy)]
+struct Layout {
+    ta: bool,
+    tb: bool,
+    pad: usize,
+    acc: bool,
+}
+
+/// Runs one product with the given layout and checks every element of dst (including the
+/// padding columns, which must be untouched).
+fn check((m, n, k): (usize, usize, usize), layout: Layout, rng: &mut Rng) {
+    let Layout { ta, tb, pad, acc } = layout;
+    let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+    let ld = n + pad;
+    let init: Vec<f32> = (0..m * ld).map(|_| rng.next()).collect();
+    let (ars, acs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (brs, bcs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let mut c = init.clone();
+    // SAFETY: a is m·k, b is k·n, c is m·ld floats, addressed by these strides.
+    let ran = unsafe {
+        sgemm::sgemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            ld as isize,
+            a.as_ptr(),
+            ars,
+            acs,
+            b.as_ptr(),
+            brs,
+            bcs,
+            acc,
+        )
+    };
+    assert_eq!(ran, sgemm::available());
+    if !ran {
+        return;
+    }
+    for i in 0..m {
+        for j in 0..ld {
+            let got = c[i * ld + j] as f64;
+            let want = if j >= n {
+                init[i * ld + j] as f64
+            } else {
+                let mut s = if acc { init[i * ld + j] as f64 } else { 0.0 };
+                let mut mag = s.abs();
+                for p in 0..k {
+                    let x = a[(i as isize * ars + p as isize * acs) as usize] as f64
+                        * b[(p as isize * brs + j as isize * bcs) as usize] as f64;
+                    s += x;
+                    mag += x.abs();
+                }
+                let tol = 1e-5 * (k as f64 + 1.0).sqrt().max(1.0) * mag.max(1e-30) + 1e-30;
+                assert!(
+                    (got - s).abs() <= tol,
+                    "m={m} n={n} k={k} ta={ta} tb={tb} pad={pad} acc={acc}: \
+                     dst[{i},{j}] = {got}, want {s} (tolerance {tol})"
+                );
+                continue;
+            };
+            assert_eq!(
+                got, want,
+                "m={m} n={n} k={k} ta={ta} tb={tb} pad={pad} acc={acc}: padding at [{i},{j}] changed"
+            );
+        }
+    }
+}
+
+fn layouts(m: usize, n: usize, k: usize, rng: &mut Rng) {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        for pad in [0, 5] {
+            for acc in [false, true] {
+                check((m, n, k), Layout { ta, tb, pad, acc }, rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_machine_has_the_fast_path() {
+    // This test machine has AVX-512F: make sure the tests below exercise it, not the fallback.
+    if std::env::var_os("NETC_SGEMM_NO_AVX512_OK").is_none() && cfg!(target_arch = "x86_64") {
+        assert!(
+            sgemm::available(),
+            "AVX-512F not detected: the kernel tests would not test the kernel \
+             (set NETC_SGEMM_NO_AVX512_OK=1 on machines without it)"
+        );
+    }
+}
+
+#[test]
+fn small_sizes_every_layout() {
+    let mut rng = Rng(0x1234_5678);
+    for m in 1..=70 {
+        for &(n, k) in &[
+            (1, 1),
+            (17, 3),
+            (33, 9),
+            (48, 16),
+            (49, 31),
+            (70, 70),
+            (5, 64),
+        ] {
+            layouts(m, n, k, &mut rng);
+        }
+    }
+    for n in 1..=70 {
+        for &(m, k) in &[(1, 2), (7, 13), (8, 25), (9, 40), (17, 69)] {
+            layouts(m, n, k, &mut rng);
+        }
+    }
+    for k in 1..=70 {
+        layouts(11, 37, k, &mut rng);
+    }
+}
+
+#[test]
+fn random_sizes_every_layout() {
+    let mut rng = Rng(0x9e37_79b9);
+    for _ in 0..60 {
+        let m = 1 + (rng.next().abs() * 70.0) as usize;
+        let n = 1 + (rng.next().abs() * 70.0) as usize;
+        let k = 1 + (rng.next().abs() * 70.0) as usize;
+        layouts(m.min(70), n.min(70), k.min(70), &mut rng);
+    }
+}
+
+#[test]
+fn k_zero_writes_zeros_or_leaves_dst() {
+    let mut rng = Rng(7);
+    for (m, n) in [(1, 1), (3, 17), (20, 40)] {
+        layouts(m, n, 0, &mut rng);
+    }
+}
+
+#[test]
+fn large_sizes_cross_every_block() {
+    // Larger than the packing blocks in every dimension, with ragged edges.
+    let mut rng = Rng(42);
+    layouts(200, 333, 517, &mut rng);
+    for (m, n, k) in [(5, 3100, 40), (16, 800, 150), (300, 49, 700), (64, 10, 84)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true)] {
+            let big = Layout {
+                ta,
+                tb,
+                pad: 3,
+                acc: true,
+            };
+            check((m, n, k), big, &mut rng);
+            let tight = Layout {
+                pad: 0,
+                acc: false,
+                ..big
+            };
+            check((m, n, k), tight, &mut rng);
+        }
+    }
+}
