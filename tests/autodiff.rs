@@ -666,6 +666,17 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
             )
         });
     }
+    // Slices large enough that they, and the pads of their gradients, split rows across
+    // threads; the second keeps one tap of 9 (the pad writes rows of 9 floats).
+    for (i, (shape, axis, start, end)) in [([5, 7, 37, 41], 2, 3, 35), ([7, 9, 61, 9], 3, 4, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = arr(&shape, 120 + i as u64, -1.0, 1.0).mapv(|v| v as f32);
+        jit_vs_oracle(&format!("large slice {i}"), &[("x", x)], |g, v| {
+            g.add(Op::Slice { axis, start, end }, vec![v[0]], "t")
+        });
+    }
     let x = arr(&[3, 5, 11, 9], 110, -1.0, 1.0).mapv(|v| v as f32);
     jit_vs_oracle("adaptive + slice + broadcast", &[("x", x)], |g, v| {
         let a = g.add(Op::AdaptiveAvgPool { output: [4, 3] }, vec![v[0]], "t");

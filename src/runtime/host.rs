@@ -30,13 +30,7 @@ pub fn run_host(
         HostOp::Slice { axis, start, end } => {
             let (data, shape) = ins[0];
             let outer: usize = shape[..*axis].iter().product();
-            let inner: usize = shape[axis + 1..].iter().product();
-            let len = (end - start) * inner;
-            let run = shape[*axis] * inner;
-            let src = &data[start * inner..];
-            for (o, dst) in out[..outer * len].chunks_exact_mut(len).enumerate() {
-                copy_short(dst, &src[o * run..o * run + len]);
-            }
+            slice_rows((*axis, *start, *end), (data, shape), out, 0..outer);
             Ok(())
         }
         HostOp::Permute { perm } => {
@@ -91,20 +85,7 @@ pub fn run_host(
         } => {
             let (data, shape) = ins[0];
             let outer: usize = shape[..*axis].iter().product();
-            let inner: usize = shape[axis + 1..].iter().product();
-            let n = shape[*axis];
-            let out_len = (n + before + after) * inner;
-            let len = n * inner;
-            for (dst, src) in out[..outer * out_len]
-                .chunks_exact_mut(out_len)
-                .zip(data.chunks_exact(len))
-            {
-                let (head, rest) = dst.split_at_mut(before * inner);
-                let (mid, tail) = rest.split_at_mut(len);
-                head.iter_mut().for_each(|v| *v = 0.0);
-                copy_short(mid, src);
-                tail.iter_mut().for_each(|v| *v = 0.0);
-            }
+            pad_rows((*axis, *before, *after), (data, shape), out, 0..outer);
             Ok(())
         }
         HostOp::PoolBackward(win) => {
@@ -162,6 +143,55 @@ pub fn pool_backward(
 ) {
     let planes = xs[0] * xs[1];
     pool_backward_planes(win, x, xs, dy, dys, dx, 0..planes);
+}
+
+/// `Slice { axis, start, end }` of `x` for the outer indices `rows` (the product of the axes
+/// before `axis`) only; `out` holds just those rows of the result, so threads can split them.
+pub fn slice_rows(
+    (axis, start, end): (usize, usize, usize),
+    (data, shape): (&[f32], &[usize]),
+    out: &mut [f32],
+    rows: std::ops::Range<usize>,
+) {
+    let inner: usize = shape[axis + 1..].iter().product();
+    let len = (end - start) * inner;
+    let run = shape[axis] * inner;
+    let src = &data[start * inner..];
+    for (o, dst) in rows.zip(out.chunks_exact_mut(len)) {
+        copy_short(dst, &src[o * run..o * run + len]);
+    }
+}
+
+/// `Pad { axis, before, after }` of `x` for the outer indices `rows` only, like
+/// [`slice_rows`].
+pub fn pad_rows(
+    (axis, before, after): (usize, usize, usize),
+    (data, shape): (&[f32], &[usize]),
+    out: &mut [f32],
+    rows: std::ops::Range<usize>,
+) {
+    let inner: usize = shape[axis + 1..].iter().product();
+    let n = shape[axis];
+    let out_len = (n + before + after) * inner;
+    let len = n * inner;
+    let (b, e) = (before * inner, before * inner + len);
+    if out_len <= 16 {
+        // A kernel's taps (9 floats, say) per row: one pass of plain stores per row.
+        for (o, dst) in rows.zip(out.chunks_exact_mut(out_len)) {
+            let src = &data[o * len..(o + 1) * len];
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = if j >= b && j < e { src[j - b] } else { 0.0 };
+            }
+        }
+        return;
+    }
+    for (o, dst) in rows.zip(out.chunks_exact_mut(out_len)) {
+        let (head, rest) = dst.split_at_mut(b);
+        let (mid, tail) = rest.split_at_mut(len);
+        head.iter_mut().for_each(|v| *v = 0.0);
+        copy_short(mid, &data[o * len..(o + 1) * len]);
+        tail.iter_mut().for_each(|v| *v = 0.0);
+    }
 }
 
 /// `dst.copy_from_slice(src)`, without a `memcpy` call for the short runs that slicing and

@@ -607,6 +607,49 @@ impl Executable {
                     host::pool_backward_planes(win, xs_, &xs, dys_, &dys, dx, range);
                 });
             }
+            Step::Host(op @ (HostOp::Slice { .. } | HostOp::Pad { .. }))
+                if self.len_of(self.fused.kernels[i].output) >= SMALL_LOOP =>
+            {
+                // Large slices and pads (of trained weights, in training) split their outer
+                // rows across the threads: they are memory-bound.
+                let k = &self.fused.kernels[i];
+                let xs = self.fused.buffers[k.inputs[0]].shape.clone();
+                let (nx, nout) = (numel(&xs), self.len_of(k.output));
+                let (axis, args) = match *op {
+                    HostOp::Slice { axis, start, end } => (axis, (axis, start, end)),
+                    HostOp::Pad {
+                        axis,
+                        before,
+                        after,
+                    } => (axis, (axis, before, after)),
+                    _ => unreachable!(),
+                };
+                let outer: usize = xs[..axis].iter().product();
+                let row = nout / outer.max(1);
+                let tasks = outer.min(self.pool.threads()).max(1);
+                let per = outer.div_ceil(tasks);
+                let (x, out) = (b.ins[0], b.out);
+                let slice = matches!(op, HostOp::Slice { .. });
+                self.par(tasks, false, &|t| {
+                    let rows = (t * per).min(outer)..((t + 1) * per).min(outer);
+                    // SAFETY: x holds nx floats (read only); each task writes only its own
+                    // rows of the output, which holds outer * row floats.
+                    let (xs_, o) = unsafe {
+                        (
+                            std::slice::from_raw_parts(x.get() as *const f32, nx),
+                            std::slice::from_raw_parts_mut(
+                                out.get().add(rows.start * row),
+                                rows.len() * row,
+                            ),
+                        )
+                    };
+                    if slice {
+                        host::slice_rows(args, (xs_, &xs), o, rows);
+                    } else {
+                        host::pad_rows(args, (xs_, &xs), o, rows);
+                    }
+                });
+            }
             Step::Host(h) => {
                 let k = &self.fused.kernels[i];
                 let mut views: Vec<(&[f32], &[usize])> = Vec::with_capacity(k.inputs.len());
