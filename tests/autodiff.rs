@@ -515,7 +515,9 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 6] = [
+    let convs: [Case; 7] = [
+        // Stride 2 along rows wider than two vectors (the stride-2 im2col gather's blocks).
+        ([2, 3, 9, 75], [4, 3, 3, 5], [1, 2], [1, 1, 2, 2], [1, 1], 1),
         ([7, 3, 9, 11], [5, 3, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
         // Few pixels in all: threads split channels (input for data, output for weight).
         ([3, 9, 5, 5], [7, 9, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),

@@ -257,6 +257,7 @@ unsafe fn im2col(
     col0: usize,
 ) {
     let ow = g.ow;
+    let stride2 = g.sw == 2 && super::sgemm::available();
     for ci in 0..g.cg {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
@@ -283,6 +284,12 @@ unsafe fn im2col(
                     let first = (x0 as isize * g.sw as isize + off) as usize;
                     if g.sw == 1 {
                         line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
+                    } else if g.sw == 2 && stride2 {
+                        let n = x1 - x0;
+                        assert!(first + 2 * (n - 1) < src.len());
+                        // SAFETY: AVX-512F is present (`stride2`); the reads end at index
+                        // first + 2(n-1), inside src (asserted).
+                        unsafe { gather_stride2(&mut line[x0..x1], src.as_ptr().add(first)) };
                     } else {
                         for (k, v) in line[x0..x1].iter_mut().enumerate() {
                             *v = src[first + k * g.sw];
@@ -291,6 +298,52 @@ unsafe fn im2col(
                 }
             }
         }
+    }
+}
+
+/// `dst[k] = src[2k]` for every `k < dst.len()`: the even elements, 16 at a time (two
+/// loads, one two-source permute), for im2col at stride 2 (ResNet's and AlexNet's first
+/// convolutions), where a scalar loop took most of the packing time.
+///
+/// # Safety
+/// AVX-512F present; `src` valid for reads at `0..=2 * (dst.len() - 1)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_stride2(dst: &mut [f32], src: *const f32) {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let n = dst.len();
+    let mut k = 0;
+    while k < n {
+        let cnt = (n - k).min(16);
+        // Source positions 0..=2(cnt-1) of this block: lanes below `need` of the two halves.
+        let need = 2 * cnt - 1;
+        let lo = (0xffffu32 >> (16 - need.min(16))) as __mmask16;
+        let hi = if need > 16 {
+            (0xffffu32 >> (32 - need)) as __mmask16
+        } else {
+            0
+        };
+        // SAFETY: the masks cover only positions up to 2(k + cnt - 1), valid by the contract;
+        // the store covers dst[k..k + cnt].
+        unsafe {
+            let p = src.add(2 * k);
+            let a = _mm512_maskz_loadu_ps(lo, p);
+            let b = _mm512_maskz_loadu_ps(hi, p.add(16));
+            let v = _mm512_permutex2var_ps(a, even, b);
+            let m = (0xffffu32 >> (16 - cnt)) as __mmask16;
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(k), m, v);
+        }
+        k += cnt;
+    }
+}
+
+/// Stand-in off x86-64 (never called: `sgemm::available()` is false there).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gather_stride2(dst: &mut [f32], src: *const f32) {
+    for (k, v) in dst.iter_mut().enumerate() {
+        // SAFETY: as the x86-64 version.
+        *v = unsafe { *src.add(2 * k) };
     }
 }
 
