@@ -515,7 +515,10 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 7] = [
+    let convs: [Case; 9] = [
+        // 1x1 maps through 1x1 kernels (cropped 3x3s): all images in one product.
+        ([5, 7, 1, 1], [6, 7, 1, 1], [1, 1], [0; 4], [1, 1], 1),
+        ([5, 6, 1, 1], [4, 3, 1, 1], [1, 1], [0; 4], [1, 1], 2),
         // Stride 2 along rows wider than two vectors (the stride-2 im2col gather's blocks).
         ([2, 3, 9, 75], [4, 3, 3, 5], [1, 2], [1, 1, 2, 2], [1, 1], 1),
         ([7, 3, 9, 11], [5, 3, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),

@@ -594,6 +594,30 @@ pub unsafe fn conv_backward_data(
         // SAFETY (all pointer arithmetic below): inside the weight, and inside images of the
         // pack in dy and dx.
         let wg = unsafe { w.add(grp * g.og * kdim + row0) };
+        if g.direct && npix == 1 && !list.is_empty() {
+            // 1×1 maps (a cropped 3×3 kernel on ResNet's last stage at small inputs): all the
+            // images in one product, dx[i, c] = Σ_o dy[i, o] · W[o, c], instead of one
+            // matrix-vector product per image, each reading the whole weight.
+            let i = list[0];
+            let dyg = unsafe { dy.add(i * img_out + grp * g.og) };
+            let dxg = unsafe { dx.add(i * img_in + grp * g.cg + c0) };
+            unsafe {
+                gemm(
+                    list.len(),
+                    sub.kdim,
+                    g.og,
+                    dxg,
+                    img_in as isize,
+                    dyg,
+                    img_out as isize,
+                    1,
+                    wg,
+                    kdim as isize,
+                    1,
+                )
+            };
+            continue;
+        }
         for pack in list.chunks(per_pack) {
             if g.direct {
                 // 1x1, stride 1: the column matrix is the input gradient itself.
