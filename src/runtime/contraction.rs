@@ -742,40 +742,65 @@ pub unsafe fn conv_backward_weight(
     dw: *mut f32,
     imgs: std::ops::Range<usize>,
     channels: (usize, usize),
+    inputs: (usize, usize),
 ) {
-    let g = Geom::new(kind);
-    let (npix, kdim) = (g.npix, g.kdim);
-    let img_in = g.c * g.h * g.w;
-    let img_out = g.o * npix;
-    let (lo, hi) = if g.groups == 1 { channels } else { (0, g.o) };
+    let full = Geom::new(kind);
+    let (npix, kdim) = (full.npix, full.kdim);
+    let img_in = full.c * full.h * full.w;
+    let img_out = full.o * npix;
+    let (lo, hi) = if full.groups == 1 {
+        channels
+    } else {
+        (0, full.o)
+    };
+    // Input channels c0..c1 only (ungrouped): the columns c0·KH·KW.. of dw, from those
+    // channels' im2col rows alone, so threads that split the input channels share no packing.
+    let (c0, c1) = if full.groups == 1 {
+        inputs
+    } else {
+        (0, full.cg)
+    };
+    let taps = full.kh * full.kw;
+    let mut g = full.clone();
+    g.cg = c1 - c0;
+    g.kdim = g.cg * taps;
+    let sub_k = g.kdim;
     let list: Vec<usize> = imgs.collect();
     if list.is_empty() {
-        // SAFETY: dw holds o * kdim floats; this call owns rows lo..hi.
-        unsafe { std::slice::from_raw_parts_mut(dw.add(lo * kdim), (hi - lo) * kdim) }.fill(0.0);
+        for r in lo..hi {
+            // SAFETY: dw holds o * kdim floats; this call owns these columns of rows lo..hi.
+            unsafe { std::slice::from_raw_parts_mut(dw.add(r * kdim + c0 * taps), sub_k) }
+                .fill(0.0);
+        }
     }
     // Output-channel rows of each group this call computes.
-    let (r0, r1) = if g.groups == 1 { (lo, hi) } else { (0, g.og) };
+    let (r0, r1) = if full.groups == 1 {
+        (lo, hi)
+    } else {
+        (0, full.og)
+    };
     let per_pack = BAND_PIXELS.div_ceil(npix).max(1);
-    for grp in 0..g.groups {
-        let dwg = unsafe { dw.add(grp * g.og * kdim) };
+    let plane = full.h * full.w;
+    for grp in 0..full.groups {
+        let dwg = unsafe { dw.add(grp * full.og * kdim + c0 * taps) };
         for (k, pack) in list.chunks(per_pack).enumerate() {
             if npix > BAND_PIXELS {
                 // A large image: bands of output rows, dy read in place (rows npix apart).
                 let i = pack[0];
-                let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
-                let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                let xg = unsafe { x.add(i * img_in + grp * full.cg * plane + c0 * plane) };
+                let dyg = unsafe { dy.add(i * img_out + grp * full.og * npix) };
                 SCRATCH.with(|s| {
                     let mut col = s.borrow_mut();
                     for (y0, y1) in bands(&g, 0, g.oh) {
                         let band = (y1 - y0) * g.ow;
-                        if col.len() < kdim * band {
-                            col.resize(kdim * band, 0.0);
+                        if col.len() < sub_k * band {
+                            col.resize(sub_k * band, 0.0);
                         }
                         unsafe {
                             im2col(&g, xg, y0, y1, &mut col, band, 0);
                             gemm_acc(
                                 r1 - r0,
-                                kdim,
+                                sub_k,
                                 band,
                                 dwg.add(r0 * kdim),
                                 kdim as isize,
@@ -797,17 +822,17 @@ pub unsafe fn conv_backward_weight(
                 TILE.with(|t| {
                     let mut col = s.borrow_mut();
                     let mut dyp = t.borrow_mut();
-                    if col.len() < kdim * cols {
-                        col.resize(kdim * cols, 0.0);
+                    if col.len() < sub_k * cols {
+                        col.resize(sub_k * cols, 0.0);
                     }
                     if dyp.len() < (r1 - r0) * cols {
                         dyp.resize((r1 - r0) * cols, 0.0);
                     }
                     for (b, &i) in pack.iter().enumerate() {
                         // SAFETY: image i's group channels of x and dy.
-                        let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
+                        let xg = unsafe { x.add(i * img_in + grp * full.cg * plane + c0 * plane) };
                         if g.direct {
-                            for r in 0..kdim {
+                            for r in 0..sub_k {
                                 let src =
                                     unsafe { std::slice::from_raw_parts(xg.add(r * npix), npix) };
                                 col[r * cols + b * npix..r * cols + (b + 1) * npix]
@@ -816,7 +841,7 @@ pub unsafe fn conv_backward_weight(
                         } else {
                             unsafe { im2col(&g, xg, 0, g.oh, &mut col, cols, b * npix) };
                         }
-                        let dyg = unsafe { dy.add(i * img_out + grp * g.og * npix) };
+                        let dyg = unsafe { dy.add(i * img_out + grp * full.og * npix) };
                         for r in r0..r1 {
                             let src =
                                 unsafe { std::slice::from_raw_parts(dyg.add(r * npix), npix) };
@@ -829,7 +854,7 @@ pub unsafe fn conv_backward_weight(
                     unsafe {
                         gemm_acc(
                             r1 - r0,
-                            kdim,
+                            sub_k,
                             cols,
                             dwg.add(r0 * kdim),
                             kdim as isize,

@@ -866,8 +866,9 @@ impl Executable {
     /// `dw = conv_backward_weight(x, dy)`. With enough pixels per thread, each task sums its
     /// share of the images into its own buffer and the partial sums are added in task order
     /// (the result depends on the number of threads, not on scheduling). With few pixels
-    /// (small late-stage maps), tasks split the output channels instead and each sees the
-    /// whole batch, so the GEMMs keep a long inner dimension and need no partial sums.
+    /// (small late-stage maps), tasks split the input channels (dw's columns) instead, or
+    /// the output channels when there are too few inputs, and each sees the whole batch, so
+    /// the GEMMs keep a long inner dimension and need no partial sums.
     fn conv_backward_weight(&self, kind: &ContractionKind, ins: &[P], out: P) {
         let ContractionKind::Conv2d {
             n,
@@ -885,6 +886,31 @@ impl Executable {
         let (x, dy) = (ins[0], ins[1]);
         let small = conv_macs(kind) < SMALL_MACS;
         let pixels = n * conv_pixels(kind);
+        if groups == 1 && threads > 1 && c >= 2 * threads && pixels < 1024 * threads {
+            // Few pixels: tasks split the input channels, i.e. the columns of dw, so each
+            // packs only its own channels' im2col rows (splitting the output channels instead
+            // would have every task pack all of them).
+            let per = c.div_ceil(threads);
+            self.par(threads, small, &|t| {
+                let (c0, c1) = (t * per, ((t + 1) * per).min(c));
+                if c0 < c1 {
+                    // SAFETY: whole batches of x and dy; each task writes its own columns of
+                    // dw.
+                    unsafe {
+                        contraction::conv_backward_weight(
+                            kind,
+                            x.get(),
+                            dy.get(),
+                            out.get(),
+                            0..n,
+                            (0, o),
+                            (c0, c1),
+                        )
+                    };
+                }
+            });
+            return;
+        }
         if groups == 1 && threads > 1 && o >= 2 * threads && pixels < 1024 * threads {
             let per = o.div_ceil(threads);
             self.par(threads, small, &|t| {
@@ -899,6 +925,7 @@ impl Executable {
                             out.get(),
                             0..n,
                             (lo, hi),
+                            (0, c),
                         )
                     };
                 }
@@ -919,7 +946,15 @@ impl Executable {
             };
             // SAFETY: whole batches of x and dy; each task writes its own dw buffer.
             unsafe {
-                contraction::conv_backward_weight(kind, x.get(), dy.get(), dst, imgs, (0, o))
+                contraction::conv_backward_weight(
+                    kind,
+                    x.get(),
+                    dy.get(),
+                    dst,
+                    imgs,
+                    (0, o),
+                    (0, c / groups),
+                )
             };
         });
         // SAFETY: the output holds len floats.
