@@ -40,7 +40,10 @@ pub fn backward(
         }
     }
     for i in 0..n {
-        if !from_wrt[i] && g.nodes[i].inputs.iter().any(|&j| from_wrt[j]) {
+        // A detached value carries no gradient back, so nothing before it needs one from
+        // this path.
+        let detached = matches!(g.nodes[i].op, Op::Unary(UnaryOp::Detach));
+        if !from_wrt[i] && !detached && g.nodes[i].inputs.iter().any(|&j| from_wrt[j]) {
             from_wrt[i] = true;
         }
     }
@@ -192,6 +195,7 @@ impl Backward<'_> {
             Op::RandomMask { .. } => vec![None],
             Op::Unary(u) => {
                 let d = match u {
+                    UnaryOp::Detach => return Ok(vec![None]),
                     UnaryOp::Neg => self.un(UnaryOp::Neg, gy),
                     UnaryOp::Relu => {
                         // From the output (y > 0 exactly when x > 0), as PyTorch does for an

@@ -212,7 +212,14 @@ impl Lowerer<'_> {
             vec![x],
             o,
         );
-        let d = self.bin(BinaryOp::Sub, x, mean, o);
+        // Centred on the mean detached from autodiff, and the mean's own gradient carried by
+        // a per-channel term that is exactly zero forward: `shift - scale · (mean - centre)`.
+        // The values are unchanged; the backward pass becomes PyTorch's closed form
+        // (`Σdy`, `Σdy·d`, then one elementwise pass), without the pass that would subtract
+        // the mean of the centred value's gradient (`∂var/∂mean = mean(-2d) = 0`).
+        let centre = self.un(UnaryOp::Detach, mean, o);
+        let d = self.bin(BinaryOp::Sub, x, centre, o);
+        let delta = self.bin(BinaryOp::Sub, mean, centre, o);
         let sq = self.bin(BinaryOp::Mul, d, d, o);
         let var = self.out.add(
             Op::Reduce {
@@ -236,9 +243,13 @@ impl Lowerer<'_> {
             let bt = self.per_channel(bt, rank, o);
             let scale = self.bin(BinaryOp::Mul, inv, gm, o);
             let y = self.bin(BinaryOp::Mul, d, scale, o);
-            (self.bin(BinaryOp::Add, y, bt, o), p[2], p[3])
+            let moved = self.bin(BinaryOp::Mul, scale, delta, o);
+            let shift = self.bin(BinaryOp::Sub, bt, moved, o);
+            (self.bin(BinaryOp::Add, y, shift, o), p[2], p[3])
         } else {
-            (self.bin(BinaryOp::Mul, d, inv, o), p[0], p[1])
+            let y = self.bin(BinaryOp::Mul, d, inv, o);
+            let moved = self.bin(BinaryOp::Mul, inv, delta, o);
+            (self.bin(BinaryOp::Sub, y, moved, o), p[0], p[1])
         };
         // running = (1 - m) * running + m * batch statistic (variance unbiased)
         let c = full[1];

@@ -162,6 +162,34 @@ fn unary_rules() {
     }
 }
 
+/// `detach` is the identity forward and passes no gradient back: d/dx (x · detach(x)) is
+/// x, not 2x, and a value reached only through it gets no gradient at all.
+#[test]
+fn detach_passes_no_gradient() {
+    let x = arr(&[2, 3, 5], 30, -2.0, 2.0);
+    let mut g = Graph::default();
+    let xv = input(&mut g, "x", x.shape());
+    let d = g.add(Op::Unary(UnaryOp::Detach), vec![xv], "t");
+    let y = g.add(Op::Binary(BinaryOp::Mul), vec![xv, d], "t");
+    let loss = g.add(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: vec![0, 1, 2],
+        },
+        vec![y],
+        "t",
+    );
+    let grads = backward(&mut g, loss, None, &[xv]).unwrap();
+    g.outputs = vec![("dx".into(), grads[0].unwrap()), ("y".into(), y)];
+    let got = netc::reference::run::<f64>(&g, &[], &[("x", x.clone())]).unwrap();
+    for (a, b) in got[0].iter().zip(x.iter()) {
+        assert_eq!(a, b, "d/dx (x · detach(x)) = detach(x)");
+    }
+    for (a, b) in got[1].iter().zip(x.iter()) {
+        assert_eq!(*a, b * b, "detach is the identity forward");
+    }
+}
+
 #[test]
 fn binary_rules_with_broadcasting() {
     let ops = [

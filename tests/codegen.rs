@@ -63,7 +63,7 @@ fn eval_prog(prog: &[Scalar], load: &dyn Fn(usize) -> f32, reduced: (f32, f64)) 
                 let (x, e) = (f64::from(v[i].0), v[i].1);
                 let r = op.apply(x);
                 let d = match op {
-                    UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu => e,
+                    UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Detach => e,
                     UnaryOp::Sqrt => e / (2.0 * (x - e).max(0.0).sqrt()) + U * r.abs(),
                     UnaryOp::Rsqrt => e * r.abs() / (2.0 * (x - e)) + 3.0 * U * r.abs(),
                     UnaryOp::Recip => e / (x.abs() - e) / x.abs() + U * r.abs(),
@@ -382,7 +382,8 @@ fn random_accesses(
         .collect()
 }
 
-const UNARY: [UnaryOp; 10] = [
+const UNARY: [UnaryOp; 11] = [
+    UnaryOp::Detach,
     UnaryOp::Neg,
     UnaryOp::Relu,
     UnaryOp::Exp,

@@ -344,6 +344,7 @@ impl Em<'_> {
         match op {
             UnaryOp::Neg => self.b.ins().fneg(x),
             UnaryOp::Abs => self.b.ins().fabs(x),
+            UnaryOp::Detach => x,
             UnaryOp::Sqrt => self.b.ins().sqrt(x),
             UnaryOp::Relu => {
                 let z = self.fconst(m, 0.0);

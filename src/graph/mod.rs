@@ -166,6 +166,9 @@ pub enum UnaryOp {
     Tanh,
     Sigmoid,
     Abs,
+    /// The identity, through which autodiff passes no gradient (PyTorch's `detach`): for
+    /// terms whose derivative is known to vanish, so the backward pass skips their work.
+    Detach,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,6 +216,7 @@ impl UnaryOp {
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             UnaryOp::Abs => x.abs(),
+            UnaryOp::Detach => x,
         }
     }
 }
