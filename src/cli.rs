@@ -103,9 +103,13 @@ pub enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Also print a table of kernels by time (name, ops, shape, share, GFLOP/s).
+        /// Also print a table of kernels by time (name, ops, shape, share, GFLOP/s, GB/s).
         #[arg(long)]
         profile: bool,
+        /// Write the whole report with the per-kernel profile as JSON to this file (for
+        /// tools); implies `--profile`.
+        #[arg(long, value_name = "FILE")]
+        profile_json: Option<PathBuf>,
         /// Time the training step (forward, cross-entropy, backward, SGD update) instead of
         /// inference.
         #[arg(long)]
@@ -287,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
             warmup,
             json,
             profile,
+            profile_json,
             train,
         } => match options(&model) {
             Ok(o) if train => ExitCode::from(crate::train::bench::cli(
@@ -297,20 +302,24 @@ pub fn run(cli: Cli) -> ExitCode {
                     threads,
                     steps: iters,
                     warmup,
-                    profile,
+                    profile: profile || profile_json.is_some(),
                     seed: 0,
                 },
                 json,
+                profile_json.as_deref(),
             )),
             Ok(o) => crate::cli_run::bench(
                 &spec,
                 &o,
-                batch.max(1),
-                threads,
-                iters,
-                warmup,
-                json,
-                profile,
+                crate::cli_run::BenchRun {
+                    batch: batch.max(1),
+                    threads,
+                    iters,
+                    warmup,
+                    json,
+                    profile: profile || profile_json.is_some(),
+                    profile_json: profile_json.as_deref(),
+                },
             ),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -174,18 +174,32 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// How `netc bench` runs (inference).
+pub struct BenchRun<'a> {
+    pub batch: usize,
+    pub threads: usize,
+    pub iters: usize,
+    pub warmup: usize,
+    /// One JSON object on stdout instead of text.
+    pub json: bool,
+    /// Time each kernel.
+    pub profile: bool,
+    /// Also write the JSON report (with the profile) to this file.
+    pub profile_json: Option<&'a std::path::Path>,
+}
+
 /// `netc bench`
 #[allow(clippy::too_many_arguments)]
-pub fn bench(
-    path: &PathBuf,
-    opts: &crate::spec::Options,
-    batch: usize,
-    threads: usize,
-    iters: usize,
-    warmup: usize,
-    json: bool,
-    profile: bool,
-) -> ExitCode {
+pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> ExitCode {
+    let BenchRun {
+        batch,
+        threads,
+        iters,
+        warmup,
+        json,
+        profile,
+        profile_json,
+    } = run;
     let t0 = Instant::now();
     let spec = match crate::spec::load_file(path, opts) {
         Ok(s) => s,
@@ -247,8 +261,11 @@ pub fn bench(
     let gflops = flops as f64 * batch as f64 / median.as_secs_f64() / 1e9;
     let st = &exe.stats;
     let rss = peak_rss();
-    if json {
-        let v = serde_json::json!({
+    let rows = exe.profile();
+    let per_run =
+        |r: &crate::runtime::KernelProfile| (r.time.as_secs_f64() / times.len() as f64).max(1e-12);
+    let report = || {
+        let mut v = serde_json::json!({
             "model": spec.graph.name, "batch": batch, "threads": threads, "iters": times.len(),
             "frontend_ms": t_front.as_secs_f64() * 1e3,
             "compile_ms": t_compile.as_secs_f64() * 1e3,
@@ -260,7 +277,28 @@ pub fn bench(
             "arena_bytes": st.arena_bytes, "unshared_bytes": st.unshared_bytes, "const_bytes": st.const_bytes,
             "peak_rss_bytes": rss,
         });
-        println!("{v}");
+        if profile {
+            v["profile"] = serde_json::json!({
+                "kernels": rows.iter().map(|r| serde_json::json!({
+                    "kernel": r.index, "ops": r.ops, "origin": r.origin, "shape": r.shape,
+                    "ms": per_run(r) * 1e3,
+                    "gflops_per_s": r.flops as f64 / per_run(r) / 1e9,
+                    "bytes": r.bytes, "gb_per_s": r.bytes as f64 / per_run(r) / 1e9,
+                })).collect::<Vec<_>>(),
+            });
+        }
+        v
+    };
+    if let Some(f) = profile_json
+        && let Err(e) = crate::io::write_atomic(f, |w| {
+            use std::io::Write as _;
+            writeln!(w, "{}", report())
+        })
+    {
+        return fail(format!("error: {e}"));
+    }
+    if json {
+        println!("{}", report());
     } else {
         println!("model {} batch {batch}, {threads} threads", spec.graph.name);
         println!(
@@ -281,19 +319,19 @@ pub fn bench(
         );
         println!("throughput: {ips:.1} images/s, {gflops:.1} GFLOP/s");
         if profile {
-            let rows = exe.profile();
             let total: f64 = rows.iter().map(|r| r.time.as_secs_f64()).sum();
             println!(
-                "{:>5}  {:>6}  {:>8}  {:<36} {:<22} origin",
-                "kernel", "share", "GFLOP/s", "ops", "shape"
+                "{:>5}  {:>6}  {:>8}  {:>6}  {:<36} {:<22} origin",
+                "kernel", "share", "GFLOP/s", "GB/s", "ops", "shape"
             );
             for r in rows.iter().take(40) {
-                let secs = r.time.as_secs_f64() / times.len() as f64;
+                let secs = (r.time.as_secs_f64() / times.len() as f64).max(1e-12);
                 println!(
-                    "{:>5}  {:>5.1}%  {:>8.1}  {:<36} {:<22} {}",
+                    "{:>5}  {:>5.1}%  {:>8.1}  {:>6.1}  {:<36} {:<22} {}",
                     format!("k{}", r.index),
                     100.0 * r.time.as_secs_f64() / total,
                     r.flops as f64 / secs / 1e9,
+                    r.bytes as f64 / secs / 1e9,
                     r.ops,
                     format!("{:?}", r.shape),
                     r.origin

@@ -228,6 +228,68 @@ fn bench_reports_json() {
     assert_eq!(v["kernels"], 7);
 }
 
+/// `--profile-json FILE` writes the report with one row per kernel, bytes moved included,
+/// for inference and for training; the text table gains a GB/s column.
+#[test]
+fn bench_writes_the_profile_as_json() {
+    let dir = std::env::temp_dir().join(format!("netc-profile-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (mode, extra) in [("inference", &[][..]), ("train", &["--train"][..])] {
+        let file = dir.join(format!("{mode}.json"));
+        let mut args = vec![
+            "bench",
+            "specs/lenet5.net",
+            "--batch",
+            "4",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--profile-json",
+            file.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = netc(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("GB/s"), "{mode}: {}", stdout(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let rows = v["profile"]["kernels"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{mode}");
+        for r in rows {
+            // At least the output is written: 4 bytes per element of its shape.
+            let out: u64 = r["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product();
+            assert!(r["bytes"].as_u64().unwrap() >= 4 * out, "{mode}: {r}");
+            assert!(r["gb_per_s"].as_f64().unwrap() >= 0.0, "{mode}: {r}");
+            assert!(r["ms"].as_f64().unwrap() >= 0.0, "{mode}: {r}");
+        }
+    }
+    // The first conv of LeNet-5 reads the 4x1x28x28 batch and the 6x1x5x5 weight (its bias
+    // is folded in as a 6-float constant) and writes 4x6x28x28.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("inference.json")).unwrap())
+            .unwrap();
+    let conv1 = v["profile"]["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["origin"] == "conv1")
+        .unwrap()
+        .clone();
+    let want = 4 * (4 * 28 * 28 + 6 * 25 + 4 * 6 * 28 * 28);
+    let got = conv1["bytes"].as_u64().unwrap();
+    assert!(
+        got == want || got == want + 4 * 6,
+        "conv1 bytes {got}, want {want} (+ bias)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn graph_shows_the_training_graph() {
     let o = netc(&[

@@ -79,6 +79,9 @@ pub struct KernelProfile {
     pub time: Duration,
     /// Floating-point operations per run (contractions: 2·M·N·K; others: one per output).
     pub flops: u64,
+    /// Bytes moved per run, at least: every input buffer read once and the output written
+    /// once (packing, im2col and re-reads come on top).
+    pub bytes: u64,
 }
 
 /// A raw pointer that may cross into pool tasks (each task touches a disjoint part).
@@ -354,6 +357,12 @@ impl Executable {
                     },
                     _ => numel(&shape) as u64,
                 };
+                let bytes = k
+                    .inputs
+                    .iter()
+                    .chain(std::iter::once(&k.output))
+                    .map(|&b| 4 * numel(&self.fused.buffers[b].shape) as u64)
+                    .sum();
                 KernelProfile {
                     index: i,
                     ops: k.ops.join("+"),
@@ -361,6 +370,7 @@ impl Executable {
                     shape,
                     time: times[i],
                     flops,
+                    bytes,
                 }
             })
             .collect();

@@ -466,6 +466,8 @@ impl TrainBenchReport {
                     "kernel": r.kernel.index, "class": r.class, "ops": r.kernel.ops,
                     "origin": r.kernel.origin, "shape": r.kernel.shape, "ms": ms(r.per_step),
                     "gflops_per_s": r.kernel.flops as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
+                    "bytes": r.kernel.bytes,
+                    "gb_per_s": r.kernel.bytes as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
                 })).collect::<Vec<_>>(),
             });
         }
@@ -550,17 +552,19 @@ impl TrainBenchReport {
             }
             let _ = writeln!(
                 o,
-                "{:>6}  {:>6}  {:>8}  {:>8}  {:<28} {:<36} {:<22} origin",
-                "kernel", "share", "ms/step", "GFLOP/s", "kind", "ops", "shape"
+                "{:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:<28} {:<36} {:<22} origin",
+                "kernel", "share", "ms/step", "GFLOP/s", "GB/s", "kind", "ops", "shape"
             );
             for r in p.kernels.iter().take(40) {
+                let secs = r.per_step.as_secs_f64().max(1e-12);
                 let _ = writeln!(
                     o,
-                    "{:>6}  {:>5.1}%  {:>8.3}  {:>8.1}  {:<28} {:<36} {:<22} {}",
+                    "{:>6}  {:>5.1}%  {:>8.3}  {:>8.1}  {:>6.1}  {:<28} {:<36} {:<22} {}",
                     format!("k{}", r.kernel.index),
                     100.0 * ms(r.per_step) / total,
                     ms(r.per_step),
-                    r.kernel.flops as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
+                    r.kernel.flops as f64 / secs / 1e9,
+                    r.kernel.bytes as f64 / secs / 1e9,
                     r.class,
                     r.kernel.ops,
                     format!("{:?}", r.kernel.shape),
@@ -586,13 +590,28 @@ impl TrainBenchReport {
 }
 
 /// `netc bench SPEC --train ...`: runs [`bench_train`] and prints its report (JSON or text).
-pub fn cli(path: &Path, opts: &crate::spec::Options, o: &TrainBenchOptions, json: bool) -> u8 {
+pub fn cli(
+    path: &Path,
+    opts: &crate::spec::Options,
+    o: &TrainBenchOptions,
+    json: bool,
+    profile_json: Option<&Path>,
+) -> u8 {
     match bench_train(path, opts, o) {
         Ok(r) => {
             if json {
                 println!("{}", r.to_json());
             } else {
                 print!("{}", r.to_text());
+            }
+            if let Some(f) = profile_json
+                && let Err(e) = crate::io::write_atomic(f, |w| {
+                    use std::io::Write as _;
+                    writeln!(w, "{}", r.to_json())
+                })
+            {
+                eprintln!("error: {e}");
+                return 1;
             }
             0
         }
