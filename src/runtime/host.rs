@@ -262,11 +262,24 @@ fn max_run<const S: usize>(
         // SAFETY: the CPU has AVX2 (checked just above).
         done = unsafe { max_run_avx2::<S>(xp, rows, row_stride, kw, dw, base, best, arg, n) };
     }
-    for j in done.min(n)..n {
+    let taps = (rows, row_stride, kw, dw);
+    max_windows(xp, taps, base, S, (best, arg), done.min(n)..n);
+}
+
+/// [`max_run`]'s windows `js`, one at a time, for any stride `s` between windows.
+fn max_windows(
+    xp: &[f32],
+    (rows, row_stride, kw, dw): (usize, usize, usize, usize),
+    base: usize,
+    s: usize,
+    (best, arg): (&mut [f32; RUN], &mut [u32; RUN]),
+    js: std::ops::Range<usize>,
+) {
+    for j in js {
         let (mut b, mut a) = (f32::NEG_INFINITY, u32::MAX);
         for r in 0..rows {
             for kx in 0..kw {
-                let i = base + r * row_stride + kx * dw + j * S;
+                let i = base + r * row_stride + kx * dw + j * s;
                 let v = xp[i];
                 if v > b || v.is_nan() {
                     (b, a) = (v, i as u32);
@@ -426,21 +439,7 @@ fn pool_backward_body(
                             1 => max_run::<1>(xrest, rows, rs, kw, dw, base, b, a, n),
                             2 => max_run::<2>(xrest, rows, rs, kw, dw, base, b, a, n),
                             3 => max_run::<3>(xrest, rows, rs, kw, dw, base, b, a, n),
-                            _ => {
-                                for j in 0..n {
-                                    let (mut bj, mut aj) = (f32::NEG_INFINITY, u32::MAX);
-                                    for r in 0..rows {
-                                        for kx in 0..kw {
-                                            let i = base + r * rs + kx * dw + j * sw;
-                                            let v = xp[i];
-                                            if v > bj || v.is_nan() {
-                                                (bj, aj) = (v, i as u32);
-                                            }
-                                        }
-                                    }
-                                    (b[j], a[j]) = (bj, aj);
-                                }
-                            }
+                            _ => max_windows(xp, (rows, rs, kw, dw), base, sw, (b, a), 0..n),
                         }
                         for (&a, &d) in arg[..n].iter().zip(&dyr[at..at + n]) {
                             if a != u32::MAX {

@@ -900,37 +900,23 @@ impl Executable {
         let (x, dy) = (ins[0], ins[1]);
         let small = conv_macs(kind) < SMALL_MACS;
         let pixels = n * conv_pixels(kind);
-        if groups == 1 && threads > 1 && c >= 2 * threads && pixels < 1024 * threads {
-            // Few pixels: tasks split the input channels, i.e. the columns of dw, so each
-            // packs only its own channels' im2col rows (splitting the output channels instead
-            // would have every task pack all of them).
-            let per = c.div_ceil(threads);
+        if groups == 1 && threads > 1 && pixels < 1024 * threads && c.max(o) >= 2 * threads {
+            // Few pixels: tasks split the input channels, i.e. the columns of dw, so each packs
+            // only its own channels' im2col rows; with too few input channels, the output
+            // channels (every task then packs all the rows).
+            let inputs = c >= 2 * threads;
+            let total = if inputs { c } else { o };
+            let per = total.div_ceil(threads);
             self.par(threads, small, &|t| {
-                let (c0, c1) = (t * per, ((t + 1) * per).min(c));
-                if c0 < c1 {
-                    // SAFETY: whole batches of x and dy; each task writes its own columns of
-                    // dw.
-                    unsafe {
-                        contraction::conv_backward_weight(
-                            kind,
-                            x.get(),
-                            dy.get(),
-                            out.get(),
-                            0..n,
-                            (0, o),
-                            (c0, c1),
-                        )
+                let part = (t * per, ((t + 1) * per).min(total));
+                if part.0 < part.1 {
+                    let (outs, ins) = if inputs {
+                        ((0, o), part)
+                    } else {
+                        (part, (0, c))
                     };
-                }
-            });
-            return;
-        }
-        if groups == 1 && threads > 1 && o >= 2 * threads && pixels < 1024 * threads {
-            let per = o.div_ceil(threads);
-            self.par(threads, small, &|t| {
-                let (lo, hi) = (t * per, ((t + 1) * per).min(o));
-                if lo < hi {
-                    // SAFETY: whole batches of x and dy; each task writes its own rows of dw.
+                    // SAFETY: whole batches of x and dy; each task writes its own columns (or
+                    // rows) of dw.
                     unsafe {
                         contraction::conv_backward_weight(
                             kind,
@@ -938,8 +924,8 @@ impl Executable {
                             dy.get(),
                             out.get(),
                             0..n,
-                            (lo, hi),
-                            (0, c),
+                            outs,
+                            ins,
                         )
                     };
                 }
