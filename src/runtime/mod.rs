@@ -720,7 +720,14 @@ impl Executable {
                         + 1;
                     oh * ow
                 };
-                let threads = self.pool.threads();
+                let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
+                // Small work runs on this thread alone: split it for one thread, not into
+                // several smaller products done one after the other.
+                let threads = if macs < SMALL_MACS {
+                    1
+                } else {
+                    self.pool.threads()
+                };
                 // Small feature maps: several images per task; then split output channels too
                 // when the batch alone cannot feed every thread.
                 let per_task = contraction::images_per_task(kind, n, threads);
@@ -749,7 +756,6 @@ impl Executable {
                 let per = o.div_ceil(oblocks);
                 let rows_per = oh_rows.div_ceil(splits);
                 let (x, wt) = (ins[0], ins[1]);
-                let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
                 self.par(img_tasks * splits * oblocks, macs < SMALL_MACS, &|t| {
                     let (it, rest) = (t / (splits * oblocks), t % (splits * oblocks));
                     let (sp, ob) = (rest / oblocks, rest % oblocks);
@@ -783,7 +789,11 @@ impl Executable {
                 n,
                 transpose_b,
             } => {
-                let threads = self.pool.threads();
+                let threads = if batch * m * n * k < SMALL_MACS {
+                    1
+                } else {
+                    self.pool.threads()
+                };
                 // Split the larger side: columns for dense layers (each thread then streams its
                 // own half of the weight instead of all of it), rows for tall products.
                 let by_rows = m > n;
@@ -840,9 +850,9 @@ impl Executable {
         let ContractionKind::Conv2d { n, c, groups, .. } = *kind else {
             unreachable!("a convolution")
         };
-        let threads = self.pool.threads();
-        let (dy, w) = (ins[0], ins[1]);
         let small = conv_macs(kind) < SMALL_MACS;
+        let threads = if small { 1 } else { self.pool.threads() };
+        let (dy, w) = (ins[0], ins[1]);
         if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
         {
             let per = c.div_ceil(threads);
@@ -896,9 +906,9 @@ impl Executable {
             unreachable!("a convolution")
         };
         let len = o * (c / groups) * kernel[0] * kernel[1];
-        let threads = self.pool.threads();
-        let (x, dy) = (ins[0], ins[1]);
         let small = conv_macs(kind) < SMALL_MACS;
+        let threads = if small { 1 } else { self.pool.threads() };
+        let (x, dy) = (ins[0], ins[1]);
         let pixels = n * conv_pixels(kind);
         if groups == 1 && threads > 1 && pixels < 1024 * threads && c.max(o) >= 2 * threads {
             // Few pixels: tasks split the input channels, i.e. the columns of dw, so each packs
