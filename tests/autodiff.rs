@@ -655,7 +655,7 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
             [3, 4, 9, 141],
             true,
         ),
-        // Stride 3 (the generic sweep), dilation, asymmetric padding.
+        // Stride 3 (lanes gathered), dilation, asymmetric padding.
         (
             PoolOp::Max,
             [2, 3],

@@ -318,6 +318,15 @@ fn recomputable(g: &Graph, i: ValueId, inline: &[bool]) -> bool {
             .all(|&x| x == full[0] || numel(&g.nodes[x].shape) * 16 <= size)
 }
 
+/// Whether consumer `c` (`usize::MAX`: a graph output) can compute a value of `shape` inside
+/// its own kernel: an elementwise op over that shape, or a reduction.
+fn computes_inline(g: &Graph, c: ValueId, shape: &[usize]) -> bool {
+    c != usize::MAX && {
+        let cn = &g.nodes[c];
+        (is_elementwise(&cn.op) && cn.shape == shape) || matches!(cn.op, Op::Reduce { .. })
+    }
+}
+
 struct Fuser {
     g: Graph,
     cons: Vec<Vec<ValueId>>,
@@ -340,13 +349,7 @@ impl Fuser {
             // it inline does so, however many there are, instead of reading a materialized
             // full-size copy.
             if !konst[i] && matches!(n.op, Op::Expand) && !cons[i].is_empty() {
-                inline[i] = cons[i].iter().all(|&c| {
-                    c != usize::MAX && {
-                        let cn = &g.nodes[c];
-                        (is_elementwise(&cn.op) && cn.shape == n.shape)
-                            || matches!(cn.op, Op::Reduce { .. })
-                    }
-                });
+                inline[i] = cons[i].iter().all(|&c| computes_inline(&g, c, &n.shape));
                 continue;
             }
             // A cheap op of one stored full-size value and broadcasts (batchnorm's x - mean):
@@ -354,25 +357,13 @@ impl Fuser {
             // copy, so it is never written. Its consumers must all be loop kernels over its
             // shape (or reductions of it).
             if !konst[i] && cons[i].len() > 1 && recomputable(&g, i, &inline) {
-                inline[i] = cons[i].iter().all(|&c| {
-                    c != usize::MAX && {
-                        let cn = &g.nodes[c];
-                        (is_elementwise(&cn.op) && cn.shape == n.shape)
-                            || matches!(cn.op, Op::Reduce { .. })
-                    }
-                });
+                inline[i] = cons[i].iter().all(|&c| computes_inline(&g, c, &n.shape));
                 continue;
             }
             if konst[i] || !is_elementwise(&n.op) || cons[i].len() != 1 {
                 continue;
             }
-            let c = cons[i][0];
-            if c == usize::MAX {
-                continue;
-            }
-            let cn = &g.nodes[c];
-            inline[i] = (is_elementwise(&cn.op) && cn.shape == n.shape)
-                || matches!(cn.op, Op::Reduce { .. });
+            inline[i] = computes_inline(&g, cons[i][0], &n.shape);
         }
         let out = FusedGraph {
             prims: Graph::default(),

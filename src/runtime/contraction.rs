@@ -189,6 +189,18 @@ impl Geom {
     }
 }
 
+impl Geom {
+    /// The same convolution over `cg` of its (group's) input channels: what one task that
+    /// splits the input channels packs and scatters.
+    fn channels(&self, cg: usize) -> Geom {
+        Geom {
+            cg,
+            kdim: cg * self.kh * self.kw,
+            ..self.clone()
+        }
+    }
+}
+
 /// How many tasks should split one image's output rows: when there are fewer images than
 /// threads and the image is large, splitting rows shares the im2col work instead of repeating
 /// it per output-channel block.
@@ -567,9 +579,7 @@ pub unsafe fn conv_backward_data(
     // Input channels c0..c1 only (ungrouped convolutions): rows c0·KH·KW.. of the column
     // matrix, which scatter into those channels of dx alone.
     let (c0, c1) = if g.groups == 1 { channels } else { (0, g.cg) };
-    let mut sub = g.clone();
-    sub.cg = c1 - c0;
-    sub.kdim = sub.cg * g.kh * g.kw;
+    let sub = g.channels(c1 - c0);
     let row0 = c0 * g.kh * g.kw;
     let plane = g.h * g.w;
     let list: Vec<usize> = imgs.collect();
@@ -761,9 +771,7 @@ pub unsafe fn conv_backward_weight(
         (0, full.cg)
     };
     let taps = full.kh * full.kw;
-    let mut g = full.clone();
-    g.cg = c1 - c0;
-    g.kdim = g.cg * taps;
+    let g = full.channels(c1 - c0);
     let sub_k = g.kdim;
     let list: Vec<usize> = imgs.collect();
     if list.is_empty() {

@@ -629,15 +629,16 @@ impl Executable {
                 let k = &self.fused.kernels[i];
                 let xs = self.fused.buffers[k.inputs[0]].shape.clone();
                 let (nx, nout) = (numel(&xs), self.len_of(k.output));
-                let (axis, args) = match *op {
-                    HostOp::Slice { axis, start, end } => (axis, (axis, start, end)),
+                let args = match *op {
+                    HostOp::Slice { axis, start, end } => (axis, start, end),
                     HostOp::Pad {
                         axis,
                         before,
                         after,
-                    } => (axis, (axis, before, after)),
+                    } => (axis, before, after),
                     _ => unreachable!(),
                 };
+                let axis = args.0;
                 let outer: usize = xs[..axis].iter().product();
                 let row = nout / outer.max(1);
                 let tasks = outer.min(self.pool.threads()).max(1);
@@ -721,13 +722,7 @@ impl Executable {
                     oh * ow
                 };
                 let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
-                // Small work runs on this thread alone: split it for one thread, not into
-                // several smaller products done one after the other.
-                let threads = if macs < SMALL_MACS {
-                    1
-                } else {
-                    self.pool.threads()
-                };
+                let threads = self.task_threads(macs < SMALL_MACS);
                 // Small feature maps: several images per task; then split output channels too
                 // when the batch alone cannot feed every thread.
                 let per_task = contraction::images_per_task(kind, n, threads);
@@ -789,11 +784,7 @@ impl Executable {
                 n,
                 transpose_b,
             } => {
-                let threads = if batch * m * n * k < SMALL_MACS {
-                    1
-                } else {
-                    self.pool.threads()
-                };
+                let threads = self.task_threads(batch * m * n * k < SMALL_MACS);
                 // Split the larger side: columns for dense layers (each thread then streams its
                 // own half of the weight instead of all of it), rows for tall products.
                 let by_rows = m > n;
@@ -851,7 +842,7 @@ impl Executable {
             unreachable!("a convolution")
         };
         let small = conv_macs(kind) < SMALL_MACS;
-        let threads = if small { 1 } else { self.pool.threads() };
+        let threads = self.task_threads(small);
         let (dy, w) = (ins[0], ins[1]);
         if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
         {
@@ -907,7 +898,7 @@ impl Executable {
         };
         let len = o * (c / groups) * kernel[0] * kernel[1];
         let small = conv_macs(kind) < SMALL_MACS;
-        let threads = if small { 1 } else { self.pool.threads() };
+        let threads = self.task_threads(small);
         let (x, dy) = (ins[0], ins[1]);
         let pixels = n * conv_pixels(kind);
         if groups == 1 && threads > 1 && pixels < 1024 * threads && c.max(o) >= 2 * threads {
@@ -974,6 +965,12 @@ impl Executable {
                 *d += v;
             }
         }
+    }
+
+    /// The threads to split work for: one when it is small (it then runs on this thread, and
+    /// per-thread pieces done one after another would only be smaller products).
+    fn task_threads(&self, small: bool) -> usize {
+        if small { 1 } else { self.pool.threads() }
     }
 
     /// Runs `tasks` on the pool, or in order on this thread when the work is small.
