@@ -359,6 +359,111 @@ unsafe fn gather_stride2(dst: &mut [f32], src: *const f32) {
     }
 }
 
+/// Whether a convolution of one image runs as an implicit GEMM ([`conv_implicit`]) instead
+/// of im2col + GEMM: stride 1, not already a plain product, AVX-512 present, and output rows
+/// wide enough that the extra columns computed per row (`(KW-1)·DW`) cost at most a quarter.
+fn implicit(g: &Geom) -> bool {
+    g.sh == 1
+        && g.sw == 1
+        && !g.direct
+        && 4 * (g.kw - 1) * g.dw <= g.ow
+        && super::sgemm::available()
+}
+
+/// Output rows `r0..r1` of one image (group channels at `xg`), output channels `m` rows of
+/// `wg` (`kdim` floats each), into `og` (rows `npix` apart), as an implicit GEMM. Per band of
+/// output rows, the input rows it reads are copied once into a zero-padded slab of rows
+/// `WP = W + PL + PR` floats wide. At stride 1, row `(ci, ki, kj)` of the band's column
+/// matrix is then the slab itself from offset `ci·plane + ki·DH·WP + kj·DW` on, in "padded"
+/// pixel numbering `y·WP + x`, so the GEMM packs its panels straight from the slab
+/// ([`super::sgemm::sgemm_rows`]) and no im2col copy (nine times the input for 3×3) is made.
+/// The `(KW-1)·DW` columns per row that fall in the padding are computed too and dropped when
+/// the band's result is copied out.
+///
+/// # Safety
+/// As [`conv_images`]; `g` is [`implicit`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_implicit(
+    g: &Geom,
+    xg: *const f32,
+    wg: *const f32,
+    m: usize,
+    og: *mut f32,
+    (r0, r1): (usize, usize),
+    slab: &mut Vec<f32>,
+    tile: &mut Vec<f32>,
+) {
+    let wp = g.ow + (g.kw - 1) * g.dw;
+    let halo = (g.kh - 1) * g.dh;
+    let npix = g.npix;
+    let mut rows_of = Vec::with_capacity(g.kdim);
+    for (y0, y1) in bands(g, r0, r1) {
+        let rows = y1 - y0;
+        let sr = rows + halo;
+        let plane = sr * wp;
+        if slab.len() < g.cg * plane {
+            slab.resize(g.cg * plane, 0.0);
+        }
+        for ci in 0..g.cg {
+            for r in 0..sr {
+                let line = &mut slab[ci * plane + r * wp..ci * plane + (r + 1) * wp];
+                let iy = (y0 + r) as isize - g.pt as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    line.fill(0.0);
+                    continue;
+                }
+                // SAFETY: row iy of channel ci is inside the image.
+                let src = unsafe {
+                    std::slice::from_raw_parts(xg.add((ci * g.h + iy as usize) * g.w), g.w)
+                };
+                // Columns of the input that land inside the slab (a right pad may be cut
+                // short by the output width, never the input).
+                let take = g.w.min(wp.saturating_sub(g.pl));
+                line[..g.pl.min(wp)].fill(0.0);
+                line[g.pl.min(wp)..g.pl.min(wp) + take].copy_from_slice(&src[..take]);
+                line[g.pl.min(wp) + take..].fill(0.0);
+            }
+        }
+        rows_of.clear();
+        for ci in 0..g.cg {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    rows_of.push((ci * plane + ki * g.dh * wp + kj * g.dw) as isize);
+                }
+            }
+        }
+        let cols = (rows - 1) * wp + g.ow;
+        if tile.len() < m * cols {
+            tile.resize(m * cols, 0.0);
+        }
+        // SAFETY: the last row read, at the largest offset, ends at (cg-1)·plane +
+        // (halo + rows - 1)·wp + (kw-1)·dw + ow - 1 = the slab's last float; the tile holds
+        // m·cols floats.
+        let ran = unsafe {
+            super::sgemm::sgemm_rows(
+                m,
+                cols,
+                tile.as_mut_ptr(),
+                cols as isize,
+                wg,
+                g.kdim as isize,
+                slab.as_ptr(),
+                &rows_of,
+            )
+        };
+        assert!(ran, "implicit() checked AVX-512F");
+        for r in 0..m {
+            for y in 0..rows {
+                // SAFETY: output row y0 + y of channel r, ow floats.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(og.add(r * npix + (y0 + y) * g.ow), g.ow)
+                };
+                dst.copy_from_slice(&tile[r * cols + y * wp..r * cols + y * wp + g.ow]);
+            }
+        }
+    }
+}
+
 /// Convolves images `imgs` of a batch, output channels `o_range`:
 /// `out[i][O, OH*OW] = W[O, C/g*KH*KW] * im2col(x[i])`, per group. `x` and `out` point at
 /// image 0.
@@ -410,6 +515,23 @@ pub unsafe fn conv_images(
                         1,
                     )
                 };
+                continue;
+            }
+            if implicit(&g) {
+                SCRATCH.with(|s| {
+                    TILE.with(|t| unsafe {
+                        conv_implicit(
+                            &g,
+                            xg,
+                            wg,
+                            hi - lo,
+                            og,
+                            (r0, r1),
+                            &mut s.borrow_mut(),
+                            &mut t.borrow_mut(),
+                        )
+                    })
+                });
                 continue;
             }
             // One band of output rows at a time, so the packed band stays in L2.
@@ -878,6 +1000,171 @@ pub unsafe fn conv_backward_weight(
                     };
                 })
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift32 in [-1, 1).
+    struct Rng(u32);
+
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            (self.0 as f64 / u32::MAX as f64 * 2.0 - 1.0) as f32
+        }
+        fn below(&mut self, n: usize) -> usize {
+            ((self.next() as f64 + 1.0) / 2.0 * n as f64) as usize % n
+        }
+    }
+
+    /// The convolution by its definition, in f64: `out[i, o, y, x]`.
+    fn reference(kind: &ContractionKind, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let ContractionKind::Conv2d { n, .. } = *kind else {
+            unreachable!()
+        };
+        let g = Geom::new(kind);
+        let mut out = vec![0.0f64; n * g.o * g.npix];
+        for i in 0..n {
+            for o in 0..g.o {
+                let grp = o / g.og;
+                for y in 0..g.oh {
+                    for xo in 0..g.ow {
+                        let mut s = 0.0f64;
+                        for ci in 0..g.cg {
+                            let c = grp * g.cg + ci;
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                                    let ix = (xo * g.sw + kj * g.dw) as isize - g.pl as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((i * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wv = w[((o * g.cg + ci) * g.kh + ki) * g.kw + kj];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[(i * g.o + o) * g.npix + y * g.ow + xo] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Random stride-1 geometries (the implicit GEMM's, when AVX-512 is present) and a few
+    /// strided ones, with odd sizes, asymmetric padding, dilation and groups; each run whole,
+    /// by output-channel blocks and by row splits, against [`reference`].
+    #[test]
+    fn convolutions_match_the_definition() {
+        let mut rng = Rng(0x2545_f491);
+        let mut implicit_seen = 0;
+        for case in 0..60 {
+            let groups = [1, 1, 1, 2, 3][rng.below(5)];
+            let c = groups * (1 + rng.below(5));
+            let o = groups * (1 + rng.below(9));
+            let kh = 1 + rng.below(5);
+            let kw = 1 + rng.below(5);
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let stride = if case % 5 == 4 { 2 } else { 1 };
+            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+            let h = (kh - 1) * dh + 1 + rng.below(40);
+            let w = (kw - 1) * dw + 1 + rng.below(60);
+            let n = 1 + rng.below(3);
+            let kind = ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kernel: [kh, kw],
+                stride: [stride, stride],
+                padding,
+                dilation: [dh, dw],
+                groups,
+            };
+            let g = Geom::new(&kind);
+            implicit_seen += implicit(&g) as usize;
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
+            let wt: Vec<f32> = (0..o * g.kdim).map(|_| rng.next()).collect();
+            let want = reference(&kind, &x, &wt);
+            let out_len = n * o * g.npix;
+            let split = o / 2;
+            let rows = g.oh / 2;
+            type Run<'a> = &'a dyn Fn(&mut [f32]);
+            let runs: [Run; 3] = [
+                // All images at once (the batched small-image path when they are small).
+                &|out| unsafe {
+                    conv_images(
+                        &kind,
+                        x.as_ptr(),
+                        wt.as_ptr(),
+                        out.as_mut_ptr(),
+                        0..n,
+                        (0, o),
+                        None,
+                    )
+                },
+                // One image at a time, output channels in two blocks.
+                &|out| {
+                    for i in 0..n {
+                        for r in [(0, split), (split, o)] {
+                            unsafe {
+                                conv_images(
+                                    &kind,
+                                    x.as_ptr(),
+                                    wt.as_ptr(),
+                                    out.as_mut_ptr(),
+                                    i..i + 1,
+                                    r,
+                                    None,
+                                )
+                            }
+                        }
+                    }
+                },
+                // One image at a time, output rows in two blocks.
+                &|out| {
+                    for i in 0..n {
+                        for r in [(0, rows), (rows, g.oh)] {
+                            unsafe {
+                                conv_images(
+                                    &kind,
+                                    x.as_ptr(),
+                                    wt.as_ptr(),
+                                    out.as_mut_ptr(),
+                                    i..i + 1,
+                                    (0, o),
+                                    Some(r),
+                                )
+                            }
+                        }
+                    }
+                },
+            ];
+            for (r, run) in runs.iter().enumerate() {
+                let mut out = vec![f32::NAN; out_len];
+                run(&mut out);
+                for (j, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                    let tol = 1e-4 * (1.0 + want.abs());
+                    assert!(
+                        (got as f64 - want).abs() <= tol,
+                        "case {case} run {r} ({kind:?}): element {j}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        if super::super::sgemm::available() {
+            assert!(implicit_seen >= 10, "only {implicit_seen} implicit cases");
         }
     }
 }

@@ -110,10 +110,83 @@ pub unsafe fn sgemm(
     // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
     unsafe {
         drive(
-            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate,
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            lhs,
+            lhs_rs,
+            lhs_cs,
+            rhs,
+            Rows::Stride(rhs_rs),
+            rhs_cs,
+            accumulate,
         );
     }
     true
+}
+
+/// `dst = lhs · rhs` where row `p` of `rhs` starts at `rhs + rhs_rows[p]` (columns
+/// contiguous): a convolution's column matrix read straight from a zero-padded input, each
+/// row a shifted window of it, so no im2col copy is made. `lhs` rows are `lhs_rs` apart with
+/// contiguous columns; `k = rhs_rows.len()`. Returns `false` and does nothing without
+/// AVX-512F.
+///
+/// # Safety
+/// `dst` valid for writes at `i * dst_rs + j`, `lhs` for reads at `i * lhs_rs + p` and `rhs`
+/// at `rhs_rows[p] + j`, for all `i < m`, `j < n`, `p < k`; `dst` must not overlap them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_rows(
+    m: usize,
+    n: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_rows: &[isize],
+) -> bool {
+    if !available() {
+        return false;
+    }
+    let k = rhs_rows.len();
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i of dst, n floats, by the caller's contract.
+            unsafe { std::slice::from_raw_parts_mut(dst.offset(i as isize * dst_rs), n) }.fill(0.0);
+        }
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
+    unsafe {
+        drive(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            lhs,
+            lhs_rs,
+            1,
+            rhs,
+            Rows::Table(rhs_rows),
+            1,
+            false,
+        );
+    }
+    true
+}
+
+/// Where the rows of `rhs` start: `p · stride`, or `table[p]`.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Stride(isize),
+    Table(&'a [isize]),
 }
 
 /// Where a microkernel reads and writes: `a` (`R` rows `a_rs` apart, steps of `k` `a_cs`
@@ -318,14 +391,15 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 
 /// Packs rows `0..kc` and columns `0..nc` of `b` into panels of [`NR`] columns: panel `q`
 /// starts at `q · NR · kc` and holds `w` floats per row, `w` = `NR` or, for the last panel,
-/// its width rounded up to 16 (zero-filled).
+/// its width rounded up to 16 (zero-filled). Row `p` of `b` starts at `p · rs` or, with a
+/// [`Rows::Table`] (`kc` entries, columns contiguous), at `table[p]`.
 ///
 /// # Safety
-/// AVX-512F present; `b` valid at `p * rs + j * cs`; `out` holds `kc · nc` rounded up to 16
-/// floats per row.
+/// AVX-512F present; `b` valid at (row start) `+ j * cs`; `out` holds `kc · nc` rounded up
+/// to 16 floats per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rs: isize, cs: isize, out: *mut f32) {
+unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, out: *mut f32) {
     for q in 0..nc.div_ceil(NR) {
         let width = NR.min(nc - q * NR);
         let w = width.div_ceil(16) * 16;
@@ -333,6 +407,21 @@ unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rs: isize, cs: isize, ou
         unsafe {
             let o = out.add(q * NR * kc);
             let b = b.offset((q * NR) as isize * cs);
+            if let Rows::Table(table) = rows {
+                for (p, &off) in table.iter().enumerate() {
+                    let src = b.offset(off);
+                    let dst = o.add(p * w);
+                    for j in (0..width).step_by(16) {
+                        let mask = (0xffffu32 >> (16 - (width - j).min(16))) as __mmask16;
+                        _mm512_storeu_ps(dst.add(j), _mm512_maskz_loadu_ps(mask, src.add(j)));
+                    }
+                }
+                continue;
+            }
+            let rs = match rows {
+                Rows::Stride(rs) => rs,
+                Rows::Table(_) => unreachable!("handled above"),
+            };
             if cs == 1 {
                 for p in 0..kc {
                     let src = b.offset(p as isize * rs);
@@ -396,12 +485,18 @@ unsafe fn drive(
     lhs_rs: isize,
     lhs_cs: isize,
     rhs: *const f32,
-    rhs_rs: isize,
+    rhs_rows: Rows,
     rhs_cs: isize,
     accumulate: bool,
 ) {
-    // rhs in place with few rows; lhs in place when its rows are contiguous.
-    let direct = m <= DIRECT_ROWS && rhs_cs == 1;
+    // rhs in place with few rows (rows evenly apart); lhs in place when its rows are
+    // contiguous.
+    let rhs_rs = match rhs_rows {
+        Rows::Stride(rs) => Some(rs),
+        Rows::Table(_) => None,
+    };
+    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && rhs_rs.is_some();
+    let rhs_rs = rhs_rs.unwrap_or(0);
     let pack_a = lhs_cs != 1;
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
     let even =
@@ -429,9 +524,13 @@ unsafe fn drive(
                 // operands by the caller's contract, and inside the buffers sized above.
                 let b = rhs.wrapping_offset(pc as isize * rhs_rs + jc as isize * rhs_cs);
                 if !direct {
+                    let rows = match rhs_rows {
+                        Rows::Stride(rs) => Rows::Stride(rs),
+                        Rows::Table(t) => Rows::Table(&t[pc..pc + kc]),
+                    };
                     // SAFETY: this block of rhs is valid; bpack holds kc rows of nc rounded up
                     // to 16 floats.
-                    unsafe { pack_rhs(kc, nc, b, rhs_rs, rhs_cs, bpack) };
+                    unsafe { pack_rhs(kc, nc, b, rows, rhs_cs, bpack) };
                 }
                 for ir in 0..m.div_ceil(MR) {
                     let r = MR.min(m - ir * MR);
