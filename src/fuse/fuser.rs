@@ -78,6 +78,8 @@ pub enum HostOp {
     /// `(x, dy) -> dw`: Σ_images dy·im2col(x)ᵀ by GEMM.
     Conv2dBackwardWeight(ContractionKind),
     PoolBackward(Window),
+    /// `x -> y`: max pooling, vectorized across output columns.
+    MaxPool(Window),
     AdaptiveAvgPoolBackward,
 }
 
@@ -934,6 +936,25 @@ impl Fuser {
         let x = self.buf(node.inputs[0]);
         let xs = self.g.nodes[node.inputs[0]].shape.clone();
         let r = xs.len();
+        let window = Window {
+            max: matches!(op, PoolOp::Max),
+            count_include_pad: matches!(
+                op,
+                PoolOp::Avg {
+                    count_include_pad: true
+                }
+            ),
+            in_hw: [xs[r - 2], xs[r - 1]],
+            kernel: *kernel,
+            stride: *stride,
+            padding: *padding,
+            dilation: *dilation,
+        };
+        if window.max && r == 4 {
+            // Max pooling runs on the host: a vectorized sweep of each tap across a row of
+            // windows is several times faster than the generated window loop.
+            return self.host(v, HostOp::MaxPool(window));
+        }
         let out = self.new_buf(node.shape.clone(), BufKind::Temp);
         self.buf_of.insert(v, out);
         self.out.kernels.push(FusedKernel {
@@ -947,20 +968,7 @@ impl Fuser {
                 }],
                 program: vec![Scalar::Load(0)],
                 reduction: None,
-                window: Some(Window {
-                    max: matches!(op, PoolOp::Max),
-                    count_include_pad: matches!(
-                        op,
-                        PoolOp::Avg {
-                            count_include_pad: true
-                        }
-                    ),
-                    in_hw: [xs[r - 2], xs[r - 1]],
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
-                    dilation: *dilation,
-                }),
+                window: Some(window),
             }),
             inputs: vec![x],
             output: out,

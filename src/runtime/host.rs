@@ -92,6 +92,12 @@ pub fn run_host(
             pool_backward(win, ins[0], ins[1], out);
             Ok(())
         }
+        HostOp::MaxPool(win) => {
+            let (_, xs) = ins[0];
+            let planes = xs[0] * xs[1];
+            max_pool_planes(win, ins[0], (out, out_shape), 0..planes);
+            Ok(())
+        }
         HostOp::AdaptiveAvgPoolBackward => {
             let (dy, dshape) = ins[0];
             let (h, w) = (out_shape[2], out_shape[3]);
@@ -233,6 +239,149 @@ pub fn pool_backward_planes(
     range: std::ops::Range<usize>,
 ) {
     pool_backward_body(win, x, xs, dy, dys, dx, range);
+}
+
+/// Max pooling forward for planes `range` (of `N·C`): `x` is the whole input `[N, C, H, W]`,
+/// `out` just those planes of the output `[N, C, OH, OW]`. Each output is its window's first
+/// strictly largest tap, or NaN when a tap is NaN (PyTorch's rule; taps in the padding do not
+/// count). Output columns whose windows lie wholly inside the input are done 16 at a time
+/// with AVX-512 (one masked load, even-lane permute or gather per tap), the edges one by one.
+pub fn max_pool_planes(
+    win: &Window,
+    (x, xs): (&[f32], &[usize]),
+    (out, ys): (&mut [f32], &[usize]),
+    range: std::ops::Range<usize>,
+) {
+    let (h, w) = (xs[2], xs[3]);
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [pt, _, pl, _] = win.padding;
+    let [dh, dw] = win.dilation;
+    let (oh, ow) = (ys[2], ys[3]);
+    let cols: Vec<(isize, usize, usize)> = (0..ow)
+        .map(|ox| {
+            let x0 = (ox * sw) as isize - pl as isize;
+            let (lo, hi) = tap_range(x0, kw, dw, w);
+            (x0, lo, hi)
+        })
+        .collect();
+    let inner_lo = cols
+        .iter()
+        .position(|&(_, lo, hi)| lo == 0 && hi == kw)
+        .unwrap_or(ow);
+    let inner_hi = inner_lo
+        + cols[inner_lo..]
+            .iter()
+            .take_while(|&&(_, lo, hi)| lo == 0 && hi == kw)
+            .count();
+    let simd = crate::runtime::sgemm::available();
+    let first = range.start;
+    for p in range {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        let q = p - first;
+        let op = &mut out[q * oh * ow..(q + 1) * oh * ow];
+        for oy in 0..oh {
+            let y0 = (oy * sh) as isize - pt as isize;
+            let (ky0, ky1) = tap_range(y0, kh, dh, h);
+            let orow = &mut op[oy * ow..(oy + 1) * ow];
+            let mut ox = 0;
+            while ox < ow {
+                if ox == inner_lo && ky1 > ky0 && simd {
+                    let base = (y0 + (ky0 * dh) as isize) as usize * w + cols[ox].0 as usize;
+                    let taps = (ky1 - ky0, dh * w, kw, dw);
+                    // SAFETY: AVX-512F is present (`simd`); every tap of these windows lies
+                    // inside the plane (interior columns, valid rows).
+                    unsafe { max_row_avx512(xp, taps, base, sw, &mut orow[inner_lo..inner_hi]) };
+                    ox = inner_hi;
+                    continue;
+                }
+                let (x0, kx0, kx1) = cols[ox];
+                let mut best = f32::NEG_INFINITY;
+                for ky in ky0..ky1 {
+                    let row = (y0 + (ky * dh) as isize) as usize * w;
+                    for kx in kx0..kx1 {
+                        let v = xp[row + (x0 + (kx * dw) as isize) as usize];
+                        if v > best || v.is_nan() {
+                            best = v;
+                        }
+                    }
+                }
+                orow[ox] = best;
+                ox += 1;
+            }
+        }
+    }
+}
+
+/// [`max_pool_planes`]' interior run: `out[j]` = the largest of the taps at `base + j·s +
+/// r·row_stride + kx·dw` (`r < rows`, `kx < kw`), NaN if any is NaN.
+///
+/// # Safety
+/// AVX-512F present; every such tap is inside `xp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_row_avx512(
+    xp: &[f32],
+    (rows, row_stride, kw, dw): (usize, usize, usize, usize),
+    base: usize,
+    s: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let step = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(s as i32));
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut j = 0;
+    while j < n {
+        let cnt = (n - j).min(16);
+        let m = (0xffffu32 >> (16 - cnt)) as __mmask16;
+        // Stride 2: source positions 0..=2(cnt-1) split over two masked loads.
+        let need = 2 * cnt - 1;
+        let lo2 = (0xffffu32 >> (16 - need.min(16))) as __mmask16;
+        let hi2 = if need > 16 {
+            (0xffffu32 >> (32 - need)) as __mmask16
+        } else {
+            0
+        };
+        let mut b = _mm512_set1_ps(f32::NEG_INFINITY);
+        for r in 0..rows {
+            for kx in 0..kw {
+                // SAFETY: the masked lanes read taps of windows j..j+cnt, inside xp by the
+                // contract; masked-off lanes are not read.
+                let v = unsafe {
+                    let p = xp.as_ptr().add(base + r * row_stride + kx * dw + j * s);
+                    match s {
+                        1 => _mm512_maskz_loadu_ps(m, p),
+                        2 => {
+                            let a = _mm512_maskz_loadu_ps(lo2, p);
+                            let c = _mm512_maskz_loadu_ps(hi2, p.add(16));
+                            _mm512_permutex2var_ps(a, even, c)
+                        }
+                        _ => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, step, p),
+                    }
+                };
+                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, b)
+                    | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                b = _mm512_mask_mov_ps(b, take, v);
+            }
+        }
+        // SAFETY: lanes j..j+cnt of out.
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(j), m, b) };
+        j += cnt;
+    }
+}
+
+/// Stand-in off x86-64 (never called: `sgemm::available()` is false there).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn max_row_avx512(
+    _: &[f32],
+    _: (usize, usize, usize, usize),
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
+    unreachable!()
 }
 
 /// Output columns of max windows handled together: their best values and taps live in two
@@ -489,6 +638,114 @@ fn pool_backward_body(
                     }
                 }
                 ox += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift32.
+    struct Rng(u32);
+
+    impl Rng {
+        fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            self.next() as usize % n
+        }
+    }
+
+    /// Max pooling by its definition: the first strictly largest tap inside the input, NaN
+    /// if any tap is NaN.
+    fn reference(win: &Window, x: &[f32], xs: &[usize], ys: &[usize]) -> Vec<f32> {
+        let (h, w, oh, ow) = (xs[2], xs[3], ys[2], ys[3]);
+        let mut out = Vec::new();
+        for p in 0..xs[0] * xs[1] {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best = f32::NEG_INFINITY;
+                    for ky in 0..win.kernel[0] {
+                        for kx in 0..win.kernel[1] {
+                            let iy = (oy * win.stride[0] + ky * win.dilation[0]) as isize
+                                - win.padding[0] as isize;
+                            let ix = (ox * win.stride[1] + kx * win.dilation[1]) as isize
+                                - win.padding[2] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let v = x[(p * h + iy as usize) * w + ix as usize];
+                            if v > best || v.is_nan() {
+                                best = v;
+                            }
+                        }
+                    }
+                    out.push(best);
+                }
+            }
+        }
+        out
+    }
+
+    /// Odd sizes, strides 1-4 (the permute and gather paths), dilation, padding, ceil mode,
+    /// ties (values from a small set) and NaNs, whole and split by planes.
+    #[test]
+    fn max_pooling_matches_the_definition() {
+        let mut rng = Rng(0x9e37_79b9);
+        for case in 0..200 {
+            let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
+            let (sh, sw) = (1 + rng.below(4), 1 + rng.below(4));
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let (ph, pw) = (rng.below(kh / 2 + 1), rng.below(kw / 2 + 1));
+            let ceil = rng.below(2) == 1;
+            let h = (kh - 1) * dh + 1 + rng.below(20);
+            let w = (kw - 1) * dw + 1 + rng.below(70);
+            let (n, c) = (1 + rng.below(2), 1 + rng.below(3));
+            let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
+            let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
+            let win = Window {
+                max: true,
+                count_include_pad: false,
+                in_hw: [h, w],
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                padding: [ph, ph, pw, pw],
+                dilation: [dh, dw],
+            };
+            let nan_every = if case % 3 == 0 { 37 } else { usize::MAX };
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| {
+                    if i % nan_every == 36 {
+                        f32::NAN
+                    } else {
+                        // Few distinct values, so windows often tie; -0.0 next to 0.0.
+                        [-2.0, -0.0, 0.0, 1.0, 1.5, -1.0][rng.below(6)]
+                    }
+                })
+                .collect();
+            let (xs, ys) = ([n, c, h, w], [n, c, oh, ow]);
+            let want = reference(&win, &x, &xs, &ys);
+            let planes = n * c;
+            let mut got = vec![7.0; planes * oh * ow];
+            max_pool_planes(&win, (&x, &xs), (&mut got, &ys), 0..planes);
+            let mut split = vec![7.0; planes * oh * ow];
+            let half = planes / 2;
+            let (a, b) = split.split_at_mut(half * oh * ow);
+            max_pool_planes(&win, (&x, &xs), (a, &ys), 0..half);
+            max_pool_planes(&win, (&x, &xs), (b, &ys), half..planes);
+            for (name, out) in [("whole", &got), ("split", &split)] {
+                for (i, (g, r)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == r.to_bits() || (g.is_nan() && r.is_nan()),
+                        "case {case} {name} ({win:?}, {xs:?}): element {i}: {g} vs {r}"
+                    );
+                }
             }
         }
     }

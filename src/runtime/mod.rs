@@ -621,6 +621,31 @@ impl Executable {
                     host::pool_backward_planes(win, xs_, &xs, dys_, &dys, dx, range);
                 });
             }
+            Step::Host(HostOp::MaxPool(win)) => {
+                let k = &self.fused.kernels[i];
+                let xs = self.fused.buffers[k.inputs[0]].shape.clone();
+                let ys = self.fused.buffers[k.output].shape.clone();
+                let (nx, plane) = (numel(&xs), ys[2] * ys[3]);
+                let planes = xs[0] * xs[1];
+                let tasks = planes.min(self.pool.threads()).max(1);
+                let per = planes.div_ceil(tasks);
+                let (x, out) = (b.ins[0], b.out);
+                self.par(tasks, nx < SMALL_LOOP, &|t| {
+                    let range = (t * per).min(planes)..((t + 1) * per).min(planes);
+                    // SAFETY: x holds nx floats (read only); each task writes its own planes
+                    // of the output.
+                    let (x_, y) = unsafe {
+                        (
+                            std::slice::from_raw_parts(x.get() as *const f32, nx),
+                            std::slice::from_raw_parts_mut(
+                                out.get().add(range.start * plane),
+                                range.len() * plane,
+                            ),
+                        )
+                    };
+                    host::max_pool_planes(win, (x_, &xs), (y, &ys), range);
+                });
+            }
             Step::Host(op @ (HostOp::Slice { .. } | HostOp::Pad { .. }))
                 if self.len_of(self.fused.kernels[i].output) >= SMALL_LOOP =>
             {

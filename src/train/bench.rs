@@ -156,6 +156,7 @@ pub fn kernel_class(body: &KernelBody) -> &'static str {
             HostOp::Conv2dBackwardData(_) => "conv backward data (host)",
             HostOp::Conv2dBackwardWeight(_) => "conv backward weight (host)",
             HostOp::PoolBackward(_) => "pool backward (host)",
+            HostOp::MaxPool(_) => "max pool (host)",
             HostOp::AdaptiveAvgPoolBackward => "adaptive pool backward (host)",
             HostOp::AdaptiveAvgPool { .. } => "adaptive pool (host)",
             HostOp::Permute { .. } => "permute (host)",
@@ -201,6 +202,7 @@ fn kernel_flops(body: &KernelBody, fallback: u64) -> u64 {
         KernelBody::Host(HostOp::Conv2dBackwardData(k) | HostOp::Conv2dBackwardWeight(k)) => {
             conv(k)
         }
+        KernelBody::Host(HostOp::MaxPool(w)) => fallback * (w.kernel[0] * w.kernel[1]) as u64,
         // Points evaluated: a reduction's whole iteration space, a window's every tap.
         KernelBody::Loop(k) => {
             let points = k.shape.iter().product::<usize>() as u64;
