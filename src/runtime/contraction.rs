@@ -118,6 +118,64 @@ pub unsafe fn gemm_acc(
     }
 }
 
+/// Up to this many rows, [`gemm_nt`] computes `(b · aᵀ)ᵀ` instead of `a · bᵀ`.
+const FEW_ROWS: usize = 32;
+
+/// `dst[m, n] = a[m, k] · b[n, k]ᵀ` (`a` and `b` rows contiguous, `dst` rows `dst_rs`
+/// apart): a dense layer's product with its weight `b` in PyTorch's `[out, in]` layout. With
+/// few rows (a small batch), the weight is the big operand and the product is memory-bound:
+/// it is then computed as `(b · aᵀ)ᵀ`, so the weight is read once, in place, as the GEMM's
+/// left side, only `a` is packed (transposed), and the `n × m` result is transposed into
+/// `dst`. Otherwise one GEMM with `b` transposed.
+///
+/// # Safety
+/// `a` holds `m·k` floats, `b` `n·k`, `dst` rows `0..m` of `n` floats `dst_rs` apart.
+pub unsafe fn gemm_nt(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    a: *const f32,
+    b: *const f32,
+) {
+    if m > FEW_ROWS || m >= n {
+        // SAFETY: forwarded.
+        unsafe { gemm(m, n, k, dst, dst_rs, a, k as isize, 1, b, 1, k as isize) };
+        return;
+    }
+    TILE.with(|t| {
+        let mut tile = t.borrow_mut();
+        if tile.len() < n * m {
+            tile.resize(n * m, 0.0);
+        }
+        // SAFETY: tile holds n·m floats; b is n × k row-major, aᵀ is a read with strides
+        // (1, k).
+        unsafe {
+            gemm(
+                n,
+                m,
+                k,
+                tile.as_mut_ptr(),
+                m as isize,
+                b,
+                k as isize,
+                1,
+                a,
+                1,
+                k as isize,
+            )
+        };
+        for i in 0..m {
+            // SAFETY: row i of dst, n floats.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.offset(i as isize * dst_rs), n) };
+            for (j, d) in row.iter_mut().enumerate() {
+                *d = tile[j * m + i];
+            }
+        }
+    });
+}
+
 /// The sizes of one convolution, derived once.
 #[derive(Clone)]
 struct Geom {
@@ -360,25 +418,26 @@ unsafe fn gather_stride2(dst: &mut [f32], src: *const f32) {
 }
 
 /// Whether a convolution of one image runs as an implicit GEMM ([`conv_implicit`]) instead
-/// of im2col + GEMM: stride 1, not already a plain product, AVX-512 present, and output rows
-/// wide enough that the extra columns computed per row (`(KW-1)·DW`) cost at most a quarter.
+/// of im2col + GEMM: not already a plain product, AVX-512 present, and output rows wide
+/// enough that the extra columns computed per row cost at most a quarter.
 fn implicit(g: &Geom) -> bool {
-    g.sh == 1
-        && g.sw == 1
-        && !g.direct
-        && 4 * (g.kw - 1) * g.dw <= g.ow
-        && super::sgemm::available()
+    !g.direct && 4 * ((g.kw - 1) * g.dw / g.sw) <= g.ow && super::sgemm::available()
 }
 
 /// Output rows `r0..r1` of one image (group channels at `xg`), output channels `m` rows of
-/// `wg` (`kdim` floats each), into `og` (rows `npix` apart), as an implicit GEMM. Per band of
-/// output rows, the input rows it reads are copied once into a zero-padded slab of rows
-/// `WP = W + PL + PR` floats wide. At stride 1, row `(ci, ki, kj)` of the band's column
-/// matrix is then the slab itself from offset `ci·plane + ki·DH·WP + kj·DW` on, in "padded"
-/// pixel numbering `y·WP + x`, so the GEMM packs its panels straight from the slab
-/// ([`super::sgemm::sgemm_rows`]) and no im2col copy (nine times the input for 3×3) is made.
-/// The `(KW-1)·DW` columns per row that fall in the padding are computed too and dropped when
-/// the band's result is copied out.
+/// `wg` (`kdim` floats each), into `og` (rows `npix` apart), as an implicit GEMM.
+///
+/// Tap `ki` reads input row `y·SH + ki·DH - PT` for output row `y`; with `ki·DH = a·SH + p`
+/// that is row `(y + a)·SH + p - PT`: row `y + a` of the input's row phase `p` (every SH-th
+/// row from `p - PT` on). Columns likewise (`kj·DW = b·SW + q`). So per band of output rows,
+/// the phases the kernel uses are copied once into a zero-padded slab, each phase a plane of
+/// `rows + A` rows `WP = OW + B` floats wide (`A`, `B` the largest `a`, `b`). Row
+/// `(ci, ki, kj)` of the band's column matrix is then the plane of phase `(p, q)` from
+/// offset `a·WP + b` on, in "padded" pixel numbering `y·WP + x`, so the GEMM packs its panels
+/// straight from the slab ([`super::sgemm::sgemm_rows`]) and no im2col copy (nine times the
+/// input for 3×3) is made. At stride 1 there is one phase and the slab is the zero-padded
+/// input. The `B` columns per row past the output width are computed too and dropped when the
+/// band's result is copied out.
 ///
 /// # Safety
 /// As [`conv_images`]; `g` is [`implicit`].
@@ -393,42 +452,81 @@ unsafe fn conv_implicit(
     slab: &mut Vec<f32>,
     tile: &mut Vec<f32>,
 ) {
-    let wp = g.ow + (g.kw - 1) * g.dw;
-    let halo = (g.kh - 1) * g.dh;
+    let (sh, sw) = (g.sh, g.sw);
+    let amax = (g.kh - 1) * g.dh / sh;
+    let bmax = (g.kw - 1) * g.dw / sw;
+    let wp = g.ow + bmax;
     let npix = g.npix;
+    // The phases (p, q) some tap reads, numbered in order of first use.
+    let mut phase = vec![usize::MAX; sh * sw];
+    let mut used = Vec::new();
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let ph = (ki * g.dh % sh) * sw + kj * g.dw % sw;
+            if phase[ph] == usize::MAX {
+                phase[ph] = used.len();
+                used.push(ph);
+            }
+        }
+    }
+    let nph = used.len();
+    let stride2 = sw == 2 && super::sgemm::available();
     let mut rows_of = Vec::with_capacity(g.kdim);
     for (y0, y1) in bands(g, r0, r1) {
         let rows = y1 - y0;
-        let sr = rows + halo;
+        let sr = rows + amax;
         let plane = sr * wp;
-        if slab.len() < g.cg * plane {
-            slab.resize(g.cg * plane, 0.0);
+        if slab.len() < g.cg * nph * plane {
+            slab.resize(g.cg * nph * plane, 0.0);
         }
         for ci in 0..g.cg {
-            for r in 0..sr {
-                let line = &mut slab[ci * plane + r * wp..ci * plane + (r + 1) * wp];
-                let iy = (y0 + r) as isize - g.pt as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    line.fill(0.0);
-                    continue;
-                }
-                // SAFETY: row iy of channel ci is inside the image.
-                let src = unsafe {
-                    std::slice::from_raw_parts(xg.add((ci * g.h + iy as usize) * g.w), g.w)
+            for (pi, &ph) in used.iter().enumerate() {
+                let (p, q) = (ph / sw, ph % sw);
+                // Slab column s holds input column s·SW + q - PL: those inside the input.
+                let first = (g.pl.saturating_sub(q)).div_ceil(sw).min(wp);
+                let end = if g.w + g.pl > q {
+                    ((g.w - 1 + g.pl - q) / sw + 1).clamp(first, wp)
+                } else {
+                    first
                 };
-                // Columns of the input that land inside the slab (a right pad may be cut
-                // short by the output width, never the input).
-                let take = g.w.min(wp.saturating_sub(g.pl));
-                line[..g.pl.min(wp)].fill(0.0);
-                line[g.pl.min(wp)..g.pl.min(wp) + take].copy_from_slice(&src[..take]);
-                line[g.pl.min(wp) + take..].fill(0.0);
+                for r in 0..sr {
+                    let at = (ci * nph + pi) * plane + r * wp;
+                    let line = &mut slab[at..at + wp];
+                    let iy = ((y0 + r) * sh + p) as isize - g.pt as isize;
+                    if iy < 0 || iy >= g.h as isize || first == end {
+                        line.fill(0.0);
+                        continue;
+                    }
+                    // SAFETY: row iy of channel ci is inside the image.
+                    let src = unsafe {
+                        std::slice::from_raw_parts(xg.add((ci * g.h + iy as usize) * g.w), g.w)
+                    };
+                    line[..first].fill(0.0);
+                    line[end..].fill(0.0);
+                    let x0 = first * sw + q - g.pl;
+                    let out = &mut line[first..end];
+                    if sw == 1 {
+                        out.copy_from_slice(&src[x0..x0 + out.len()]);
+                    } else if stride2 {
+                        assert!(x0 + 2 * (out.len() - 1) < src.len());
+                        // SAFETY: AVX-512F is present (`stride2`); the reads end at
+                        // x0 + 2(len-1), inside src (asserted).
+                        unsafe { gather_stride2(out, src.as_ptr().add(x0)) };
+                    } else {
+                        for (k, v) in out.iter_mut().enumerate() {
+                            *v = src[x0 + k * sw];
+                        }
+                    }
+                }
             }
         }
         rows_of.clear();
         for ci in 0..g.cg {
             for ki in 0..g.kh {
                 for kj in 0..g.kw {
-                    rows_of.push((ci * plane + ki * g.dh * wp + kj * g.dw) as isize);
+                    let (a, b) = (ki * g.dh / sh, kj * g.dw / sw);
+                    let pi = phase[(ki * g.dh % sh) * sw + kj * g.dw % sw];
+                    rows_of.push(((ci * nph + pi) * plane + a * wp + b) as isize);
                 }
             }
         }
@@ -436,9 +534,9 @@ unsafe fn conv_implicit(
         if tile.len() < m * cols {
             tile.resize(m * cols, 0.0);
         }
-        // SAFETY: the last row read, at the largest offset, ends at (cg-1)·plane +
-        // (halo + rows - 1)·wp + (kw-1)·dw + ow - 1 = the slab's last float; the tile holds
-        // m·cols floats.
+        // SAFETY: a row read at offset a·wp + b of its plane ends at (a + rows - 1)·wp + b +
+        // ow - 1 <= (sr - 1)·wp + wp - 1, the plane's last float; the tile holds m·cols
+        // floats.
         let ran = unsafe {
             super::sgemm::sgemm_rows(
                 m,
@@ -1061,21 +1159,21 @@ mod tests {
         out
     }
 
-    /// Random stride-1 geometries (the implicit GEMM's, when AVX-512 is present) and a few
-    /// strided ones, with odd sizes, asymmetric padding, dilation and groups; each run whole,
-    /// by output-channel blocks and by row splits, against [`reference`].
+    /// Random geometries with odd sizes, strides 1-4 (the implicit GEMM's phases), asymmetric
+    /// padding, dilation and groups; each run whole, by output-channel blocks and by row
+    /// splits, against [`reference`].
     #[test]
     fn convolutions_match_the_definition() {
         let mut rng = Rng(0x2545_f491);
-        let mut implicit_seen = 0;
-        for case in 0..60 {
+        let (mut implicit_seen, mut strided_seen) = (0, 0);
+        for case in 0..150 {
             let groups = [1, 1, 1, 2, 3][rng.below(5)];
             let c = groups * (1 + rng.below(5));
             let o = groups * (1 + rng.below(9));
             let kh = 1 + rng.below(5);
             let kw = 1 + rng.below(5);
             let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
-            let stride = if case % 5 == 4 { 2 } else { 1 };
+            let (sh, sw) = ([1, 1, 2, 3][rng.below(4)], [1, 1, 2, 3, 4][rng.below(5)]);
             let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
             let h = (kh - 1) * dh + 1 + rng.below(40);
             let w = (kw - 1) * dw + 1 + rng.below(60);
@@ -1087,13 +1185,14 @@ mod tests {
                 w,
                 o,
                 kernel: [kh, kw],
-                stride: [stride, stride],
+                stride: [sh, sw],
                 padding,
                 dilation: [dh, dw],
                 groups,
             };
             let g = Geom::new(&kind);
             implicit_seen += implicit(&g) as usize;
+            strided_seen += (implicit(&g) && sh * sw > 1) as usize;
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
             let wt: Vec<f32> = (0..o * g.kdim).map(|_| rng.next()).collect();
             let want = reference(&kind, &x, &wt);
@@ -1164,7 +1263,61 @@ mod tests {
             }
         }
         if super::super::sgemm::available() {
-            assert!(implicit_seen >= 10, "only {implicit_seen} implicit cases");
+            assert!(implicit_seen >= 30, "only {implicit_seen} implicit cases");
+            assert!(
+                strided_seen >= 15,
+                "only {strided_seen} strided implicit cases"
+            );
+        }
+    }
+
+    /// `a · bᵀ` with few rows (the transposed product) and many, odd sizes, against the
+    /// definition; dst rows wider than n keep their extra columns.
+    #[test]
+    fn dense_products_match_the_definition() {
+        let mut rng = Rng(0x1234_5679);
+        for (m, n, k) in [
+            (1, 7, 5),
+            (1, 300, 129),
+            (3, 1000, 77),
+            (16, 513, 300),
+            (31, 64, 1),
+            (32, 33, 40),
+            (33, 100, 17),
+            (50, 20, 9),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
+            let b: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
+            let ld = n + 3;
+            let mut dst = vec![9.0f32; m * ld];
+            // SAFETY: a is m·k, b n·k, dst m rows of ld floats.
+            unsafe {
+                gemm_nt(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    ld as isize,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                )
+            };
+            for i in 0..m {
+                for j in 0..ld {
+                    let got = dst[i * ld + j];
+                    if j >= n {
+                        assert_eq!(got, 9.0, "{m}x{n}x{k}: padding column {j} of row {i}");
+                        continue;
+                    }
+                    let want: f64 = (0..k)
+                        .map(|p| a[i * k + p] as f64 * b[j * k + p] as f64)
+                        .sum();
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{m}x{n}x{k}: ({i}, {j}): {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 }

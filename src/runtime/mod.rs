@@ -837,6 +837,23 @@ impl Executable {
                     } else {
                         (0, m, s0, s1)
                     };
+                    if transpose_b {
+                        // SAFETY: batch bi, rows r0..r1 and columns c0..c1 of out; the
+                        // matching rows of a and of b (b is [n, k]). Tasks write disjoint
+                        // blocks of out.
+                        unsafe {
+                            contraction::gemm_nt(
+                                r1 - r0,
+                                c1 - c0,
+                                k,
+                                out.get().add(bi * m * n + r0 * n + c0),
+                                n as isize,
+                                a.get().add(bi * m * k + r0 * k),
+                                b.get().add(bi * k * n + c0 * k),
+                            )
+                        };
+                        return;
+                    }
                     // SAFETY: batch bi, rows r0..r1 and columns c0..c1 of out; the matching
                     // rows of a and columns of b. Tasks write disjoint blocks of out.
                     unsafe {
