@@ -582,8 +582,9 @@ impl Executable {
         match &self.steps[i] {
             Step::Loop(c) => run_loop(&self.pool, c, &b.fn_inputs, b.out, threads),
             Step::Contraction { kind, epilogue } => {
-                self.contraction(kind, &b.ins, b.out);
-                if let Some(e) = epilogue {
+                let epi = epilogue.as_ref().map(|e| (&**e, &b.fn_inputs[..]));
+                let done = self.contraction(kind, &b.ins, b.out, epi);
+                if let (Some(e), false) = (epilogue, done) {
                     // Epilogue input 0 is the raw result, in the output buffer itself.
                     run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
                 }
@@ -715,7 +716,16 @@ impl Executable {
         Ok(())
     }
 
-    fn contraction(&self, kind: &ContractionKind, ins: &[P], out: P) {
+    /// Runs a contraction into `out`. A convolution whose tasks each produce whole images also
+    /// applies the epilogue `epi` (its compiled kernel and input array) to each task's images
+    /// right after computing them, while they are still in cache; returns whether it did.
+    fn contraction(
+        &self,
+        kind: &ContractionKind,
+        ins: &[P],
+        out: P,
+        epi: Option<(&CompiledKernel, &[P])>,
+    ) -> bool {
         match *kind {
             ContractionKind::Conv2d {
                 n,
@@ -776,6 +786,13 @@ impl Executable {
                 let per = o.div_ceil(oblocks);
                 let rows_per = oh_rows.div_ceil(splits);
                 let (x, wt) = (ins[0], ins[1]);
+                // The epilogue's outer index is the image: each task finishing whole images
+                // (no channel or row split) runs it on them.
+                let epi = epi
+                    .filter(|(e, _)| {
+                        splits == 1 && oblocks == 1 && e.outer == n && e.output_len == n * o * ohw
+                    })
+                    .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
                 self.par(img_tasks * splits * oblocks, macs < SMALL_MACS, &|t| {
                     let (it, rest) = (t / (splits * oblocks), t % (splits * oblocks));
                     let (sp, ob) = (rest / oblocks, rest % oblocks);
@@ -795,12 +812,26 @@ impl Executable {
                             x.get(),
                             wt.get(),
                             out.get(),
-                            imgs,
+                            imgs.clone(),
                             range,
                             rows,
                         )
                     };
+                    if let Some((func, fi)) = epi {
+                        // SAFETY: as `run_loop`: the epilogue's input array and output; this
+                        // task's images are complete (all channels and rows) and no other
+                        // task writes them.
+                        unsafe {
+                            func(
+                                fi.get() as *const *const f32,
+                                out.get(),
+                                imgs.start,
+                                imgs.end,
+                            )
+                        };
+                    }
                 });
+                epi.is_some()
             }
             ContractionKind::MatMul {
                 batch,
@@ -872,6 +903,7 @@ impl Executable {
                         )
                     };
                 });
+                false
             }
         }
     }
