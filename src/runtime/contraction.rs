@@ -417,11 +417,16 @@ unsafe fn gather_stride2(dst: &mut [f32], src: *const f32) {
     }
 }
 
-/// Whether a convolution of one image runs as an implicit GEMM ([`conv_implicit`]) instead
-/// of im2col + GEMM: not already a plain product, AVX-512 present, and output rows wide
-/// enough that the extra columns computed per row cost at most a quarter.
-fn implicit(g: &Geom) -> bool {
-    !g.direct && 4 * ((g.kw - 1) * g.dw / g.sw) <= g.ow && super::sgemm::available()
+/// Whether a convolution computing `m` output channels runs as an implicit GEMM
+/// ([`conv_implicit`]) image by image instead of im2col + GEMM: not already a plain product,
+/// AVX-512 present, and the extra columns computed per output row (`B` of `OW`) cheaper
+/// than the im2col copy they save. That copy costs about as much as a GEMM with 8 output
+/// channels, so it weighs more the fewer channels there are: the extra columns may cost a
+/// quarter, or `8 / m` when that is more (LeNet-5's 16-channel 5×5 convolution on 10×10
+/// outputs computes 14 columns per row of 10 and still gains).
+fn implicit(g: &Geom, m: usize) -> bool {
+    let extra = (g.kw - 1) * g.dw / g.sw;
+    !g.direct && (extra * 4 <= g.ow || extra * m <= 8 * g.ow) && super::sgemm::available()
 }
 
 /// Output rows `r0..r1` of one image (group channels at `xg`), output channels `m` rows of
@@ -615,7 +620,7 @@ pub unsafe fn conv_images(
                 };
                 continue;
             }
-            if implicit(&g) {
+            if implicit(&g, hi - lo) {
                 SCRATCH.with(|s| {
                     TILE.with(|t| unsafe {
                         conv_implicit(
@@ -657,6 +662,29 @@ pub unsafe fn conv_images(
                         );
                     }
                 }
+            });
+            continue;
+        }
+        if implicit(&g, hi - lo) {
+            // Small images with few output channels: one implicit GEMM per image.
+            SCRATCH.with(|s| {
+                TILE.with(|t| {
+                    for i in imgs.clone() {
+                        // SAFETY: image i's group channels and output rows lo..hi.
+                        unsafe {
+                            conv_implicit(
+                                &g,
+                                x.add(i * img_in + grp * g.cg * g.h * g.w),
+                                wg,
+                                hi - lo,
+                                out.add(i * img_out + lo * npix),
+                                (0, g.oh),
+                                &mut s.borrow_mut(),
+                                &mut t.borrow_mut(),
+                            )
+                        }
+                    }
+                })
             });
             continue;
         }
@@ -1169,7 +1197,8 @@ mod tests {
         for case in 0..150 {
             let groups = [1, 1, 1, 2, 3][rng.below(5)];
             let c = groups * (1 + rng.below(5));
-            let o = groups * (1 + rng.below(9));
+            // Up to 24 output channels the GEMM reads the slab in place, above it packs it.
+            let o = groups * [1 + rng.below(9), 25 + rng.below(8)][rng.below(2)];
             let kh = 1 + rng.below(5);
             let kw = 1 + rng.below(5);
             let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
@@ -1191,8 +1220,8 @@ mod tests {
                 groups,
             };
             let g = Geom::new(&kind);
-            implicit_seen += implicit(&g) as usize;
-            strided_seen += (implicit(&g) && sh * sw > 1) as usize;
+            implicit_seen += implicit(&g, o) as usize;
+            strided_seen += (implicit(&g, o) && sh * sw > 1) as usize;
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
             let wt: Vec<f32> = (0..o * g.kdim).map(|_| rng.next()).collect();
             let want = reference(&kind, &x, &wt);

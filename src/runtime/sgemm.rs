@@ -200,6 +200,8 @@ struct Tile {
     a_cs: isize,
     b: *const f32,
     b_rs: isize,
+    /// With a row table (kernel `TABLE`): row `p` of `b` is at `b + b_rows[p]`.
+    b_rows: *const isize,
     dst: *mut f32,
     dst_rs: isize,
     mask: __mmask16,
@@ -219,13 +221,24 @@ type Kernel = unsafe fn(usize, &Tile);
 /// (for `b` without `MASK_B`: whole vectors).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool>(kc: usize, t: &Tile) {
+unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE: bool>(
+    kc: usize,
+    t: &Tile,
+) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut a, mut b) = (t.a, t.b);
+    let mut rows = t.b_rows;
     let (a_rs, a_cs, b_rs, mask) = (t.a_rs, t.a_cs, t.b_rs, t.mask);
     // One step of k: a row of b times a column of a, into the tile.
     macro_rules! step {
         () => {
+            if TABLE {
+                // SAFETY: one table entry per step, kc in all.
+                unsafe {
+                    b = t.b.offset(*rows);
+                    rows = rows.add(1);
+                }
+            }
             let mut bv = [_mm512_setzero_ps(); V];
             for (v, x) in bv.iter_mut().enumerate() {
                 // SAFETY: lanes of this row of b inside the tile (the last vector masked).
@@ -247,7 +260,9 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool>(kc: usize, 
             // SAFETY: the next step (one past the end after the last, never read).
             unsafe {
                 a = a.offset(a_cs);
-                b = b.offset(b_rs);
+                if !TABLE {
+                    b = b.offset(b_rs);
+                }
             }
         };
     }
@@ -296,19 +311,20 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool>(kc: usize, 
 /// The kernel table: one row per row count, one column per vector count.
 #[cfg(target_arch = "x86_64")]
 macro_rules! kernels {
-    ($m:literal [$($r:literal)*] $v:tt) => {
-        [$(kernels!(@row $m $r $v)),*]
+    ($m:literal $t:literal [$($r:literal)*] $v:tt) => {
+        [$(kernels!(@row $m $t $r $v)),*]
     };
-    (@row $m:literal $r:literal [$($v:literal)*]) => {
-        [$(kernel::<$r, $v, $m> as Kernel),*]
+    (@row $m:literal $t:literal $r:literal [$($v:literal)*]) => {
+        [$(kernel::<$r, $v, $m, $t> as Kernel),*]
     };
 }
 
-/// Kernels by `[rows - 1][vectors - 1]`.
+/// Kernels by `[b packed / in place / in place by row table][rows - 1][vectors - 1]`.
 #[cfg(target_arch = "x86_64")]
-static KERNELS: [[[Kernel; NV]; MR]; 2] = [
-    kernels!(false [1 2 3 4 5 6] [1 2 3 4]),
-    kernels!(true [1 2 3 4 5 6] [1 2 3 4]),
+static KERNELS: [[[Kernel; NV]; MR]; 3] = [
+    kernels!(false false [1 2 3 4 5 6] [1 2 3 4]),
+    kernels!(true false [1 2 3 4 5 6] [1 2 3 4]),
+    kernels!(true true [1 2 3 4 5 6] [1 2 3 4]),
 ];
 
 /// Packs rows `0..mc` and columns `0..kc` of `a` into panels of [`MR`] rows: panel `q` starts
@@ -489,13 +505,14 @@ unsafe fn drive(
     rhs_cs: isize,
     accumulate: bool,
 ) {
-    // rhs in place with few rows (rows evenly apart); lhs in place when its rows are
-    // contiguous.
+    // rhs in place with few rows (rows evenly apart, or by the row table); lhs in place
+    // when its rows are contiguous.
     let rhs_rs = match rhs_rows {
         Rows::Stride(rs) => Some(rs),
         Rows::Table(_) => None,
     };
-    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && rhs_rs.is_some();
+    let table = rhs_rs.is_none();
+    let direct = m <= DIRECT_ROWS && rhs_cs == 1;
     let rhs_rs = rhs_rs.unwrap_or(0);
     let pack_a = lhs_cs != 1;
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
@@ -556,6 +573,10 @@ unsafe fn drive(
                         let width = NR.min(nc - jr * NR);
                         let v = width.div_ceil(16);
                         let mask = (0xffffu32 >> (v * 16 - width)) as __mmask16;
+                        let b_rows = match rhs_rows {
+                            Rows::Table(t) if direct => t[pc..].as_ptr(),
+                            _ => std::ptr::null(),
+                        };
                         let (b, b_rs) = if direct {
                             (b.wrapping_add(jr * NR), rhs_rs)
                         } else {
@@ -570,6 +591,7 @@ unsafe fn drive(
                             a_cs,
                             b,
                             b_rs,
+                            b_rows,
                             dst: dst.wrapping_offset(
                                 (ir * MR) as isize * dst_rs + (jc + jr * NR) as isize,
                             ),
@@ -577,9 +599,10 @@ unsafe fn drive(
                             mask,
                             load,
                         };
+                        let kind = if direct { 1 + table as usize } else { 0 };
                         // SAFETY: the tile addresses r rows and `width` columns of dst, the
                         // matching rows of a and columns of b, kc steps deep: all valid.
-                        unsafe { KERNELS[direct as usize][r - 1][v - 1](kc, &tile) };
+                        unsafe { KERNELS[kind][r - 1][v - 1](kc, &tile) };
                     }
                 }
             }
