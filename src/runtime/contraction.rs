@@ -14,6 +14,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Per-thread GEMM output tile for batched small images.
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread flipped, transposed weight of a backward-data pass ([`flip_weight`]).
+    static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `dst[m, n] = lhs[m, k] * rhs[k, n]` with explicit row and column strides (in elements).
@@ -805,13 +807,93 @@ unsafe fn col2im_rows(
     }
 }
 
-/// The gradient of a convolution with respect to its input, for images `imgs`:
+/// The backward-data pass of a stride-1 convolution `kind` as a forward convolution, when it
+/// runs as an implicit GEMM ([`implicit`]): `dx[i, c] = Σ_o conv(dy[i, o], w[o, c] flipped)`,
+/// i.e. input `dy` (`O` channels, `OH×OW`), output `dx` (`C` channels, `H×W`), the same kernel
+/// size, dilation and groups, and padding `(K-1)·D - P` on each side. `None` for strided
+/// convolutions, plain products (1×1, unpadded), padding beyond the kernel's reach (which
+/// would make the transposed padding negative) and where [`implicit`] says no.
+fn backward_data_implicit(kind: &ContractionKind) -> Option<Geom> {
+    let ContractionKind::Conv2d {
+        n,
+        c,
+        o,
+        kernel: [kh, kw],
+        stride,
+        padding: [pt, pb, pl, pr],
+        dilation: [dh, dw],
+        groups,
+        ..
+    } = *kind
+    else {
+        return None;
+    };
+    let g = Geom::new(kind);
+    if stride != [1, 1] || g.direct {
+        return None;
+    }
+    let (reach_h, reach_w) = ((kh - 1) * dh, (kw - 1) * dw);
+    let padding = [
+        reach_h.checked_sub(pt)?,
+        reach_h.checked_sub(pb)?,
+        reach_w.checked_sub(pl)?,
+        reach_w.checked_sub(pr)?,
+    ];
+    let t = Geom::new(&ContractionKind::Conv2d {
+        n,
+        c: o,
+        h: g.oh,
+        w: g.ow,
+        o: c,
+        kernel: [kh, kw],
+        stride: [1, 1],
+        padding,
+        dilation: [dh, dw],
+        groups,
+    });
+    debug_assert_eq!((t.oh, t.ow), (g.h, g.w));
+    // Extra columns up to a quarter only (as for 32 or more channels): with fewer, the extra
+    // columns did not pay here (LeNet-5's conv2 gradient, 6 channels, measured even).
+    implicit(&t, t.og.max(32)).then_some(t)
+}
+
+/// The weight of the transposed convolution `t` ([`backward_data_implicit`]) for its output
+/// channels `c0..c1` (the original's input channels), into `dst` (resized to
+/// `(c1-c0)·t.kdim`): `dst[c - c0, oo, ki, kj] = w[grp·OG + oo, c - grp·CG, KH-1-ki, KW-1-kj]`
+/// for `c` in group `grp`, where `w` is the original `[O, C/g, KH, KW]` weight.
+///
+/// # Safety
+/// `w` holds the whole original weight, `t.o · t.kdim` floats (`t.o` = C, `t.kdim` =
+/// O/g·KH·KW).
+unsafe fn flip_weight(t: &Geom, w: *const f32, (c0, c1): (usize, usize), dst: &mut Vec<f32>) {
+    let taps = t.kh * t.kw;
+    // The original's per-group sizes: t.cg = O/g, t.og = C/g.
+    let (og, cg) = (t.cg, t.og);
+    dst.resize((c1 - c0) * t.kdim, 0.0);
+    // SAFETY: the whole original weight, by the contract.
+    let w = unsafe { std::slice::from_raw_parts(w, t.o * t.kdim) };
+    for c in c0..c1 {
+        let (grp, ci) = (c / cg, c % cg);
+        for oo in 0..og {
+            let src = &w[((grp * og + oo) * cg + ci) * taps..][..taps];
+            let row = &mut dst[((c - c0) * og + oo) * taps..][..taps];
+            for (d, s) in row.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+}
+
+/// The gradient of a convolution with respect to its input, for images `imgs`, input
+/// channels `channels` (ungrouped convolutions; all of them with groups), written to `dx`
+/// (overwritten, not accumulated). At stride 1 where [`backward_data_implicit`] applies, a
+/// forward implicit GEMM ([`conv_implicit`]) of `dy` with the flipped weight; otherwise
 /// `col = W_gᵀ · dy[i]_g` per group (GEMM), then col2im into `dx[i]` (which this zeroes
 /// first). `dy`, `w` and `dx` point at image 0 / the whole weight.
 ///
 /// # Safety
 /// `dy` holds the whole output-gradient batch, `w` the whole weight, `dx` the whole input
-/// gradient batch; no other thread touches images `imgs` of `dx`.
+/// gradient batch; no other thread touches channels `channels` of images `imgs` of `dx`.
 pub unsafe fn conv_backward_data(
     kind: &ContractionKind,
     dy: *const f32,
@@ -820,6 +902,11 @@ pub unsafe fn conv_backward_data(
     imgs: std::ops::Range<usize>,
     channels: (usize, usize),
 ) {
+    if let Some(t) = backward_data_implicit(kind) {
+        // SAFETY: forwarded.
+        unsafe { conv_backward_data_implicit(&t, dy, w, dx, imgs, channels) };
+        return;
+    }
     let g = Geom::new(kind);
     let (npix, kdim) = (g.npix, g.kdim);
     let img_in = g.c * g.h * g.w;
@@ -984,6 +1071,59 @@ pub unsafe fn conv_backward_data(
             });
         }
     }
+}
+
+/// [`conv_backward_data`] as the forward convolution `t` ([`backward_data_implicit`]):
+/// per image and group, output channels (dx's channels) of `channels` from `dy`'s channels
+/// with the flipped weight ([`flip_weight`], once per call), whole images.
+///
+/// # Safety
+/// As [`conv_backward_data`]; `t` is [`implicit`].
+unsafe fn conv_backward_data_implicit(
+    t: &Geom,
+    dy: *const f32,
+    w: *const f32,
+    dx: *mut f32,
+    imgs: std::ops::Range<usize>,
+    channels: (usize, usize),
+) {
+    let (c0, c1) = if t.groups == 1 { channels } else { (0, t.o) };
+    let img_dy = t.c * t.h * t.w;
+    let img_dx = t.o * t.npix;
+    FLIPPED.with(|f| {
+        let mut wt = f.borrow_mut();
+        // SAFETY: the whole weight, by the contract.
+        unsafe { flip_weight(t, w, (c0, c1), &mut wt) };
+        SCRATCH.with(|s| {
+            TILE.with(|tl| {
+                let (mut slab, mut tile) = (s.borrow_mut(), tl.borrow_mut());
+                for i in imgs {
+                    for grp in 0..t.groups {
+                        let lo = c0.max(grp * t.og);
+                        let hi = c1.min((grp + 1) * t.og);
+                        if lo >= hi {
+                            continue;
+                        }
+                        // SAFETY: image i's group grp channels of dy (t.cg planes of
+                        // OH·OW), the flipped rows lo..hi (t.kdim floats each), and channels
+                        // lo..hi of image i of dx, which this task alone writes.
+                        unsafe {
+                            conv_implicit(
+                                t,
+                                dy.add(i * img_dy + grp * t.cg * t.h * t.w),
+                                wt.as_ptr().add((lo - c0) * t.kdim),
+                                hi - lo,
+                                dx.add(i * img_dx + lo * t.npix),
+                                (0, t.oh),
+                                &mut slab,
+                                &mut tile,
+                            )
+                        };
+                    }
+                }
+            })
+        })
+    });
 }
 
 /// The gradient of a convolution with respect to its weight over images `imgs`:
@@ -1347,6 +1487,160 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The input gradient by its definition, in f64: `dx[i, c, y, x] = Σ w[o, c, ki, kj] ·
+    /// dy[i, o, oy, ox]` over the taps with `y = oy·SH + ki·DH - PT`, `x = ox·SW + kj·DW - PL`.
+    fn reference_backward_data(kind: &ContractionKind, dy: &[f32], w: &[f32]) -> Vec<f64> {
+        let ContractionKind::Conv2d { n, .. } = *kind else {
+            unreachable!()
+        };
+        let g = Geom::new(kind);
+        let mut dx = vec![0.0f64; n * g.c * g.h * g.w];
+        for i in 0..n {
+            for o in 0..g.o {
+                let grp = o / g.og;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let d = dy[((i * g.o + o) * g.oh + oy) * g.ow + ox] as f64;
+                        for ci in 0..g.cg {
+                            let c = grp * g.cg + ci;
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let y = (oy * g.sh + ki * g.dh) as isize - g.pt as isize;
+                                    let x = (ox * g.sw + kj * g.dw) as isize - g.pl as isize;
+                                    if y < 0 || x < 0 || y >= g.h as isize || x >= g.w as isize {
+                                        continue;
+                                    }
+                                    let wv = w[((o * g.cg + ci) * g.kh + ki) * g.kw + kj] as f64;
+                                    dx[((i * g.c + c) * g.h + y as usize) * g.w + x as usize] +=
+                                        wv * d;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Random geometries, stride 1 (the implicit GEMM of the flipped weight where
+    /// [`backward_data_implicit`] applies) and stride 2 (col2im), with odd sizes, asymmetric
+    /// padding (some beyond the kernel's reach), dilation, groups and several images; each
+    /// run whole, one image at a time and, without groups, by input-channel blocks, into a
+    /// NaN-filled `dx` (so every element must be written), against
+    /// [`reference_backward_data`].
+    #[test]
+    fn backward_data_matches_the_definition() {
+        let mut rng = Rng(0x9e37_79b9);
+        let (mut implicit_seen, mut split_seen, mut beyond_reach) = (0, 0, 0);
+        for case in 0..80 {
+            let groups = [1, 1, 1, 2, 3][rng.below(5)];
+            let c = groups * (1 + rng.below(6));
+            let o = groups * (1 + rng.below(9));
+            let kh = 1 + rng.below(5);
+            let kw = 1 + rng.below(5);
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let stride = if case % 4 == 3 { 2 } else { 1 };
+            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+            let h = (kh - 1) * dh + 1 + rng.below(30);
+            let w = (kw - 1) * dw + 1 + rng.below(50);
+            let n = 1 + rng.below(3);
+            let kind = ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kernel: [kh, kw],
+                stride: [stride, stride],
+                padding,
+                dilation: [dh, dw],
+                groups,
+            };
+            let g = Geom::new(&kind);
+            let new_path = backward_data_implicit(&kind).is_some();
+            implicit_seen += new_path as usize;
+            split_seen += (new_path && groups == 1 && c >= 2) as usize;
+            beyond_reach += (stride == 1
+                && (padding[0].max(padding[1]) > (kh - 1) * dh
+                    || padding[2].max(padding[3]) > (kw - 1) * dw))
+                as usize;
+            let dy: Vec<f32> = (0..n * o * g.npix).map(|_| rng.next()).collect();
+            let wt: Vec<f32> = (0..o * g.kdim).map(|_| rng.next()).collect();
+            let want = reference_backward_data(&kind, &dy, &wt);
+            let split = c / 2;
+            type Run<'a> = &'a dyn Fn(&mut [f32]);
+            // SAFETY (the three runs): dy, the weight and dx hold the whole batch, weight and
+            // input gradient of `kind`.
+            let whole: Run = &|dx| unsafe {
+                conv_backward_data(
+                    &kind,
+                    dy.as_ptr(),
+                    wt.as_ptr(),
+                    dx.as_mut_ptr(),
+                    0..n,
+                    (0, c),
+                )
+            };
+            let per_image: Run = &|dx| {
+                for i in 0..n {
+                    unsafe {
+                        conv_backward_data(
+                            &kind,
+                            dy.as_ptr(),
+                            wt.as_ptr(),
+                            dx.as_mut_ptr(),
+                            i..i + 1,
+                            (0, c),
+                        )
+                    }
+                }
+            };
+            let by_channels: Run = &|dx| {
+                for r in [(0, split), (split, c)].into_iter().filter(|(a, b)| a < b) {
+                    unsafe {
+                        conv_backward_data(
+                            &kind,
+                            dy.as_ptr(),
+                            wt.as_ptr(),
+                            dx.as_mut_ptr(),
+                            0..n,
+                            r,
+                        )
+                    }
+                }
+            };
+            let runs: &[Run] = if groups == 1 {
+                &[whole, per_image, by_channels]
+            } else {
+                &[whole, per_image]
+            };
+            for (r, run) in runs.iter().enumerate() {
+                let mut dx = vec![f32::NAN; want.len()];
+                run(&mut dx);
+                for (j, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                    let tol = 1e-4 * (1.0 + want.abs());
+                    assert!(
+                        (got as f64 - want).abs() <= tol,
+                        "case {case} run {r} ({kind:?}, implicit {new_path}): element {j}: \
+                         {got} vs {want}"
+                    );
+                }
+            }
+        }
+        assert!(
+            beyond_reach >= 5,
+            "only {beyond_reach} cases pad beyond the reach"
+        );
+        if super::super::sgemm::available() {
+            assert!(implicit_seen >= 15, "only {implicit_seen} implicit cases");
+            assert!(
+                split_seen >= 5,
+                "only {split_seen} implicit channel-split cases"
+            );
         }
     }
 }
