@@ -1,6 +1,15 @@
-//! Convolution and matrix multiplication: packing (im2col) in Rust, the core in AVX-512
-//! microkernels (our [`super::sgemm`] for the shapes where it measured faster, the `gemm`
-//! crate's for the others), the fused epilogue in generated code on each output tile.
+//! Convolution and matrix multiplication on the host.
+//!
+//! In: a [`ContractionKind`], pointers to the operands (the whole batch) and which images,
+//! output channels or rows one task computes. Out: that part of the result, written (never
+//! accumulated) into the output buffer; the caller runs the fused epilogue.
+//!
+//! Convolutions are implicit GEMMs where it pays ([`conv_implicit`]: the column matrix is read
+//! from a zero-padded slab of the input through a row-offset table), else im2col in L2-sized
+//! bands + GEMM; the gradients reuse both (backward-data at stride 1 as the implicit
+//! convolution of `dy` with the flipped weight, else `Wᵀ·dy` + col2im; backward-weight
+//! `dy·im2col(x)ᵀ`). The products are AVX-512 microkernels: our [`super::sgemm`] for the
+//! shapes where it measured faster, the `gemm` crate's for the others.
 
 use std::cell::RefCell;
 
@@ -459,35 +468,105 @@ unsafe fn conv_implicit(
     slab: &mut Vec<f32>,
     tile: &mut Vec<f32>,
 ) {
-    let (sh, sw) = (g.sh, g.sw);
-    let amax = (g.kh - 1) * g.dh / sh;
-    let bmax = (g.kw - 1) * g.dw / sw;
-    let wp = g.ow + bmax;
     let npix = g.npix;
-    // The phases (p, q) some tap reads, numbered in order of first use.
-    let mut phase = vec![usize::MAX; sh * sw];
-    let mut used = Vec::new();
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let ph = (ki * g.dh % sh) * sw + kj * g.dw % sw;
-            if phase[ph] == usize::MAX {
-                phase[ph] = used.len();
-                used.push(ph);
-            }
-        }
-    }
-    let nph = used.len();
-    let stride2 = sw == 2 && super::sgemm::available();
+    let sl = Slab::new(g);
+    let wp = sl.wp;
     let mut rows_of = Vec::with_capacity(g.kdim);
     for (y0, y1) in bands(g, r0, r1) {
         let rows = y1 - y0;
-        let sr = rows + amax;
-        let plane = sr * wp;
+        // SAFETY: forwarded.
+        unsafe { sl.fill(g, xg, y0, rows, slab, &mut rows_of) };
+        let cols = (rows - 1) * wp + g.ow;
+        if tile.len() < m * cols {
+            tile.resize(m * cols, 0.0);
+        }
+        // SAFETY: the rows `fill` describes lie in the slab ([`Slab::fill`]); the tile holds
+        // m·cols floats.
+        let ran = unsafe {
+            super::sgemm::sgemm_rows(
+                m,
+                cols,
+                tile.as_mut_ptr(),
+                cols as isize,
+                wg,
+                g.kdim as isize,
+                slab.as_ptr(),
+                &rows_of,
+            )
+        };
+        assert!(ran, "implicit() checked AVX-512F");
+        for r in 0..m {
+            for y in 0..rows {
+                // SAFETY: output row y0 + y of channel r, ow floats.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(og.add(r * npix + (y0 + y) * g.ow), g.ow)
+                };
+                dst.copy_from_slice(&tile[r * cols + y * wp..r * cols + y * wp + g.ow]);
+            }
+        }
+    }
+}
+
+/// The zero-padded input slab of an implicit GEMM ([`conv_implicit`]): which row/column phases
+/// the kernel's taps read, and the slab's row width `WP = OW + B`.
+struct Slab {
+    /// Phase `p·SW + q` → its plane's index in the slab (`usize::MAX` if no tap reads it).
+    phase: Vec<usize>,
+    /// The phases read, in plane order.
+    used: Vec<usize>,
+    /// The largest tap offsets in phase rows / columns (`A`, `B`).
+    amax: usize,
+    wp: usize,
+}
+
+impl Slab {
+    fn new(g: &Geom) -> Slab {
+        let (sh, sw) = (g.sh, g.sw);
+        let mut phase = vec![usize::MAX; sh * sw];
+        let mut used = Vec::new();
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let ph = (ki * g.dh % sh) * sw + kj * g.dw % sw;
+                if phase[ph] == usize::MAX {
+                    phase[ph] = used.len();
+                    used.push(ph);
+                }
+            }
+        }
+        Slab {
+            phase,
+            used,
+            amax: (g.kh - 1) * g.dh / sh,
+            wp: g.ow + (g.kw - 1) * g.dw / sw,
+        }
+    }
+
+    /// Copies what output rows `y0..y0 + rows` read of the image at `xg` (`g.cg` channels)
+    /// into `slab`: per channel and phase a plane of `rows + A` rows of `WP` floats, zero
+    /// outside the image. Sets `offsets` to where row `(ci, ki, kj)` of the band's column
+    /// matrix starts in the slab; that row runs `(rows - 1)·WP + OW` floats, all inside its
+    /// plane, and holds output pixel `(y, x)` at `(y - y0)·WP + x`.
+    ///
+    /// # Safety
+    /// `xg` holds `g.cg` planes of `g.h × g.w` floats.
+    unsafe fn fill(
+        &self,
+        g: &Geom,
+        xg: *const f32,
+        y0: usize,
+        rows: usize,
+        slab: &mut Vec<f32>,
+        offsets: &mut Vec<isize>,
+    ) {
+        let (sh, sw, wp) = (g.sh, g.sw, self.wp);
+        let nph = self.used.len();
+        let plane = (rows + self.amax) * wp;
         if slab.len() < g.cg * nph * plane {
             slab.resize(g.cg * nph * plane, 0.0);
         }
+        let stride2 = sw == 2 && super::sgemm::available();
         for ci in 0..g.cg {
-            for (pi, &ph) in used.iter().enumerate() {
+            for (pi, &ph) in self.used.iter().enumerate() {
                 let (p, q) = (ph / sw, ph % sw);
                 // Slab column s holds input column s·SW + q - PL: those inside the input.
                 let first = (g.pl.saturating_sub(q)).div_ceil(sw).min(wp);
@@ -496,7 +575,7 @@ unsafe fn conv_implicit(
                 } else {
                     first
                 };
-                for r in 0..sr {
+                for r in 0..rows + self.amax {
                     let at = (ci * nph + pi) * plane + r * wp;
                     let line = &mut slab[at..at + wp];
                     let iy = ((y0 + r) * sh + p) as isize - g.pt as isize;
@@ -527,43 +606,16 @@ unsafe fn conv_implicit(
                 }
             }
         }
-        rows_of.clear();
+        // A row at offset a·WP + b of its plane ends at (a + rows - 1)·WP + b + OW - 1 <=
+        // (rows + A - 1)·WP + WP - 1, the plane's last float.
+        offsets.clear();
         for ci in 0..g.cg {
             for ki in 0..g.kh {
                 for kj in 0..g.kw {
                     let (a, b) = (ki * g.dh / sh, kj * g.dw / sw);
-                    let pi = phase[(ki * g.dh % sh) * sw + kj * g.dw % sw];
-                    rows_of.push(((ci * nph + pi) * plane + a * wp + b) as isize);
+                    let pi = self.phase[(ki * g.dh % sh) * sw + kj * g.dw % sw];
+                    offsets.push(((ci * nph + pi) * plane + a * wp + b) as isize);
                 }
-            }
-        }
-        let cols = (rows - 1) * wp + g.ow;
-        if tile.len() < m * cols {
-            tile.resize(m * cols, 0.0);
-        }
-        // SAFETY: a row read at offset a·wp + b of its plane ends at (a + rows - 1)·wp + b +
-        // ow - 1 <= (sr - 1)·wp + wp - 1, the plane's last float; the tile holds m·cols
-        // floats.
-        let ran = unsafe {
-            super::sgemm::sgemm_rows(
-                m,
-                cols,
-                tile.as_mut_ptr(),
-                cols as isize,
-                wg,
-                g.kdim as isize,
-                slab.as_ptr(),
-                &rows_of,
-            )
-        };
-        assert!(ran, "implicit() checked AVX-512F");
-        for r in 0..m {
-            for y in 0..rows {
-                // SAFETY: output row y0 + y of channel r, ow floats.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(og.add(r * npix + (y0 + y) * g.ow), g.ow)
-                };
-                dst.copy_from_slice(&tile[r * cols + y * wp..r * cols + y * wp + g.ow]);
             }
         }
     }
@@ -1180,6 +1232,65 @@ pub unsafe fn conv_backward_weight(
     for grp in 0..full.groups {
         let dwg = unsafe { dw.add(grp * full.og * kdim + c0 * taps) };
         for (k, pack) in list.chunks(per_pack).enumerate() {
+            if npix > BAND_PIXELS && implicit(&g, r1 - r0) {
+                // A large image as an implicit GEMM per band: dw += dy_band · slabᵀ, where dy's
+                // band is copied into the slab's pixel numbering (rows WP apart, zeros in the
+                // extra columns, so the slab's extra columns add nothing).
+                let i = pack[0];
+                let xg = unsafe { x.add(i * img_in + grp * full.cg * plane + c0 * plane) };
+                let dyg = unsafe { dy.add(i * img_out + grp * full.og * npix) };
+                let sl = Slab::new(&g);
+                let wp = sl.wp;
+                SCRATCH.with(|s| {
+                    TILE.with(|t| {
+                        let (mut slab, mut dyp) = (s.borrow_mut(), t.borrow_mut());
+                        let mut cols_of = Vec::with_capacity(sub_k);
+                        for (y0, y1) in bands(&g, 0, g.oh) {
+                            let rows = y1 - y0;
+                            // SAFETY: image i's channels c0..c1 of x.
+                            unsafe { sl.fill(&g, xg, y0, rows, &mut slab, &mut cols_of) };
+                            let cols = (rows - 1) * wp + g.ow;
+                            if dyp.len() < (r1 - r0) * cols {
+                                dyp.resize((r1 - r0) * cols, 0.0);
+                            }
+                            for r in r0..r1 {
+                                let row = &mut dyp[(r - r0) * cols..(r - r0 + 1) * cols];
+                                for y in 0..rows {
+                                    // SAFETY: row y0 + y of channel r of image i's dy.
+                                    let src = unsafe {
+                                        std::slice::from_raw_parts(
+                                            dyg.add(r * npix + (y0 + y) * g.ow),
+                                            g.ow,
+                                        )
+                                    };
+                                    row[y * wp..y * wp + g.ow].copy_from_slice(src);
+                                    if y + 1 < rows {
+                                        row[y * wp + g.ow..(y + 1) * wp].fill(0.0);
+                                    }
+                                }
+                            }
+                            // SAFETY: dw rows r0..r1 of this group, columns c0·taps.. (sub_k);
+                            // dyp holds (r1-r0)·cols floats; column j of the slab matrix runs
+                            // `cols` floats from cols_of[j], inside the slab (Slab::fill).
+                            let ran = unsafe {
+                                super::sgemm::sgemm_cols(
+                                    r1 - r0,
+                                    cols,
+                                    dwg.add(r0 * kdim),
+                                    kdim as isize,
+                                    dyp.as_ptr(),
+                                    cols as isize,
+                                    slab.as_ptr(),
+                                    &cols_of,
+                                    k > 0 || y0 > 0,
+                                )
+                            };
+                            assert!(ran, "implicit() checked AVX-512F");
+                        }
+                    })
+                });
+                continue;
+            }
             if npix > BAND_PIXELS {
                 // A large image: bands of output rows, dy read in place (rows npix apart).
                 let i = pack[0];
@@ -1641,6 +1752,147 @@ mod tests {
                 split_seen >= 5,
                 "only {split_seen} implicit channel-split cases"
             );
+        }
+    }
+
+    /// The weight gradient by its definition, in f64: `dw[o, ci, ki, kj] = Σ_{i, y, x}
+    /// dy[i, o, y, x] · x[i, grp·CG + ci, y·SH + ki·DH - PT, x·SW + kj·DW - PL]`.
+    fn reference_backward_weight(kind: &ContractionKind, x: &[f32], dy: &[f32]) -> Vec<f64> {
+        let ContractionKind::Conv2d { n, .. } = *kind else {
+            unreachable!()
+        };
+        let g = Geom::new(kind);
+        let mut dw = vec![0.0f64; g.o * g.kdim];
+        for i in 0..n {
+            for o in 0..g.o {
+                let grp = o / g.og;
+                for y in 0..g.oh {
+                    for xo in 0..g.ow {
+                        let d = dy[(i * g.o + o) * g.npix + y * g.ow + xo] as f64;
+                        for ci in 0..g.cg {
+                            for ki in 0..g.kh {
+                                for kj in 0..g.kw {
+                                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                                    let ix = (xo * g.sw + kj * g.dw) as isize - g.pl as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((i * g.c + grp * g.cg + ci) * g.h + iy as usize)
+                                        * g.w
+                                        + ix as usize];
+                                    dw[((o * g.cg + ci) * g.kh + ki) * g.kw + kj] += d * xv as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    /// Weight gradients of large maps (the banded paths: implicit GEMM and im2col) and small
+    /// ones (images packed side by side), strides 1-3, asymmetric padding, dilation, groups;
+    /// whole, by output-channel blocks and by input-channel blocks, against the definition.
+    #[test]
+    fn backward_weight_matches_the_definition() {
+        let mut rng = Rng(0x6c07_8965);
+        let mut implicit_seen = 0;
+        for case in 0..60 {
+            let groups = [1, 1, 1, 2][rng.below(4)];
+            let c = groups * (1 + rng.below(5));
+            let o = groups * (1 + rng.below(9));
+            let kh = 1 + rng.below(4);
+            let kw = 1 + rng.below(4);
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let (sh, sw) = ([1, 1, 2, 3][rng.below(4)], [1, 1, 2, 3][rng.below(4)]);
+            let padding = [rng.below(3), rng.below(3), rng.below(3), rng.below(3)];
+            // Mostly large maps (more than a band of output pixels).
+            let big = case % 4 != 3;
+            let h = (kh - 1) * dh
+                + 1
+                + if big {
+                    20 + rng.below(30)
+                } else {
+                    rng.below(10)
+                };
+            let w = (kw - 1) * dw
+                + 1
+                + if big {
+                    30 + rng.below(40)
+                } else {
+                    rng.below(10)
+                };
+            let n = 1 + rng.below(3);
+            let kind = ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                padding,
+                dilation: [dh, dw],
+                groups,
+            };
+            let g = Geom::new(&kind);
+            implicit_seen += (g.npix > BAND_PIXELS && implicit(&g, o)) as usize;
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
+            let dy: Vec<f32> = (0..n * o * g.npix).map(|_| rng.next()).collect();
+            let want = reference_backward_weight(&kind, &x, &dy);
+            let (so, sc) = (o / 2, c / 2);
+            // (output channels, input channels) of one call.
+            type Block = ((usize, usize), (usize, usize));
+            let blocks: Vec<Block> = if groups == 1 {
+                vec![
+                    ((0, o), (0, c)),
+                    ((0, so), (0, c)),
+                    ((so, o), (0, c)),
+                    ((0, o), (0, sc)),
+                    ((0, o), (sc, c)),
+                ]
+            } else {
+                vec![((0, o), (0, c))]
+            };
+            // Whole (the first block alone), then by output channels, then by input channels.
+            let runs: Vec<&[Block]> = if groups == 1 {
+                vec![&blocks[0..1], &blocks[1..3], &blocks[3..5]]
+            } else {
+                vec![&blocks[0..1]]
+            };
+            for (r, run) in runs.iter().enumerate() {
+                let mut got = vec![f32::NAN; want.len()];
+                for &(outs, ins) in run.iter() {
+                    if outs.0 >= outs.1 || ins.0 >= ins.1 {
+                        continue;
+                    }
+                    // SAFETY: x, dy and dw hold the whole batch / weight of `kind`; blocks
+                    // are disjoint.
+                    unsafe {
+                        conv_backward_weight(
+                            &kind,
+                            x.as_ptr(),
+                            dy.as_ptr(),
+                            got.as_mut_ptr(),
+                            0..n,
+                            outs,
+                            ins,
+                        )
+                    };
+                }
+                for (j, (&gv, &wv)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-4 * (1.0 + wv.abs());
+                    assert!(
+                        (gv as f64 - wv).abs() <= tol,
+                        "case {case} run {r} ({kind:?}): element {j}: {gv} vs {wv}"
+                    );
+                }
+            }
+        }
+        if super::super::sgemm::available() {
+            assert!(implicit_seen >= 20, "only {implicit_seen} implicit cases");
         }
     }
 }

@@ -182,11 +182,72 @@ pub unsafe fn sgemm_rows(
     true
 }
 
-/// Where the rows of `rhs` start: `p · stride`, or `table[p]`.
+/// `dst (+)= lhs · rhs` where column `j` of `rhs` starts at `rhs + rhs_cols[j]` and runs
+/// down contiguous rows: the transposed column matrix of a convolution's weight gradient,
+/// read from a zero-padded input slab. `lhs` rows are `lhs_rs` apart with contiguous columns;
+/// `n = rhs_cols.len()`. Returns `false` and does nothing without AVX-512F.
+///
+/// # Safety
+/// `dst` valid for writes (and reads with `accumulate`) at `i * dst_rs + j`, `lhs` for reads
+/// at `i * lhs_rs + p` and `rhs` at `rhs_cols[j] + p`, for all `i < m`, `j < n`, `p < k`;
+/// `dst` must not overlap them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_cols(
+    m: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cols: &[isize],
+    accumulate: bool,
+) -> bool {
+    if !available() {
+        return false;
+    }
+    let n = rhs_cols.len();
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of dst, n floats, by the caller's contract.
+                unsafe { std::slice::from_raw_parts_mut(dst.offset(i as isize * dst_rs), n) }
+                    .fill(0.0);
+            }
+        }
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
+    unsafe {
+        drive(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            lhs,
+            lhs_rs,
+            1,
+            rhs,
+            Rows::Columns(rhs_cols),
+            0,
+            accumulate,
+        );
+    }
+    true
+}
+
+/// How `rhs` is addressed: row `p` at `p · stride` (columns `cs` apart), row `p` at
+/// `table[p]` (columns contiguous), or column `j` at `table[j]` (rows contiguous).
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     Stride(isize),
     Table(&'a [isize]),
+    Columns(&'a [isize]),
 }
 
 /// Where a microkernel reads and writes: `a` (`R` rows `a_rs` apart, steps of `k` `a_cs`
@@ -408,7 +469,8 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 /// Packs rows `0..kc` and columns `0..nc` of `b` into panels of [`NR`] columns: panel `q`
 /// starts at `q · NR · kc` and holds `w` floats per row, `w` = `NR` or, for the last panel,
 /// its width rounded up to 16 (zero-filled). Row `p` of `b` starts at `p · rs` or, with a
-/// [`Rows::Table`] (`kc` entries, columns contiguous), at `table[p]`.
+/// [`Rows::Table`] (`kc` entries, columns contiguous), at `table[p]`; with [`Rows::Columns`]
+/// (`nc` entries, rows contiguous) column `j` starts at `table[j]`.
 ///
 /// # Safety
 /// AVX-512F present; `b` valid at (row start) `+ j * cs`; `out` holds `kc · nc` rounded up
@@ -434,9 +496,32 @@ unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, o
                 }
                 continue;
             }
+            if let Rows::Columns(cols) = rows {
+                // Column j starts at cols[j] (this block's): 16 × 16 blocks transposed in
+                // registers.
+                for j0 in (0..width).step_by(16) {
+                    let jn = (width - j0).min(16);
+                    for p0 in (0..kc).step_by(16) {
+                        let pn = (kc - p0).min(16);
+                        let mask = (0xffffu32 >> (16 - pn)) as __mmask16;
+                        let mut r = [_mm512_setzero_ps(); 16];
+                        for (i, x) in r.iter_mut().enumerate().take(jn) {
+                            *x = _mm512_maskz_loadu_ps(
+                                mask,
+                                b.offset(cols[q * NR + j0 + i]).add(p0),
+                            );
+                        }
+                        let t = transpose16(r);
+                        for (i, x) in t.iter().enumerate().take(pn) {
+                            _mm512_storeu_ps(o.add((p0 + i) * w + j0), *x);
+                        }
+                    }
+                }
+                continue;
+            }
             let rs = match rows {
                 Rows::Stride(rs) => rs,
-                Rows::Table(_) => unreachable!("handled above"),
+                Rows::Table(_) | Rows::Columns(_) => unreachable!("handled above"),
             };
             if cs == 1 {
                 for p in 0..kc {
@@ -507,13 +592,12 @@ unsafe fn drive(
 ) {
     // rhs in place with few rows (rows evenly apart, or by the row table); lhs in place
     // when its rows are contiguous.
-    let rhs_rs = match rhs_rows {
-        Rows::Stride(rs) => Some(rs),
-        Rows::Table(_) => None,
+    let (rhs_rs, table) = match rhs_rows {
+        Rows::Stride(rs) => (rs, false),
+        Rows::Table(_) => (0, true),
+        Rows::Columns(_) => (1, false),
     };
-    let table = rhs_rs.is_none();
-    let direct = m <= DIRECT_ROWS && rhs_cs == 1;
-    let rhs_rs = rhs_rs.unwrap_or(0);
+    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && !matches!(rhs_rows, Rows::Columns(_));
     let pack_a = lhs_cs != 1;
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
     let even =
@@ -544,6 +628,7 @@ unsafe fn drive(
                     let rows = match rhs_rows {
                         Rows::Stride(rs) => Rows::Stride(rs),
                         Rows::Table(t) => Rows::Table(&t[pc..pc + kc]),
+                        Rows::Columns(t) => Rows::Columns(&t[jc..jc + nc]),
                     };
                     // SAFETY: this block of rhs is valid; bpack holds kc rows of nc rounded up
                     // to 16 floats.
