@@ -129,6 +129,9 @@ pub unsafe fn gemm_acc(
     }
 }
 
+/// Up to this many output channels, small images run as implicit GEMMs one at a time.
+const SMALL_M: usize = 24;
+
 /// Up to this many rows, [`gemm_nt`] computes `(b · aᵀ)ᵀ` instead of `a · bᵀ`.
 const FEW_ROWS: usize = 32;
 
@@ -719,8 +722,10 @@ pub unsafe fn conv_images(
             });
             continue;
         }
-        if implicit(&g, hi - lo) {
-            // Small images with few output channels: one implicit GEMM per image.
+        if hi - lo <= SMALL_M && implicit(&g, hi - lo) {
+            // Small images with few output channels: one implicit GEMM per image (with many
+            // channels the batched im2col below is better: its copy is cheap relative to the
+            // product, and one image's product may have only a few columns).
             SCRATCH.with(|s| {
                 TILE.with(|t| {
                     for i in imgs.clone() {

@@ -182,12 +182,11 @@ pub fn pad_rows(
     let len = n * inner;
     let (b, e) = (before * inner, before * inner + len);
     if out_len <= 16 {
-        // A kernel's taps (9 floats, say) per row: one pass of plain stores per row.
+        // A kernel's taps (9 floats, say) per row, mostly padding (a cropped kernel's
+        // gradient): zero everything at memset speed, then place each row's few values.
+        out.fill(0.0);
         for (o, dst) in rows.zip(out.chunks_exact_mut(out_len)) {
-            let src = &data[o * len..(o + 1) * len];
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = if j >= b && j < e { src[j - b] } else { 0.0 };
-            }
+            dst[b..e].copy_from_slice(&data[o * len..(o + 1) * len]);
         }
         return;
     }
