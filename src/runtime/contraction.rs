@@ -129,8 +129,11 @@ pub unsafe fn gemm_acc(
     }
 }
 
-/// Up to this many output channels, small images run as implicit GEMMs one at a time.
+/// Small images run as implicit GEMMs one at a time with up to this many output channels,
+/// or at least [`SMALL_N`] columns per product.
 const SMALL_M: usize = 24;
+/// See [`SMALL_M`].
+const SMALL_N: usize = 48;
 
 /// Up to this many rows, [`gemm_nt`] computes `(b · aᵀ)ᵀ` instead of `a · bᵀ`.
 const FEW_ROWS: usize = 32;
@@ -722,10 +725,12 @@ pub unsafe fn conv_images(
             });
             continue;
         }
-        if hi - lo <= SMALL_M && implicit(&g, hi - lo) {
-            // Small images with few output channels: one implicit GEMM per image (with many
-            // channels the batched im2col below is better: its copy is cheap relative to the
-            // product, and one image's product may have only a few columns).
+        let cols = (g.oh - 1) * Slab::new(&g).wp + g.ow;
+        if (hi - lo <= SMALL_M || cols >= SMALL_N) && implicit(&g, hi - lo) {
+            // Small images: one implicit GEMM per image when it has few output channels (the
+            // im2col copy below costs as much as their product) or enough columns (with few,
+            // as on a 1×1 output, each product would be a matrix-vector one reading the whole
+            // weight, where the batched im2col below shares it among the images).
             SCRATCH.with(|s| {
                 TILE.with(|t| {
                     for i in imgs.clone() {
