@@ -17,7 +17,7 @@ use std::time::Duration;
 use ndarray::ArrayD;
 
 use crate::codegen::{CompiledKernel, Jit};
-use crate::fuse::kernel::{Contraction, ContractionKind};
+use crate::fuse::kernel::{Contraction, ContractionKind, LoopKernel};
 use crate::fuse::{BufId, BufKind, FusedGraph, HostOp, KernelBody};
 use crate::graph::{Graph, Op, ValueId, numel};
 use crate::plan::{Plan, plan, root_of};
@@ -252,7 +252,7 @@ impl Executable {
         for k in &fused.kernels {
             let mut compile = |lk| -> Result<Arc<CompiledKernel>, String> {
                 let known = jit.cached();
-                let c = jit.compile(lk)?;
+                let c = jit.compile(&squeeze_outer(lk))?;
                 // Only new functions cost Cranelift time now (a cache hit cost it earlier).
                 if jit.cached() > known {
                     codegen_time += c.compile_time;
@@ -1055,6 +1055,32 @@ impl Executable {
             self.pool.run(tasks, f);
         }
     }
+}
+
+/// `k` without its leading size-1 dimensions (a batch of one), so that the outer dimension
+/// the pool splits is the next one (the channels) instead of a single index that one thread
+/// would run alone. Window kernels keep their rank; the output space keeps at least one
+/// dimension. The output's layout is unchanged.
+fn squeeze_outer(k: &LoopKernel) -> std::borrow::Cow<'_, LoopKernel> {
+    let reduced = k.reduction.as_ref().map_or(0, |r| r.axes);
+    let mut drop = 0;
+    while k.window.is_none() && k.shape.len() - drop > reduced + 1 && k.shape[drop] == 1 {
+        drop += 1;
+    }
+    if drop == 0 {
+        return std::borrow::Cow::Borrowed(k);
+    }
+    let mut k = k.clone();
+    k.shape.drain(..drop);
+    for a in &mut k.accesses {
+        a.strides.drain(..drop);
+    }
+    if let Some(r) = &mut k.reduction {
+        for a in &mut r.epilogue_accesses {
+            a.strides.drain(..drop);
+        }
+    }
+    std::borrow::Cow::Owned(k)
 }
 
 /// Output pixels per image of a convolution.
