@@ -161,6 +161,13 @@ pub unsafe fn gemm_nt(
         unsafe { gemm(m, n, k, dst, dst_rs, a, k as isize, 1, b, 1, k as isize) };
         return;
     }
+    if m == 1 && k >= 16 && super::sgemm::available() {
+        // One row: dot products of the weight's rows with `a`, streamed at memory speed (the
+        // GEMM would fill one lane of 16 per vector).
+        // SAFETY: AVX-512F is present; a holds k floats, b n·k, dst n.
+        unsafe { gemv_rows(n, k, dst, a, b) };
+        return;
+    }
     TILE.with(|t| {
         let mut tile = t.borrow_mut();
         if tile.len() < n * m {
@@ -191,6 +198,54 @@ pub unsafe fn gemm_nt(
             }
         }
     });
+}
+
+/// `dst[j] = Σ_p b[j·k + p] · a[p]` for `j < n`: a dense layer at batch 1, four rows at a
+/// time with 16-lane accumulators.
+///
+/// # Safety
+/// AVX-512F present; `a` holds `k` floats, `b` `n·k`, `dst` `n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemv_rows(n: usize, k: usize, dst: *mut f32, a: *const f32, b: *const f32) {
+    use std::arch::x86_64::*;
+    let tail = (0xffffu32 >> ((16 - k % 16) % 16)) as __mmask16;
+    let full = k / 16;
+    let mut j = 0;
+    while j < n {
+        let cnt = (n - j).min(4);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for v in 0..full {
+            // SAFETY: vector v of a and of rows j..j+cnt of b, inside their k floats.
+            unsafe {
+                let x = _mm512_loadu_ps(a.add(16 * v));
+                for (r, s) in acc.iter_mut().enumerate().take(cnt) {
+                    *s = _mm512_fmadd_ps(_mm512_loadu_ps(b.add((j + r) * k + 16 * v)), x, *s);
+                }
+            }
+        }
+        if k % 16 != 0 {
+            // SAFETY: the masked lanes are the last k % 16 floats of each row.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(tail, a.add(16 * full));
+                for (r, s) in acc.iter_mut().enumerate().take(cnt) {
+                    let w = _mm512_maskz_loadu_ps(tail, b.add((j + r) * k + 16 * full));
+                    *s = _mm512_fmadd_ps(w, x, *s);
+                }
+            }
+        }
+        for (r, s) in acc.iter().enumerate().take(cnt) {
+            // SAFETY: dst holds n floats.
+            unsafe { *dst.add(j + r) = _mm512_reduce_add_ps(*s) };
+        }
+        j += cnt;
+    }
+}
+
+/// Stand-in off x86-64 (never called: `sgemm::available()` is false there).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gemv_rows(_: usize, _: usize, _: *mut f32, _: *const f32, _: *const f32) {
+    unreachable!()
 }
 
 /// The sizes of one convolution, derived once.
@@ -1569,6 +1624,9 @@ mod tests {
         for (m, n, k) in [
             (1, 7, 5),
             (1, 300, 129),
+            (1, 1000, 512),
+            (1, 6, 16),
+            (1, 3, 33),
             (3, 1000, 77),
             (16, 513, 300),
             (31, 64, 1),
