@@ -224,7 +224,7 @@ unsafe fn gemv_rows(n: usize, k: usize, dst: *mut f32, a: *const f32, b: *const 
                 }
             }
         }
-        if k % 16 != 0 {
+        if !k.is_multiple_of(16) {
             // SAFETY: the masked lanes are the last k % 16 floats of each row.
             unsafe {
                 let x = _mm512_maskz_loadu_ps(tail, a.add(16 * full));
