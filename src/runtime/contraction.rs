@@ -129,11 +129,8 @@ pub unsafe fn gemm_acc(
     }
 }
 
-/// Small images run as implicit GEMMs one at a time with up to this many output channels,
-/// or at least [`SMALL_N`] columns per product.
+/// Small images run as implicit GEMMs one at a time with up to this many output channels.
 const SMALL_M: usize = 24;
-/// See [`SMALL_M`].
-const SMALL_N: usize = 48;
 
 /// Up to this many rows, [`gemm_nt`] computes `(b · aᵀ)ᵀ` instead of `a · bᵀ`.
 const FEW_ROWS: usize = 32;
@@ -780,12 +777,12 @@ pub unsafe fn conv_images(
             });
             continue;
         }
-        let cols = (g.oh - 1) * Slab::new(&g).wp + g.ow;
-        if (hi - lo <= SMALL_M || cols >= SMALL_N) && implicit(&g, hi - lo) {
-            // Small images: one implicit GEMM per image when it has few output channels (the
-            // im2col copy below costs as much as their product) or enough columns (with few,
-            // as on a 1×1 output, each product would be a matrix-vector one reading the whole
-            // weight, where the batched im2col below shares it among the images).
+        if hi - lo <= SMALL_M && implicit(&g, hi - lo) {
+            // Small images with few output channels: one implicit GEMM per image (the im2col
+            // copy below costs as much as their product). With more channels the batched
+            // im2col measured faster: its copy is cheap relative to the product, and one
+            // image's product has few columns (AlexNet's 13×13 maps: 246 -> 265 GFLOP/s; a
+            // 1×1 output would be a matrix-vector product per image).
             SCRATCH.with(|s| {
                 TILE.with(|t| {
                     for i in imgs.clone() {
