@@ -603,7 +603,7 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
     let avg = PoolOp::Avg {
         count_include_pad: false,
     };
-    let pools: [PoolCase; 7] = [
+    let pools: [PoolCase; 9] = [
         (
             PoolOp::Max,
             [2, 2],
@@ -675,6 +675,27 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
             false,
             [2, 3, 9, 71],
             false,
+        ),
+        // Strides 4 and 5 (the scalar window loop of the backward pass), with ties.
+        (
+            PoolOp::Max,
+            [4, 4],
+            [4, 4],
+            [1; 4],
+            [1, 1],
+            true,
+            [2, 3, 13, 77],
+            true,
+        ),
+        (
+            PoolOp::Max,
+            [5, 3],
+            [2, 5],
+            [2, 2, 1, 1],
+            [1, 2],
+            false,
+            [1, 2, 15, 91],
+            true,
         ),
     ];
     for (i, (op, kernel, stride, padding, dilation, ceil_mode, shape, ties)) in
