@@ -240,6 +240,25 @@ pub fn pool_backward_planes(
     pool_backward_body(win, x, xs, dy, dys, dx, range);
 }
 
+/// Per output column of a pooling window: where the window starts (`ox·SW - PL`) and which
+/// taps fall inside the input (`lo..hi`); and the contiguous run `inner_lo..inner_hi` of
+/// output columns whose windows lie wholly inside the input horizontally (windows move right
+/// as the column grows).
+fn window_columns(win: &Window, w: usize, ow: usize) -> (Vec<(isize, usize, usize)>, usize, usize) {
+    let [_, kw] = win.kernel;
+    let cols: Vec<(isize, usize, usize)> = (0..ow)
+        .map(|ox| {
+            let x0 = (ox * win.stride[1]) as isize - win.padding[2] as isize;
+            let (lo, hi) = tap_range(x0, kw, win.dilation[1], w);
+            (x0, lo, hi)
+        })
+        .collect();
+    let inside = |&(_, lo, hi): &(isize, usize, usize)| lo == 0 && hi == kw;
+    let inner_lo = cols.iter().position(inside).unwrap_or(ow);
+    let inner_hi = inner_lo + cols[inner_lo..].iter().take_while(|c| inside(c)).count();
+    (cols, inner_lo, inner_hi)
+}
+
 /// Max pooling forward for planes `range` (of `N·C`): `x` is the whole input `[N, C, H, W]`,
 /// `out` just those planes of the output `[N, C, OH, OW]`. Each output is its window's first
 /// strictly largest tap, or NaN when a tap is NaN (PyTorch's rule; taps in the padding do not
@@ -254,25 +273,10 @@ pub fn max_pool_planes(
     let (h, w) = (xs[2], xs[3]);
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
-    let [pt, _, pl, _] = win.padding;
+    let pt = win.padding[0];
     let [dh, dw] = win.dilation;
     let (oh, ow) = (ys[2], ys[3]);
-    let cols: Vec<(isize, usize, usize)> = (0..ow)
-        .map(|ox| {
-            let x0 = (ox * sw) as isize - pl as isize;
-            let (lo, hi) = tap_range(x0, kw, dw, w);
-            (x0, lo, hi)
-        })
-        .collect();
-    let inner_lo = cols
-        .iter()
-        .position(|&(_, lo, hi)| lo == 0 && hi == kw)
-        .unwrap_or(ow);
-    let inner_hi = inner_lo
-        + cols[inner_lo..]
-            .iter()
-            .take_while(|&&(_, lo, hi)| lo == 0 && hi == kw)
-            .count();
+    let (cols, inner_lo, inner_hi) = window_columns(win, w, ow);
     let simd = crate::runtime::sgemm::available();
     let first = range.start;
     for p in range {
@@ -528,7 +532,7 @@ fn pool_backward_body(
     let (h, w) = (xs[2], xs[3]);
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
-    let [pt, pb, pl, pr] = win.padding;
+    let [pt, pb, _, pr] = win.padding;
     let [dh, dw] = win.dilation;
     let (oh, ow) = (dys[2], dys[3]);
     // Per output row / column: where the window starts and which taps fall inside the input.
@@ -539,26 +543,7 @@ fn pool_backward_body(
             (y0, lo, hi)
         })
         .collect();
-    let cols: Vec<(isize, usize, usize)> = (0..ow)
-        .map(|ox| {
-            let x0 = (ox * sw) as isize - pl as isize;
-            let (lo, hi) = tap_range(x0, kw, dw, w);
-            (x0, lo, hi)
-        })
-        .collect();
-    // The output columns whose windows lie wholly inside the input horizontally: a
-    // contiguous run, since windows move right as the column grows.
-    let inner_lo = cols.iter().position(|&(_, lo, hi)| lo == 0 && hi == kw);
-    let (inner_lo, inner_hi) = match inner_lo {
-        Some(lo) => (
-            lo,
-            lo + cols[lo..]
-                .iter()
-                .take_while(|&&(_, lo, hi)| lo == 0 && hi == kw)
-                .count(),
-        ),
-        None => (ow, ow),
-    };
+    let (cols, inner_lo, inner_hi) = window_columns(win, w, ow);
     let first = range.start;
     let mut best = [0f32; RUN];
     let mut arg = [0u32; RUN];

@@ -600,23 +600,14 @@ impl Executable {
                 let xs = self.fused.buffers[k.inputs[0]].shape.clone();
                 let dys = self.fused.buffers[k.inputs[1]].shape.clone();
                 let (nx, ndy) = (numel(&xs), numel(&dys));
-                let planes = xs[0] * xs[1];
-                let tasks = planes.min(self.pool.threads()).max(1);
-                let per = planes.div_ceil(tasks);
-                let (x, dy, out) = (b.ins[0], b.ins[1], b.out);
-                self.par(tasks, nx < SMALL_LOOP, &|t| {
-                    let range = t * per..((t + 1) * per).min(planes);
-                    let plane = xs[2] * xs[3];
-                    // SAFETY: x holds nx floats and dy ndy (read only); each task gets its own
-                    // planes of dx, disjoint from the others'.
-                    let (xs_, dys_, dx) = unsafe {
+                let (x, dy) = (b.ins[0], b.ins[1]);
+                let (planes, plane) = (xs[0] * xs[1], xs[2] * xs[3]);
+                self.par_rows((planes, plane), b.out, nx < SMALL_LOOP, &|range, dx| {
+                    // SAFETY: x holds nx floats and dy ndy, read only.
+                    let (xs_, dys_) = unsafe {
                         (
                             std::slice::from_raw_parts(x.get() as *const f32, nx),
                             std::slice::from_raw_parts(dy.get() as *const f32, ndy),
-                            std::slice::from_raw_parts_mut(
-                                out.get().add(range.start * plane),
-                                range.len() * plane,
-                            ),
                         )
                     };
                     host::pool_backward_planes(win, xs_, &xs, dys_, &dys, dx, range);
@@ -626,24 +617,12 @@ impl Executable {
                 let k = &self.fused.kernels[i];
                 let xs = self.fused.buffers[k.inputs[0]].shape.clone();
                 let ys = self.fused.buffers[k.output].shape.clone();
-                let (nx, plane) = (numel(&xs), ys[2] * ys[3]);
-                let planes = xs[0] * xs[1];
-                let tasks = planes.min(self.pool.threads()).max(1);
-                let per = planes.div_ceil(tasks);
-                let (x, out) = (b.ins[0], b.out);
-                self.par(tasks, nx < SMALL_LOOP, &|t| {
-                    let range = (t * per).min(planes)..((t + 1) * per).min(planes);
-                    // SAFETY: x holds nx floats (read only); each task writes its own planes
-                    // of the output.
-                    let (x_, y) = unsafe {
-                        (
-                            std::slice::from_raw_parts(x.get() as *const f32, nx),
-                            std::slice::from_raw_parts_mut(
-                                out.get().add(range.start * plane),
-                                range.len() * plane,
-                            ),
-                        )
-                    };
+                let nx = numel(&xs);
+                let x = b.ins[0];
+                let (planes, plane) = (xs[0] * xs[1], ys[2] * ys[3]);
+                self.par_rows((planes, plane), b.out, nx < SMALL_LOOP, &|range, y| {
+                    // SAFETY: x holds nx floats, read only.
+                    let x_ = unsafe { std::slice::from_raw_parts(x.get() as *const f32, nx) };
                     host::max_pool_planes(win, (x_, &xs), (y, &ys), range);
                 });
             }
@@ -667,23 +646,11 @@ impl Executable {
                 let axis = args.0;
                 let outer: usize = xs[..axis].iter().product();
                 let row = nout / outer.max(1);
-                let tasks = outer.min(self.pool.threads()).max(1);
-                let per = outer.div_ceil(tasks);
-                let (x, out) = (b.ins[0], b.out);
+                let x = b.ins[0];
                 let slice = matches!(op, HostOp::Slice { .. });
-                self.par(tasks, false, &|t| {
-                    let rows = (t * per).min(outer)..((t + 1) * per).min(outer);
-                    // SAFETY: x holds nx floats (read only); each task writes only its own
-                    // rows of the output, which holds outer * row floats.
-                    let (xs_, o) = unsafe {
-                        (
-                            std::slice::from_raw_parts(x.get() as *const f32, nx),
-                            std::slice::from_raw_parts_mut(
-                                out.get().add(rows.start * row),
-                                rows.len() * row,
-                            ),
-                        )
-                    };
+                self.par_rows((outer, row), b.out, false, &|rows, o| {
+                    // SAFETY: x holds nx floats, read only.
+                    let xs_ = unsafe { std::slice::from_raw_parts(x.get() as *const f32, nx) };
                     if slice {
                         host::slice_rows(args, (xs_, &xs), o, rows);
                     } else {
@@ -1048,6 +1015,27 @@ impl Executable {
     }
 
     /// Runs `tasks` on the pool, or in order on this thread when the work is small.
+    /// Splits `rows` rows of `row` floats of the output `out` across the pool (on the calling
+    /// thread when `small`): `f` gets each task's row range and its rows of the output.
+    fn par_rows(
+        &self,
+        (rows, row): (usize, usize),
+        out: P,
+        small: bool,
+        f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
+    ) {
+        let tasks = rows.min(self.pool.threads()).max(1);
+        let per = rows.div_ceil(tasks);
+        self.par(tasks, small, &|t| {
+            let range = (t * per).min(rows)..((t + 1) * per).min(rows);
+            // SAFETY: the output holds rows·row floats; tasks get disjoint rows.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(out.get().add(range.start * row), range.len() * row)
+            };
+            f(range, o);
+        });
+    }
+
     fn par(&self, tasks: usize, small: bool, f: &(dyn Fn(usize) + Sync)) {
         if small {
             (0..tasks).for_each(f);

@@ -90,41 +90,18 @@ pub unsafe fn sgemm(
     rhs_cs: isize,
     accumulate: bool,
 ) -> bool {
-    if !available() {
-        return false;
-    }
-    if m == 0 || n == 0 {
-        return true;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of dst, n floats, by the caller's contract.
-                unsafe { std::slice::from_raw_parts_mut(dst.offset(i as isize * dst_rs), n) }
-                    .fill(0.0);
-            }
-        }
-        return true;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
+    // SAFETY: forwarded.
     unsafe {
-        drive(
-            m,
-            n,
-            k,
-            dst,
-            dst_rs,
-            lhs,
-            lhs_rs,
-            lhs_cs,
+        run(
+            (m, n, k),
+            (dst, dst_rs),
+            (lhs, lhs_rs, lhs_cs),
             rhs,
             Rows::Stride(rhs_rs),
             rhs_cs,
             accumulate,
-        );
+        )
     }
-    true
 }
 
 /// `dst = lhs · rhs` where row `p` of `rhs` starts at `rhs + rhs_rows[p]` (columns
@@ -147,39 +124,18 @@ pub unsafe fn sgemm_rows(
     rhs: *const f32,
     rhs_rows: &[isize],
 ) -> bool {
-    if !available() {
-        return false;
-    }
-    let k = rhs_rows.len();
-    if m == 0 || n == 0 {
-        return true;
-    }
-    if k == 0 {
-        for i in 0..m {
-            // SAFETY: row i of dst, n floats, by the caller's contract.
-            unsafe { std::slice::from_raw_parts_mut(dst.offset(i as isize * dst_rs), n) }.fill(0.0);
-        }
-        return true;
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
+    // SAFETY: forwarded.
     unsafe {
-        drive(
-            m,
-            n,
-            k,
-            dst,
-            dst_rs,
-            lhs,
-            lhs_rs,
-            1,
+        run(
+            (m, n, rhs_rows.len()),
+            (dst, dst_rs),
+            (lhs, lhs_rs, 1),
             rhs,
             Rows::Table(rhs_rows),
             1,
             false,
-        );
+        )
     }
-    true
 }
 
 /// `dst (+)= lhs · rhs` where column `j` of `rhs` starts at `rhs + rhs_cols[j]` and runs
@@ -203,10 +159,37 @@ pub unsafe fn sgemm_cols(
     rhs_cols: &[isize],
     accumulate: bool,
 ) -> bool {
+    // SAFETY: forwarded.
+    unsafe {
+        run(
+            (m, rhs_cols.len(), k),
+            (dst, dst_rs),
+            (lhs, lhs_rs, 1),
+            rhs,
+            Rows::Columns(rhs_cols),
+            0,
+            accumulate,
+        )
+    }
+}
+
+/// The entry points' common part: `false` without AVX-512F; empty products and `k = 0`
+/// (zeroing `dst` unless accumulating) handled here; the rest to [`drive`].
+///
+/// # Safety
+/// As [`sgemm`], with `rhs` addressed as `rows` says.
+unsafe fn run(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    rhs: *const f32,
+    rows: Rows,
+    rhs_cs: isize,
+    accumulate: bool,
+) -> bool {
     if !available() {
         return false;
     }
-    let n = rhs_cols.len();
     if m == 0 || n == 0 {
         return true;
     }
@@ -224,18 +207,7 @@ pub unsafe fn sgemm_cols(
     // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
     unsafe {
         drive(
-            m,
-            n,
-            k,
-            dst,
-            dst_rs,
-            lhs,
-            lhs_rs,
-            1,
-            rhs,
-            Rows::Columns(rhs_cols),
-            0,
-            accumulate,
+            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rows, rhs_cs, accumulate,
         );
     }
     true
