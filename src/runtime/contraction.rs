@@ -555,13 +555,72 @@ unsafe fn conv_implicit(
         };
         assert!(ran, "implicit() checked AVX-512F");
         for r in 0..m {
-            for y in 0..rows {
-                // SAFETY: output row y0 + y of channel r, ow floats.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(og.add(r * npix + (y0 + y) * g.ow), g.ow)
-                };
-                dst.copy_from_slice(&tile[r * cols + y * wp..r * cols + y * wp + g.ow]);
+            // SAFETY: rows y0..y0+rows of channel r (ow floats each, npix per channel) and
+            // the band's rows of the tile (wp apart, ow floats each, inside m·cols).
+            unsafe {
+                copy_rows(
+                    tile.as_ptr().add(r * cols),
+                    wp,
+                    og.add(r * npix + y0 * g.ow),
+                    g.ow,
+                    (rows, g.ow),
+                )
+            };
+        }
+    }
+}
+
+/// Copies `rows` rows of `len` floats from `src` (rows `src_rs` apart) to `dst` (rows `dst_rs`
+/// apart): a band's result out of the implicit GEMM's tile. Short rows (up to 64 floats, the
+/// maps of LeNet-5 or ResNet's later stages) as masked AVX-512 moves in one call, instead of
+/// a `memcpy` call per row.
+///
+/// # Safety
+/// Both regions valid for the rows given; they do not overlap.
+unsafe fn copy_rows(
+    src: *const f32,
+    src_rs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    (rows, len): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if len <= 64 && super::sgemm::available() {
+        // SAFETY: AVX-512F is present; forwarded.
+        unsafe { copy_rows_avx512(src, src_rs, dst, dst_rs, (rows, len)) };
+        return;
+    }
+    for y in 0..rows {
+        // SAFETY: row y of both, by the contract.
+        unsafe { std::ptr::copy_nonoverlapping(src.add(y * src_rs), dst.add(y * dst_rs), len) };
+    }
+}
+
+/// [`copy_rows`] for rows of at most 64 floats.
+///
+/// # Safety
+/// As [`copy_rows`]; AVX-512F present; `len <= 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_rows_avx512(
+    src: *const f32,
+    src_rs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    (rows, len): (usize, usize),
+) {
+    use std::arch::x86_64::*;
+    for y in 0..rows {
+        let mut j = 0;
+        while j < len {
+            let n = (len - j).min(16);
+            let m = (0xffffu32 >> (16 - n)) as __mmask16;
+            // SAFETY: lanes j..j+n of row y of both (contract).
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(m, src.add(y * src_rs + j));
+                _mm512_mask_storeu_ps(dst.add(y * dst_rs + j), m, v);
             }
+            j += n;
         }
     }
 }
