@@ -422,21 +422,30 @@ unsafe fn im2col(
                         continue;
                     }
                     let first = (x0 as isize * g.sw as isize + off) as usize;
-                    if g.sw == 1 {
-                        line[x0..x1].copy_from_slice(&src[first..first + (x1 - x0)]);
-                    } else if g.sw == 2 && stride2 {
-                        let n = x1 - x0;
-                        assert!(first + 2 * (n - 1) < src.len());
-                        // SAFETY: AVX-512F is present (`stride2`); the reads end at index
-                        // first + 2(n-1), inside src (asserted).
-                        unsafe { gather_stride2(&mut line[x0..x1], src.as_ptr().add(first)) };
-                    } else {
-                        for (k, v) in line[x0..x1].iter_mut().enumerate() {
-                            *v = src[first + k * g.sw];
-                        }
-                    }
+                    strided_copy(&mut line[x0..x1], src, first, g.sw, stride2);
                 }
             }
+        }
+    }
+}
+
+/// `out[k] = src[first + k·s]` for every `k < out.len()`: one row of an im2col or a slab
+/// phase. Stride 1 is a copy, stride 2 the AVX-512 even-lane gather when `stride2` (AVX-512F
+/// present), other strides a loop.
+fn strided_copy(out: &mut [f32], src: &[f32], first: usize, s: usize, stride2: bool) {
+    if out.is_empty() {
+        return;
+    }
+    if s == 1 {
+        out.copy_from_slice(&src[first..first + out.len()]);
+    } else if s == 2 && stride2 {
+        assert!(first + 2 * (out.len() - 1) < src.len());
+        // SAFETY: AVX-512F is present (`stride2`); the reads end at index
+        // first + 2(len-1), inside src (asserted).
+        unsafe { gather_stride2(out, src.as_ptr().add(first)) };
+    } else {
+        for (k, v) in out.iter_mut().enumerate() {
+            *v = src[first + k * s];
         }
     }
 }
@@ -708,19 +717,7 @@ impl Slab {
                     line[..first].fill(0.0);
                     line[end..].fill(0.0);
                     let x0 = first * sw + q - g.pl;
-                    let out = &mut line[first..end];
-                    if sw == 1 {
-                        out.copy_from_slice(&src[x0..x0 + out.len()]);
-                    } else if stride2 {
-                        assert!(x0 + 2 * (out.len() - 1) < src.len());
-                        // SAFETY: AVX-512F is present (`stride2`); the reads end at
-                        // x0 + 2(len-1), inside src (asserted).
-                        unsafe { gather_stride2(out, src.as_ptr().add(x0)) };
-                    } else {
-                        for (k, v) in out.iter_mut().enumerate() {
-                            *v = src[x0 + k * sw];
-                        }
-                    }
+                    strided_copy(&mut line[first..end], src, x0, sw, stride2);
                 }
             }
         }

@@ -819,11 +819,6 @@ impl Executable {
                 };
                 let per = span.div_ceil(chunks);
                 let (a, b) = (ins[0], ins[1]);
-                let (rhs_rs, rhs_cs) = if transpose_b {
-                    (1, k as isize)
-                } else {
-                    (n as isize, 1)
-                };
                 self.par(batch * chunks, batch * m * n * k < SMALL_MACS, &|t| {
                     let (bi, ch) = (t / chunks, t % chunks);
                     let (s0, s1) = (ch * per, ((ch + 1) * per).min(span));
@@ -864,9 +859,9 @@ impl Executable {
                             a.get().add(bi * m * k + r0 * k),
                             k as isize,
                             1,
-                            b.get().add(bi * k * n).offset(c0 as isize * rhs_cs),
-                            rhs_rs,
-                            rhs_cs,
+                            b.get().add(bi * k * n + c0),
+                            n as isize,
+                            1,
                         )
                     };
                 });

@@ -97,7 +97,7 @@ pub unsafe fn sgemm(
             (dst, dst_rs),
             (lhs, lhs_rs, lhs_cs),
             rhs,
-            Rows::Stride(rhs_rs),
+            RhsAt::RowStride(rhs_rs),
             rhs_cs,
             accumulate,
         )
@@ -131,7 +131,7 @@ pub unsafe fn sgemm_rows(
             (dst, dst_rs),
             (lhs, lhs_rs, 1),
             rhs,
-            Rows::Table(rhs_rows),
+            RhsAt::RowTable(rhs_rows),
             1,
             false,
         )
@@ -166,7 +166,7 @@ pub unsafe fn sgemm_cols(
             (dst, dst_rs),
             (lhs, lhs_rs, 1),
             rhs,
-            Rows::Columns(rhs_cols),
+            RhsAt::ColumnTable(rhs_cols),
             0,
             accumulate,
         )
@@ -183,7 +183,7 @@ unsafe fn run(
     (dst, dst_rs): (*mut f32, isize),
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
     rhs: *const f32,
-    rows: Rows,
+    rows: RhsAt,
     rhs_cs: isize,
     accumulate: bool,
 ) -> bool {
@@ -216,10 +216,10 @@ unsafe fn run(
 /// How `rhs` is addressed: row `p` at `p · stride` (columns `cs` apart), row `p` at
 /// `table[p]` (columns contiguous), or column `j` at `table[j]` (rows contiguous).
 #[derive(Clone, Copy)]
-enum Rows<'a> {
-    Stride(isize),
-    Table(&'a [isize]),
-    Columns(&'a [isize]),
+enum RhsAt<'a> {
+    RowStride(isize),
+    RowTable(&'a [isize]),
+    ColumnTable(&'a [isize]),
 }
 
 /// Where a microkernel reads and writes: `a` (`R` rows `a_rs` apart, steps of `k` `a_cs`
@@ -441,7 +441,7 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 /// Packs rows `0..kc` and columns `0..nc` of `b` into panels of [`NR`] columns: panel `q`
 /// starts at `q · NR · kc` and holds `w` floats per row, `w` = `NR` or, for the last panel,
 /// its width rounded up to 16 (zero-filled). Row `p` of `b` starts at `p · rs` or, with a
-/// [`Rows::Table`] (`kc` entries, columns contiguous), at `table[p]`; with [`Rows::Columns`]
+/// [`RhsAt::RowTable`] (`kc` entries, columns contiguous), at `table[p]`; with [`RhsAt::ColumnTable`]
 /// (`nc` entries, rows contiguous) column `j` starts at `table[j]`.
 ///
 /// # Safety
@@ -449,7 +449,7 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 /// to 16 floats per row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, out: *mut f32) {
+unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: RhsAt, cs: isize, out: *mut f32) {
     for q in 0..nc.div_ceil(NR) {
         let width = NR.min(nc - q * NR);
         let w = width.div_ceil(16) * 16;
@@ -457,7 +457,7 @@ unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, o
         unsafe {
             let o = out.add(q * NR * kc);
             let b = b.offset((q * NR) as isize * cs);
-            if let Rows::Table(table) = rows {
+            if let RhsAt::RowTable(table) = rows {
                 for (p, &off) in table.iter().enumerate() {
                     let src = b.offset(off);
                     let dst = o.add(p * w);
@@ -468,7 +468,7 @@ unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, o
                 }
                 continue;
             }
-            if let Rows::Columns(cols) = rows {
+            if let RhsAt::ColumnTable(cols) = rows {
                 // Column j starts at cols[j] (this block's): 16 × 16 blocks transposed in
                 // registers.
                 for j0 in (0..width).step_by(16) {
@@ -492,8 +492,8 @@ unsafe fn pack_rhs(kc: usize, nc: usize, b: *const f32, rows: Rows, cs: isize, o
                 continue;
             }
             let rs = match rows {
-                Rows::Stride(rs) => rs,
-                Rows::Table(_) | Rows::Columns(_) => unreachable!("handled above"),
+                RhsAt::RowStride(rs) => rs,
+                RhsAt::RowTable(_) | RhsAt::ColumnTable(_) => unreachable!("handled above"),
             };
             if cs == 1 {
                 for p in 0..kc {
@@ -558,18 +558,18 @@ unsafe fn drive(
     lhs_rs: isize,
     lhs_cs: isize,
     rhs: *const f32,
-    rhs_rows: Rows,
+    rhs_rows: RhsAt,
     rhs_cs: isize,
     accumulate: bool,
 ) {
     // rhs in place with few rows (rows evenly apart, or by the row table); lhs in place
     // when its rows are contiguous.
     let (rhs_rs, table) = match rhs_rows {
-        Rows::Stride(rs) => (rs, false),
-        Rows::Table(_) => (0, true),
-        Rows::Columns(_) => (1, false),
+        RhsAt::RowStride(rs) => (rs, false),
+        RhsAt::RowTable(_) => (0, true),
+        RhsAt::ColumnTable(_) => (1, false),
     };
-    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && !matches!(rhs_rows, Rows::Columns(_));
+    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && !matches!(rhs_rows, RhsAt::ColumnTable(_));
     let pack_a = lhs_cs != 1;
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
     let even =
@@ -598,9 +598,9 @@ unsafe fn drive(
                 let b = rhs.wrapping_offset(pc as isize * rhs_rs + jc as isize * rhs_cs);
                 if !direct {
                     let rows = match rhs_rows {
-                        Rows::Stride(rs) => Rows::Stride(rs),
-                        Rows::Table(t) => Rows::Table(&t[pc..pc + kc]),
-                        Rows::Columns(t) => Rows::Columns(&t[jc..jc + nc]),
+                        RhsAt::RowStride(rs) => RhsAt::RowStride(rs),
+                        RhsAt::RowTable(t) => RhsAt::RowTable(&t[pc..pc + kc]),
+                        RhsAt::ColumnTable(t) => RhsAt::ColumnTable(&t[jc..jc + nc]),
                     };
                     // SAFETY: this block of rhs is valid; bpack holds kc rows of nc rounded up
                     // to 16 floats.
@@ -631,7 +631,7 @@ unsafe fn drive(
                         let v = width.div_ceil(16);
                         let mask = (0xffffu32 >> (v * 16 - width)) as __mmask16;
                         let b_rows = match rhs_rows {
-                            Rows::Table(t) if direct => t[pc..].as_ptr(),
+                            RhsAt::RowTable(t) if direct => t[pc..].as_ptr(),
                             _ => std::ptr::null(),
                         };
                         let (b, b_rs) = if direct {
