@@ -543,7 +543,25 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 9] = [
+    let convs: [Case; 11] = [
+        // 3x3 stride 1 with enough tiles: the Winograd form, forward and backward-data, by
+        // whole images (3 images, 2 threads) and by tile ranges (1 image), asymmetric padding.
+        (
+            [3, 17, 13, 21],
+            [19, 17, 3, 3],
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            1,
+        ),
+        (
+            [1, 16, 20, 30],
+            [18, 16, 3, 3],
+            [1, 1],
+            [0, 2, 2, 1],
+            [1, 1],
+            1,
+        ),
         // 1x1 maps through 1x1 kernels (cropped 3x3s): all images in one product.
         ([5, 7, 1, 1], [6, 7, 1, 1], [1, 1], [0; 4], [1, 1], 1),
         ([5, 6, 1, 1], [4, 3, 1, 1], [1, 1], [0; 4], [1, 1], 2),

@@ -472,6 +472,33 @@ fn large_convolutions_match_the_reference() {
     run_cases("large conv", 40, large_conv_case());
 }
 
+/// 3×3 stride-1 convolutions with enough channels and output tiles for the Winograd form
+/// (batch 1 splits tile ranges across threads, more images go one per task with the epilogue
+/// fused), with batchnorm, activations and a residual block after them.
+fn winograd_conv_case() -> impl Strategy<Value = Case> {
+    (
+        (16..=40usize, 20..=36usize, 12..=40usize, 16..=40usize),
+        (pair(0, 2), any::<bool>(), any::<bool>()),
+        (prop::option::of(activation()), any::<bool>()),
+    )
+        .prop_flat_map(|((c, h, w, o), (pad, bias, bn), (act, residual))| {
+            let mut body = vec![format!("conv({o}, 3, pad={pad}, bias={bias})")];
+            if bn {
+                body.push("batchnorm".into());
+            }
+            body.extend(act);
+            if residual {
+                body.push(format!("residual {{ conv({o}, 3, pad=1); relu }}"));
+            }
+            case(c, h, w, body)
+        })
+}
+
+#[test]
+fn winograd_convolutions_match_the_reference() {
+    run_cases("winograd conv", 24, winograd_conv_case());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pooling
 // ---------------------------------------------------------------------------------------------

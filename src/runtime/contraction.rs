@@ -8,7 +8,8 @@
 //! from a zero-padded slab of the input through a row-offset table), else im2col in L2-sized
 //! bands + GEMM; the gradients reuse both (backward-data at stride 1 as the implicit
 //! convolution of `dy` with the flipped weight, else `Wᵀ·dy` + col2im; backward-weight
-//! `dy·im2col(x)ᵀ`). The products are AVX-512 microkernels: our [`super::sgemm`] for the
+//! `dy·im2col(x)ᵀ`). 3×3 stride-1 convolutions that pay for it bypass this module for
+//! [`super::winograd`] (the runtime decides). The products are AVX-512 microkernels: our [`super::sgemm`] for the
 //! shapes where it measured faster, the `gemm` crate's for the others.
 
 use std::cell::RefCell;

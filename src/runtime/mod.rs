@@ -9,6 +9,7 @@ mod contraction;
 mod host;
 pub mod pool;
 pub mod sgemm;
+mod winograd;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -693,36 +694,25 @@ impl Executable {
         out: P,
         epi: Option<(&CompiledKernel, &[P])>,
     ) -> bool {
+        if let Some(g) = winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available()) {
+            let at = winograd::WeightAt {
+                rs: 9 * g.c,
+                cs: 9,
+                flip: false,
+            };
+            return self.conv_winograd(&g, (ins[0], ins[1], at), out, epi);
+        }
         match *kind {
             ContractionKind::Conv2d {
                 n,
                 c,
-                h,
-                w,
                 o,
                 groups,
                 kernel,
                 ..
             } => {
-                let ohw = {
-                    let ContractionKind::Conv2d {
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        ..
-                    } = kind
-                    else {
-                        unreachable!()
-                    };
-                    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1)
-                        / stride[0]
-                        + 1;
-                    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1)
-                        / stride[1]
-                        + 1;
-                    oh * ow
-                };
+                let (oh_rows, ow) = contraction_out_size(kind);
+                let ohw = oh_rows * ow;
                 let macs = n * o * ohw * (c / groups) * kernel[0] * kernel[1];
                 let threads = self.task_threads(macs < SMALL_MACS);
                 // Small feature maps: several images per task; then split output channels too
@@ -730,21 +720,6 @@ impl Executable {
                 let per_task = contraction::images_per_task(kind, n, threads);
                 let img_tasks = n.div_ceil(per_task);
                 let splits = contraction::row_splits(kind, n, threads);
-                let oh_rows = {
-                    let ContractionKind::Conv2d {
-                        h,
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        ..
-                    } = *kind
-                    else {
-                        unreachable!()
-                    };
-                    (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0]
-                        + 1
-                };
                 let oblocks = if img_tasks * splits >= threads {
                     1
                 } else {
@@ -870,6 +845,59 @@ impl Executable {
         }
     }
 
+    /// A 3×3 stride-1 convolution in Winograd form ([`winograd`]): the weight `w` (read as
+    /// `at` says) transformed once, split over output channels; then whole images per task
+    /// (which also run the epilogue `epi` on them, as [`Self::contraction`]) or, with fewer
+    /// images than threads, ranges of tiles. Returns whether the epilogue ran.
+    fn conv_winograd(
+        &self,
+        g: &winograd::Wino,
+        (x, w, at): (P, P, winograd::WeightAt),
+        out: P,
+        epi: Option<(&CompiledKernel, &[P])>,
+    ) -> bool {
+        let threads = self.pool.threads();
+        WINO_WEIGHT.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < g.weight_len() {
+                buf.resize(g.weight_len(), 0.0);
+            }
+            let u = P(buf.as_mut_ptr());
+            let per = g.o.div_ceil(threads);
+            self.par(threads, false, &|t| {
+                let (o0, o1) = ((t * per).min(g.o), ((t + 1) * per).min(g.o));
+                // SAFETY: the whole weight; tasks write disjoint output channels of U.
+                unsafe { winograd::transform_weight(g, w.get(), at, u.get(), o0, o1) };
+            });
+            let epi = epi
+                .filter(|(e, _)| {
+                    g.n >= threads && e.outer == g.n && e.output_len == g.n * g.o * g.oh * g.ow
+                })
+                .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
+            let img = g.image_tiles();
+            let (tasks, per) = if g.n >= threads {
+                (g.n, img)
+            } else {
+                let all = g.n * img;
+                let tasks = (2 * threads).min(all.div_ceil(16));
+                (tasks, all.div_ceil(tasks))
+            };
+            let all = g.n * img;
+            self.par(tasks, false, &|t| {
+                let tiles = (t * per).min(all)..((t + 1) * per).min(all);
+                // SAFETY: AVX-512F present (checked by the caller); the input batch, U and
+                // the output batch; tasks write disjoint tiles of the output.
+                unsafe { winograd::conv_tiles(g, x.get(), u.get(), out.get(), tiles.clone()) };
+                if let Some((func, fi)) = epi {
+                    // SAFETY: as `run_loop`: with one image per task, this task's image is
+                    // complete and no other task writes it.
+                    unsafe { func(fi.get() as *const *const f32, out.get(), t, t + 1) };
+                }
+            });
+            epi.is_some()
+        })
+    }
+
     /// `dx = conv_backward_data(dy, w)`: images split across the pool, or, when the batch
     /// has few pixels in all (late small maps), input channels, so each thread reads only its
     /// part of the weight and still sees every image.
@@ -880,6 +908,15 @@ impl Executable {
         let small = conv_macs(kind) < SMALL_MACS;
         let threads = self.task_threads(small);
         let (dy, w) = (ins[0], ins[1]);
+        if let Some(g) = backward_data_winograd(kind).filter(|g| g.pays() && sgemm::available()) {
+            let at = winograd::WeightAt {
+                rs: 9,
+                cs: 9 * c,
+                flip: true,
+            };
+            self.conv_winograd(&g, (dy, w, at), out, None);
+            return;
+        }
         if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
         {
             let per = c.div_ceil(threads);
@@ -1066,8 +1103,36 @@ fn squeeze_outer(k: &LoopKernel) -> std::borrow::Cow<'_, LoopKernel> {
     std::borrow::Cow::Owned(k)
 }
 
-/// Output pixels per image of a convolution.
-fn conv_pixels(kind: &ContractionKind) -> usize {
+/// The backward-data pass of a 3×3 stride-1 convolution as a forward one in Winograd form:
+/// `dy` convolved with the weight transposed and turned by 180°, padded by `2 - p` per side.
+fn backward_data_winograd(kind: &ContractionKind) -> Option<winograd::Wino> {
+    let ContractionKind::Conv2d {
+        n, c, o, padding, ..
+    } = *kind
+    else {
+        return None;
+    };
+    winograd::Wino::of(kind)?;
+    if padding.iter().any(|&p| p > 2) {
+        return None;
+    }
+    let g = contraction_out_size(kind);
+    winograd::Wino::of(&ContractionKind::Conv2d {
+        n,
+        c: o,
+        h: g.0,
+        w: g.1,
+        o: c,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: padding.map(|p| 2 - p),
+        dilation: [1, 1],
+        groups: 1,
+    })
+}
+
+/// A convolution's output height and width.
+fn contraction_out_size(kind: &ContractionKind) -> (usize, usize) {
     let ContractionKind::Conv2d {
         h,
         w,
@@ -1078,11 +1143,23 @@ fn conv_pixels(kind: &ContractionKind) -> usize {
         ..
     } = *kind
     else {
-        return 0;
+        unreachable!("a convolution")
     };
-    let oh = (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1;
-    let ow = (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1;
-    oh * ow
+    (
+        (h + padding[0] + padding[1] - dilation[0] * (kernel[0] - 1) - 1) / stride[0] + 1,
+        (w + padding[2] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) / stride[1] + 1,
+    )
+}
+
+/// Output pixels per image of a convolution.
+fn conv_pixels(kind: &ContractionKind) -> usize {
+    match kind {
+        ContractionKind::Conv2d { .. } => {
+            let (oh, ow) = contraction_out_size(kind);
+            oh * ow
+        }
+        _ => 0,
+    }
 }
 
 /// Multiply-adds of a convolution.
@@ -1099,6 +1176,11 @@ fn conv_macs(kind: &ContractionKind) -> usize {
         return 0;
     };
     n * o * conv_pixels(kind) * (c / groups) * kernel[0] * kernel[1]
+}
+
+thread_local! {
+    /// The transformed weight of the current Winograd convolution, reused across calls.
+    static WINO_WEIGHT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Contractions with fewer multiply-adds than this run on the calling thread.

@@ -13,7 +13,8 @@
 //! per row and four vectors of `rhs`. Column edges use masked loads and stores and a kernel
 //! with fewer vectors; row edges a kernel with fewer rows. `lhs` is read in place when its rows
 //! are contiguous (else packed one panel at a time); with few rows, `rhs` is read in place too
-//! (when its columns are contiguous), since packing it would cost more than the product.
+//! (when its columns are contiguous), since packing it would cost more than the product;
+//! [`sgemm_in_place`] always reads it in place, for operands already laid out for it.
 //! Packing buffers are thread-local and reused across calls.
 
 use std::cell::RefCell;
@@ -100,6 +101,7 @@ pub unsafe fn sgemm(
             RhsAt::RowStride(rhs_rs),
             rhs_cs,
             accumulate,
+            false,
         )
     }
 }
@@ -133,6 +135,7 @@ pub unsafe fn sgemm_rows(
             rhs,
             RhsAt::RowTable(rhs_rows),
             1,
+            false,
             false,
         )
     }
@@ -169,6 +172,7 @@ pub unsafe fn sgemm_cols(
             RhsAt::ColumnTable(rhs_cols),
             0,
             accumulate,
+            false,
         )
     }
 }
@@ -178,6 +182,7 @@ pub unsafe fn sgemm_cols(
 ///
 /// # Safety
 /// As [`sgemm`], with `rhs` addressed as `rows` says.
+#[allow(clippy::too_many_arguments)]
 unsafe fn run(
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs): (*mut f32, isize),
@@ -186,6 +191,7 @@ unsafe fn run(
     rows: RhsAt,
     rhs_cs: isize,
     accumulate: bool,
+    in_place: bool,
 ) -> bool {
     if !available() {
         return false;
@@ -207,10 +213,45 @@ unsafe fn run(
     // SAFETY: AVX-512F is present (checked above); the extents are the caller's contract.
     unsafe {
         drive(
-            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rows, rhs_cs, accumulate,
+            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rows, rhs_cs, accumulate, in_place,
         );
     }
     true
+}
+
+/// `dst = lhs · rhs` with `rhs` (`k × n`, rows `rhs_rs` apart, columns contiguous) read in
+/// place, never packed: for operands laid out for it by the caller, e.g. the Winograd
+/// convolution's transformed tiles, whose rows are short and already in L2. `lhs` rows are
+/// `lhs_rs` apart with contiguous columns. Returns `false` and does nothing without AVX-512F.
+///
+/// # Safety
+/// `dst` valid for writes at `i * dst_rs + j`, `lhs` for reads at `i * lhs_rs + p` and `rhs`
+/// at `p * rhs_rs + j`, for all `i < m`, `j < n`, `p < k`; `dst` must not overlap them.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_in_place(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+) -> bool {
+    // SAFETY: forwarded.
+    unsafe {
+        run(
+            (m, n, k),
+            (dst, dst_rs),
+            (lhs, lhs_rs, 1),
+            rhs,
+            RhsAt::RowStride(rhs_rs),
+            1,
+            false,
+            true,
+        )
+    }
 }
 
 /// How `rhs` is addressed: row `p` at `p · stride` (columns `cs` apart), row `p` at
@@ -561,6 +602,7 @@ unsafe fn drive(
     rhs_rows: RhsAt,
     rhs_cs: isize,
     accumulate: bool,
+    in_place: bool,
 ) {
     // rhs in place with few rows (rows evenly apart, or by the row table); lhs in place
     // when its rows are contiguous.
@@ -569,7 +611,8 @@ unsafe fn drive(
         RhsAt::RowTable(_) => (0, true),
         RhsAt::ColumnTable(_) => (1, false),
     };
-    let direct = m <= DIRECT_ROWS && rhs_cs == 1 && !matches!(rhs_rows, RhsAt::ColumnTable(_));
+    let direct =
+        (in_place || m <= DIRECT_ROWS) && rhs_cs == 1 && !matches!(rhs_rows, RhsAt::ColumnTable(_));
     let pack_a = lhs_cs != 1;
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
     let even =

@@ -1,0 +1,621 @@
+//! Winograd F(2×2, 3×3) convolution: 3×3 kernels at stride 1, undilated, ungrouped.
+//!
+//! In: an NCHW input batch, the weight transformed once per call by [`transform_weight`]
+//! (`U[ξ][o][c] = (G·g·Gᵀ)[ξ]` for the 16 points ξ of a 4×4 tile), and a range of output
+//! tiles (2×2 output pixels each, numbered over the whole batch row by row). Out: those tiles
+//! of the NCHW output, written (the caller runs the fused epilogue).
+//!
+//! How: per block of [`Wino::block`] tiles (sized so the block's transformed input and
+//! products stay in L2), each input tile `d` (4×4, zero outside the image) becomes
+//! `V = Bᵀ·d·B` (16 tiles at a time, one per vector lane; the stride-2 columns are
+//! deinterleaved with permutes), then 16 independent products `M[ξ] = U[ξ]·V[ξ]` (output
+//! channels × input channels × tiles, our SGEMM reading `V` in place), and each output tile is
+//! `Aᵀ·M·A`. A 3×3 convolution's 36 multiply-adds per 2×2 outputs and input channel become
+//! 16: 2.25× fewer. The transforms' coefficients are 0, ±1 and ±½ (exact in f32), so the
+//! rounding stays close to the direct convolution's.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use crate::fuse::kernel::ContractionKind;
+
+/// Points of the transformed 4×4 tile.
+const XI: usize = 16;
+
+/// Bytes of one block's transformed input and products: half of L2, the rest for the
+/// transformed weight and the input rows (768 KiB measured a little faster than 1.5 and 3 MiB
+/// on ResNet-18).
+const BLOCK_BYTES: usize = 3 << 18;
+
+thread_local! {
+    /// Per-thread transformed inputs and products of one block, reused across calls.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The sizes of one Winograd convolution.
+#[derive(Clone, Copy, Debug)]
+pub struct Wino {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pt: usize,
+    pl: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Tile rows and columns per image.
+    th: usize,
+    tw: usize,
+}
+
+impl Wino {
+    /// The Winograd geometry of `kind`, when it is a 3×3, stride-1, undilated, ungrouped
+    /// convolution whose padding keeps every tile touching the image.
+    pub fn of(kind: &ContractionKind) -> Option<Wino> {
+        let ContractionKind::Conv2d {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kernel,
+            stride,
+            padding: [pt, pb, pl, pr],
+            dilation,
+            groups,
+        } = *kind
+        else {
+            return None;
+        };
+        if kernel != [3, 3] || stride != [1, 1] || dilation != [1, 1] || groups != 1 {
+            return None;
+        }
+        if pt > 2 || pb > 2 || pl > 2 || pr > 2 || h + pt + pb < 3 || w + pl + pr < 3 {
+            return None;
+        }
+        let (oh, ow) = (h + pt + pb - 2, w + pl + pr - 2);
+        Some(Wino {
+            n,
+            c,
+            h,
+            w,
+            o,
+            pt,
+            pl,
+            oh,
+            ow,
+            th: oh.div_ceil(2),
+            tw: ow.div_ceil(2),
+        })
+    }
+
+    /// Output tiles per image.
+    pub fn image_tiles(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Tiles per block: the block's transformed input (`16·c` floats per tile) and products
+    /// (`16·o` per tile) about [`BLOCK_BYTES`], in whole vectors, 32 to 256 tiles.
+    pub fn block(&self) -> usize {
+        let per_tile = XI * (self.c + self.o) * 4;
+        (BLOCK_BYTES / per_tile / 16 * 16).clamp(32, 256)
+    }
+
+    /// Whether the Winograd form should run (each condition measured on ResNet-18 and
+    /// VGG-16): enough channels that the products dominate the transforms; enough tiles that
+    /// a block fills the microkernel's columns (with few, the transformed weight, 16/9 the
+    /// size of the weight, is read for little work); at most 25% of the computed pixels
+    /// past the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower); and
+    /// at least 6 tiles per tile row, since a run of tiles fills the transforms' lanes
+    /// (ResNet-18 at 32×32, 8×8 maps, measured slower).
+    pub fn pays(&self) -> bool {
+        let tiles = self.n * self.image_tiles();
+        let waste = (4 * self.image_tiles()) as f64 / (self.oh * self.ow) as f64;
+        self.c >= 16 && self.o >= 16 && tiles >= 128 && waste < 1.25 && self.tw >= 6
+    }
+
+    /// Floats of the transformed weight.
+    pub fn weight_len(&self) -> usize {
+        XI * self.o * self.c
+    }
+}
+
+/// Where the weight of a 3×3 convolution is read: `g(o, c)` starts at `o·rs + c·cs` (nine
+/// floats, row-major), turned by 180° with `flip`. The forward weight `[o][c][3][3]` is
+/// `rs = 9c, cs = 9`; the backward-data pass convolves `dy` with the weight transposed and
+/// flipped: `rs = 9, cs = 9c`, `flip`.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightAt {
+    pub rs: usize,
+    pub cs: usize,
+    pub flip: bool,
+}
+
+/// `U[ξ][o][c]` for output channels `o0..o1`: `G·g(o, c)·Gᵀ` with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`.
+///
+/// # Safety
+/// `w` holds every `g(o, c)` as `at` says; `u` holds [`Wino::weight_len`] floats.
+pub unsafe fn transform_weight(
+    g: &Wino,
+    w: *const f32,
+    at: WeightAt,
+    u: *mut f32,
+    o0: usize,
+    o1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F present; extents forwarded.
+        unsafe { transform_weight_avx512(g, w, at, u, o0, o1) };
+        return;
+    }
+    for o in o0..o1 {
+        for c in 0..g.c {
+            let mut k = [0f32; 9];
+            for (t, v) in k.iter_mut().enumerate() {
+                let t = if at.flip { 8 - t } else { t };
+                // SAFETY: g(o, c), as the caller's contract says.
+                *v = unsafe { *w.add(o * at.rs + c * at.cs + t) };
+            }
+            let x = weight_tile(k.map(|v| [v]));
+            for (xi, v) in x.iter().enumerate() {
+                // SAFETY: inside U.
+                unsafe { *u.add((xi * g.o + o) * g.c + c) = v[0] };
+            }
+        }
+    }
+}
+
+/// `G·g·Gᵀ` on lanes of `L` weights at once (scalar or vector, by the caller's type).
+#[inline(always)]
+fn weight_tile<T: Copy + Lanes>(k: [T; 9]) -> [T; 16] {
+    // Rows: G·g (4×3).
+    let mut r = [[k[0]; 3]; 4];
+    for j in 0..3 {
+        let (a, b, c) = (k[j], k[3 + j], k[6 + j]);
+        let ac = T::add(a, c);
+        r[0][j] = a;
+        r[1][j] = T::half(T::add(ac, b));
+        r[2][j] = T::half(T::sub(ac, b));
+        r[3][j] = c;
+    }
+    // Columns: (G·g)·Gᵀ (4×4).
+    let mut x = [k[0]; 16];
+    for i in 0..4 {
+        let (a, b, c) = (r[i][0], r[i][1], r[i][2]);
+        let ac = T::add(a, c);
+        x[4 * i] = a;
+        x[4 * i + 1] = T::half(T::add(ac, b));
+        x[4 * i + 2] = T::half(T::sub(ac, b));
+        x[4 * i + 3] = c;
+    }
+    x
+}
+
+/// The arithmetic the transforms need, on one float or a vector of them.
+trait Lanes {
+    fn add(a: Self, b: Self) -> Self;
+    fn sub(a: Self, b: Self) -> Self;
+    fn half(a: Self) -> Self;
+}
+
+impl Lanes for [f32; 1] {
+    fn add(a: Self, b: Self) -> Self {
+        [a[0] + b[0]]
+    }
+    fn sub(a: Self, b: Self) -> Self {
+        [a[0] - b[0]]
+    }
+    fn half(a: Self) -> Self {
+        [a[0] * 0.5]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for __m512 {
+    #[inline(always)]
+    fn add(a: Self, b: Self) -> Self {
+        // SAFETY: only called from AVX-512 functions.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(a: Self, b: Self) -> Self {
+        // SAFETY: only called from AVX-512 functions.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn half(a: Self) -> Self {
+        // SAFETY: only called from AVX-512 functions.
+        unsafe { _mm512_mul_ps(a, _mm512_set1_ps(0.5)) }
+    }
+}
+
+/// [`transform_weight`], 16 input channels at a time (a gather of each of the nine taps).
+///
+/// # Safety
+/// AVX-512F present; as [`transform_weight`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_weight_avx512(
+    g: &Wino,
+    w: *const f32,
+    at: WeightAt,
+    u: *mut f32,
+    o0: usize,
+    o1: usize,
+) {
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(at.cs as i32),
+    );
+    for o in o0..o1 {
+        for c0 in (0..g.c).step_by(16) {
+            let len = 16.min(g.c - c0);
+            let mask = (0xffffu32 >> (16 - len)) as __mmask16;
+            let base = w.wrapping_add(o * at.rs + c0 * at.cs);
+            let k: [__m512; 9] = std::array::from_fn(|t| {
+                let t = if at.flip { 8 - t } else { t };
+                // SAFETY: lanes inside the mask read g(o, c0 + l) at tap t.
+                unsafe {
+                    _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        lanes,
+                        base.wrapping_add(t).cast(),
+                    )
+                }
+            });
+            let x = weight_tile(k);
+            for (xi, v) in x.iter().enumerate() {
+                // SAFETY: len floats of row o of U[ξ].
+                unsafe { _mm512_mask_storeu_ps(u.add((xi * g.o + o) * g.c + c0), mask, *v) };
+            }
+        }
+    }
+}
+
+/// Output tiles `tiles` of `y = conv(x, w)`, `u` the transformed weight. The output is written,
+/// never accumulated; pixels outside these tiles are not touched.
+///
+/// # Safety
+/// AVX-512F present ([`super::sgemm::available`]); `x` holds the input batch, `u`
+/// [`Wino::weight_len`] floats, `y` the output batch.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn conv_tiles(
+    g: &Wino,
+    x: *const f32,
+    u: *const f32,
+    y: *mut f32,
+    tiles: std::ops::Range<usize>,
+) {
+    let t = g.block();
+    SCRATCH.with(|s| {
+        let (vbuf, mbuf) = &mut *s.borrow_mut();
+        let need_v = XI * g.c * t;
+        let need_m = XI * g.o * t;
+        if vbuf.len() < need_v {
+            vbuf.resize(need_v, 0.0);
+        }
+        if mbuf.len() < need_m {
+            mbuf.resize(need_m, 0.0);
+        }
+        let (v, m) = (vbuf.as_mut_ptr(), mbuf.as_mut_ptr());
+        let mut b0 = tiles.start;
+        while b0 < tiles.end {
+            let b1 = (b0 + t).min(tiles.end);
+            // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
+            unsafe {
+                for (run, first) in runs(g, b0, b1) {
+                    input_tiles(g, x, run, v.add(first - b0), t);
+                }
+                for xi in 0..XI {
+                    let ok = super::sgemm::sgemm_in_place(
+                        g.o,
+                        b1 - b0,
+                        g.c,
+                        m.add(xi * g.o * t),
+                        t as isize,
+                        u.add(xi * g.o * g.c),
+                        g.c as isize,
+                        v.add(xi * g.c * t),
+                        t as isize,
+                    );
+                    debug_assert!(ok);
+                }
+                for (run, first) in runs(g, b0, b1) {
+                    output_tiles(g, m.add(first - b0), t, run, y);
+                }
+            }
+            b0 = b1;
+        }
+    });
+}
+
+/// Up to 16 consecutive tiles of one tile row: image, tile row, first tile column, count.
+#[derive(Clone, Copy)]
+struct Run {
+    n: usize,
+    ty: usize,
+    tx: usize,
+    len: usize,
+}
+
+/// The runs covering tiles `b0..b1`, each with its first tile's number.
+fn runs(g: &Wino, b0: usize, b1: usize) -> impl Iterator<Item = (Run, usize)> + '_ {
+    let mut t = b0;
+    std::iter::from_fn(move || {
+        if t >= b1 {
+            return None;
+        }
+        let img = g.image_tiles();
+        let (n, r) = (t / img, t % img);
+        let (ty, tx) = (r / g.tw, r % g.tw);
+        let len = 16.min(g.tw - tx).min(b1 - t);
+        let first = t;
+        t += len;
+        Some((Run { n, ty, tx, len }, first))
+    })
+}
+
+/// Lanes `lo..hi` (clamped to 0..16) set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lane_mask(lo: isize, hi: isize) -> __mmask16 {
+    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+    if hi <= lo {
+        return 0;
+    }
+    ((0xffffu32 >> (16 - (hi - lo))) << lo) as __mmask16
+}
+
+/// `V[ξ][c][l] = (Bᵀ·d·B)[ξ]` for the input tile `d` of each tile `l` of `run`, every input
+/// channel `c`; `v` points at the run's first column, rows `t` floats apart.
+/// `Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]`.
+///
+/// # Safety
+/// AVX-512F present; `x` the input batch; `v` the block's columns for this run.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles(g: &Wino, x: *const f32, run: Run, v: *mut f32, t: usize) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let store = lane_mask(0, run.len as isize);
+    let xs = (2 * run.tx) as isize - g.pl as isize;
+    let w = g.w as isize;
+    // Valid lanes of a load of 16 floats starting at column xs + off.
+    let valid = |off: isize| lane_mask(-(xs + off), w - (xs + off));
+    let masks = [valid(0), valid(16), valid(2), valid(18)];
+    let y0 = (2 * run.ty) as isize - g.pt as isize;
+    for c in 0..g.c {
+        let plane = x.wrapping_add((run.n * g.c + c) * g.h * g.w);
+        let mut d = [[_mm512_setzero_ps(); 4]; 4];
+        for (i, row) in d.iter_mut().enumerate() {
+            let yy = y0 + i as isize;
+            if yy < 0 || yy >= g.h as isize {
+                continue;
+            }
+            let p = plane.wrapping_offset(yy * w + xs);
+            // SAFETY: masked loads touch only columns inside the row.
+            let [a0, a1, b0, b1] = [0, 16, 2, 18].map(|off| unsafe {
+                _mm512_maskz_loadu_ps(masks[off_index(off)], p.wrapping_offset(off))
+            });
+            *row = [
+                _mm512_permutex2var_ps(a0, even, a1),
+                _mm512_permutex2var_ps(a0, odd, a1),
+                _mm512_permutex2var_ps(b0, even, b1),
+                _mm512_permutex2var_ps(b0, odd, b1),
+            ];
+        }
+        // Bᵀ·d (rows), then ·B (columns).
+        let mut e = [[_mm512_setzero_ps(); 4]; 4];
+        for j in 0..4 {
+            let (d0, d1, d2, d3) = (d[0][j], d[1][j], d[2][j], d[3][j]);
+            e[0][j] = _mm512_sub_ps(d0, d2);
+            e[1][j] = _mm512_add_ps(d1, d2);
+            e[2][j] = _mm512_sub_ps(d2, d1);
+            e[3][j] = _mm512_sub_ps(d1, d3);
+        }
+        for (r, er) in e.iter().enumerate() {
+            let out = [
+                _mm512_sub_ps(er[0], er[2]),
+                _mm512_add_ps(er[1], er[2]),
+                _mm512_sub_ps(er[2], er[1]),
+                _mm512_sub_ps(er[1], er[3]),
+            ];
+            for (col, val) in out.iter().enumerate() {
+                let xi = 4 * r + col;
+                // SAFETY: run.len columns of row (ξ, c) of the block.
+                unsafe { _mm512_mask_storeu_ps(v.add((xi * g.c + c) * t), store, *val) };
+            }
+        }
+    }
+}
+
+/// Index into the load masks of [`input_tiles`] by column offset.
+#[inline(always)]
+fn off_index(off: isize) -> usize {
+    match off {
+        0 => 0,
+        16 => 1,
+        2 => 2,
+        _ => 3,
+    }
+}
+
+/// `y` for each tile of `run` and every output channel: `Aᵀ·M·A` with
+/// `Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]`; `m` points at the run's first column of the block's
+/// products, rows `t` floats apart. Pixels past the output's edge are not written.
+///
+/// # Safety
+/// AVX-512F present; `m` the block's products; `y` the output batch.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tiles(g: &Wino, m: *const f32, t: usize, run: Run, y: *mut f32) {
+    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let load = lane_mask(0, run.len as isize);
+    let ox = 2 * run.tx;
+    let cols = (2 * run.len).min(g.ow - ox) as isize;
+    let (mlo, mhi) = (lane_mask(0, cols), lane_mask(0, cols - 16));
+    let rows = (g.oh - 2 * run.ty).min(2);
+    for o in 0..g.o {
+        // SAFETY: run.len columns of row (ξ, o) of the block's products.
+        let mv: [__m512; 16] = std::array::from_fn(|xi| unsafe {
+            _mm512_maskz_loadu_ps(load, m.add((xi * g.o + o) * t))
+        });
+        let mut s = [[_mm512_setzero_ps(); 4]; 2];
+        for j in 0..4 {
+            let (m0, m1, m2, m3) = (mv[j], mv[4 + j], mv[8 + j], mv[12 + j]);
+            s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+            s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        for (i, si) in s.iter().enumerate().take(rows) {
+            let y0 = _mm512_add_ps(_mm512_add_ps(si[0], si[1]), si[2]);
+            let y1 = _mm512_sub_ps(_mm512_sub_ps(si[1], si[2]), si[3]);
+            let dst = y.wrapping_add(((run.n * g.o + o) * g.oh + 2 * run.ty + i) * g.ow + ox);
+            // SAFETY: the masks keep the stores inside this output row.
+            unsafe {
+                _mm512_mask_storeu_ps(dst, mlo, _mm512_permutex2var_ps(y0, lo_idx, y1));
+                _mm512_mask_storeu_ps(
+                    dst.wrapping_add(16),
+                    mhi,
+                    _mm512_permutex2var_ps(y0, hi_idx, y1),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    struct Rng(u32);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            (self.0 >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// The convolution by its definition, in f64.
+    fn reference(g: &Wino, x: &[f32], w: &[f32], at: WeightAt, pad: [usize; 2]) -> Vec<f64> {
+        let mut y = vec![0f64; g.n * g.o * g.oh * g.ow];
+        for n in 0..g.n {
+            for o in 0..g.o {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s = 0f64;
+                        for c in 0..g.c {
+                            for ki in 0..3 {
+                                for kj in 0..3 {
+                                    let iy = (oy + ki) as isize - pad[0] as isize;
+                                    let ix = (ox + kj) as isize - pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let tap = 3 * ki + kj;
+                                    let tap = if at.flip { 8 - tap } else { tap };
+                                    let wv = w[o * at.rs + c * at.cs + tap] as f64;
+                                    let xv = x
+                                        [((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize]
+                                        as f64;
+                                    s += wv * xv;
+                                }
+                            }
+                        }
+                        y[((n * g.o + o) * g.oh + oy) * g.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn winograd_matches_the_definition() {
+        if !crate::runtime::sgemm::available() {
+            return;
+        }
+        let mut rng = Rng(0x9e3779b9);
+        // (n, c, h, w, o, padding [t, b, l, r], flipped weight, tile split)
+        let cases = [
+            (1, 3, 5, 5, 2, [1, 1, 1, 1], false, 1),
+            (2, 17, 9, 13, 19, [1, 1, 1, 1], false, 3),
+            (3, 5, 7, 7, 33, [0, 0, 0, 0], false, 2),
+            (1, 20, 11, 37, 7, [2, 1, 0, 2], false, 1),
+            (2, 9, 6, 40, 5, [1, 2, 2, 1], true, 4),
+            (4, 31, 8, 8, 65, [1, 1, 1, 1], true, 5),
+            (1, 64, 17, 35, 70, [1, 1, 1, 1], false, 2),
+        ];
+        for (n, c, h, w, o, padding, flip, split) in cases {
+            let kind = ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding,
+                dilation: [1, 1],
+                groups: 1,
+            };
+            let g = Wino::of(&kind).unwrap();
+            // The flipped case reads a transposed [c][o] weight, as the backward-data pass.
+            let at = if flip {
+                WeightAt {
+                    rs: 9,
+                    cs: 9 * o,
+                    flip,
+                }
+            } else {
+                WeightAt {
+                    rs: 9 * c,
+                    cs: 9,
+                    flip,
+                }
+            };
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
+            let wt: Vec<f32> = (0..o * c * 9).map(|_| rng.next()).collect();
+            let mut u = vec![0f32; g.weight_len()];
+            let mut u_scalar = vec![0f32; g.weight_len()];
+            unsafe { transform_weight(&g, wt.as_ptr(), at, u.as_mut_ptr(), 0, o) };
+            // The scalar transform agrees with the vector one.
+            for oc in 0..o {
+                for cc in 0..c {
+                    let mut k = [0f32; 9];
+                    for (tp, v) in k.iter_mut().enumerate() {
+                        let tp = if flip { 8 - tp } else { tp };
+                        *v = wt[oc * at.rs + cc * at.cs + tp];
+                    }
+                    for (xi, v) in weight_tile(k.map(|v| [v])).iter().enumerate() {
+                        u_scalar[(xi * o + oc) * c + cc] = v[0];
+                    }
+                }
+            }
+            assert_eq!(u, u_scalar);
+            let mut y = vec![f32::NAN; n * o * g.oh * g.ow];
+            let total = n * g.image_tiles();
+            let per = total.div_ceil(split);
+            for s in 0..split {
+                let r = (s * per).min(total)..((s + 1) * per).min(total);
+                unsafe { conv_tiles(&g, x.as_ptr(), u.as_ptr(), y.as_mut_ptr(), r) };
+            }
+            let want = reference(&g, &x, &wt, at, [padding[0], padding[2]]);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (c as f64 * 9.0).sqrt() * 4.0;
+                assert!(
+                    (*a as f64 - b).abs() <= tol,
+                    "case n{n} c{c} {h}x{w} o{o} pad {padding:?} flip {flip}: y[{i}] = {a}, want {b}"
+                );
+            }
+        }
+    }
+}
