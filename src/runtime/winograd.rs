@@ -28,6 +28,9 @@ const XI: usize = 16;
 /// on ResNet-18).
 const BLOCK_BYTES: usize = 3 << 18;
 
+/// Channels per sweep of the transforms across a block's runs.
+const CHANNELS: usize = 8;
+
 thread_local! {
     /// Per-thread transformed inputs and products of one block, reused across calls.
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -308,8 +311,13 @@ pub unsafe fn conv_tiles(
             let b1 = (b0 + t).min(tiles.end);
             // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
             unsafe {
-                for (run, first) in runs(g, b0, b1) {
-                    input_tiles(g, x, run, v.add(first - b0), t);
+                // Channels outer, runs inner: each channel's input rows and transformed rows
+                // are then read and written in order (prefetcher-friendly streams).
+                for c0 in (0..g.c).step_by(CHANNELS) {
+                    let cs = c0..(c0 + CHANNELS).min(g.c);
+                    for (run, first) in runs(g, b0, b1) {
+                        input_tiles(g, x, run, cs.clone(), v.add(first - b0), t);
+                    }
                 }
                 for xi in 0..XI {
                     let ok = super::sgemm::sgemm_in_place(
@@ -325,8 +333,11 @@ pub unsafe fn conv_tiles(
                     );
                     debug_assert!(ok);
                 }
-                for (run, first) in runs(g, b0, b1) {
-                    output_tiles(g, m.add(first - b0), t, run, y);
+                for o0 in (0..g.o).step_by(CHANNELS) {
+                    let os = o0..(o0 + CHANNELS).min(g.o);
+                    for (run, first) in runs(g, b0, b1) {
+                        output_tiles(g, m.add(first - b0), t, run, os.clone(), y);
+                    }
                 }
             }
             b0 = b1;
@@ -379,7 +390,14 @@ fn lane_mask(lo: isize, hi: isize) -> __mmask16 {
 /// AVX-512F present; `x` the input batch; `v` the block's columns for this run.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tiles(g: &Wino, x: *const f32, run: Run, v: *mut f32, t: usize) {
+unsafe fn input_tiles(
+    g: &Wino,
+    x: *const f32,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    v: *mut f32,
+    t: usize,
+) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let store = lane_mask(0, run.len as isize);
@@ -389,7 +407,7 @@ unsafe fn input_tiles(g: &Wino, x: *const f32, run: Run, v: *mut f32, t: usize) 
     let valid = |off: isize| lane_mask(-(xs + off), w - (xs + off));
     let masks = [valid(0), valid(16), valid(2), valid(18)];
     let y0 = (2 * run.ty) as isize - g.pt as isize;
-    for c in 0..g.c {
+    for c in channels {
         let plane = x.wrapping_add((run.n * g.c + c) * g.h * g.w);
         let mut d = [[_mm512_setzero_ps(); 4]; 4];
         for (i, row) in d.iter_mut().enumerate() {
@@ -453,7 +471,14 @@ fn off_index(off: isize) -> usize {
 /// AVX-512F present; `m` the block's products; `y` the output batch.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn output_tiles(g: &Wino, m: *const f32, t: usize, run: Run, y: *mut f32) {
+unsafe fn output_tiles(
+    g: &Wino,
+    m: *const f32,
+    t: usize,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    y: *mut f32,
+) {
     let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let load = lane_mask(0, run.len as isize);
@@ -461,7 +486,7 @@ unsafe fn output_tiles(g: &Wino, m: *const f32, t: usize, run: Run, y: *mut f32)
     let cols = (2 * run.len).min(g.ow - ox) as isize;
     let (mlo, mhi) = (lane_mask(0, cols), lane_mask(0, cols - 16));
     let rows = (g.oh - 2 * run.ty).min(2);
-    for o in 0..g.o {
+    for o in channels {
         // SAFETY: run.len columns of row (ξ, o) of the block's products.
         let mv: [__m512; 16] = std::array::from_fn(|xi| unsafe {
             _mm512_maskz_loadu_ps(load, m.add((xi * g.o + o) * t))
