@@ -160,7 +160,17 @@ fn large_sizes_cross_every_block() {
     // Larger than the packing blocks in every dimension, with ragged edges.
     let mut rng = Rng(42);
     layouts(200, 333, 517, &mut rng);
-    for (m, n, k) in [(5, 3100, 40), (16, 800, 150), (300, 49, 700), (64, 10, 84)] {
+    // The last three: few columns, so slices of k longer than 512 (one of 9300; two of
+    // 10000; two of 2350).
+    for (m, n, k) in [
+        (5, 3100, 40),
+        (16, 800, 150),
+        (300, 49, 700),
+        (64, 10, 84),
+        (30, 16, 9300),
+        (13, 5, 20000),
+        (50, 49, 4700),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true)] {
             let big = Layout {
                 ta,

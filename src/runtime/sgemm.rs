@@ -31,6 +31,8 @@ const NR: usize = NV * 16;
 /// Most steps of `k` per packed slice (slices are of even length): a panel of `lhs`,
 /// `MR × KC` floats, stays in L1, and the tile of `dst` is read and written once per slice.
 const KC: usize = 512;
+/// Most steps of `k` per slice when `rhs` has few columns.
+const KC_MAX: usize = 16384;
 /// Most columns of `rhs` per packed block: `KC × NC` floats (1 MiB) stay in L2.
 const NC: usize = 512;
 /// Panels of `lhs` packed together when it must be packed.
@@ -617,7 +619,11 @@ unsafe fn drive(
     // Blocks of even size: k = 600 is two slices of 300, not 512 + 88.
     let even =
         |len: usize, max: usize, unit: usize| len.div_ceil(len.div_ceil(max)).div_ceil(unit) * unit;
-    let kcb = even(k, KC, 1);
+    // Few columns (a dense layer at a small batch): longer slices of k, up to a block of
+    // rhs the size of a full one, so each row of lhs streams from memory in one long run the
+    // hardware prefetcher follows, rather than in 2 KiB pieces.
+    let kc_max = KC.max(KC * NC / n.next_multiple_of(16)).min(KC_MAX);
+    let kcb = even(k, kc_max, 1);
     let ncb = even(n, NC, NR);
     PACK.with(|bufs| {
         let (abuf, bbuf) = &mut *bufs.borrow_mut();
