@@ -900,6 +900,50 @@ impl Executable {
         })
     }
 
+    /// The weight gradient of a 3×3 stride-1 convolution in Winograd form: each thread sums
+    /// the transformed products of its range of output tiles into its own buffer
+    /// ([`winograd::weight_grad_tiles`]); then the buffers are added (in task order) and
+    /// transformed back, split over output channels.
+    fn conv_backward_weight_winograd(&self, g: &winograd::Wino, (x, dy): (P, P), out: P) {
+        let total = g.n * g.image_tiles();
+        let tasks = self.pool.threads().min(total).max(1);
+        let per = total.div_ceil(tasks);
+        let len = g.weight_len();
+        WINO_PARTS.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < tasks * len {
+                buf.resize(tasks * len, 0.0);
+            }
+            let parts = P(buf.as_mut_ptr());
+            let used = (0..tasks).filter(|t| t * per < total).count();
+            self.par(used, false, &|t| {
+                let tiles = t * per..((t + 1) * per).min(total);
+                // SAFETY: AVX-512F present (checked by the caller); the batches of x and dy;
+                // each task writes its own part.
+                unsafe {
+                    winograd::weight_grad_tiles(
+                        g,
+                        x.get(),
+                        dy.get(),
+                        parts.get().add(t * len),
+                        tiles,
+                    )
+                };
+            });
+            let ptrs: Vec<P> = (0..used)
+                .map(|t| P(parts.get().wrapping_add(t * len)))
+                .collect();
+            let threads = self.pool.threads();
+            let per_o = g.o.div_ceil(threads);
+            self.par(threads, false, &|t| {
+                let (o0, o1) = ((t * per_o).min(g.o), ((t + 1) * per_o).min(g.o));
+                let parts: Vec<*const f32> = ptrs.iter().map(|p| p.get() as *const f32).collect();
+                // SAFETY: the parts written above; tasks write disjoint output channels of dw.
+                unsafe { winograd::weight_grad_finish(g, &parts, out.get(), o0, o1) };
+            });
+        });
+    }
+
     /// `dx = conv_backward_data(dy, w)`: images split across the pool, or, when the batch
     /// has few pixels in all (late small maps), input channels, so each thread reads only its
     /// part of the weight and still sees every image.
@@ -975,6 +1019,10 @@ impl Executable {
         let small = conv_macs(kind) < SMALL_MACS;
         let threads = self.task_threads(small);
         let (x, dy) = (ins[0], ins[1]);
+        if let Some(g) = winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available()) {
+            self.conv_backward_weight_winograd(&g, (x, dy), out);
+            return;
+        }
         let pixels = n * conv_pixels(kind);
         if groups == 1 && threads > 1 && pixels < 1024 * threads && c.max(o) >= 2 * threads {
             // Few pixels: tasks split the input channels, i.e. the columns of dw, so each packs
@@ -1181,6 +1229,8 @@ fn conv_macs(kind: &ContractionKind) -> usize {
 }
 
 thread_local! {
+    /// Per-thread partial sums of a Winograd weight gradient, reused across calls.
+    static WINO_PARTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The transformed weight of the current Winograd convolution, reused across calls.
     static WINO_WEIGHT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

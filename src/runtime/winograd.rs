@@ -345,6 +345,239 @@ pub unsafe fn conv_tiles(
     });
 }
 
+/// The weight gradient's transformed partial sums over output tiles `tiles`:
+/// `du[ξ][o][c] = Σ_t (A·dy_t·Aᵀ)[ξ] · (Bᵀ·d_t·B)[ξ]`, where `dy_t` is tile `t` of the output
+/// gradient (2×2, zero past the output's edge) and `d_t` its input tile, as in the forward
+/// pass. Per block of tiles, both transforms, then 16 products `Z[ξ] · V[ξ]ᵀ` (output
+/// channels × tiles × input channels) added into `du`. `du` is written (the first block
+/// overwrites it). [`weight_grad_finish`] turns the sums into the gradient.
+///
+/// # Safety
+/// AVX-512F present; `x` the input batch, `dy` the output gradient batch, `du`
+/// [`Wino::weight_len`] floats; `tiles` not empty.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn weight_grad_tiles(
+    g: &Wino,
+    x: *const f32,
+    dy: *const f32,
+    du: *mut f32,
+    tiles: std::ops::Range<usize>,
+) {
+    let t = g.block();
+    SCRATCH.with(|s| {
+        let (vbuf, zbuf) = &mut *s.borrow_mut();
+        let need_v = XI * g.c * t;
+        let need_z = XI * g.o * t;
+        if vbuf.len() < need_v {
+            vbuf.resize(need_v, 0.0);
+        }
+        if zbuf.len() < need_z {
+            zbuf.resize(need_z, 0.0);
+        }
+        let (v, z) = (vbuf.as_mut_ptr(), zbuf.as_mut_ptr());
+        let mut b0 = tiles.start;
+        while b0 < tiles.end {
+            let b1 = (b0 + t).min(tiles.end);
+            // SAFETY: AVX-512F present; the buffers hold a block; x, dy, du by the contract.
+            unsafe {
+                for c0 in (0..g.c).step_by(CHANNELS) {
+                    let cs = c0..(c0 + CHANNELS).min(g.c);
+                    for (run, first) in runs(g, b0, b1) {
+                        input_tiles(g, x, run, cs.clone(), v.add(first - b0), t);
+                    }
+                }
+                for o0 in (0..g.o).step_by(CHANNELS) {
+                    let os = o0..(o0 + CHANNELS).min(g.o);
+                    for (run, first) in runs(g, b0, b1) {
+                        grad_tiles(g, dy, run, os.clone(), z.add(first - b0), t);
+                    }
+                }
+                for xi in 0..XI {
+                    let ok = super::sgemm::sgemm(
+                        g.o,
+                        g.c,
+                        b1 - b0,
+                        du.add(xi * g.o * g.c),
+                        g.c as isize,
+                        z.add(xi * g.o * t),
+                        t as isize,
+                        1,
+                        v.add(xi * g.c * t),
+                        1,
+                        t as isize,
+                        b0 > tiles.start,
+                    );
+                    debug_assert!(ok);
+                }
+            }
+            b0 = b1;
+        }
+    });
+}
+
+/// `Z[ξ][o][l] = (A·dy·Aᵀ)[ξ]` for the output gradient tile `dy` (2×2) of each tile `l` of
+/// `run` and output channels `channels`; `z` points at the run's first column, rows `t`
+/// floats apart. `A = [[1, 0], [1, 1], [1, -1], [0, -1]]`.
+///
+/// # Safety
+/// AVX-512F present; `dy` the output gradient batch; `z` the block's columns for this run.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_tiles(
+    g: &Wino,
+    dy: *const f32,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    z: *mut f32,
+    t: usize,
+) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let store = lane_mask(0, run.len as isize);
+    let ox = 2 * run.tx;
+    let cols = (2 * run.len).min(g.ow - ox) as isize;
+    let (mlo, mhi) = (lane_mask(0, cols), lane_mask(0, cols - 16));
+    let rows = (g.oh - 2 * run.ty).min(2);
+    let zero = _mm512_setzero_ps();
+    for o in channels {
+        let plane = dy.wrapping_add((run.n * g.o + o) * g.oh * g.ow);
+        let mut d = [[zero; 2]; 2];
+        for (i, row) in d.iter_mut().enumerate().take(rows) {
+            let p = plane.wrapping_add((2 * run.ty + i) * g.ow + ox);
+            // SAFETY: the masks keep the loads inside this output row.
+            let (a0, a1) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(mlo, p),
+                    _mm512_maskz_loadu_ps(mhi, p.wrapping_add(16)),
+                )
+            };
+            *row = [
+                _mm512_permutex2var_ps(a0, even, a1),
+                _mm512_permutex2var_ps(a0, odd, a1),
+            ];
+        }
+        // A·dy (4×2), then ·Aᵀ (4×4).
+        let mut e = [[zero; 2]; 4];
+        for j in 0..2 {
+            let (d0, d1) = (d[0][j], d[1][j]);
+            e[0][j] = d0;
+            e[1][j] = _mm512_add_ps(d0, d1);
+            e[2][j] = _mm512_sub_ps(d0, d1);
+            e[3][j] = _mm512_sub_ps(zero, d1);
+        }
+        for (r, er) in e.iter().enumerate() {
+            let out = [
+                er[0],
+                _mm512_add_ps(er[0], er[1]),
+                _mm512_sub_ps(er[0], er[1]),
+                _mm512_sub_ps(zero, er[1]),
+            ];
+            for (col, val) in out.iter().enumerate() {
+                let xi = 4 * r + col;
+                // SAFETY: run.len columns of row (ξ, o) of the block.
+                unsafe { _mm512_mask_storeu_ps(z.add((xi * g.o + o) * t), store, *val) };
+            }
+        }
+    }
+}
+
+/// `dw[o][c] = Gᵀ·(Σ_p parts[p][·][o][c])·G` (3×3, row-major `[o][c][3][3]`, written) for
+/// output channels `o0..o1`: the weight gradient from [`weight_grad_tiles`]' partial sums,
+/// added in the order given.
+///
+/// # Safety
+/// Each part holds [`Wino::weight_len`] floats; `dw` holds `o · c · 9`.
+pub unsafe fn weight_grad_finish(
+    g: &Wino,
+    parts: &[*const f32],
+    dw: *mut f32,
+    o0: usize,
+    o1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F present; extents forwarded.
+        unsafe { weight_grad_finish_avx512(g, parts, dw, o0, o1) };
+        return;
+    }
+    for o in o0..o1 {
+        for c in 0..g.c {
+            let u: [[f32; 1]; 16] = std::array::from_fn(|xi| {
+                let at = (xi * g.o + o) * g.c + c;
+                // SAFETY: inside each part (contract).
+                [parts.iter().fold(0.0f32, |a, p| a + unsafe { *p.add(at) })]
+            });
+            for (k, v) in weight_grad_tile(u).iter().enumerate() {
+                // SAFETY: inside dw (contract).
+                unsafe { *dw.add((o * g.c + c) * 9 + k) = v[0] };
+            }
+        }
+    }
+}
+
+/// [`weight_grad_finish`], 16 input channels at a time (a scatter per tap).
+///
+/// # Safety
+/// AVX-512F present; as [`weight_grad_finish`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_finish_avx512(
+    g: &Wino,
+    parts: &[*const f32],
+    dw: *mut f32,
+    o0: usize,
+    o1: usize,
+) {
+    let lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(9),
+    );
+    for o in o0..o1 {
+        for c0 in (0..g.c).step_by(16) {
+            let len = 16.min(g.c - c0);
+            let mask = (0xffffu32 >> (16 - len)) as __mmask16;
+            let u: [__m512; 16] = std::array::from_fn(|xi| {
+                let at = (xi * g.o + o) * g.c + c0;
+                parts.iter().fold(_mm512_setzero_ps(), |a, p| {
+                    // SAFETY: len floats of row (ξ, o) of each part (contract).
+                    _mm512_add_ps(a, unsafe { _mm512_maskz_loadu_ps(mask, p.add(at)) })
+                })
+            });
+            let base = dw.wrapping_add((o * g.c + c0) * 9);
+            for (k, v) in weight_grad_tile(u).iter().enumerate() {
+                // SAFETY: lanes inside the mask write dw[o][c0 + l][k].
+                unsafe {
+                    _mm512_mask_i32scatter_ps::<4>(base.wrapping_add(k).cast(), mask, lanes, *v)
+                };
+            }
+        }
+    }
+}
+
+/// `Gᵀ·u·G` (4×4 → 3×3) with `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`.
+#[inline(always)]
+fn weight_grad_tile<T: Copy + Lanes>(u: [T; 16]) -> [T; 9] {
+    // Rows: Gᵀ·u (3×4).
+    let mut r = [[u[0]; 4]; 3];
+    for j in 0..4 {
+        let (a, b, c, d) = (u[j], u[4 + j], u[8 + j], u[12 + j]);
+        let (s, m) = (T::half(T::add(b, c)), T::half(T::sub(b, c)));
+        r[0][j] = T::add(a, s);
+        r[1][j] = m;
+        r[2][j] = T::add(s, d);
+    }
+    // Columns: (Gᵀ·u)·G (3×3).
+    let mut w = [u[0]; 9];
+    for i in 0..3 {
+        let (a, b, c, d) = (r[i][0], r[i][1], r[i][2], r[i][3]);
+        let (s, m) = (T::half(T::add(b, c)), T::half(T::sub(b, c)));
+        w[3 * i] = T::add(a, s);
+        w[3 * i + 1] = m;
+        w[3 * i + 2] = T::add(s, d);
+    }
+    w
+}
+
 /// Up to 16 consecutive tiles of one tile row: image, tile row, first tile column, count.
 #[derive(Clone, Copy)]
 struct Run {
@@ -640,6 +873,98 @@ mod tests {
                     (*a as f64 - b).abs() <= tol,
                     "case n{n} c{c} {h}x{w} o{o} pad {padding:?} flip {flip}: y[{i}] = {a}, want {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn winograd_weight_gradient_matches_the_definition() {
+        if !crate::runtime::sgemm::available() {
+            return;
+        }
+        let mut rng = Rng(0x2545f491);
+        // (n, c, h, w, o, padding [t, b, l, r], parts)
+        let cases = [
+            (1, 3, 5, 5, 2, [1, 1, 1, 1], 1),
+            (2, 17, 9, 13, 19, [1, 1, 1, 1], 3),
+            (3, 5, 7, 8, 33, [0, 0, 0, 0], 2),
+            (1, 20, 11, 37, 7, [2, 1, 0, 2], 1),
+            (4, 31, 8, 9, 65, [1, 1, 1, 1], 5),
+            (2, 64, 17, 35, 70, [1, 2, 1, 0], 2),
+        ];
+        for (n, c, h, w, o, padding, parts) in cases {
+            let kind = ContractionKind::Conv2d {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding,
+                dilation: [1, 1],
+                groups: 1,
+            };
+            let g = Wino::of(&kind).unwrap();
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
+            let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| rng.next()).collect();
+            let total = n * g.image_tiles();
+            let per = total.div_ceil(parts);
+            let mut bufs = Vec::new();
+            for p in 0..parts {
+                let r = (p * per).min(total)..((p + 1) * per).min(total);
+                if r.is_empty() {
+                    continue;
+                }
+                let mut du = vec![f32::NAN; g.weight_len()];
+                unsafe { weight_grad_tiles(&g, x.as_ptr(), dy.as_ptr(), du.as_mut_ptr(), r) };
+                bufs.push(du);
+            }
+            let ptrs: Vec<*const f32> = bufs.iter().map(|b| b.as_ptr()).collect();
+            let mut dw = vec![f32::NAN; o * c * 9];
+            unsafe { weight_grad_finish(&g, &ptrs, dw.as_mut_ptr(), 0, o) };
+            let mut dw_scalar = vec![f32::NAN; o * c * 9];
+            for oc in 0..o {
+                for cc in 0..c {
+                    let u: [[f32; 1]; 16] = std::array::from_fn(|xi| {
+                        [bufs.iter().fold(0.0, |a, b| a + b[(xi * o + oc) * c + cc])]
+                    });
+                    for (k, v) in weight_grad_tile(u).iter().enumerate() {
+                        dw_scalar[(oc * c + cc) * 9 + k] = v[0];
+                    }
+                }
+            }
+            assert_eq!(dw, dw_scalar, "vector and scalar transforms");
+            let (pt, pl) = (padding[0], padding[2]);
+            for oc in 0..o {
+                for cc in 0..c {
+                    for ki in 0..3 {
+                        for kj in 0..3 {
+                            let mut want = 0f64;
+                            for b in 0..n {
+                                for oy in 0..g.oh {
+                                    for ox in 0..g.ow {
+                                        let iy = (oy + ki) as isize - pt as isize;
+                                        let ix = (ox + kj) as isize - pl as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        want += dy[((b * o + oc) * g.oh + oy) * g.ow + ox] as f64
+                                            * x[((b * c + cc) * h + iy as usize) * w + ix as usize]
+                                                as f64;
+                                    }
+                                }
+                            }
+                            let got = dw[(oc * c + cc) * 9 + ki * 3 + kj] as f64;
+                            let tol = 1e-5 * ((n * g.oh * g.ow) as f64).sqrt() * 4.0;
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "case n{n} c{c} {h}x{w} o{o} pad {padding:?}: dw[{oc}][{cc}][{ki}][{kj}] = {got}, want {want}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }
