@@ -543,7 +543,16 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 11] = [
+    let convs: [Case; 12] = [
+        // Small maps, many images: Winograd tasks of several images each.
+        (
+            [7, 16, 12, 12],
+            [17, 16, 3, 3],
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            1,
+        ),
         // 3x3 stride 1 with enough tiles: the Winograd form, forward and backward-data, by
         // whole images (3 images, 2 threads) and by tile ranges (1 image), asymmetric padding.
         (

@@ -499,6 +499,20 @@ fn winograd_convolutions_match_the_reference() {
     run_cases("winograd conv", 24, winograd_conv_case());
 }
 
+/// Small maps, many images: the Winograd form's tasks take several whole images each (a
+/// block of tiles spans images) and run the epilogue on all of them.
+#[test]
+fn winograd_tasks_of_several_images() {
+    let c = Case {
+        spec: "model m {\n  input x: [16, 12, 12]\n  conv(17, 3, pad=1)\n  batchnorm\n  relu\n  \
+               residual { conv(17, 3, pad=1); relu }\n}\n"
+            .into(),
+        batch: 7,
+        seed: 3,
+    };
+    assert!(check(&c).unwrap_or_else(|e| panic!("{e}\n{c:?}")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pooling
 // ---------------------------------------------------------------------------------------------

@@ -875,8 +875,11 @@ impl Executable {
                 })
                 .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
             let img = g.image_tiles();
+            // Whole images per task (with small maps, several, so a block has enough tiles
+            // to pay for reading U), or, with fewer images than threads, tile ranges.
+            let ipt = (g.block().div_ceil(img)).clamp(1, (g.n / threads).max(1));
             let (tasks, per) = if g.n >= threads {
-                (g.n, img)
+                (g.n.div_ceil(ipt), img * ipt)
             } else {
                 let all = g.n * img;
                 // One range per thread: fewer, longer blocks (each reads all of U) measured
@@ -891,9 +894,10 @@ impl Executable {
                 // the output batch; tasks write disjoint tiles of the output.
                 unsafe { winograd::conv_tiles(g, x.get(), u.get(), out.get(), tiles.clone()) };
                 if let Some((func, fi)) = epi {
-                    // SAFETY: as `run_loop`: with one image per task, this task's image is
-                    // complete and no other task writes it.
-                    unsafe { func(fi.get() as *const *const f32, out.get(), t, t + 1) };
+                    // SAFETY: as `run_loop`: with whole images per task, this task's images are
+                    // complete and no other task writes them.
+                    let imgs = (t * ipt, ((t + 1) * ipt).min(g.n));
+                    unsafe { func(fi.get() as *const *const f32, out.get(), imgs.0, imgs.1) };
                 }
             });
             epi.is_some()

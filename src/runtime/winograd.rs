@@ -110,7 +110,8 @@ impl Wino {
     /// VGG-16): enough channels that the products dominate the transforms; enough tiles that
     /// a block fills the microkernel's columns (with few, the transformed weight, 16/9 the
     /// size of the weight, is read for little work); at most 25% of the computed pixels
-    /// past the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower); and
+    /// past the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower at 1.25
+    /// and even at 1.4, in inference and training); and
     /// at least 6 tiles per tile row, since a run of tiles fills the transforms' lanes
     /// (ResNet-18 at 32×32, 8×8 maps, measured slower).
     pub fn pays(&self) -> bool {
