@@ -398,6 +398,12 @@ unsafe fn im2col(
     col0: usize,
 ) {
     let ow = g.ow;
+    #[cfg(target_arch = "x86_64")]
+    if g.sw == 1 && ow <= 64 && super::sgemm::available() {
+        // SAFETY: AVX-512F present; forwarded.
+        unsafe { im2col_short_rows(g, xg, (y0, y1), col, ld, col0) };
+        return;
+    }
     let stride2 = g.sw == 2 && super::sgemm::available();
     for ci in 0..g.cg {
         for ki in 0..g.kh {
@@ -424,6 +430,74 @@ unsafe fn im2col(
                     }
                     let first = (x0 as isize * g.sw as isize + off) as usize;
                     strided_copy(&mut line[x0..x1], src, first, g.sw, stride2);
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] at stride 1 for rows of at most 64 floats (small maps: ResNet at 32×32, LeNet):
+/// each row of the column matrix is a masked load of the input row at the tap's offset (lanes
+/// outside the image zero) and a masked store, instead of two fills and a copy call.
+///
+/// # Safety
+/// As [`im2col`]; AVX-512F present; `g.sw == 1`, `g.ow <= 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn im2col_short_rows(
+    g: &Geom,
+    xg: *const f32,
+    (y0, y1): (usize, usize),
+    col: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    use std::arch::x86_64::*;
+    let ow = g.ow;
+    assert!(
+        (g.cg * g.kh * g.kw).saturating_sub(1) * ld + col0 + (y1 - y0) * ow <= col.len(),
+        "the column matrix holds every row"
+    );
+    let mask = |lo: isize, hi: isize| -> __mmask16 {
+        let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+        if hi <= lo {
+            0
+        } else {
+            ((0xffffu32 >> (16 - (hi - lo))) << lo) as __mmask16
+        }
+    };
+    let out = col.as_mut_ptr();
+    for ci in 0..g.cg {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = (ci * g.kh + ki) * g.kw + kj;
+                let (off, x0, x1) = tap_columns(g, kj);
+                for y in y0..y1 {
+                    let dst = out.wrapping_add(row * ld + col0 + (y - y0) * ow);
+                    let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                    let inside = iy >= 0 && iy < g.h as isize;
+                    let src = xg.wrapping_offset(
+                        (ci * g.h) as isize * g.w as isize + iy * g.w as isize + off,
+                    );
+                    let mut j = 0;
+                    while j < ow {
+                        let n = (ow - j).min(16);
+                        let lanes = j as isize;
+                        // Lanes x in x0..x1 read the input (inside row iy), the rest are zero.
+                        let m = if inside {
+                            mask(x0 as isize - lanes, x1 as isize - lanes)
+                        } else {
+                            0
+                        };
+                        // SAFETY: loaded lanes are columns x0..x1 of input row iy (inside the
+                        // image, by `tap_columns`); stored lanes are row `row` of the column
+                        // matrix, columns (y - y0)·ow + j.. (asserted above).
+                        unsafe {
+                            let v = _mm512_maskz_loadu_ps(m, src.wrapping_add(j));
+                            _mm512_mask_storeu_ps(dst.add(j), mask(0, n as isize), v);
+                        }
+                        j += n;
+                    }
                 }
             }
         }
