@@ -458,14 +458,7 @@ unsafe fn im2col_short_rows(
         (g.cg * g.kh * g.kw).saturating_sub(1) * ld + col0 + (y1 - y0) * ow <= col.len(),
         "the column matrix holds every row"
     );
-    let mask = |lo: isize, hi: isize| -> __mmask16 {
-        let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
-        if hi <= lo {
-            0
-        } else {
-            ((0xffffu32 >> (16 - (hi - lo))) << lo) as __mmask16
-        }
-    };
+    let mask = super::sgemm::lane_mask;
     let out = col.as_mut_ptr();
     for ci in 0..g.cg {
         for ki in 0..g.kh {

@@ -59,6 +59,18 @@ fn reserve(buf: &mut Vec<Line>, len: usize) -> *mut f32 {
     buf.as_mut_ptr().cast()
 }
 
+/// The mask with lanes `lo..hi` (clamped to `0..16`) set: the lanes of one 16-float vector
+/// that fall inside a range, for masked loads and stores at edges.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn lane_mask(lo: isize, hi: isize) -> __mmask16 {
+    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+    if hi <= lo {
+        return 0;
+    }
+    ((0xffffu32 >> (16 - (hi - lo))) << lo) as __mmask16
+}
+
 /// Whether the CPU has AVX-512F (checked once; `std` caches the answer).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -13,10 +13,18 @@
 //! `Aᵀ·M·A`. A 3×3 convolution's 36 multiply-adds per 2×2 outputs and input channel become
 //! 16: 2.25× fewer. The transforms' coefficients are 0, ±1 and ±½ (exact in f32), so the
 //! rounding stays close to the direct convolution's.
+//!
+//! The backward-data pass is the same forward convolution of `dy` with the weight read
+//! transposed and flipped ([`WeightAt`]). The weight gradient ([`weight_grad_tiles`], then
+//! [`weight_grad_finish`]) sums `(A·dy·Aᵀ)[ξ] · V[ξ]` over the tiles as 16 products per
+//! block, then transforms the sums back: `dw = Gᵀ·ΣU·G`.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+
+#[cfg(target_arch = "x86_64")]
+use super::sgemm::lane_mask;
 
 use crate::fuse::kernel::ContractionKind;
 
@@ -296,30 +304,13 @@ pub unsafe fn conv_tiles(
     tiles: std::ops::Range<usize>,
 ) {
     let t = g.block();
-    SCRATCH.with(|s| {
-        let (vbuf, mbuf) = &mut *s.borrow_mut();
-        let need_v = XI * g.c * t;
-        let need_m = XI * g.o * t;
-        if vbuf.len() < need_v {
-            vbuf.resize(need_v, 0.0);
-        }
-        if mbuf.len() < need_m {
-            mbuf.resize(need_m, 0.0);
-        }
-        let (v, m) = (vbuf.as_mut_ptr(), mbuf.as_mut_ptr());
+    with_block(g, t, |v, m| {
         let mut b0 = tiles.start;
         while b0 < tiles.end {
             let b1 = (b0 + t).min(tiles.end);
             // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
             unsafe {
-                // Channels outer, runs inner: each channel's input rows and transformed rows
-                // are then read and written in order (prefetcher-friendly streams).
-                for c0 in (0..g.c).step_by(CHANNELS) {
-                    let cs = c0..(c0 + CHANNELS).min(g.c);
-                    for (run, first) in runs(g, b0, b1) {
-                        input_tiles(g, x, run, cs.clone(), v.add(first - b0), t);
-                    }
-                }
+                input_block(g, x, (b0, b1), v, t);
                 for xi in 0..XI {
                     let ok = super::sgemm::sgemm_in_place(
                         g.o,
@@ -365,28 +356,13 @@ pub unsafe fn weight_grad_tiles(
     tiles: std::ops::Range<usize>,
 ) {
     let t = g.block();
-    SCRATCH.with(|s| {
-        let (vbuf, zbuf) = &mut *s.borrow_mut();
-        let need_v = XI * g.c * t;
-        let need_z = XI * g.o * t;
-        if vbuf.len() < need_v {
-            vbuf.resize(need_v, 0.0);
-        }
-        if zbuf.len() < need_z {
-            zbuf.resize(need_z, 0.0);
-        }
-        let (v, z) = (vbuf.as_mut_ptr(), zbuf.as_mut_ptr());
+    with_block(g, t, |v, z| {
         let mut b0 = tiles.start;
         while b0 < tiles.end {
             let b1 = (b0 + t).min(tiles.end);
             // SAFETY: AVX-512F present; the buffers hold a block; x, dy, du by the contract.
             unsafe {
-                for c0 in (0..g.c).step_by(CHANNELS) {
-                    let cs = c0..(c0 + CHANNELS).min(g.c);
-                    for (run, first) in runs(g, b0, b1) {
-                        input_tiles(g, x, run, cs.clone(), v.add(first - b0), t);
-                    }
-                }
+                input_block(g, x, (b0, b1), v, t);
                 for o0 in (0..g.o).step_by(CHANNELS) {
                     let os = o0..(o0 + CHANNELS).min(g.o);
                     for (run, first) in runs(g, b0, b1) {
@@ -579,6 +555,37 @@ fn weight_grad_tile<T: Copy + Lanes>(u: [T; 16]) -> [T; 9] {
     w
 }
 
+/// Runs `f` with this thread's block buffers: the transformed inputs (`16·c·t` floats) and the
+/// products or output-gradient transforms (`16·o·t`), grown as needed and reused across calls.
+fn with_block<R>(g: &Wino, t: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) -> R {
+    SCRATCH.with(|s| {
+        let (vbuf, mbuf) = &mut *s.borrow_mut();
+        for (buf, len) in [(&mut *vbuf, XI * g.c * t), (&mut *mbuf, XI * g.o * t)] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+        f(vbuf.as_mut_ptr(), mbuf.as_mut_ptr())
+    })
+}
+
+/// The input transform of tiles `b0..b1` into the block `v` (rows `t` floats apart):
+/// channels outer, runs inner, so each channel's input rows and transformed rows are read and
+/// written in order (prefetcher-friendly streams).
+///
+/// # Safety
+/// AVX-512F present; `x` the input batch; `v` holds `16·c·t` floats; `b1 - b0 <= t`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn input_block(g: &Wino, x: *const f32, (b0, b1): (usize, usize), v: *mut f32, t: usize) {
+    for c0 in (0..g.c).step_by(CHANNELS) {
+        let cs = c0..(c0 + CHANNELS).min(g.c);
+        for (run, first) in runs(g, b0, b1) {
+            // SAFETY: forwarded; the run's columns lie inside the block.
+            unsafe { input_tiles(g, x, run, cs.clone(), v.add(first - b0), t) };
+        }
+    }
+}
+
 /// Up to 16 consecutive tiles of one tile row: image, tile row, first tile column, count.
 #[derive(Clone, Copy)]
 struct Run {
@@ -603,17 +610,6 @@ fn runs(g: &Wino, b0: usize, b1: usize) -> impl Iterator<Item = (Run, usize)> + 
         t += len;
         Some((Run { n, ty, tx, len }, first))
     })
-}
-
-/// Lanes `lo..hi` (clamped to 0..16) set.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn lane_mask(lo: isize, hi: isize) -> __mmask16 {
-    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
-    if hi <= lo {
-        return 0;
-    }
-    ((0xffffu32 >> (16 - (hi - lo))) << lo) as __mmask16
 }
 
 /// `V[ξ][c][l] = (Bᵀ·d·B)[ξ]` for the input tile `d` of each tile `l` of `run`, every input
