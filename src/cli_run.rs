@@ -280,7 +280,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
         if profile {
             v["profile"] = serde_json::json!({
                 "kernels": rows.iter().map(|r| serde_json::json!({
-                    "kernel": r.index, "ops": r.ops, "origin": r.origin, "shape": r.shape,
+                    "kernel": r.index, "ops": r.ops, "algorithm": r.algorithm, "origin": r.origin, "shape": r.shape,
                     "ms": per_run(r) * 1e3,
                     "gflops_per_s": r.flops as f64 / per_run(r) / 1e9,
                     "bytes": r.bytes, "gb_per_s": r.bytes as f64 / per_run(r) / 1e9,
@@ -332,7 +332,11 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
                     100.0 * r.time.as_secs_f64() / total,
                     r.flops as f64 / secs / 1e9,
                     r.bytes as f64 / secs / 1e9,
-                    r.ops,
+                    if r.algorithm.is_empty() {
+                        r.ops.clone()
+                    } else {
+                        format!("{} ({})", r.ops, r.algorithm)
+                    },
                     format!("{:?}", r.shape),
                     r.origin
                 );

@@ -290,6 +290,68 @@ fn bench_writes_the_profile_as_json() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Convolutions that run in Winograd form say so in the profile (text and JSON, inference and
+/// training), since their GFLOP/s count the direct multiply-adds.
+#[test]
+fn bench_profile_names_winograd_convolutions() {
+    let dir = std::env::temp_dir().join(format!("netc-profile-wino-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("w.net");
+    std::fs::write(
+        &spec,
+        "model w {\n  input x: [16, 24, 24]\n  conv(16, 3, pad=1)\n  relu\n  \
+         conv(16, 5, pad=2)\n  global_avgpool\n  flatten\n  dense(3)\n}\n",
+    )
+    .unwrap();
+    let file = dir.join("p.json");
+    let o = netc(&[
+        "bench",
+        spec.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--profile-json",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let rows = v["profile"]["kernels"].as_array().unwrap();
+    let algo = |origin: &str| {
+        let r = rows.iter().find(|r| r["origin"] == origin).unwrap();
+        r["algorithm"].as_str().unwrap().to_string()
+    };
+    // The 3x3 runs in Winograd form (288 tiles of 2x2); the 5x5 cannot.
+    assert_eq!(algo("0"), "winograd", "{rows:?}");
+    assert_eq!(algo("2"), "", "{rows:?}");
+    assert!(stdout(&o).contains("(winograd)"), "{}", stdout(&o));
+    let o = netc(&[
+        "bench",
+        spec.to_str().unwrap(),
+        "--train",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--profile",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "conv forward (winograd)",
+        "conv backward weight (winograd)",
+        "conv forward (gemm)",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn graph_shows_the_training_graph() {
     let o = netc(&[

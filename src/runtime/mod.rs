@@ -74,6 +74,9 @@ pub struct Executable {
 #[derive(Debug, Clone)]
 pub struct KernelProfile {
     pub index: usize,
+    /// How a convolution pass ran when it is worth telling: `"winograd"` (its GFLOP/s then
+    /// count the direct multiply-adds), else empty.
+    pub algorithm: &'static str,
     pub ops: String,
     pub origin: String,
     pub shape: Vec<usize>,
@@ -370,6 +373,11 @@ impl Executable {
                     .sum();
                 KernelProfile {
                     index: i,
+                    algorithm: if winograd_runs(&k.body) {
+                        "winograd"
+                    } else {
+                        ""
+                    },
                     ops: k.ops.join("+"),
                     origin: k.origin.clone(),
                     shape,
@@ -1155,6 +1163,18 @@ fn squeeze_outer(k: &LoopKernel) -> std::borrow::Cow<'_, LoopKernel> {
         }
     }
     std::borrow::Cow::Owned(k)
+}
+
+/// Whether kernel `body` (a convolution's forward, backward-data or weight-gradient pass) runs
+/// in Winograd form on this CPU.
+pub fn winograd_runs(body: &KernelBody) -> bool {
+    let g = match body {
+        KernelBody::Contraction(Contraction { kind, .. })
+        | KernelBody::Host(HostOp::Conv2dBackwardWeight(kind)) => winograd::Wino::of(kind),
+        KernelBody::Host(HostOp::Conv2dBackwardData(kind)) => backward_data_winograd(kind),
+        _ => None,
+    };
+    g.is_some_and(|g| g.pays()) && sgemm::available()
 }
 
 /// The backward-data pass of a 3×3 stride-1 convolution as a forward one in Winograd form:

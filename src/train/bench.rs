@@ -147,6 +147,13 @@ pub fn peak_rss() -> Option<u64> {
 
 /// The kind of a fused kernel, for grouping a profile.
 pub fn kernel_class(body: &KernelBody) -> &'static str {
+    if crate::runtime::winograd_runs(body) {
+        return match body {
+            KernelBody::Host(HostOp::Conv2dBackwardData(_)) => "conv backward data (winograd)",
+            KernelBody::Host(HostOp::Conv2dBackwardWeight(_)) => "conv backward weight (winograd)",
+            _ => "conv forward (winograd)",
+        };
+    }
     match body {
         KernelBody::Contraction(c) => match c.kind {
             ContractionKind::Conv2d { .. } => "conv forward (gemm)",
