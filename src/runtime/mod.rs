@@ -702,7 +702,7 @@ impl Executable {
         out: P,
         epi: Option<(&CompiledKernel, &[P])>,
     ) -> bool {
-        if let Some(g) = winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available()) {
+        if let Some(g) = winograd_forward(kind) {
             let at = winograd::WeightAt {
                 rs: 9 * g.c,
                 cs: 9,
@@ -886,16 +886,15 @@ impl Executable {
             // Whole images per task (with small maps, several, so a block has enough tiles
             // to pay for reading U), or, with fewer images than threads, tile ranges.
             let ipt = (g.block().div_ceil(img)).clamp(1, (g.n / threads).max(1));
+            let all = g.n * img;
             let (tasks, per) = if g.n >= threads {
                 (g.n.div_ceil(ipt), img * ipt)
             } else {
-                let all = g.n * img;
                 // One range per thread: fewer, longer blocks (each reads all of U) measured
                 // faster than two per thread (ResNet-18 b1 layer2: 330 -> 400 GFLOP/s).
                 let tasks = threads.min(all.div_ceil(16));
                 (tasks, all.div_ceil(tasks))
             };
-            let all = g.n * img;
             self.par(tasks, false, &|t| {
                 let tiles = (t * per).min(all)..((t + 1) * per).min(all);
                 // SAFETY: AVX-512F present (checked by the caller); the input batch, U and
@@ -966,7 +965,7 @@ impl Executable {
         let small = conv_macs(kind) < SMALL_MACS;
         let threads = self.task_threads(small);
         let (dy, w) = (ins[0], ins[1]);
-        if let Some(g) = backward_data_winograd(kind).filter(|g| g.pays() && sgemm::available()) {
+        if let Some(g) = winograd_backward_data(kind) {
             let at = winograd::WeightAt {
                 rs: 9,
                 cs: 9 * c,
@@ -1031,7 +1030,7 @@ impl Executable {
         let small = conv_macs(kind) < SMALL_MACS;
         let threads = self.task_threads(small);
         let (x, dy) = (ins[0], ins[1]);
-        if let Some(g) = winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available()) {
+        if let Some(g) = winograd_forward(kind) {
             self.conv_backward_weight_winograd(&g, (x, dy), out);
             return;
         }
@@ -1168,18 +1167,26 @@ fn squeeze_outer(k: &LoopKernel) -> std::borrow::Cow<'_, LoopKernel> {
 /// Whether kernel `body` (a convolution's forward, backward-data or weight-gradient pass) runs
 /// in Winograd form on this CPU.
 pub fn winograd_runs(body: &KernelBody) -> bool {
-    let g = match body {
+    match body {
         KernelBody::Contraction(Contraction { kind, .. })
-        | KernelBody::Host(HostOp::Conv2dBackwardWeight(kind)) => winograd::Wino::of(kind),
-        KernelBody::Host(HostOp::Conv2dBackwardData(kind)) => backward_data_winograd(kind),
-        _ => None,
-    };
-    g.is_some_and(|g| g.pays()) && sgemm::available()
+        | KernelBody::Host(HostOp::Conv2dBackwardWeight(kind)) => winograd_forward(kind).is_some(),
+        KernelBody::Host(HostOp::Conv2dBackwardData(kind)) => {
+            winograd_backward_data(kind).is_some()
+        }
+        _ => false,
+    }
 }
 
-/// The backward-data pass of a 3×3 stride-1 convolution as a forward one in Winograd form:
-/// `dy` convolved with the weight transposed and turned by 180°, padded by `2 - p` per side.
-fn backward_data_winograd(kind: &ContractionKind) -> Option<winograd::Wino> {
+/// The Winograd geometry of a convolution whose forward pass and weight gradient run in that
+/// form here: a 3×3 stride-1 one where it pays, on a CPU with AVX-512F.
+fn winograd_forward(kind: &ContractionKind) -> Option<winograd::Wino> {
+    winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available())
+}
+
+/// The backward-data pass of such a convolution as a forward one in Winograd form, when it
+/// pays: `dy` convolved with the weight transposed and turned by 180°, padded by `2 - p` per
+/// side (`Wino::of` takes paddings up to 2).
+fn winograd_backward_data(kind: &ContractionKind) -> Option<winograd::Wino> {
     let ContractionKind::Conv2d {
         n, c, o, padding, ..
     } = *kind
@@ -1187,15 +1194,12 @@ fn backward_data_winograd(kind: &ContractionKind) -> Option<winograd::Wino> {
         return None;
     };
     winograd::Wino::of(kind)?;
-    if padding.iter().any(|&p| p > 2) {
-        return None;
-    }
-    let g = contraction_out_size(kind);
+    let (oh, ow) = contraction_out_size(kind);
     winograd::Wino::of(&ContractionKind::Conv2d {
         n,
         c: o,
-        h: g.0,
-        w: g.1,
+        h: oh,
+        w: ow,
         o: c,
         kernel: [3, 3],
         stride: [1, 1],
@@ -1203,6 +1207,7 @@ fn backward_data_winograd(kind: &ContractionKind) -> Option<winograd::Wino> {
         dilation: [1, 1],
         groups: 1,
     })
+    .filter(|g| g.pays() && sgemm::available())
 }
 
 /// A convolution's output height and width.
