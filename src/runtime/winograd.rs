@@ -303,38 +303,31 @@ pub unsafe fn conv_tiles(
     y: *mut f32,
     tiles: std::ops::Range<usize>,
 ) {
-    let t = g.block();
-    with_block(g, t, |v, m| {
-        let mut b0 = tiles.start;
-        while b0 < tiles.end {
-            let b1 = (b0 + t).min(tiles.end);
-            // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
-            unsafe {
-                input_block(g, x, (b0, b1), v, t);
-                for xi in 0..XI {
-                    let ok = super::sgemm::sgemm_in_place(
-                        g.o,
-                        b1 - b0,
-                        g.c,
-                        m.add(xi * g.o * t),
-                        t as isize,
-                        u.add(xi * g.o * g.c),
-                        g.c as isize,
-                        v.add(xi * g.c * t),
-                        t as isize,
-                    );
-                    debug_assert!(ok);
-                }
-                for o0 in (0..g.o).step_by(CHANNELS) {
-                    let os = o0..(o0 + CHANNELS).min(g.o);
-                    for (run, first) in runs(g, b0, b1) {
-                        output_tiles(g, m.add(first - b0), t, run, os.clone(), y);
-                    }
+    // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
+    unsafe {
+        for_blocks(g, x, tiles, |v, m, (b0, b1), t| {
+            for xi in 0..XI {
+                let ok = super::sgemm::sgemm_in_place(
+                    g.o,
+                    b1 - b0,
+                    g.c,
+                    m.add(xi * g.o * t),
+                    t as isize,
+                    u.add(xi * g.o * g.c),
+                    g.c as isize,
+                    v.add(xi * g.c * t),
+                    t as isize,
+                );
+                debug_assert!(ok);
+            }
+            for o0 in (0..g.o).step_by(CHANNELS) {
+                let os = o0..(o0 + CHANNELS).min(g.o);
+                for (run, first) in runs(g, b0, b1) {
+                    output_tiles(g, m.add(first - b0), t, run, os.clone(), y);
                 }
             }
-            b0 = b1;
-        }
-    });
+        })
+    }
 }
 
 /// The weight gradient's transformed partial sums over output tiles `tiles`:
@@ -355,41 +348,34 @@ pub unsafe fn weight_grad_tiles(
     du: *mut f32,
     tiles: std::ops::Range<usize>,
 ) {
-    let t = g.block();
-    with_block(g, t, |v, z| {
-        let mut b0 = tiles.start;
-        while b0 < tiles.end {
-            let b1 = (b0 + t).min(tiles.end);
-            // SAFETY: AVX-512F present; the buffers hold a block; x, dy, du by the contract.
-            unsafe {
-                input_block(g, x, (b0, b1), v, t);
-                for o0 in (0..g.o).step_by(CHANNELS) {
-                    let os = o0..(o0 + CHANNELS).min(g.o);
-                    for (run, first) in runs(g, b0, b1) {
-                        grad_tiles(g, dy, run, os.clone(), z.add(first - b0), t);
-                    }
-                }
-                for xi in 0..XI {
-                    let ok = super::sgemm::sgemm(
-                        g.o,
-                        g.c,
-                        b1 - b0,
-                        du.add(xi * g.o * g.c),
-                        g.c as isize,
-                        z.add(xi * g.o * t),
-                        t as isize,
-                        1,
-                        v.add(xi * g.c * t),
-                        1,
-                        t as isize,
-                        b0 > tiles.start,
-                    );
-                    debug_assert!(ok);
+    // SAFETY: AVX-512F present; the buffers hold a block; x, dy, du by the contract.
+    unsafe {
+        for_blocks(g, x, tiles.clone(), |v, z, (b0, b1), t| {
+            for o0 in (0..g.o).step_by(CHANNELS) {
+                let os = o0..(o0 + CHANNELS).min(g.o);
+                for (run, first) in runs(g, b0, b1) {
+                    grad_tiles(g, dy, run, os.clone(), z.add(first - b0), t);
                 }
             }
-            b0 = b1;
-        }
-    });
+            for xi in 0..XI {
+                let ok = super::sgemm::sgemm(
+                    g.o,
+                    g.c,
+                    b1 - b0,
+                    du.add(xi * g.o * g.c),
+                    g.c as isize,
+                    z.add(xi * g.o * t),
+                    t as isize,
+                    1,
+                    v.add(xi * g.c * t),
+                    1,
+                    t as isize,
+                    b0 > tiles.start,
+                );
+                debug_assert!(ok);
+            }
+        })
+    }
 }
 
 /// `Z[ξ][o][l] = (A·dy·Aᵀ)[ξ]` for the output gradient tile `dy` (2×2) of each tile `l` of
@@ -555,9 +541,21 @@ fn weight_grad_tile<T: Copy + Lanes>(u: [T; 16]) -> [T; 9] {
     w
 }
 
-/// Runs `f` with this thread's block buffers: the transformed inputs (`16·c·t` floats) and the
-/// products or output-gradient transforms (`16·o·t`), grown as needed and reused across calls.
-fn with_block<R>(g: &Wino, t: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) -> R {
+/// Runs `f(v, m, (b0, b1), t)` for each block `b0..b1` of at most `t = g.block()` tiles of
+/// `tiles`, in order, with this thread's block buffers (grown as needed, reused across calls;
+/// rows `t` floats apart): `v` already holds the block's transformed inputs (`16·c·t` floats),
+/// `m` is for the products or the output gradient's transforms (`16·o·t`).
+///
+/// # Safety
+/// AVX-512F present; `x` the input batch; `f` keeps to the buffers' extents.
+#[cfg(target_arch = "x86_64")]
+unsafe fn for_blocks(
+    g: &Wino,
+    x: *const f32,
+    tiles: std::ops::Range<usize>,
+    mut f: impl FnMut(*mut f32, *mut f32, (usize, usize), usize),
+) {
+    let t = g.block();
     SCRATCH.with(|s| {
         let (vbuf, mbuf) = &mut *s.borrow_mut();
         for (buf, len) in [(&mut *vbuf, XI * g.c * t), (&mut *mbuf, XI * g.o * t)] {
@@ -565,7 +563,15 @@ fn with_block<R>(g: &Wino, t: usize, f: impl FnOnce(*mut f32, *mut f32) -> R) ->
                 buf.resize(len, 0.0);
             }
         }
-        f(vbuf.as_mut_ptr(), mbuf.as_mut_ptr())
+        let (v, m) = (vbuf.as_mut_ptr(), mbuf.as_mut_ptr());
+        let mut b0 = tiles.start;
+        while b0 < tiles.end {
+            let b1 = (b0 + t).min(tiles.end);
+            // SAFETY: forwarded; the block has at most t tiles.
+            unsafe { input_block(g, x, (b0, b1), v, t) };
+            f(v, m, (b0, b1), t);
+            b0 = b1;
+        }
     })
 }
 
