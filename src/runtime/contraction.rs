@@ -1569,14 +1569,14 @@ pub unsafe fn conv_backward_weight(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// xorshift32 in [-1, 1).
-    struct Rng(u32);
+    pub(in crate::runtime) struct Rng(pub(in crate::runtime) u32);
 
     impl Rng {
-        fn next(&mut self) -> f32 {
+        pub(in crate::runtime) fn next(&mut self) -> f32 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 17;
             self.0 ^= self.0 << 5;

@@ -753,15 +753,23 @@ unsafe fn output_tiles(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::runtime::contraction::tests::Rng;
 
-    struct Rng(u32);
-    impl Rng {
-        fn next(&mut self) -> f32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 17;
-            self.0 ^= self.0 << 5;
-            (self.0 >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        }
+    /// The geometry of a 3×3 stride-1 convolution (`Wino::of` must take it).
+    fn geometry(n: usize, c: usize, (h, w): (usize, usize), o: usize, padding: [usize; 4]) -> Wino {
+        Wino::of(&ContractionKind::Conv2d {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding,
+            dilation: [1, 1],
+            groups: 1,
+        })
+        .expect("a Winograd geometry")
     }
 
     /// The convolution by its definition, in f64.
@@ -816,19 +824,7 @@ mod tests {
             (1, 64, 17, 35, 70, [1, 1, 1, 1], false, 2),
         ];
         for (n, c, h, w, o, padding, flip, split) in cases {
-            let kind = ContractionKind::Conv2d {
-                n,
-                c,
-                h,
-                w,
-                o,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding,
-                dilation: [1, 1],
-                groups: 1,
-            };
-            let g = Wino::of(&kind).unwrap();
+            let g = geometry(n, c, (h, w), o, padding);
             // The flipped case reads a transposed [c][o] weight, as the backward-data pass.
             let at = if flip {
                 WeightAt {
@@ -896,19 +892,7 @@ mod tests {
             (2, 64, 17, 35, 70, [1, 2, 1, 0], 2),
         ];
         for (n, c, h, w, o, padding, parts) in cases {
-            let kind = ContractionKind::Conv2d {
-                n,
-                c,
-                h,
-                w,
-                o,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding,
-                dilation: [1, 1],
-                groups: 1,
-            };
-            let g = Wino::of(&kind).unwrap();
+            let g = geometry(n, c, (h, w), o, padding);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
             let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| rng.next()).collect();
             let total = n * g.image_tiles();
