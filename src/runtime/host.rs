@@ -163,8 +163,74 @@ pub fn slice_rows(
     let len = (end - start) * inner;
     let run = shape[axis] * inner;
     let src = &data[start * inner..];
-    for (o, dst) in rows.zip(out.chunks_exact_mut(len)) {
-        copy_short(dst, &src[o * run..o * run + len]);
+    let first = rows.start;
+    let count = rows.len();
+    // A cropped kernel's taps: a few floats out of every row, hundreds of thousands of rows.
+    // Fixed-length copies (and gathers for single floats) instead of a loop per row.
+    match len {
+        1 => gather_rows::<1>(out, src, run, first, count),
+        2 => gather_rows::<2>(out, src, run, first, count),
+        3 => gather_rows::<3>(out, src, run, first, count),
+        4 => gather_rows::<4>(out, src, run, first, count),
+        6 => gather_rows::<6>(out, src, run, first, count),
+        _ => {
+            for (o, dst) in rows.zip(out.chunks_exact_mut(len)) {
+                copy_short(dst, &src[o * run..o * run + len]);
+            }
+        }
+    }
+}
+
+/// `out[r·L..(r+1)·L] = src[(first + r)·run..][..L]` for `count` rows `r`.
+#[inline(always)]
+fn gather_rows<const L: usize>(
+    out: &mut [f32],
+    src: &[f32],
+    run: usize,
+    first: usize,
+    count: usize,
+) {
+    if count == 0 {
+        return;
+    }
+    let out = &mut out[..count * L];
+    let src = &src[first * run..];
+    #[cfg(target_arch = "x86_64")]
+    if L == 1 && run <= (i32::MAX as usize) / 16 && super::sgemm::available() {
+        // SAFETY: AVX-512F is present; row r's float lies at r·run, inside `src`.
+        unsafe { gather_singles(out, src, run) };
+        return;
+    }
+    for (r, dst) in out.chunks_exact_mut(L).enumerate() {
+        let s: &[f32; L] = src[r * run..r * run + L].try_into().unwrap();
+        dst.copy_from_slice(s);
+    }
+}
+
+/// `out[r] = src[r·run]`, sixteen rows per AVX-512 gather.
+///
+/// # Safety
+/// AVX-512F present; `src` holds `(out.len() - 1)·run + 1` floats; `16·run` fits an `i32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_singles(out: &mut [f32], src: &[f32], run: usize) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(run as i32),
+    );
+    let mut r = 0;
+    while r + 16 <= n {
+        // SAFETY: rows r..r+16 lie inside `src` (contract); lanes r..r+16 of `out`.
+        unsafe {
+            let v = _mm512_i32gather_ps::<4>(idx, src.as_ptr().add(r * run));
+            _mm512_storeu_ps(out.as_mut_ptr().add(r), v);
+        }
+        r += 16;
+    }
+    for (k, o) in out[r..].iter_mut().enumerate() {
+        *o = src[(r + k) * run];
     }
 }
 
@@ -183,10 +249,24 @@ pub fn pad_rows(
     let (b, e) = (before * inner, before * inner + len);
     if out_len <= 16 {
         // A kernel's taps (9 floats, say) per row, mostly padding (a cropped kernel's
-        // gradient): zero everything at memset speed, then place each row's few values.
-        out.fill(0.0);
-        for (o, dst) in rows.zip(out.chunks_exact_mut(out_len)) {
-            dst[b..e].copy_from_slice(&data[o * len..(o + 1) * len]);
+        // gradient): zero a chunk of rows at memset speed, then place each row's few values
+        // while the chunk is still in L1 (one pass over memory, not two).
+        const CHUNK: usize = 512;
+        let first = rows.start;
+        let out = &mut out[..rows.len() * out_len];
+        for (ci, chunk) in out.chunks_mut(CHUNK * out_len).enumerate() {
+            chunk.fill(0.0);
+            let o0 = first + ci * CHUNK;
+            let src = &data[o0 * len..];
+            if len == 1 {
+                for (r, dst) in chunk.chunks_exact_mut(out_len).enumerate() {
+                    dst[b] = src[r];
+                }
+            } else {
+                for (r, dst) in chunk.chunks_exact_mut(out_len).enumerate() {
+                    dst[b..e].copy_from_slice(&src[r * len..(r + 1) * len]);
+                }
+            }
         }
         return;
     }
@@ -644,6 +724,62 @@ mod tests {
         fn below(&mut self, n: usize) -> usize {
             self.next() as usize % n
         }
+    }
+
+    /// Slices and pads of `[outer, n, inner]` tensors (short rows: the fixed-length copies,
+    /// the single-float gathers, the chunked zero-and-place pads; and long rows), whole and
+    /// split into row ranges at odd points, against index arithmetic.
+    #[test]
+    fn slices_and_pads_match_the_definition() {
+        let mut rng = Rng(0x2545_f491);
+        let cases = [
+            (1037, 9, 1, 4, 5),
+            (1037, 3, 3, 1, 3),
+            (700, 3, 2, 0, 2),
+            (333, 3, 2, 1, 3),
+            (1201, 9, 1, 0, 1),
+            (5, 40, 7, 3, 31),
+            (17, 1, 1, 0, 1),
+        ];
+        for &(outer, n, inner, start, end) in &cases {
+            let shape = [outer, n, inner];
+            let x: Vec<f32> = (0..outer * n * inner).map(|_| rng.next() as f32).collect();
+            let len = (end - start) * inner;
+            let sliced = want_slice(&x, &shape, start, end);
+            let cut = 1 + rng.below(outer);
+            for mid in [outer, cut] {
+                let mut got = vec![f32::NAN; outer * len];
+                for r in [0..mid, mid..outer] {
+                    let at = r.start * len..r.end * len;
+                    slice_rows((1, start, end), (&x, &shape), &mut got[at], r);
+                }
+                assert_eq!(got, sliced, "slice {:?}", (outer, n, inner, start, end));
+            }
+            // Pad the slice back with (start, n - end) zeros: zero outside the kept rows.
+            let sshape = [outer, end - start, inner];
+            let pad = (1, start, n - end);
+            let want: Vec<f32> = (0..outer * n * inner)
+                .map(|i| {
+                    let t = i / inner % n;
+                    if t >= start && t < end { x[i] } else { 0.0 }
+                })
+                .collect();
+            for mid in [outer, cut] {
+                let mut got = vec![f32::NAN; outer * n * inner];
+                for r in [0..mid, mid..outer] {
+                    let at = r.start * n * inner..r.end * n * inner;
+                    pad_rows(pad, (&sliced, &sshape), &mut got[at], r);
+                }
+                assert_eq!(got, want, "pad {:?}", (outer, n, inner, start, end));
+            }
+        }
+    }
+
+    fn want_slice(x: &[f32], shape: &[usize; 3], start: usize, end: usize) -> Vec<f32> {
+        let [outer, n, inner] = *shape;
+        (0..outer)
+            .flat_map(|o| x[(o * n + start) * inner..(o * n + end) * inner].to_vec())
+            .collect()
     }
 
     /// Max pooling by its definition: the first strictly largest tap inside the input, NaN
