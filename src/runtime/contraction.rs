@@ -26,6 +26,9 @@ thread_local! {
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Per-thread flipped, transposed weight of a backward-data pass ([`flip_weight`]).
     static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread lane tables of [`im2col_batch`], by geometry and pack size.
+    static BATCH_TABLES: RefCell<std::collections::HashMap<[usize; 14], BatchTable>> =
+        RefCell::new(std::collections::HashMap::new());
 }
 
 /// `dst[m, n] = lhs[m, k] * rhs[k, n]` with explicit row and column strides (in elements).
@@ -497,6 +500,184 @@ unsafe fn im2col_short_rows(
     }
 }
 
+/// im2col of `nb` consecutive images at once (image `b`'s pixel `p` in column `b·npix + p`
+/// of `col`, rows `nb·npix` apart) for small maps (at most [`BAND_PIXELS`] output pixels):
+/// per tap and chunk of 16 columns, a table ([`BatchTable`]) of which input float each lane
+/// reads or none (zero); then each row of the column matrix is, per chunk, a masked load per
+/// run of consecutive floats (a "same" convolution's rows: several output rows per vector)
+/// or one gather, and a full store, instead of a masked load and store per output row of 2
+/// to 8 floats. Returns `false` (and does nothing) where it does not apply: no AVX-512F,
+/// larger maps, offsets past `i32`. `pack` is the number of images the table is built for
+/// (every call of one convolution pass uses the same, so the table is built once per
+/// thread and reused); `nb <= pack`.
+///
+/// # Safety
+/// `x0` holds `nb` images `img_in` floats apart of `g.cg` planes `h × w` each; `col` holds
+/// `kdim · nb · npix` floats.
+unsafe fn im2col_batch(
+    g: &Geom,
+    x0: *const f32,
+    img_in: usize,
+    (nb, pack): (usize, usize),
+    col: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if g.npix <= BAND_PIXELS
+        && nb <= pack
+        && pack * img_in < i32::MAX as usize
+        && super::sgemm::available()
+    {
+        let key = [
+            g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.h, g.w, g.oh, g.ow, img_in, pack,
+        ];
+        BATCH_TABLES.with(|t| {
+            let mut tables = t.borrow_mut();
+            let table = tables
+                .entry(key)
+                .or_insert_with(|| BatchTable::new(g, img_in, pack));
+            // SAFETY: AVX-512F present; forwarded.
+            unsafe { im2col_batch_avx512(g, table, x0, nb, col) };
+        });
+        return true;
+    }
+    let _ = (g, x0, img_in, nb, pack, col);
+    false
+}
+
+/// Most runs of consecutive floats per chunk of [`BatchTable`] read with masked loads; more
+/// take a gather.
+const RUNS: usize = 4;
+
+/// One chunk of 16 columns of a tap's row in [`im2col_batch`].
+#[derive(Clone, Copy)]
+struct BatchChunk {
+    /// Lane `l` reads `x0[idx[l]]` (an offset across images) if bit `l` of `mask` is set.
+    idx: [i32; 16],
+    mask: u16,
+    /// The reading lanes cut into runs of consecutive floats: each run's lanes and its first
+    /// float's offset minus its first lane (so lane `l` reads `x0[start + l]`).
+    runs: [(u16, isize); RUNS],
+    /// How many runs (more than [`RUNS`]: gather).
+    nruns: usize,
+}
+
+/// The lane tables of [`im2col_batch`] for one geometry and pack size, tap-major.
+struct BatchTable {
+    chunks: usize,
+    table: Vec<BatchChunk>,
+}
+
+impl BatchTable {
+    fn new(g: &Geom, img_in: usize, nb: usize) -> BatchTable {
+        let cols = nb * g.npix;
+        let chunks = cols.div_ceil(16);
+        let mut table = Vec::with_capacity(g.kh * g.kw * chunks);
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let mut cs = vec![
+                    BatchChunk {
+                        idx: [0; 16],
+                        mask: 0,
+                        runs: [(0, 0); RUNS],
+                        nruns: 0,
+                    };
+                    chunks
+                ];
+                let mut prev: Option<(usize, isize)> = None;
+                let mut j = 0;
+                for b in 0..nb {
+                    for y in 0..g.oh {
+                        let iy = (y * g.sh + ki * g.dh) as isize - g.pt as isize;
+                        for x in 0..g.ow {
+                            let ix = (x * g.sw + kj * g.dw) as isize - g.pl as isize;
+                            let (k, l) = (j / 16, j % 16);
+                            j += 1;
+                            if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                            let c = &mut cs[k];
+                            let off = (b * img_in) as isize + iy * g.w as isize + ix;
+                            c.idx[l] = off as i32;
+                            c.mask |= 1 << l;
+                            let extends = l > 0
+                                && prev.is_some_and(|(pj, po)| pj + 1 == j - 1 && po + 1 == off);
+                            if !extends {
+                                if c.nruns < RUNS {
+                                    c.runs[c.nruns] = (0, off - l as isize);
+                                }
+                                c.nruns += 1;
+                            }
+                            if c.nruns <= RUNS {
+                                c.runs[c.nruns - 1].0 |= 1 << l;
+                            }
+                            prev = Some((j - 1, off));
+                        }
+                    }
+                }
+                table.extend(cs);
+            }
+        }
+        BatchTable { chunks, table }
+    }
+}
+
+/// [`im2col_batch`] on AVX-512 with its table (built for at least `nb` images).
+///
+/// # Safety
+/// As [`im2col_batch`]; AVX-512F present; `t` built for `g` and the image stride.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn im2col_batch_avx512(
+    g: &Geom,
+    t: &BatchTable,
+    x0: *const f32,
+    nb: usize,
+    col: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let taps = g.kh * g.kw;
+    let cols = nb * g.npix;
+    let chunks = cols.div_ceil(16);
+    assert!(
+        g.cg * taps * cols <= col.len(),
+        "the column matrix holds every row"
+    );
+    let out = col.as_mut_ptr();
+    let plane = g.h * g.w;
+    for ci in 0..g.cg {
+        let base = x0.wrapping_add(ci * plane);
+        for tap in 0..taps {
+            // SAFETY: row ci·taps + tap of the column matrix (asserted above).
+            let dst = unsafe { out.add((ci * taps + tap) * cols) };
+            let row = &t.table[tap * t.chunks..tap * t.chunks + chunks];
+            for (k, c) in row.iter().enumerate() {
+                // Lanes past the last image (a shorter pack than the table's) neither read
+                // nor store.
+                let keep = super::sgemm::lane_mask(0, (cols - 16 * k) as isize);
+                let mut v = _mm512_setzero_ps();
+                // SAFETY: each reading lane's offset is inside image b's channel ci (checked
+                // when the table was built), and b < nb by `keep`.
+                if c.nruns <= RUNS {
+                    for &(m, s) in &c.runs[..c.nruns] {
+                        v = unsafe { _mm512_mask_loadu_ps(v, m & keep, base.wrapping_offset(s)) };
+                    }
+                } else {
+                    v = unsafe {
+                        _mm512_mask_i32gather_ps::<4>(
+                            v,
+                            c.mask & keep,
+                            _mm512_loadu_si512(c.idx.as_ptr().cast()),
+                            base.cast(),
+                        )
+                    };
+                }
+                // SAFETY: columns 16k.. of the row, `keep` of them.
+                unsafe { _mm512_mask_storeu_ps(dst.add(16 * k), keep, v) };
+            }
+        }
+    }
+}
+
 /// `out[k] = src[first + k·s]` for every `k < out.len()`: one row of an im2col or a slab
 /// phase. Stride 1 is a copy, stride 2 the AVX-512 even-lane gather when `stride2` (AVX-512F
 /// present), other strides a loop.
@@ -941,6 +1122,10 @@ pub unsafe fn conv_images(
                 if tile.len() < (hi - lo) * cols {
                     tile.resize((hi - lo) * cols, 0.0);
                 }
+                let x0 = unsafe { x.add(imgs.start * img_in + grp * g.cg * g.h * g.w) };
+                // SAFETY: images imgs of x, consecutive; col holds kdim·cols floats.
+                let batched =
+                    !g.direct && unsafe { im2col_batch(&g, x0, img_in, (nb, nb), &mut col) };
                 for (b, i) in imgs.clone().enumerate() {
                     let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
                     if g.direct {
@@ -949,7 +1134,7 @@ pub unsafe fn conv_images(
                             col[r * cols + b * npix..r * cols + (b + 1) * npix]
                                 .copy_from_slice(src);
                         }
-                    } else {
+                    } else if !batched {
                         unsafe { im2col(&g, xg, 0, g.oh, &mut col, cols, b * npix) };
                     }
                 }
@@ -1522,10 +1707,23 @@ pub unsafe fn conv_backward_weight(
                     if dyp.len() < (r1 - r0) * cols {
                         dyp.resize((r1 - r0) * cols, 0.0);
                     }
+                    // SAFETY: the pack's images of x, consecutive; col holds sub_k·cols
+                    // floats.
+                    let batched = !g.direct
+                        && unsafe {
+                            im2col_batch(
+                                &g,
+                                x.add(pack[0] * img_in + grp * full.cg * plane + c0 * plane),
+                                img_in,
+                                (pack.len(), per_pack.min(list.len())),
+                                &mut col,
+                            )
+                        };
                     for (b, &i) in pack.iter().enumerate() {
                         // SAFETY: image i's group channels of x and dy.
                         let xg = unsafe { x.add(i * img_in + grp * full.cg * plane + c0 * plane) };
-                        if g.direct {
+                        if batched {
+                        } else if g.direct {
                             for r in 0..sub_k {
                                 let src =
                                     unsafe { std::slice::from_raw_parts(xg.add(r * npix), npix) };
@@ -1736,6 +1934,81 @@ pub(super) mod tests {
                 "only {strided_seen} strided implicit cases"
             );
         }
+    }
+
+    /// The batched im2col of small maps ([`im2col_batch`]) against [`im2col`] image by
+    /// image: random kernels, strides, dilations, asymmetric padding and odd sizes, packs
+    /// shorter than the table's (the last pack of a pass), with both the masked-run and the
+    /// gather lanes taken.
+    #[test]
+    fn batched_im2col_matches_per_image() {
+        if !super::super::sgemm::available() {
+            return;
+        }
+        let mut rng = Rng(0x0bad_cafe);
+        let (mut gathers, mut runs) = (0, 0);
+        for case in 0..300 {
+            let (kh, kw) = (1 + rng.below(5), 1 + rng.below(5));
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+            let h = (kh - 1) * dh + 1 + rng.below(12);
+            let w = (kw - 1) * dw + 1 + rng.below(12);
+            let c = 1 + rng.below(4);
+            let pack = 1 + rng.below(6);
+            let nb = 1 + rng.below(pack);
+            let kind = ContractionKind::Conv2d {
+                n: nb,
+                c,
+                h,
+                w,
+                o: 1,
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                padding,
+                dilation: [dh, dw],
+                groups: 1,
+            };
+            let g = Geom::new(&kind);
+            if g.npix > BAND_PIXELS {
+                continue;
+            }
+            let img_in = c * h * w;
+            let x: Vec<f32> = (0..nb * img_in).map(|_| rng.next()).collect();
+            let cols = nb * g.npix;
+            let mut want = vec![f32::NAN; g.kdim * cols];
+            for b in 0..nb {
+                unsafe {
+                    im2col(
+                        &g,
+                        x.as_ptr().add(b * img_in),
+                        0,
+                        g.oh,
+                        &mut want,
+                        cols,
+                        b * g.npix,
+                    )
+                };
+            }
+            let mut got = vec![f32::NAN; g.kdim * cols];
+            assert!(unsafe { im2col_batch(&g, x.as_ptr(), img_in, (nb, pack), &mut got) });
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "case {case}: {kind:?}, pack {pack}"
+            );
+            let t = BatchTable::new(&g, img_in, pack);
+            gathers += t.table.iter().filter(|c| c.nruns > RUNS).count();
+            runs += t
+                .table
+                .iter()
+                .filter(|c| (1..=RUNS).contains(&c.nruns))
+                .count();
+        }
+        assert!(
+            gathers > 100 && runs > 100,
+            "gathers {gathers}, runs {runs}"
+        );
     }
 
     /// `a · bᵀ` with few rows (the transposed product) and many, odd sizes, against the
