@@ -527,13 +527,10 @@ unsafe fn im2col_batch(
         && pack * img_in < i32::MAX as usize
         && super::sgemm::available()
     {
-        let key = [
-            g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.h, g.w, g.oh, g.ow, img_in, pack,
-        ];
         BATCH_TABLES.with(|t| {
             let mut tables = t.borrow_mut();
             let table = tables
-                .entry(key)
+                .entry(table_key(g, img_in, pack))
                 .or_insert_with(|| BatchTable::new(g, img_in, pack));
             // SAFETY: AVX-512F present; forwarded.
             unsafe { im2col_batch_avx512(g, table, x0, nb, col) };
@@ -542,6 +539,108 @@ unsafe fn im2col_batch(
     }
     let _ = (g, x0, img_in, nb, pack, col);
     false
+}
+
+/// The inverse data movement of [`im2col_batch`]: the column matrix of `nb` consecutive
+/// images (rows `nb·npix` apart) scatter-added into them, per tap and chunk of 16 columns a
+/// masked load-add-store per run of consecutive floats, or a gather-add-scatter (one tap's
+/// lanes never meet the same input float, so a chunk has no conflicts). Returns `false` (and
+/// does nothing) where [`im2col_batch`] would, and where it measured slower than
+/// [`col2im`]'s rows: stride 1 with rows of more than 4 output pixels (ResNet's 8×8 maps
+/// 5% slower, LeNet-5's 5×5 gradient on 10-pixel rows 50% slower: a tap's read-modify-write
+/// then partly overlaps the previous tap's, and the load waits for the store). It pays at
+/// stride 2 (ResNet-18 at 32×32: 25-40%) and on 2×2 and 4×4 maps (up to 35%).
+///
+/// # Safety
+/// `dx0` holds `nb` images `img_in` floats apart of `g.cg` planes `h × w` each, which no
+/// other thread writes meanwhile; `col` holds `kdim · nb · npix` floats.
+unsafe fn col2im_batch(
+    g: &Geom,
+    col: &[f32],
+    dx0: *mut f32,
+    img_in: usize,
+    (nb, pack): (usize, usize),
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if g.npix <= BAND_PIXELS
+        && (g.sh > 1 || g.sw > 1 || g.ow <= 4)
+        && nb <= pack
+        && pack * img_in < i32::MAX as usize
+        && super::sgemm::available()
+    {
+        BATCH_TABLES.with(|t| {
+            let mut tables = t.borrow_mut();
+            let table = tables
+                .entry(table_key(g, img_in, pack))
+                .or_insert_with(|| BatchTable::new(g, img_in, pack));
+            // SAFETY: AVX-512F present; forwarded.
+            unsafe { col2im_batch_avx512(g, table, col, dx0, nb) };
+        });
+        return true;
+    }
+    let _ = (g, col, dx0, img_in, nb, pack);
+    false
+}
+
+/// [`col2im_batch`] on AVX-512 with its table (built for at least `nb` images).
+///
+/// # Safety
+/// As [`col2im_batch`]; AVX-512F present; `t` built for `g` and the image stride.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn col2im_batch_avx512(g: &Geom, t: &BatchTable, col: &[f32], dx0: *mut f32, nb: usize) {
+    use std::arch::x86_64::*;
+    let taps = g.kh * g.kw;
+    let cols = nb * g.npix;
+    let chunks = cols.div_ceil(16);
+    assert!(
+        g.cg * taps * cols <= col.len(),
+        "the column matrix holds every row"
+    );
+    let plane = g.h * g.w;
+    for ci in 0..g.cg {
+        let base = dx0.wrapping_add(ci * plane);
+        for tap in 0..taps {
+            let src = col[(ci * taps + tap) * cols..].as_ptr();
+            let row = &t.table[tap * t.chunks..tap * t.chunks + chunks];
+            for (k, c) in row.iter().enumerate() {
+                let keep = super::sgemm::lane_mask(0, (cols - 16 * k) as isize);
+                // SAFETY: columns 16k.. of the row, `keep` of them.
+                let v = unsafe { _mm512_maskz_loadu_ps(keep, src.add(16 * k)) };
+                // SAFETY: each writing lane's offset is inside image b's channel ci (checked
+                // when the table was built), and b < nb by `keep`.
+                if c.nruns <= RUNS {
+                    for &(m, s) in &c.runs[..c.nruns] {
+                        let m = m & keep;
+                        let at = base.wrapping_offset(s);
+                        unsafe {
+                            let d = _mm512_maskz_loadu_ps(m, at);
+                            _mm512_mask_storeu_ps(at, m, _mm512_add_ps(d, v));
+                        }
+                    }
+                } else {
+                    let m = c.mask & keep;
+                    unsafe {
+                        let idx = _mm512_loadu_si512(c.idx.as_ptr().cast());
+                        let d = _mm512_mask_i32gather_ps::<4>(
+                            _mm512_setzero_ps(),
+                            m,
+                            idx,
+                            base.cast_const().cast(),
+                        );
+                        _mm512_mask_i32scatter_ps::<4>(base.cast(), m, idx, _mm512_add_ps(d, v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The [`BATCH_TABLES`] key of a geometry, image stride and pack size.
+fn table_key(g: &Geom, img_in: usize, pack: usize) -> [usize; 14] {
+    [
+        g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.h, g.w, g.oh, g.ow, img_in, pack,
+    ]
 }
 
 /// Most runs of consecutive floats per chunk of [`BatchTable`] read with masked loads; more
@@ -1487,9 +1586,16 @@ pub unsafe fn conv_backward_data(
                             1,
                         );
                     }
-                    for (b, &i) in pack.iter().enumerate() {
-                        let dxg = unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
-                        unsafe { col2im(&sub, &col, cols, b * npix, dxg) };
+                    // SAFETY: the pack's images of dx (consecutive, this call's channels);
+                    // col holds sub.kdim·cols floats.
+                    let dx0 = unsafe { dx.add(pack[0] * img_in + grp * g.cg * plane + c0 * plane) };
+                    let pack_len = per_pack.min(list.len());
+                    if !unsafe { col2im_batch(&sub, &col, dx0, img_in, (pack.len(), pack_len)) } {
+                        for (b, &i) in pack.iter().enumerate() {
+                            let dxg =
+                                unsafe { dx.add(i * img_in + grp * g.cg * plane + c0 * plane) };
+                            unsafe { col2im(&sub, &col, cols, b * npix, dxg) };
+                        }
                     }
                 })
             });
@@ -2009,6 +2115,71 @@ pub(super) mod tests {
             gathers > 100 && runs > 100,
             "gathers {gathers}, runs {runs}"
         );
+    }
+
+    /// The batched col2im ([`col2im_batch`]) against [`col2im`] image by image, adding into
+    /// random values: random kernels, strides, dilations, asymmetric padding, odd sizes and
+    /// packs shorter than the table's; bit for bit (the taps are added in the same order).
+    #[test]
+    fn batched_col2im_matches_per_image() {
+        if !super::super::sgemm::available() {
+            return;
+        }
+        let mut rng = Rng(0x5eed_1234);
+        let (mut ran, mut gathers) = (0, 0);
+        for case in 0..400 {
+            let (kh, kw) = (1 + rng.below(5), 1 + rng.below(5));
+            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+            let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+            let h = (kh - 1) * dh + 1 + rng.below(12);
+            let w = (kw - 1) * dw + 1 + rng.below(12);
+            let c = 1 + rng.below(4);
+            let pack = 1 + rng.below(6);
+            let nb = 1 + rng.below(pack);
+            let kind = ContractionKind::Conv2d {
+                n: nb,
+                c,
+                h,
+                w,
+                o: 1,
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                padding,
+                dilation: [dh, dw],
+                groups: 1,
+            };
+            let g = Geom::new(&kind);
+            let img_in = c * h * w;
+            let cols = nb * g.npix;
+            let colm: Vec<f32> = (0..g.kdim * cols).map(|_| rng.next()).collect();
+            let dx: Vec<f32> = (0..nb * img_in).map(|_| rng.next()).collect();
+            let mut want = dx.clone();
+            for b in 0..nb {
+                unsafe {
+                    col2im(
+                        &g,
+                        &colm,
+                        cols,
+                        b * g.npix,
+                        want.as_mut_ptr().add(b * img_in),
+                    )
+                };
+            }
+            let mut got = dx.clone();
+            if !unsafe { col2im_batch(&g, &colm, got.as_mut_ptr(), img_in, (nb, pack)) } {
+                continue;
+            }
+            ran += 1;
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "case {case}: {kind:?}, pack {pack}"
+            );
+            let t = BatchTable::new(&g, img_in, pack);
+            gathers += t.table.iter().filter(|c| c.nruns > RUNS).count();
+        }
+        assert!(ran > 150 && gathers > 100, "ran {ran}, gathers {gathers}");
     }
 
     /// `a · bᵀ` with few rows (the transposed product) and many, odd sizes, against the
