@@ -543,7 +543,26 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 12] = [
+    let convs: [Case; 14] = [
+        // Enough tiles of 4x4 for the F(4x4, 3x3) Winograd form (forward, backward-data and
+        // weight gradient), whole maps and, with asymmetric padding, edge tiles that hang over
+        // the output.
+        (
+            [2, 16, 28, 28],
+            [18, 16, 3, 3],
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            1,
+        ),
+        (
+            [3, 17, 22, 26],
+            [16, 17, 3, 3],
+            [1, 1],
+            [0, 2, 2, 1],
+            [1, 1],
+            1,
+        ),
         // Small maps, many images: Winograd tasks of several images each.
         (
             [7, 16, 12, 12],

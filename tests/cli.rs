@@ -324,7 +324,7 @@ fn bench_profile_names_winograd_convolutions() {
         let r = rows.iter().find(|r| r["origin"] == origin).unwrap();
         r["algorithm"].as_str().unwrap().to_string()
     };
-    // The 3x3 runs in Winograd form (288 tiles of 2x2); the 5x5 cannot.
+    // The 3x3 runs in Winograd form (72 tiles of 4x4); the 5x5 cannot.
     assert_eq!(algo("0"), "winograd", "{rows:?}");
     assert_eq!(algo("2"), "", "{rows:?}");
     assert!(stdout(&o).contains("(winograd)"), "{}", stdout(&o));

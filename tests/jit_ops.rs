@@ -499,6 +499,29 @@ fn winograd_convolutions_match_the_reference() {
     run_cases("winograd conv", 24, winograd_conv_case());
 }
 
+/// Maps with enough 4×4 tiles for the F(4×4, 3×3) Winograd form: whole images per task with
+/// the epilogue (batchnorm, ReLU, a residual block), odd sizes whose edge tiles hang over the
+/// output, and a single image split into tile ranges.
+#[test]
+fn winograd_f4_convolutions_match_the_reference() {
+    for (input, pad, batch) in [
+        ("[16, 28, 28]", 1, 2),
+        ("[17, 27, 30]", 1, 3),
+        ("[16, 33, 34]", 0, 1),
+        ("[20, 26, 29]", 2, 2),
+    ] {
+        let c = Case {
+            spec: format!(
+                "model m {{\n  input x: {input}\n  conv(24, 3, pad={pad})\n  batchnorm\n  relu\n  \
+                 residual {{ conv(24, 3, pad=1); relu }}\n}}\n"
+            ),
+            batch,
+            seed: 5,
+        };
+        assert!(check(&c).unwrap_or_else(|e| panic!("{e}\n{c:?}")));
+    }
+}
+
 /// Small maps, many images: the Winograd form's tasks take several whole images each (a
 /// block of tiles spans images) and run the epilogue on all of them.
 #[test]

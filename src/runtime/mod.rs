@@ -1180,7 +1180,20 @@ pub fn winograd_runs(body: &KernelBody) -> bool {
 /// The Winograd geometry of a convolution whose forward pass and weight gradient run in that
 /// form here: a 3×3 stride-1 one where it pays, on a CPU with AVX-512F.
 fn winograd_forward(kind: &ContractionKind) -> Option<winograd::Wino> {
-    winograd::Wino::of(kind).filter(|g| g.pays() && sgemm::available())
+    winograd::Wino::of(kind).and_then(winograd_tile)
+}
+
+/// The Winograd form to run, if any: F(4×4, 3×3) where it pays, else F(2×2, 3×3) where that
+/// does; only with AVX-512F.
+fn winograd_tile(g: winograd::Wino) -> Option<winograd::Wino> {
+    if !sgemm::available() {
+        return None;
+    }
+    let g4 = g.with_tile(4);
+    if g4.pays() {
+        return Some(g4);
+    }
+    g.pays().then_some(g)
 }
 
 /// The backward-data pass of such a convolution as a forward one in Winograd form, when it
@@ -1207,7 +1220,7 @@ fn winograd_backward_data(kind: &ContractionKind) -> Option<winograd::Wino> {
         dilation: [1, 1],
         groups: 1,
     })
-    .filter(|g| g.pays() && sgemm::available())
+    .and_then(winograd_tile)
 }
 
 /// A convolution's output height and width.

@@ -1,23 +1,27 @@
-//! Winograd F(2×2, 3×3) convolution: 3×3 kernels at stride 1, undilated, ungrouped.
+//! Winograd convolution, F(2×2, 3×3) and F(4×4, 3×3): 3×3 kernels at stride 1, undilated,
+//! ungrouped.
 //!
 //! In: an NCHW input batch, the weight transformed once per call by [`transform_weight`]
-//! (`U[ξ][o][c] = (G·g·Gᵀ)[ξ]` for the 16 points ξ of a 4×4 tile), and a range of output
-//! tiles (2×2 output pixels each, numbered over the whole batch row by row). Out: those tiles
-//! of the NCHW output, written (the caller runs the fused epilogue).
+//! (`U[ξ][o][c] = (G·g·Gᵀ)[ξ]` for the points ξ of an `(m+2)×(m+2)` tile: 16 for `m = 2`,
+//! 36 for `m = 4`), and a range of output tiles (`m×m` output pixels each, numbered over the
+//! whole batch row by row). Out: those tiles of the NCHW output, written (the caller runs the
+//! fused epilogue).
 //!
 //! How: per block of [`Wino::block`] tiles (sized so the block's transformed input and
-//! products stay in L2), each input tile `d` (4×4, zero outside the image) becomes
-//! `V = Bᵀ·d·B` (16 tiles at a time, one per vector lane; the stride-2 columns are
-//! deinterleaved with permutes), then 16 independent products `M[ξ] = U[ξ]·V[ξ]` (output
+//! products stay in L2), each input tile `d` (zero outside the image) becomes `V = Bᵀ·d·B`
+//! (16 tiles at a time, one per vector lane; the columns `m` apart are deinterleaved from
+//! whole input rows with permutes), then independent products `M[ξ] = U[ξ]·V[ξ]` (output
 //! channels × input channels × tiles, our SGEMM reading `V` in place), and each output tile is
-//! `Aᵀ·M·A`. A 3×3 convolution's 36 multiply-adds per 2×2 outputs and input channel become
-//! 16: 2.25× fewer. The transforms' coefficients are 0, ±1 and ±½ (exact in f32), so the
-//! rounding stays close to the direct convolution's.
+//! `Aᵀ·M·A`. A 3×3 convolution's 9 multiply-adds per output and input channel become 4
+//! (F(2×2): 2.25× fewer) or 2.25 (F(4×4): 4× fewer). F(2×2)'s coefficients are 0, ±1 and ±½,
+//! exact in f32; F(4×4)'s (±2, ±4, ±5, ±8, ⅙, 1/12, 1/24) round more: about 10-20× F(2×2)'s
+//! error, 1e-5·√(9c) on unit inputs (the module's tests), still far inside the 1e-4 the
+//! comparison with PyTorch allows. [`Wino::pays`] picks the form per convolution.
 //!
 //! The backward-data pass is the same forward convolution of `dy` with the weight read
 //! transposed and flipped ([`WeightAt`]). The weight gradient ([`weight_grad_tiles`], then
-//! [`weight_grad_finish`]) sums `(A·dy·Aᵀ)[ξ] · V[ξ]` over the tiles as 16 products per
-//! block, then transforms the sums back: `dw = Gᵀ·ΣU·G`.
+//! [`weight_grad_finish`]) sums `(A·dy·Aᵀ)[ξ] · V[ξ]` over the tiles as one product per
+//! point per block, then transforms the sums back: `dw = Gᵀ·ΣU·G`.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -28,8 +32,8 @@ use super::sgemm::lane_mask;
 
 use crate::fuse::kernel::ContractionKind;
 
-/// Points of the transformed 4×4 tile.
-const XI: usize = 16;
+/// Points of the transformed tile of F(4×4, 3×3) (6×6), the most of either form.
+const XI_MAX: usize = 36;
 
 /// Bytes of one block's transformed input and products: half of L2, the rest for the
 /// transformed weight and the input rows (768 KiB measured a little faster than 1.5 and 3 MiB
@@ -56,6 +60,8 @@ pub struct Wino {
     pl: usize,
     pub oh: usize,
     pub ow: usize,
+    /// Output tile size: 2 for F(2×2, 3×3), 4 for F(4×4, 3×3).
+    pub m: usize,
     /// Tile rows and columns per image.
     th: usize,
     tw: usize,
@@ -97,9 +103,26 @@ impl Wino {
             pl,
             oh,
             ow,
+            m: 2,
             th: oh.div_ceil(2),
             tw: ow.div_ceil(2),
         })
+    }
+
+    /// The same convolution with output tiles of `m × m` (2 or 4).
+    pub fn with_tile(self, m: usize) -> Wino {
+        debug_assert!(m == 2 || m == 4);
+        Wino {
+            m,
+            th: self.oh.div_ceil(m),
+            tw: self.ow.div_ceil(m),
+            ..self
+        }
+    }
+
+    /// Points of the transformed tile: `(m + 2)²`.
+    pub fn xi(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
     }
 
     /// Output tiles per image.
@@ -107,30 +130,42 @@ impl Wino {
         self.th * self.tw
     }
 
-    /// Tiles per block: the block's transformed input (`16·c` floats per tile) and products
-    /// (`16·o` per tile) about [`BLOCK_BYTES`], in whole vectors, 32 to 256 tiles.
+    /// Tiles per block: the block's transformed input (`ξ·c` floats per tile) and products
+    /// (`ξ·o` per tile) about [`BLOCK_BYTES`], in whole vectors, 32 (F(4×4): 64) to 256
+    /// tiles.
     pub fn block(&self) -> usize {
-        let per_tile = XI * (self.c + self.o) * 4;
-        (BLOCK_BYTES / per_tile / 16 * 16).clamp(32, 256)
+        let per_tile = self.xi() * (self.c + self.o) * 4;
+        // F(4×4, 3×3)'s tiles are 36 floats per channel: with 64 channels in and out, the
+        // bytes allow 32 tiles, half a microkernel panel; 64 measured faster (ResNet-18 b16
+        // layer2 20.5 -> 18.5 ms), and 1.5 MiB blocks even.
+        let least = if self.m == 4 { 64 } else { 32 };
+        (BLOCK_BYTES / per_tile / 16 * 16).clamp(least, 256)
     }
 
-    /// Whether the Winograd form should run (each condition measured on ResNet-18 and
-    /// VGG-16): enough channels that the products dominate the transforms; enough tiles that
-    /// a block fills the microkernel's columns (with few, the transformed weight, 16/9 the
-    /// size of the weight, is read for little work); at most 25% of the computed pixels
-    /// past the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower at 1.25
-    /// and even at 1.4, in inference and training); and
-    /// at least 6 tiles per tile row, since a run of tiles fills the transforms' lanes
-    /// (ResNet-18 at 32×32, 8×8 maps, measured slower).
+    /// Whether this form should run (each condition measured on ResNet-18 and VGG-16):
+    /// enough channels that the products dominate the transforms; enough tiles that a block
+    /// fills the microkernel's columns (with few, the transformed weight, 16/9 or 4 times the
+    /// size of the weight, is read for little work); at most 25% of the computed pixels past
+    /// the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower at 1.25 and
+    /// even at 1.4 in F(2×2), inference and training; 14×14 maps in F(4×4) compute 16×16,
+    /// 1.31: slower than F(2×2)); and for F(2×2), at least 6 tiles per tile row, since a run
+    /// of tiles fills the transforms' lanes (ResNet-18 at 32×32, 8×8 maps, measured slower).
+    /// F(4×4) pays from 7 tiles a row (28×28 maps, ResNet-18 b16 layer2 10% faster than
+    /// F(2×2)); at 56×56, 25% faster; VGG-16 b16 as a whole 27%.
     pub fn pays(&self) -> bool {
         let tiles = self.n * self.image_tiles();
-        let waste = (4 * self.image_tiles()) as f64 / (self.oh * self.ow) as f64;
-        self.c >= 16 && self.o >= 16 && tiles >= 128 && waste < 1.25 && self.tw >= 6
+        let m = self.m;
+        let waste = (m * m * self.image_tiles()) as f64 / (self.oh * self.ow) as f64;
+        let common = self.c >= 16 && self.o >= 16 && waste < 1.25;
+        if m == 4 {
+            return common && tiles >= 64;
+        }
+        common && tiles >= 128 && self.tw >= 6
     }
 
     /// Floats of the transformed weight.
     pub fn weight_len(&self) -> usize {
-        XI * self.o * self.c
+        self.xi() * self.o * self.c
     }
 }
 
@@ -172,8 +207,8 @@ pub unsafe fn transform_weight(
                 // SAFETY: g(o, c), as the caller's contract says.
                 *v = unsafe { *w.add(o * at.rs + c * at.cs + t) };
             }
-            let x = weight_tile(k.map(|v| [v]));
-            for (xi, v) in x.iter().enumerate() {
+            let x = weight_tile_any(g.m, k.map(|v| [v]));
+            for (xi, v) in x[..g.xi()].iter().enumerate() {
                 // SAFETY: inside U.
                 unsafe { *u.add((xi * g.o + o) * g.c + c) = v[0] };
             }
@@ -207,11 +242,56 @@ fn weight_tile<T: Copy + Lanes>(k: [T; 9]) -> [T; 16] {
     x
 }
 
+/// `G·g·Gᵀ` of either form, in the first `(m + 2)²` entries.
+#[inline(always)]
+fn weight_tile_any<T: Copy + Lanes>(m: usize, k: [T; 9]) -> [T; XI_MAX] {
+    if m == 4 {
+        return weight_tile6(k);
+    }
+    let x = weight_tile(k);
+    std::array::from_fn(|i| x[i % 16])
+}
+
+/// F(4×4, 3×3)'s `G·g·Gᵀ` (6×6) with
+/// `G = [[¼, 0, 0], [-⅙, -⅙, -⅙], [-⅙, ⅙, -⅙], [1/24, 1/12, ⅙], [1/24, -1/12, ⅙], [0, 0, 1]]`.
+#[inline(always)]
+fn weight_tile6<T: Copy + Lanes>(k: [T; 9]) -> [T; XI_MAX] {
+    let g3 = |a: T, b: T, c: T| -> [T; 6] {
+        let ac = T::add(a, c);
+        let p = T::add(T::scale(a, 1.0 / 24.0), T::scale(c, 1.0 / 6.0));
+        let q = T::scale(b, 1.0 / 12.0);
+        [
+            T::scale(a, 0.25),
+            T::scale(T::add(ac, b), -1.0 / 6.0),
+            T::scale(T::sub(ac, b), -1.0 / 6.0),
+            T::add(p, q),
+            T::sub(p, q),
+            c,
+        ]
+    };
+    // Rows: G·g (6×3).
+    let mut r = [[k[0]; 3]; 6];
+    for j in 0..3 {
+        for (i, v) in g3(k[j], k[3 + j], k[6 + j]).into_iter().enumerate() {
+            r[i][j] = v;
+        }
+    }
+    // Columns: (G·g)·Gᵀ (6×6).
+    let mut x = [k[0]; XI_MAX];
+    for i in 0..6 {
+        for (j, v) in g3(r[i][0], r[i][1], r[i][2]).into_iter().enumerate() {
+            x[6 * i + j] = v;
+        }
+    }
+    x
+}
+
 /// The arithmetic the transforms need, on one float or a vector of them.
 trait Lanes {
     fn add(a: Self, b: Self) -> Self;
     fn sub(a: Self, b: Self) -> Self;
     fn half(a: Self) -> Self;
+    fn scale(a: Self, k: f32) -> Self;
 }
 
 impl Lanes for [f32; 1] {
@@ -223,6 +303,9 @@ impl Lanes for [f32; 1] {
     }
     fn half(a: Self) -> Self {
         [a[0] * 0.5]
+    }
+    fn scale(a: Self, k: f32) -> Self {
+        [a[0] * k]
     }
 }
 
@@ -242,6 +325,11 @@ impl Lanes for __m512 {
     fn half(a: Self) -> Self {
         // SAFETY: only called from AVX-512 functions.
         unsafe { _mm512_mul_ps(a, _mm512_set1_ps(0.5)) }
+    }
+    #[inline(always)]
+    fn scale(a: Self, k: f32) -> Self {
+        // SAFETY: only called from AVX-512 functions.
+        unsafe { _mm512_mul_ps(a, _mm512_set1_ps(k)) }
     }
 }
 
@@ -280,8 +368,8 @@ unsafe fn transform_weight_avx512(
                     )
                 }
             });
-            let x = weight_tile(k);
-            for (xi, v) in x.iter().enumerate() {
+            let x = weight_tile_any(g.m, k);
+            for (xi, v) in x[..g.xi()].iter().enumerate() {
                 // SAFETY: len floats of row o of U[ξ].
                 unsafe { _mm512_mask_storeu_ps(u.add((xi * g.o + o) * g.c + c0), mask, *v) };
             }
@@ -306,7 +394,7 @@ pub unsafe fn conv_tiles(
     // SAFETY: AVX-512F present; the buffers hold a block; x, u, y by the contract.
     unsafe {
         for_blocks(g, x, tiles, |v, m, (b0, b1), t| {
-            for xi in 0..XI {
+            for xi in 0..g.xi() {
                 let ok = super::sgemm::sgemm_in_place(
                     g.o,
                     b1 - b0,
@@ -323,7 +411,11 @@ pub unsafe fn conv_tiles(
             for o0 in (0..g.o).step_by(CHANNELS) {
                 let os = o0..(o0 + CHANNELS).min(g.o);
                 for (run, first) in runs(g, b0, b1) {
-                    output_tiles(g, m.add(first - b0), t, run, os.clone(), y);
+                    if g.m == 4 {
+                        output_tiles4(g, m.add(first - b0), t, run, os.clone(), y);
+                    } else {
+                        output_tiles(g, m.add(first - b0), t, run, os.clone(), y);
+                    }
                 }
             }
         })
@@ -354,10 +446,14 @@ pub unsafe fn weight_grad_tiles(
             for o0 in (0..g.o).step_by(CHANNELS) {
                 let os = o0..(o0 + CHANNELS).min(g.o);
                 for (run, first) in runs(g, b0, b1) {
-                    grad_tiles(g, dy, run, os.clone(), z.add(first - b0), t);
+                    if g.m == 4 {
+                        grad_tiles4(g, dy, run, os.clone(), z.add(first - b0), t);
+                    } else {
+                        grad_tiles(g, dy, run, os.clone(), z.add(first - b0), t);
+                    }
                 }
             }
-            for xi in 0..XI {
+            for xi in 0..g.xi() {
                 let ok = super::sgemm::sgemm(
                     g.o,
                     g.c,
@@ -465,12 +561,12 @@ pub unsafe fn weight_grad_finish(
     }
     for o in o0..o1 {
         for c in 0..g.c {
-            let u: [[f32; 1]; 16] = std::array::from_fn(|xi| {
-                let at = (xi * g.o + o) * g.c + c;
+            let u: [[f32; 1]; XI_MAX] = std::array::from_fn(|xi| {
+                let at = (xi % g.xi() * g.o + o) * g.c + c;
                 // SAFETY: inside each part (contract).
                 [parts.iter().fold(0.0f32, |a, p| a + unsafe { *p.add(at) })]
             });
-            for (k, v) in weight_grad_tile(u).iter().enumerate() {
+            for (k, v) in weight_grad_tile_any(g.m, u).iter().enumerate() {
                 // SAFETY: inside dw (contract).
                 unsafe { *dw.add((o * g.c + c) * 9 + k) = v[0] };
             }
@@ -499,15 +595,15 @@ unsafe fn weight_grad_finish_avx512(
         for c0 in (0..g.c).step_by(16) {
             let len = 16.min(g.c - c0);
             let mask = (0xffffu32 >> (16 - len)) as __mmask16;
-            let u: [__m512; 16] = std::array::from_fn(|xi| {
-                let at = (xi * g.o + o) * g.c + c0;
+            let u: [__m512; XI_MAX] = std::array::from_fn(|xi| {
+                let at = (xi % g.xi() * g.o + o) * g.c + c0;
                 parts.iter().fold(_mm512_setzero_ps(), |a, p| {
                     // SAFETY: len floats of row (ξ, o) of each part (contract).
                     _mm512_add_ps(a, unsafe { _mm512_maskz_loadu_ps(mask, p.add(at)) })
                 })
             });
             let base = dw.wrapping_add((o * g.c + c0) * 9);
-            for (k, v) in weight_grad_tile(u).iter().enumerate() {
+            for (k, v) in weight_grad_tile_any(g.m, u).iter().enumerate() {
                 // SAFETY: lanes inside the mask write dw[o][c0 + l][k].
                 unsafe {
                     _mm512_mask_i32scatter_ps::<4>(base.wrapping_add(k).cast(), mask, lanes, *v)
@@ -515,6 +611,45 @@ unsafe fn weight_grad_finish_avx512(
             }
         }
     }
+}
+
+/// `Gᵀ·u·G` of either form (`u` in its first `(m + 2)²` entries).
+#[inline(always)]
+fn weight_grad_tile_any<T: Copy + Lanes>(m: usize, u: [T; XI_MAX]) -> [T; 9] {
+    if m == 4 {
+        return weight_grad_tile6(u);
+    }
+    weight_grad_tile(std::array::from_fn(|i| u[i]))
+}
+
+/// F(4×4, 3×3)'s `Gᵀ·u·G` (6×6 → 3×3), `G` as in [`weight_tile6`].
+#[inline(always)]
+fn weight_grad_tile6<T: Copy + Lanes>(u: [T; XI_MAX]) -> [T; 9] {
+    let gt = |v: [T; 6]| -> [T; 3] {
+        let (s12, d21) = (T::add(v[1], v[2]), T::sub(v[2], v[1]));
+        let (s34, d34) = (T::add(v[3], v[4]), T::sub(v[3], v[4]));
+        let m12 = T::scale(s12, -1.0 / 6.0);
+        [
+            T::add(T::add(T::scale(v[0], 0.25), m12), T::scale(s34, 1.0 / 24.0)),
+            T::add(T::scale(d21, 1.0 / 6.0), T::scale(d34, 1.0 / 12.0)),
+            T::add(T::add(m12, T::scale(s34, 1.0 / 6.0)), v[5]),
+        ]
+    };
+    // Rows: Gᵀ·u (3×6).
+    let mut r = [[u[0]; 6]; 3];
+    for j in 0..6 {
+        let col = gt(std::array::from_fn(|i| u[6 * i + j]));
+        for i in 0..3 {
+            r[i][j] = col[i];
+        }
+    }
+    // Columns: (Gᵀ·u)·G (3×3).
+    let mut w = [u[0]; 9];
+    for i in 0..3 {
+        let row = gt(r[i]);
+        w[3 * i..3 * i + 3].copy_from_slice(&row);
+    }
+    w
 }
 
 /// `Gᵀ·u·G` (4×4 → 3×3) with `Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]]`.
@@ -558,7 +693,10 @@ unsafe fn for_blocks(
     let t = g.block();
     SCRATCH.with(|s| {
         let (vbuf, mbuf) = &mut *s.borrow_mut();
-        for (buf, len) in [(&mut *vbuf, XI * g.c * t), (&mut *mbuf, XI * g.o * t)] {
+        for (buf, len) in [
+            (&mut *vbuf, g.xi() * g.c * t),
+            (&mut *mbuf, g.xi() * g.o * t),
+        ] {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
@@ -587,7 +725,13 @@ unsafe fn input_block(g: &Wino, x: *const f32, (b0, b1): (usize, usize), v: *mut
         let cs = c0..(c0 + CHANNELS).min(g.c);
         for (run, first) in runs(g, b0, b1) {
             // SAFETY: forwarded; the run's columns lie inside the block.
-            unsafe { input_tiles(g, x, run, cs.clone(), v.add(first - b0), t) };
+            unsafe {
+                if g.m == 4 {
+                    input_tiles4(g, x, run, cs.clone(), v.add(first - b0), t)
+                } else {
+                    input_tiles(g, x, run, cs.clone(), v.add(first - b0), t)
+                }
+            };
         }
     }
 }
@@ -750,6 +894,297 @@ unsafe fn output_tiles(
     }
 }
 
+/// Lanes `j, j+4, …, j+28` of the 32 floats of a pair of vectors into lanes 0..8 (and again
+/// in 8..16): with [`quarter`], every fourth float of 64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn stride4_index(j: i32) -> __m512i {
+    // SAFETY: plain register setup (SSE2 at least on x86-64; AVX-512 callers only).
+    unsafe {
+        _mm512_setr_epi32(
+            j,
+            j + 4,
+            j + 8,
+            j + 12,
+            j + 16,
+            j + 20,
+            j + 24,
+            j + 28,
+            j,
+            j + 4,
+            j + 8,
+            j + 12,
+            j + 16,
+            j + 20,
+            j + 24,
+            j + 28,
+        )
+    }
+}
+
+/// Floats `j, j+4, …, j+60` of the 64 in `a` (four vectors), `idx = stride4_index(j)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn quarter(a: &[__m512; 4], idx: __m512i) -> __m512 {
+    let lo = _mm512_permutex2var_ps(a[0], idx, a[1]);
+    let hi = _mm512_permutex2var_ps(a[2], idx, a[3]);
+    _mm512_shuffle_f32x4::<0x44>(lo, hi)
+}
+
+/// F(4×4, 3×3)'s `Bᵀ·d` on a column of six, with
+/// `Bᵀ = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+///        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bt6(d: [__m512; 6]) -> [__m512; 6] {
+    let (k2, k4, k5) = (
+        _mm512_set1_ps(2.0),
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(5.0),
+    );
+    let a = _mm512_fnmadd_ps(k4, d[2], d[4]);
+    let b = _mm512_fnmadd_ps(k4, d[1], d[3]);
+    let c = _mm512_sub_ps(d[4], d[2]);
+    let e = _mm512_sub_ps(d[3], d[1]);
+    [
+        _mm512_fmadd_ps(k4, d[0], _mm512_fnmadd_ps(k5, d[2], d[4])),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        _mm512_fmadd_ps(k2, e, c),
+        _mm512_fnmadd_ps(k2, e, c),
+        _mm512_fmadd_ps(k4, d[1], _mm512_fnmadd_ps(k5, d[3], d[5])),
+    ]
+}
+
+/// F(4×4, 3×3)'s `Aᵀ·m` on a column of six, with
+/// `Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn at6(m: [__m512; 6]) -> [__m512; 4] {
+    let (p, q) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+    let (r, s) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+    [
+        _mm512_add_ps(_mm512_add_ps(m[0], p), r),
+        _mm512_fmadd_ps(_mm512_set1_ps(2.0), s, q),
+        _mm512_fmadd_ps(_mm512_set1_ps(4.0), r, p),
+        _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0), s, q), m[5]),
+    ]
+}
+
+/// F(4×4, 3×3)'s `A·dy` on a column of four (`A` = `Aᵀ` of [`at6`] transposed).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn a6(d: [__m512; 4]) -> [__m512; 6] {
+    let (k2, k4) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0));
+    let (e, o) = (_mm512_add_ps(d[0], d[2]), _mm512_add_ps(d[1], d[3]));
+    let e4 = _mm512_fmadd_ps(k4, d[2], d[0]);
+    let o4 = _mm512_fmadd_ps(k4, d[3], d[1]);
+    [
+        d[0],
+        _mm512_add_ps(e, o),
+        _mm512_sub_ps(e, o),
+        _mm512_fmadd_ps(k2, o4, e4),
+        _mm512_fnmadd_ps(k2, o4, e4),
+        d[3],
+    ]
+}
+
+/// [`input_tiles`] for F(4×4, 3×3): `V[ξ][c][l] = (Bᵀ·d·B)[ξ]` for the 6×6 input tile `d` of
+/// each tile `l` of `run` (tiles 4 columns apart: each input row is loaded as 64 + 2 floats
+/// and split into its six columns of every fourth float with permutes).
+///
+/// # Safety
+/// As [`input_tiles`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tiles4(
+    g: &Wino,
+    x: *const f32,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    v: *mut f32,
+    t: usize,
+) {
+    let idx = [0, 1, 2, 3].map(stride4_index);
+    let store = lane_mask(0, run.len as isize);
+    let xs = (4 * run.tx) as isize - g.pl as isize;
+    let w = g.w as isize;
+    const OFFS: [isize; 6] = [0, 16, 32, 48, 64, 65];
+    // Valid lanes of a load of 16 floats starting at column xs + off.
+    let masks = OFFS.map(|off| lane_mask(-(xs + off), w - (xs + off)));
+    let y0 = (4 * run.ty) as isize - g.pt as isize;
+    let zero = _mm512_setzero_ps();
+    for c in channels {
+        let plane = x.wrapping_add((run.n * g.c + c) * g.h * g.w);
+        let mut d = [[zero; 6]; 6];
+        for (i, row) in d.iter_mut().enumerate() {
+            let yy = y0 + i as isize;
+            if yy < 0 || yy >= g.h as isize {
+                continue;
+            }
+            let p = plane.wrapping_offset(yy * w + xs);
+            // SAFETY: masked loads touch only columns inside the row.
+            let a: [__m512; 6] = std::array::from_fn(|q| unsafe {
+                _mm512_maskz_loadu_ps(masks[q], p.wrapping_offset(OFFS[q]))
+            });
+            let head = [a[0], a[1], a[2], a[3]];
+            let c0 = quarter(&head, idx[0]);
+            let c1 = quarter(&head, idx[1]);
+            // Columns 4 and 5: columns 0 and 1 one tile on (the last lane from the row's
+            // floats 64 and 65).
+            let c4 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(a[4]),
+                _mm512_castps_si512(c0),
+            ));
+            let c5 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(a[5]),
+                _mm512_castps_si512(c1),
+            ));
+            *row = [
+                c0,
+                c1,
+                quarter(&head, idx[2]),
+                quarter(&head, idx[3]),
+                c4,
+                c5,
+            ];
+        }
+        // Bᵀ·d (rows), then ·B (columns).
+        let mut e = [[zero; 6]; 6];
+        for j in 0..6 {
+            let col = bt6(std::array::from_fn(|i| d[i][j]));
+            for (r, v) in col.into_iter().enumerate() {
+                e[r][j] = v;
+            }
+        }
+        for (r, er) in e.into_iter().enumerate() {
+            for (col, val) in bt6(er).into_iter().enumerate() {
+                let xi = 6 * r + col;
+                // SAFETY: run.len columns of row (ξ, c) of the block.
+                unsafe { _mm512_mask_storeu_ps(v.add((xi * g.c + c) * t), store, val) };
+            }
+        }
+    }
+}
+
+/// [`output_tiles`] for F(4×4, 3×3): `y = Aᵀ·M·A` (4×4 per tile), each output row of a run
+/// interleaved back from its four columns with permutes.
+///
+/// # Safety
+/// As [`output_tiles`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tiles4(
+    g: &Wino,
+    m: *const f32,
+    t: usize,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    y: *mut f32,
+) {
+    let pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let quad_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let quad_hi = _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    let load = lane_mask(0, run.len as isize);
+    let ox = 4 * run.tx;
+    let cols = (4 * run.len).min(g.ow - ox) as isize;
+    let masks = [0, 16, 32, 48].map(|q| lane_mask(0, cols - q));
+    let rows = (g.oh - 4 * run.ty).min(4);
+    for o in channels {
+        // SAFETY: run.len columns of row (ξ, o) of the block's products.
+        let mv: [__m512; 36] = std::array::from_fn(|xi| unsafe {
+            _mm512_maskz_loadu_ps(load, m.add((xi * g.o + o) * t))
+        });
+        // Aᵀ·M (4×6), then ·A (4×4).
+        let mut s = [[_mm512_setzero_ps(); 6]; 4];
+        for j in 0..6 {
+            for (i, v) in at6(std::array::from_fn(|r| mv[6 * r + j]))
+                .into_iter()
+                .enumerate()
+            {
+                s[i][j] = v;
+            }
+        }
+        for (i, si) in s.iter().enumerate().take(rows) {
+            let [y0, y1, y2, y3] = at6(*si);
+            let (p01, p01h) = (
+                _mm512_permutex2var_ps(y0, pair_lo, y1),
+                _mm512_permutex2var_ps(y0, pair_hi, y1),
+            );
+            let (p23, p23h) = (
+                _mm512_permutex2var_ps(y2, pair_lo, y3),
+                _mm512_permutex2var_ps(y2, pair_hi, y3),
+            );
+            let out = [
+                _mm512_permutex2var_ps(p01, quad_lo, p23),
+                _mm512_permutex2var_ps(p01, quad_hi, p23),
+                _mm512_permutex2var_ps(p01h, quad_lo, p23h),
+                _mm512_permutex2var_ps(p01h, quad_hi, p23h),
+            ];
+            let dst = y.wrapping_add(((run.n * g.o + o) * g.oh + 4 * run.ty + i) * g.ow + ox);
+            for (q, v) in out.into_iter().enumerate() {
+                // SAFETY: the masks keep the stores inside this output row.
+                unsafe { _mm512_mask_storeu_ps(dst.wrapping_add(16 * q), masks[q], v) };
+            }
+        }
+    }
+}
+
+/// [`grad_tiles`] for F(4×4, 3×3): `Z[ξ][o][l] = (A·dy·Aᵀ)[ξ]` for the 4×4 output gradient
+/// tile of each tile `l` of `run` (zero past the output's edge).
+///
+/// # Safety
+/// As [`grad_tiles`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_tiles4(
+    g: &Wino,
+    dy: *const f32,
+    run: Run,
+    channels: std::ops::Range<usize>,
+    z: *mut f32,
+    t: usize,
+) {
+    let idx = [0, 1, 2, 3].map(stride4_index);
+    let store = lane_mask(0, run.len as isize);
+    let ox = 4 * run.tx;
+    let cols = (4 * run.len).min(g.ow - ox) as isize;
+    let masks = [0, 16, 32, 48].map(|q| lane_mask(0, cols - q));
+    let rows = (g.oh - 4 * run.ty).min(4);
+    let zero = _mm512_setzero_ps();
+    for o in channels {
+        let plane = dy.wrapping_add((run.n * g.o + o) * g.oh * g.ow);
+        let mut d = [[zero; 4]; 4];
+        for (i, row) in d.iter_mut().enumerate().take(rows) {
+            let p = plane.wrapping_add((4 * run.ty + i) * g.ow + ox);
+            // SAFETY: the masks keep the loads inside this output row.
+            let a: [__m512; 4] = std::array::from_fn(|q| unsafe {
+                _mm512_maskz_loadu_ps(masks[q], p.wrapping_add(16 * q))
+            });
+            *row = idx.map(|ix| quarter(&a, ix));
+        }
+        // A·dy (6×4), then ·Aᵀ (6×6).
+        let mut e = [[zero; 4]; 6];
+        for j in 0..4 {
+            for (r, v) in a6(std::array::from_fn(|i| d[i][j])).into_iter().enumerate() {
+                e[r][j] = v;
+            }
+        }
+        for (r, er) in e.into_iter().enumerate() {
+            for (col, val) in a6(er).into_iter().enumerate() {
+                let xi = 6 * r + col;
+                // SAFETY: run.len columns of row (ξ, o) of the block.
+                unsafe { _mm512_mask_storeu_ps(z.add((xi * g.o + o) * t), store, val) };
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -823,8 +1258,10 @@ mod tests {
             (4, 31, 8, 8, 65, [1, 1, 1, 1], true, 5),
             (1, 64, 17, 35, 70, [1, 1, 1, 1], false, 2),
         ];
-        for (n, c, h, w, o, padding, flip, split) in cases {
-            let g = geometry(n, c, (h, w), o, padding);
+        for ((n, c, h, w, o, padding, flip, split), m) in
+            cases.into_iter().flat_map(|case| [(case, 2), (case, 4)])
+        {
+            let g = geometry(n, c, (h, w), o, padding).with_tile(m);
             // The flipped case reads a transposed [c][o] weight, as the backward-data pass.
             let at = if flip {
                 WeightAt {
@@ -852,7 +1289,8 @@ mod tests {
                         let tp = if flip { 8 - tp } else { tp };
                         *v = wt[oc * at.rs + cc * at.cs + tp];
                     }
-                    for (xi, v) in weight_tile(k.map(|v| [v])).iter().enumerate() {
+                    let x = weight_tile_any(m, k.map(|v| [v]));
+                    for (xi, v) in x[..g.xi()].iter().enumerate() {
                         u_scalar[(xi * o + oc) * c + cc] = v[0];
                     }
                 }
@@ -866,13 +1304,16 @@ mod tests {
                 unsafe { conv_tiles(&g, x.as_ptr(), u.as_ptr(), y.as_mut_ptr(), r) };
             }
             let want = reference(&g, &x, &wt, at, [padding[0], padding[2]]);
+            let mut worst = 0f64;
             for (i, (a, b)) in y.iter().zip(&want).enumerate() {
                 let tol = 1e-5 * (c as f64 * 9.0).sqrt() * 4.0;
+                worst = worst.max((*a as f64 - b).abs() / (c as f64 * 9.0).sqrt());
                 assert!(
                     (*a as f64 - b).abs() <= tol,
-                    "case n{n} c{c} {h}x{w} o{o} pad {padding:?} flip {flip}: y[{i}] = {a}, want {b}"
+                    "F({m}) case n{n} c{c} {h}x{w} o{o} pad {padding:?} flip {flip}: y[{i}] = {a}, want {b}"
                 );
             }
+            eprintln!("F({m}) n{n} c{c} {h}x{w} o{o}: worst error / sqrt(9c) {worst:.2e}");
         }
     }
 
@@ -891,8 +1332,10 @@ mod tests {
             (4, 31, 8, 9, 65, [1, 1, 1, 1], 5),
             (2, 64, 17, 35, 70, [1, 2, 1, 0], 2),
         ];
-        for (n, c, h, w, o, padding, parts) in cases {
-            let g = geometry(n, c, (h, w), o, padding);
+        for ((n, c, h, w, o, padding, parts), m) in
+            cases.into_iter().flat_map(|case| [(case, 2), (case, 4)])
+        {
+            let g = geometry(n, c, (h, w), o, padding).with_tile(m);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
             let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|_| rng.next()).collect();
             let total = n * g.image_tiles();
@@ -913,10 +1356,11 @@ mod tests {
             let mut dw_scalar = vec![f32::NAN; o * c * 9];
             for oc in 0..o {
                 for cc in 0..c {
-                    let u: [[f32; 1]; 16] = std::array::from_fn(|xi| {
+                    let u: [[f32; 1]; XI_MAX] = std::array::from_fn(|xi| {
+                        let xi = xi % g.xi();
                         [bufs.iter().fold(0.0, |a, b| a + b[(xi * o + oc) * c + cc])]
                     });
-                    for (k, v) in weight_grad_tile(u).iter().enumerate() {
+                    for (k, v) in weight_grad_tile_any(m, u).iter().enumerate() {
                         dw_scalar[(oc * c + cc) * 9 + k] = v[0];
                     }
                 }
@@ -947,7 +1391,7 @@ mod tests {
                             let tol = 1e-5 * ((n * g.oh * g.ow) as f64).sqrt() * 4.0;
                             assert!(
                                 (got - want).abs() <= tol,
-                                "case n{n} c{c} {h}x{w} o{o} pad {padding:?}: dw[{oc}][{cc}][{ki}][{kj}] = {got}, want {want}"
+                                "F({m}) case n{n} c{c} {h}x{w} o{o} pad {padding:?}: dw[{oc}][{cc}][{ki}][{kj}] = {got}, want {want}"
                             );
                         }
                     }
