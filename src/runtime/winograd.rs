@@ -148,19 +148,20 @@ impl Wino {
     /// size of the weight, is read for little work); at most 25% of the computed pixels past
     /// the output's edge (7×7 maps compute 8×8: ResNet's layer4 measured slower at 1.25 and
     /// even at 1.4 in F(2×2), inference and training; 14×14 maps in F(4×4) compute 16×16,
-    /// 1.31: slower than F(2×2)); and for F(2×2), at least 6 tiles per tile row, since a run
-    /// of tiles fills the transforms' lanes (ResNet-18 at 32×32, 8×8 maps, measured slower).
-    /// F(4×4) pays from 7 tiles a row (28×28 maps, ResNet-18 b16 layer2 10% faster than
-    /// F(2×2)); at 56×56, 25% faster; VGG-16 b16 as a whole 27%.
+    /// 1.31: slower than F(2×2)); and at least 6 tiles per tile row, since a run of tiles
+    /// fills the transforms' lanes (ResNet-18 at 32×32, 8×8 maps, measured slower than the
+    /// direct convolution in either form). F(4×4) pays from 7 tiles a row (28×28 maps,
+    /// ResNet-18 b16 layer2 10% faster than F(2×2)); at 56×56, 25% faster; VGG-16 b16 as a
+    /// whole 27%.
     pub fn pays(&self) -> bool {
         let tiles = self.n * self.image_tiles();
         let m = self.m;
         let waste = (m * m * self.image_tiles()) as f64 / (self.oh * self.ow) as f64;
-        let common = self.c >= 16 && self.o >= 16 && waste < 1.25;
+        let common = self.c >= 16 && self.o >= 16 && waste < 1.25 && self.tw >= 6;
         if m == 4 {
             return common && tiles >= 64;
         }
-        common && tiles >= 128 && self.tw >= 6
+        common && tiles >= 128
     }
 
     /// Floats of the transformed weight.
