@@ -131,15 +131,15 @@ impl Wino {
     }
 
     /// Tiles per block: the block's transformed input (`ξ·c` floats per tile) and products
-    /// (`ξ·o` per tile) about [`BLOCK_BYTES`], in whole vectors, 32 (F(4×4): 64) to 256
-    /// tiles.
+    /// (`ξ·o` per tile) about [`BLOCK_BYTES`], in whole vectors, 64 to 256 tiles.
     pub fn block(&self) -> usize {
         let per_tile = self.xi() * (self.c + self.o) * 4;
-        // F(4×4, 3×3)'s tiles are 36 floats per channel: with 64 channels in and out, the
-        // bytes allow 32 tiles, half a microkernel panel; 64 measured faster (ResNet-18 b16
-        // layer2 20.5 -> 18.5 ms), and 1.5 MiB blocks even.
-        let least = if self.m == 4 { 64 } else { 32 };
-        (BLOCK_BYTES / per_tile / 16 * 16).clamp(least, 256)
+        // With many channels the bytes allow fewer than 64 tiles (F(4×4) at 64 channels in and
+        // out: 32, half a microkernel panel; F(2×2) at 256: 24), and each block reads all of
+        // U for little work: 64 measured faster (ResNet-18 b16 layer2 in F(4×4) 20.5 -> 18.5
+        // ms; training b8@224 layer3 in F(2×2) 48 -> 42 ms), 48 and 96 slower, and 1.5 or 3
+        // MiB blocks even or slower.
+        (BLOCK_BYTES / per_tile / 16 * 16).clamp(64, 256)
     }
 
     /// Whether this form should run (each condition measured on ResNet-18 and VGG-16):
