@@ -543,7 +543,16 @@ fn gradient_kernels_in_the_jit_match_the_oracle() {
         [usize; 2],
         usize,
     );
-    let convs: [Case; 14] = [
+    let convs: [Case; 15] = [
+        // 7x7 maps: the backward-data pass alone in Winograd F(2x2) form (8x8 computed).
+        (
+            [8, 16, 7, 7],
+            [17, 16, 3, 3],
+            [1, 1],
+            [1, 1, 1, 1],
+            [1, 1],
+            1,
+        ),
         // Enough tiles of 4x4 for the F(4x4, 3x3) Winograd form (forward, backward-data and
         // weight gradient), whole maps and, with asymmetric padding, edge tiles that hang over
         // the output.

@@ -1220,7 +1220,9 @@ fn winograd_backward_data(kind: &ContractionKind) -> Option<winograd::Wino> {
         dilation: [1, 1],
         groups: 1,
     })
-    .and_then(winograd_tile)
+    .and_then(|g| {
+        winograd_tile(g).or_else(|| (g.pays_backward_data() && sgemm::available()).then_some(g))
+    })
 }
 
 /// A convolution's output height and width.
