@@ -77,7 +77,13 @@ pub enum HostOp {
     Conv2dBackwardData(ContractionKind),
     /// `(x, dy) -> dw`: Σ_images dy·im2col(x)ᵀ by GEMM.
     Conv2dBackwardWeight(ContractionKind),
-    PoolBackward(Window),
+    /// `(x, dy) -> dx`: a pooling window's gradient. With `relu`, also the gradient of the
+    /// ReLU whose output `x` is (max pooling only): each output's gradient goes to its chosen
+    /// tap only where that tap is positive, so `dy · (x > 0)` needs no pass of its own.
+    PoolBackward {
+        window: Window,
+        relu: bool,
+    },
     /// `x -> y`: max pooling, vectorized across output columns.
     MaxPool(Window),
     AdaptiveAvgPoolBackward,
@@ -541,7 +547,23 @@ impl Fuser {
                         padding: *padding,
                         dilation: *dilation,
                     };
-                    self.host(i, HostOp::PoolBackward(window))
+                    match self.relu_after_pool_grad(i, &live) {
+                        Some(m) => {
+                            let relu = true;
+                            self.host(i, HostOp::PoolBackward { window, relu });
+                            // The ReLU's gradient is this kernel's output: its consumers read it.
+                            let b = self.buf_of[&i];
+                            self.buf_of.insert(m, b);
+                            self.inline[m] = false;
+                            let k = self.out.kernels.last_mut().expect("just pushed");
+                            k.ops.extend(["greater".to_string(), "mul".to_string()]);
+                            k.origin = format!("{}, {}", k.origin, self.g.nodes[m].origin);
+                        }
+                        None => {
+                            let relu = false;
+                            self.host(i, HostOp::PoolBackward { window, relu })
+                        }
+                    }
                 }
                 Op::AdaptiveAvgPoolBackward => self.host(i, HostOp::AdaptiveAvgPoolBackward),
                 Op::Scalar { .. } | Op::Tensor { .. } => unreachable!("constant"),
@@ -593,6 +615,39 @@ impl Fuser {
             dilation: *dilation,
             groups: *groups,
         }
+    }
+
+    /// A max pooling's gradient `p = pool_grad(y, dy)` whose only use is autodiff's ReLU
+    /// gradient `p · (y > 0)` for the same `y` (a ReLU before the pooling, as in every classic
+    /// CNN's stem): that product's node, which the pooling's gradient then computes itself.
+    fn relu_after_pool_grad(&self, p: ValueId, live: &[bool]) -> Option<ValueId> {
+        let node = &self.g.nodes[p];
+        let Op::PoolBackward {
+            op: PoolOp::Max, ..
+        } = node.op
+        else {
+            return None;
+        };
+        let y = node.inputs[0];
+        // (A graph output counts as a consumer past the last node.)
+        let &[m] = self.cons[p].as_slice() else {
+            return None;
+        };
+        let mn = self.g.nodes.get(m)?;
+        if !live[m] || mn.op != Op::Binary(BinaryOp::Mul) || mn.shape != node.shape {
+            return None;
+        }
+        let other = match *mn.inputs.as_slice() {
+            [a, b] if a == p && b != p => b,
+            [a, b] if b == p && a != p => a,
+            _ => return None,
+        };
+        let gn = &self.g.nodes[other];
+        let positive = gn.op == Op::Binary(BinaryOp::Greater)
+            && gn.inputs.len() == 2
+            && gn.inputs[0] == y
+            && matches!(self.g.nodes[gn.inputs[1]].op, Op::Scalar { value } if value == 0.0);
+        positive.then_some(m)
     }
 
     fn host(&mut self, v: ValueId, op: HostOp) {

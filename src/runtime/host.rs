@@ -88,8 +88,8 @@ pub fn run_host(
             pad_rows((*axis, *before, *after), (data, shape), out, 0..outer);
             Ok(())
         }
-        HostOp::PoolBackward(win) => {
-            pool_backward(win, ins[0], ins[1], out);
+        HostOp::PoolBackward { window, relu } => {
+            pool_backward((window, *relu), ins[0], ins[1], out);
             Ok(())
         }
         HostOp::MaxPool(win) => {
@@ -140,9 +140,11 @@ pub fn run_host(
 /// The gradient of a pooling window kernel: `dx` from the input `x` and the output gradient
 /// `dy`. Max pooling routes each output's gradient to the tap the forward pass chose (the first
 /// strictly largest, or a NaN); average pooling spreads it over the window's cells inside the
-/// input with the forward divisor (PyTorch's rules, as in the reference interpreter).
+/// input with the forward divisor (PyTorch's rules, as in the reference interpreter). With
+/// `win.1` (max pooling of a ReLU's output), only to chosen taps that are positive: the
+/// ReLU's gradient `dx · (x > 0)` at once.
 pub fn pool_backward(
-    win: &Window,
+    win: (&Window, bool),
     (x, xs): (&[f32], &[usize]),
     (dy, dys): (&[f32], &[usize]),
     dx: &mut [f32],
@@ -309,7 +311,7 @@ fn tap_range(start: isize, k: usize, d: usize, n: usize) -> (usize, usize) {
 /// just the planes in `range` (so threads can split the planes).
 #[allow(clippy::too_many_arguments)]
 pub fn pool_backward_planes(
-    win: &Window,
+    win: (&Window, bool),
     x: &[f32],
     xs: &[usize],
     dy: &[f32],
@@ -601,7 +603,7 @@ unsafe fn max_run_avx2<const S: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pool_backward_body(
-    win: &Window,
+    (win, relu): (&Window, bool),
     x: &[f32],
     xs: &[usize],
     dy: &[f32],
@@ -655,7 +657,7 @@ fn pool_backward_body(
                             _ => max_windows(xp, (rows, rs, kw, dw), base, sw, (b, a), 0..n),
                         }
                         for (&a, &d) in arg[..n].iter().zip(&dyr[at..at + n]) {
-                            if a != u32::MAX {
+                            if a != u32::MAX && (!relu || xp[a as usize] > 0.0) {
                                 dxp[a as usize] += d;
                             }
                         }
@@ -680,7 +682,7 @@ fn pool_backward_body(
                             at = if take { i } else { at };
                         }
                     }
-                    if at != usize::MAX {
+                    if at != usize::MAX && (!relu || xp[at] > 0.0) {
                         dxp[at] += d;
                     }
                 } else {

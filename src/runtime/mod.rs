@@ -604,7 +604,7 @@ impl Executable {
             Step::Host(HostOp::Conv2dBackwardWeight(kind)) => {
                 self.conv_backward_weight(kind, &b.ins, b.out)
             }
-            Step::Host(HostOp::PoolBackward(win)) => {
+            Step::Host(HostOp::PoolBackward { window: win, relu }) => {
                 let k = &self.fused.kernels[i];
                 let xs = self.fused.buffers[k.inputs[0]].shape.clone();
                 let dys = self.fused.buffers[k.inputs[1]].shape.clone();
@@ -619,7 +619,7 @@ impl Executable {
                             std::slice::from_raw_parts(dy.get() as *const f32, ndy),
                         )
                     };
-                    host::pool_backward_planes(win, xs_, &xs, dys_, &dys, dx, range);
+                    host::pool_backward_planes((win, *relu), xs_, &xs, dys_, &dys, dx, range);
                 });
             }
             Step::Host(HostOp::MaxPool(win)) => {

@@ -162,7 +162,7 @@ pub fn kernel_class(body: &KernelBody) -> &'static str {
         KernelBody::Host(h) => match h {
             HostOp::Conv2dBackwardData(_) => "conv backward data (host)",
             HostOp::Conv2dBackwardWeight(_) => "conv backward weight (host)",
-            HostOp::PoolBackward(_) => "pool backward (host)",
+            HostOp::PoolBackward { .. } => "pool backward (host)",
             HostOp::MaxPool(_) => "max pool (host)",
             HostOp::AdaptiveAvgPoolBackward => "adaptive pool backward (host)",
             HostOp::AdaptiveAvgPool { .. } => "adaptive pool (host)",
