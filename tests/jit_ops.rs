@@ -522,6 +522,28 @@ fn winograd_f4_convolutions_match_the_reference() {
     }
 }
 
+/// A constant weight's Winograd transform is made on the first run and reused: a second run
+/// on another input still matches the reference (both forms, whole images and tile ranges).
+#[test]
+fn winograd_transformed_weights_are_reused_across_runs() {
+    let src = "model m {\n  input x: [16, 28, 28]\n  conv(24, 3, pad=1)\n  relu\n  \
+               conv(20, 3, pad=1)\n}\n";
+    let spec = load_str("m.net", src, &Options::default()).unwrap();
+    let params = params_f32(&weights(&spec.graph, 7));
+    for batch in [1, 2] {
+        let prims = netc::lower::lower(&spec.graph, batch);
+        let opts = CompileOptions { batch, threads: 2 };
+        let mut exe = compile(&spec, &params, opts).unwrap();
+        for seed in [11, 12, 13] {
+            let x = input(&[batch, 16, 28, 28], seed);
+            let want = netc::reference::run::<f32>(&prims, &params, &[("x", x.clone())]).unwrap();
+            let got = exe.run(&[("x", &x)]).unwrap();
+            let e = rel_err(&to_f64(&got[0].1), &to_f64(&want[0]));
+            assert!(e <= TOL, "batch {batch}, input {seed}: relative error {e}");
+        }
+    }
+}
+
 /// Small maps, many images: the Winograd form's tasks take several whole images each (a
 /// block of tiles spans images) and run the epilogue on all of them.
 #[test]

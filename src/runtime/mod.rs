@@ -68,6 +68,9 @@ pub struct Executable {
     bindings: Vec<Binding>,
     /// See [`Executable::set_random_step`].
     random_step: u64,
+    /// The transformed weight of each Winograd convolution whose weight is a constant
+    /// (inference), by kernel index: made on the first run, reused by every later one.
+    wino_weights: HashMap<usize, Vec<f32>>,
 }
 
 /// One row of a kernel profile.
@@ -297,6 +300,7 @@ impl Executable {
             bindings: Vec::new(),
             times: None,
             random_step: 0,
+            wino_weights: HashMap::new(),
             _jit: jit_handle,
             arena: vec![0.0; plan.arena_len],
             fused,
@@ -592,7 +596,41 @@ impl Executable {
             Step::Loop(c) => run_loop(&self.pool, c, &b.fn_inputs, b.out, threads),
             Step::Contraction { kind, epilogue } => {
                 let epi = epilogue.as_ref().map(|e| (&**e, &b.fn_inputs[..]));
-                let done = self.contraction(kind, &b.ins, b.out, epi);
+                // A constant weight's Winograd transform is made once, on the first run.
+                let weight = self.fused.kernels[i].inputs.get(1).copied();
+                let constant = weight.is_some_and(|w| {
+                    matches!(
+                        self.fused.buffers[crate::plan::root_of(&self.fused, w)].kind,
+                        BufKind::Const(_)
+                    )
+                });
+                let cached = match winograd_forward(kind) {
+                    Some(g) if constant => {
+                        let u = self.wino_weights.entry(i).or_insert_with(|| {
+                            let mut u = vec![0f32; g.weight_len()];
+                            let at = winograd::WeightAt {
+                                rs: 9 * g.c,
+                                cs: 9,
+                                flip: false,
+                            };
+                            // SAFETY: the whole weight (input 1) and U of g.weight_len() floats.
+                            unsafe {
+                                winograd::transform_weight(
+                                    &g,
+                                    b.ins[1].get(),
+                                    at,
+                                    u.as_mut_ptr(),
+                                    0,
+                                    g.o,
+                                )
+                            };
+                            u
+                        });
+                        Some(P(u.as_mut_ptr()))
+                    }
+                    _ => None,
+                };
+                let done = self.contraction(kind, &b.ins, b.out, epi, cached);
                 if let (Some(e), false) = (epilogue, done) {
                     // Epilogue input 0 is the raw result, in the output buffer itself.
                     run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
@@ -701,6 +739,7 @@ impl Executable {
         ins: &[P],
         out: P,
         epi: Option<(&CompiledKernel, &[P])>,
+        transformed: Option<P>,
     ) -> bool {
         if let Some(g) = winograd_forward(kind) {
             let at = winograd::WeightAt {
@@ -708,7 +747,7 @@ impl Executable {
                 cs: 9,
                 flip: false,
             };
-            return self.conv_winograd(&g, (ins[0], ins[1], at), out, epi);
+            return self.conv_winograd(&g, (ins[0], ins[1], at), out, epi, transformed);
         }
         match *kind {
             ContractionKind::Conv2d {
@@ -863,20 +902,28 @@ impl Executable {
         (x, w, at): (P, P, winograd::WeightAt),
         out: P,
         epi: Option<(&CompiledKernel, &[P])>,
+        transformed: Option<P>,
     ) -> bool {
         let threads = self.pool.threads();
         WINO_WEIGHT.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < g.weight_len() {
-                buf.resize(g.weight_len(), 0.0);
-            }
-            let u = P(buf.as_mut_ptr());
-            let per = g.o.div_ceil(threads);
-            self.par(threads, false, &|t| {
-                let (o0, o1) = ((t * per).min(g.o), ((t + 1) * per).min(g.o));
-                // SAFETY: the whole weight; tasks write disjoint output channels of U.
-                unsafe { winograd::transform_weight(g, w.get(), at, u.get(), o0, o1) };
-            });
+            let u = match transformed {
+                // A constant weight transformed once (`Executable::step`).
+                Some(u) => u,
+                None => {
+                    if buf.len() < g.weight_len() {
+                        buf.resize(g.weight_len(), 0.0);
+                    }
+                    let u = P(buf.as_mut_ptr());
+                    let per = g.o.div_ceil(threads);
+                    self.par(threads, false, &|t| {
+                        let (o0, o1) = ((t * per).min(g.o), ((t + 1) * per).min(g.o));
+                        // SAFETY: the whole weight; tasks write disjoint output channels of U.
+                        unsafe { winograd::transform_weight(g, w.get(), at, u.get(), o0, o1) };
+                    });
+                    u
+                }
+            };
             let epi = epi
                 .filter(|(e, _)| {
                     g.n >= threads && e.outer == g.n && e.output_len == g.n * g.o * g.oh * g.ow
@@ -971,7 +1018,7 @@ impl Executable {
                 cs: 9 * c,
                 flip: true,
             };
-            self.conv_winograd(&g, (dy, w, at), out, None);
+            self.conv_winograd(&g, (dy, w, at), out, None, None);
             return;
         }
         if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
