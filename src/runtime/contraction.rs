@@ -6,7 +6,8 @@
 //!
 //! Convolutions are implicit GEMMs where it pays ([`conv_implicit`]: the column matrix is read
 //! from a zero-padded slab of the input through a row-offset table), else im2col in L2-sized
-//! bands + GEMM; the gradients reuse both (backward-data at stride 1 as the implicit
+//! bands + GEMM (small maps: several images side by side, copied by [`im2col_batch`]'s lane
+//! tables); the gradients reuse both (backward-data at stride 1 as the implicit
 //! convolution of `dy` with the flipped weight, else `Wᵀ·dy` + col2im; backward-weight
 //! `dy·im2col(x)ᵀ`). 3×3 stride-1 convolutions that pay for it bypass this module for
 //! [`super::winograd`] (the runtime decides). The products are AVX-512 microkernels: our [`super::sgemm`] for the
