@@ -678,6 +678,20 @@ impl Em<'_> {
                 .iter()
                 .map(|v| v.map(|v| self.b.ins().splat(F32X4, v)))
                 .collect();
+            // One vector point: the program at `j`, then `fin` with its carried values.
+            let mut point = |em: &mut Em, j: Value, c: Vec<Value>| {
+                let mut vals = pre_v.clone();
+                let mut j4 = None;
+                em.eval(
+                    Mode::V,
+                    prog,
+                    &mut vals,
+                    &live,
+                    &mut |em: &mut Em, a| load_at(em, Mode::V, j, &mut j4, a),
+                    None,
+                );
+                fin(em, Mode::V, j, vals[last].expect("result"), c)
+            };
             let mut vlo = lo;
             let width = 4 * unroll as i64;
             let per = vout.len() / unroll;
@@ -694,18 +708,7 @@ impl Em<'_> {
                     let mut next = Vec::with_capacity(c.len());
                     for u in 0..unroll {
                         let ju = em.b.ins().iadd_imm_s(j, 4 * u as i64);
-                        let mut vals = pre_v.clone();
-                        let mut j4 = None;
-                        em.eval(
-                            Mode::V,
-                            prog,
-                            &mut vals,
-                            &live,
-                            &mut |em: &mut Em, a| load_at(em, Mode::V, ju, &mut j4, a),
-                            None,
-                        );
-                        let mine = c[u * per..(u + 1) * per].to_vec();
-                        next.extend(fin(em, Mode::V, ju, vals[last].expect("result"), mine));
+                        next.extend(point(em, ju, c[u * per..(u + 1) * per].to_vec()));
                     }
                     next
                 });
@@ -726,17 +729,7 @@ impl Em<'_> {
             };
             if run {
                 vout = self.lp(vlo, vend, 4, guard || vlo != lo, vout, &mut |em, j, c| {
-                    let mut vals = pre_v.clone();
-                    let mut j4 = None;
-                    em.eval(
-                        Mode::V,
-                        prog,
-                        &mut vals,
-                        &live,
-                        &mut |em: &mut Em, a| load_at(em, Mode::V, j, &mut j4, a),
-                        None,
-                    );
-                    fin(em, Mode::V, j, vals[last].expect("result"), c)
+                    point(em, j, c)
                 });
             }
             vout.extend(rest);

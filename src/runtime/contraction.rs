@@ -2087,6 +2087,42 @@ pub(super) mod tests {
         }
     }
 
+    /// A random small convolution for the batched im2col/col2im tests (kernels up to 5×5,
+    /// strides up to 3, dilation, asymmetric padding, up to 4 channels, maps up to 12 past the
+    /// kernel's reach) with one output channel, and a pack size at least its batch.
+    fn random_small_conv(rng: &mut Rng) -> (ContractionKind, usize) {
+        let (kh, kw) = (1 + rng.below(5), 1 + rng.below(5));
+        let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
+        let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+        let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+        let h = (kh - 1) * dh + 1 + rng.below(12);
+        let w = (kw - 1) * dw + 1 + rng.below(12);
+        let c = 1 + rng.below(4);
+        let pack = 1 + rng.below(6);
+        let n = 1 + rng.below(pack);
+        let kind = ContractionKind::Conv2d {
+            n,
+            c,
+            h,
+            w,
+            o: 1,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding,
+            dilation: [dh, dw],
+            groups: 1,
+        };
+        (kind, pack)
+    }
+
+    /// The batch size of a convolution.
+    fn kind_n(kind: &ContractionKind) -> usize {
+        match *kind {
+            ContractionKind::Conv2d { n, .. } => n,
+            ContractionKind::MatMul { batch, .. } => batch,
+        }
+    }
+
     /// The batched im2col of small maps ([`im2col_batch`]) against [`im2col`] image by
     /// image: random kernels, strides, dilations, asymmetric padding and odd sizes, packs
     /// shorter than the table's (the last pack of a pass), with both the masked-run and the
@@ -2099,32 +2135,12 @@ pub(super) mod tests {
         let mut rng = Rng(0x0bad_cafe);
         let (mut gathers, mut runs) = (0, 0);
         for case in 0..300 {
-            let (kh, kw) = (1 + rng.below(5), 1 + rng.below(5));
-            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
-            let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
-            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
-            let h = (kh - 1) * dh + 1 + rng.below(12);
-            let w = (kw - 1) * dw + 1 + rng.below(12);
-            let c = 1 + rng.below(4);
-            let pack = 1 + rng.below(6);
-            let nb = 1 + rng.below(pack);
-            let kind = ContractionKind::Conv2d {
-                n: nb,
-                c,
-                h,
-                w,
-                o: 1,
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding,
-                dilation: [dh, dw],
-                groups: 1,
-            };
+            let (kind, pack) = random_small_conv(&mut rng);
             let g = Geom::new(&kind);
             if g.npix > BAND_PIXELS {
                 continue;
             }
-            let img_in = c * h * w;
+            let (nb, img_in) = (kind_n(&kind), g.c * g.h * g.w);
             let x: Vec<f32> = (0..nb * img_in).map(|_| rng.next()).collect();
             let cols = nb * g.npix;
             let mut want = vec![f32::NAN; g.kdim * cols];
@@ -2173,29 +2189,9 @@ pub(super) mod tests {
         let mut rng = Rng(0x5eed_1234);
         let (mut ran, mut gathers) = (0, 0);
         for case in 0..400 {
-            let (kh, kw) = (1 + rng.below(5), 1 + rng.below(5));
-            let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
-            let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
-            let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
-            let h = (kh - 1) * dh + 1 + rng.below(12);
-            let w = (kw - 1) * dw + 1 + rng.below(12);
-            let c = 1 + rng.below(4);
-            let pack = 1 + rng.below(6);
-            let nb = 1 + rng.below(pack);
-            let kind = ContractionKind::Conv2d {
-                n: nb,
-                c,
-                h,
-                w,
-                o: 1,
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding,
-                dilation: [dh, dw],
-                groups: 1,
-            };
+            let (kind, pack) = random_small_conv(&mut rng);
             let g = Geom::new(&kind);
-            let img_in = c * h * w;
+            let (nb, img_in) = (kind_n(&kind), g.c * g.h * g.w);
             let cols = nb * g.npix;
             let colm: Vec<f32> = (0..g.kdim * cols).map(|_| rng.next()).collect();
             let dx: Vec<f32> = (0..nb * img_in).map(|_| rng.next()).collect();
