@@ -523,23 +523,36 @@ unsafe fn im2col_batch(
     col: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if g.npix <= BAND_PIXELS
-        && nb <= pack
-        && pack * img_in < i32::MAX as usize
-        && super::sgemm::available()
-    {
-        BATCH_TABLES.with(|t| {
-            let mut tables = t.borrow_mut();
-            let table = tables
-                .entry(table_key(g, img_in, pack))
-                .or_insert_with(|| BatchTable::new(g, img_in, pack));
-            // SAFETY: AVX-512F present; forwarded.
-            unsafe { im2col_batch_avx512(g, table, x0, nb, col) };
+    if batch_tables_apply(g, img_in, (nb, pack)) {
+        // SAFETY: AVX-512F present (checked); forwarded.
+        with_batch_table(g, img_in, pack, |t| unsafe {
+            im2col_batch_avx512(g, t, x0, nb, col)
         });
         return true;
     }
     let _ = (g, x0, img_in, nb, pack, col);
     false
+}
+
+/// Whether [`im2col_batch`]'s lane tables serve `nb` images of a pack of `pack`: small maps
+/// (at most [`BAND_PIXELS`] output pixels), offsets within `i32`, AVX-512F present.
+fn batch_tables_apply(g: &Geom, img_in: usize, (nb, pack): (usize, usize)) -> bool {
+    g.npix <= BAND_PIXELS
+        && nb <= pack
+        && pack * img_in < i32::MAX as usize
+        && super::sgemm::available()
+}
+
+/// Runs `f` with this thread's [`BatchTable`] for the geometry, image stride and pack size,
+/// built on first use.
+fn with_batch_table(g: &Geom, img_in: usize, pack: usize, f: impl FnOnce(&BatchTable)) {
+    BATCH_TABLES.with(|t| {
+        let mut tables = t.borrow_mut();
+        let table = tables
+            .entry(table_key(g, img_in, pack))
+            .or_insert_with(|| BatchTable::new(g, img_in, pack));
+        f(table)
+    })
 }
 
 /// The inverse data movement of [`im2col_batch`]: the column matrix of `nb` consecutive
@@ -563,19 +576,10 @@ unsafe fn col2im_batch(
     (nb, pack): (usize, usize),
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if g.npix <= BAND_PIXELS
-        && (g.sh > 1 || g.sw > 1 || g.ow <= 4)
-        && nb <= pack
-        && pack * img_in < i32::MAX as usize
-        && super::sgemm::available()
-    {
-        BATCH_TABLES.with(|t| {
-            let mut tables = t.borrow_mut();
-            let table = tables
-                .entry(table_key(g, img_in, pack))
-                .or_insert_with(|| BatchTable::new(g, img_in, pack));
-            // SAFETY: AVX-512F present; forwarded.
-            unsafe { col2im_batch_avx512(g, table, col, dx0, nb) };
+    if (g.sh > 1 || g.sw > 1 || g.ow <= 4) && batch_tables_apply(g, img_in, (nb, pack)) {
+        // SAFETY: AVX-512F present (checked); forwarded.
+        with_batch_table(g, img_in, pack, |t| unsafe {
+            col2im_batch_avx512(g, t, col, dx0, nb)
         });
         return true;
     }
