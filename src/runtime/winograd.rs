@@ -266,23 +266,27 @@ fn weight_tile_any<T: Copy + Lanes>(m: usize, k: [T; 9]) -> [T; XI_MAX] {
     std::array::from_fn(|i| x[i % 16])
 }
 
+/// `G·(a, b, c)ᵀ` for F(4×4, 3×3)'s `G` (see [`weight_tile6`]). A function, not a closure,
+/// so that it and its intrinsics inline into the AVX-512 callers.
+#[inline(always)]
+fn g3<T: Copy + Lanes>(a: T, b: T, c: T) -> [T; 6] {
+    let ac = T::add(a, c);
+    let p = T::add(T::scale(a, 1.0 / 24.0), T::scale(c, 1.0 / 6.0));
+    let q = T::scale(b, 1.0 / 12.0);
+    [
+        T::scale(a, 0.25),
+        T::scale(T::add(ac, b), -1.0 / 6.0),
+        T::scale(T::sub(ac, b), -1.0 / 6.0),
+        T::add(p, q),
+        T::sub(p, q),
+        c,
+    ]
+}
+
 /// F(4×4, 3×3)'s `G·g·Gᵀ` (6×6) with
 /// `G = [[¼, 0, 0], [-⅙, -⅙, -⅙], [-⅙, ⅙, -⅙], [1/24, 1/12, ⅙], [1/24, -1/12, ⅙], [0, 0, 1]]`.
 #[inline(always)]
 fn weight_tile6<T: Copy + Lanes>(k: [T; 9]) -> [T; XI_MAX] {
-    let g3 = |a: T, b: T, c: T| -> [T; 6] {
-        let ac = T::add(a, c);
-        let p = T::add(T::scale(a, 1.0 / 24.0), T::scale(c, 1.0 / 6.0));
-        let q = T::scale(b, 1.0 / 12.0);
-        [
-            T::scale(a, 0.25),
-            T::scale(T::add(ac, b), -1.0 / 6.0),
-            T::scale(T::sub(ac, b), -1.0 / 6.0),
-            T::add(p, q),
-            T::sub(p, q),
-            c,
-        ]
-    };
     // Rows: G·g (6×3).
     let mut r = [[k[0]; 3]; 6];
     for j in 0..3 {
@@ -636,23 +640,27 @@ fn weight_grad_tile_any<T: Copy + Lanes>(m: usize, u: [T; XI_MAX]) -> [T; 9] {
     weight_grad_tile(std::array::from_fn(|i| u[i]))
 }
 
+/// `Gᵀ·v` (6 → 3) for F(4×4, 3×3)'s `G` (see [`weight_tile6`]); a function so that it
+/// inlines into the AVX-512 callers.
+#[inline(always)]
+fn gt6<T: Copy + Lanes>(v: [T; 6]) -> [T; 3] {
+    let (s12, d21) = (T::add(v[1], v[2]), T::sub(v[2], v[1]));
+    let (s34, d34) = (T::add(v[3], v[4]), T::sub(v[3], v[4]));
+    let m12 = T::scale(s12, -1.0 / 6.0);
+    [
+        T::add(T::add(T::scale(v[0], 0.25), m12), T::scale(s34, 1.0 / 24.0)),
+        T::add(T::scale(d21, 1.0 / 6.0), T::scale(d34, 1.0 / 12.0)),
+        T::add(T::add(m12, T::scale(s34, 1.0 / 6.0)), v[5]),
+    ]
+}
+
 /// F(4×4, 3×3)'s `Gᵀ·u·G` (6×6 → 3×3), `G` as in [`weight_tile6`].
 #[inline(always)]
 fn weight_grad_tile6<T: Copy + Lanes>(u: [T; XI_MAX]) -> [T; 9] {
-    let gt = |v: [T; 6]| -> [T; 3] {
-        let (s12, d21) = (T::add(v[1], v[2]), T::sub(v[2], v[1]));
-        let (s34, d34) = (T::add(v[3], v[4]), T::sub(v[3], v[4]));
-        let m12 = T::scale(s12, -1.0 / 6.0);
-        [
-            T::add(T::add(T::scale(v[0], 0.25), m12), T::scale(s34, 1.0 / 24.0)),
-            T::add(T::scale(d21, 1.0 / 6.0), T::scale(d34, 1.0 / 12.0)),
-            T::add(T::add(m12, T::scale(s34, 1.0 / 6.0)), v[5]),
-        ]
-    };
     // Rows: Gᵀ·u (3×6).
     let mut r = [[u[0]; 6]; 3];
     for j in 0..6 {
-        let col = gt(std::array::from_fn(|i| u[6 * i + j]));
+        let col = gt6(std::array::from_fn(|i| u[6 * i + j]));
         for i in 0..3 {
             r[i][j] = col[i];
         }
@@ -660,7 +668,7 @@ fn weight_grad_tile6<T: Copy + Lanes>(u: [T; XI_MAX]) -> [T; 9] {
     // Columns: (Gᵀ·u)·G (3×3).
     let mut w = [u[0]; 9];
     for i in 0..3 {
-        let row = gt(r[i]);
+        let row = gt6(r[i]);
         w[3 * i..3 * i + 3].copy_from_slice(&row);
     }
     w
@@ -1023,7 +1031,12 @@ unsafe fn input_tiles4(
     v: *mut f32,
     t: usize,
 ) {
-    let idx = [0, 1, 2, 3].map(stride4_index);
+    let idx = [
+        stride4_index(0),
+        stride4_index(1),
+        stride4_index(2),
+        stride4_index(3),
+    ];
     let store = lane_mask(0, run.len as isize);
     let xs = (4 * run.tx) as isize - g.pl as isize;
     let w = g.w as isize;
@@ -1164,7 +1177,12 @@ unsafe fn grad_tiles4(
     z: *mut f32,
     t: usize,
 ) {
-    let idx = [0, 1, 2, 3].map(stride4_index);
+    let idx = [
+        stride4_index(0),
+        stride4_index(1),
+        stride4_index(2),
+        stride4_index(3),
+    ];
     let store = lane_mask(0, run.len as isize);
     let ox = 4 * run.tx;
     let cols = (4 * run.len).min(g.ow - ox) as isize;
