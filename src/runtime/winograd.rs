@@ -177,10 +177,35 @@ impl Wino {
             && self.n * self.image_tiles() >= 128
     }
 
-    /// Floats of the transformed weight.
+    /// Floats of the transformed weight: `xi()` planes `U[ξ][o][c]`, [`Self::us`] apart.
     pub fn weight_len(&self) -> usize {
-        self.xi() * self.o * self.c
+        self.xi() * self.us()
     }
+
+    /// Floats from one ξ plane of the transformed weight `U[ξ][o][c]` to the next.
+    pub fn us(&self) -> usize {
+        plane(self.o * self.c)
+    }
+
+    /// Floats from one ξ plane of a block's transformed inputs `V[ξ][c][t]` to the next.
+    fn vs(&self, t: usize) -> usize {
+        plane(self.c * t)
+    }
+
+    /// Floats from one ξ plane of a block's products or output-gradient transforms
+    /// `M[ξ][o][t]` to the next.
+    fn ms(&self, t: usize) -> usize {
+        plane(self.o * t)
+    }
+}
+
+/// The stride between the ξ planes of a Winograd buffer whose planes hold `n` floats: `n`
+/// rounded up to 1024 floats (4 KiB), plus 16. The 16 (or 36) planes are written and read
+/// together, one row of each per step; planes a multiple of 4 KiB apart (`o·c` and `c·t` are,
+/// for the usual channel counts) all fall in the same L1 cache sets and evict each other,
+/// while planes 64 bytes apart modulo 4 KiB spread over 16 (36) sets.
+fn plane(n: usize) -> usize {
+    n.next_multiple_of(1024) + 16
 }
 
 /// Where the weight of a 3×3 convolution is read: `g(o, c)` starts at `o·rs + c·cs` (nine
@@ -224,7 +249,7 @@ pub unsafe fn transform_weight(
             let x = weight_tile_any(g.m, k.map(|v| [v]));
             for (xi, v) in x[..g.xi()].iter().enumerate() {
                 // SAFETY: inside U.
-                unsafe { *u.add((xi * g.o + o) * g.c + c) = v[0] };
+                unsafe { *u.add(xi * g.us() + o * g.c + c) = v[0] };
             }
         }
     }
@@ -389,7 +414,7 @@ unsafe fn transform_weight_avx512(
             let x = weight_tile_any(g.m, k);
             for (xi, v) in x[..g.xi()].iter().enumerate() {
                 // SAFETY: len floats of row o of U[ξ].
-                unsafe { _mm512_mask_storeu_ps(u.add((xi * g.o + o) * g.c + c0), mask, *v) };
+                unsafe { _mm512_mask_storeu_ps(u.add(xi * g.us() + o * g.c + c0), mask, *v) };
             }
         }
     }
@@ -417,11 +442,11 @@ pub unsafe fn conv_tiles(
                     g.o,
                     b1 - b0,
                     g.c,
-                    m.add(xi * g.o * t),
+                    m.add(xi * g.ms(t)),
                     t as isize,
-                    u.add(xi * g.o * g.c),
+                    u.add(xi * g.us()),
                     g.c as isize,
-                    v.add(xi * g.c * t),
+                    v.add(xi * g.vs(t)),
                     t as isize,
                 );
                 debug_assert!(ok);
@@ -476,12 +501,12 @@ pub unsafe fn weight_grad_tiles(
                     g.o,
                     g.c,
                     b1 - b0,
-                    du.add(xi * g.o * g.c),
+                    du.add(xi * g.us()),
                     g.c as isize,
-                    z.add(xi * g.o * t),
+                    z.add(xi * g.ms(t)),
                     t as isize,
                     1,
-                    v.add(xi * g.c * t),
+                    v.add(xi * g.vs(t)),
                     1,
                     t as isize,
                     b0 > tiles.start,
@@ -552,7 +577,7 @@ unsafe fn grad_tiles(
             for (col, val) in out.iter().enumerate() {
                 let xi = 4 * r + col;
                 // SAFETY: run.len columns of row (ξ, o) of the block.
-                unsafe { _mm512_mask_storeu_ps(z.add((xi * g.o + o) * t), store, *val) };
+                unsafe { _mm512_mask_storeu_ps(z.add(xi * g.ms(t) + o * t), store, *val) };
             }
         }
     }
@@ -580,7 +605,7 @@ pub unsafe fn weight_grad_finish(
     for o in o0..o1 {
         for c in 0..g.c {
             let u: [[f32; 1]; XI_MAX] = std::array::from_fn(|xi| {
-                let at = (xi % g.xi() * g.o + o) * g.c + c;
+                let at = xi % g.xi() * g.us() + o * g.c + c;
                 // SAFETY: inside each part (contract).
                 [parts.iter().fold(0.0f32, |a, p| a + unsafe { *p.add(at) })]
             });
@@ -614,7 +639,7 @@ unsafe fn weight_grad_finish_avx512(
             let len = 16.min(g.c - c0);
             let mask = (0xffffu32 >> (16 - len)) as __mmask16;
             let u: [__m512; XI_MAX] = std::array::from_fn(|xi| {
-                let at = (xi % g.xi() * g.o + o) * g.c + c0;
+                let at = xi % g.xi() * g.us() + o * g.c + c0;
                 parts.iter().fold(_mm512_setzero_ps(), |a, p| {
                     // SAFETY: len floats of row (ξ, o) of each part (contract).
                     _mm512_add_ps(a, unsafe { _mm512_maskz_loadu_ps(mask, p.add(at)) })
@@ -716,8 +741,8 @@ unsafe fn for_blocks(
     SCRATCH.with(|s| {
         let (vbuf, mbuf) = &mut *s.borrow_mut();
         for (buf, len) in [
-            (&mut *vbuf, g.xi() * g.c * t),
-            (&mut *mbuf, g.xi() * g.o * t),
+            (&mut *vbuf, g.xi() * g.vs(t)),
+            (&mut *mbuf, g.xi() * g.ms(t)),
         ] {
             if buf.len() < len {
                 buf.resize(len, 0.0);
@@ -848,7 +873,7 @@ unsafe fn input_tiles(
             for (col, val) in out.iter().enumerate() {
                 let xi = 4 * r + col;
                 // SAFETY: run.len columns of row (ξ, c) of the block.
-                unsafe { _mm512_mask_storeu_ps(v.add((xi * g.c + c) * t), store, *val) };
+                unsafe { _mm512_mask_storeu_ps(v.add(xi * g.vs(t) + c * t), store, *val) };
             }
         }
     }
@@ -891,7 +916,7 @@ unsafe fn output_tiles(
     for o in channels {
         // SAFETY: run.len columns of row (ξ, o) of the block's products.
         let mv: [__m512; 16] = std::array::from_fn(|xi| unsafe {
-            _mm512_maskz_loadu_ps(load, m.add((xi * g.o + o) * t))
+            _mm512_maskz_loadu_ps(load, m.add(xi * g.ms(t) + o * t))
         });
         let mut s = [[_mm512_setzero_ps(); 4]; 2];
         for j in 0..4 {
@@ -1092,7 +1117,7 @@ unsafe fn input_tiles4(
             for (col, val) in bt6(er).into_iter().enumerate() {
                 let xi = 6 * r + col;
                 // SAFETY: run.len columns of row (ξ, c) of the block.
-                unsafe { _mm512_mask_storeu_ps(v.add((xi * g.c + c) * t), store, val) };
+                unsafe { _mm512_mask_storeu_ps(v.add(xi * g.vs(t) + c * t), store, val) };
             }
         }
     }
@@ -1125,7 +1150,7 @@ unsafe fn output_tiles4(
     for o in channels {
         // SAFETY: run.len columns of row (ξ, o) of the block's products.
         let mv: [__m512; 36] = std::array::from_fn(|xi| unsafe {
-            _mm512_maskz_loadu_ps(load, m.add((xi * g.o + o) * t))
+            _mm512_maskz_loadu_ps(load, m.add(xi * g.ms(t) + o * t))
         });
         // Aᵀ·M (4×6), then ·A (4×4).
         let mut s = [[_mm512_setzero_ps(); 6]; 4];
@@ -1211,7 +1236,7 @@ unsafe fn grad_tiles4(
             for (col, val) in a6(er).into_iter().enumerate() {
                 let xi = 6 * r + col;
                 // SAFETY: run.len columns of row (ξ, o) of the block.
-                unsafe { _mm512_mask_storeu_ps(z.add((xi * g.o + o) * t), store, val) };
+                unsafe { _mm512_mask_storeu_ps(z.add(xi * g.ms(t) + o * t), store, val) };
             }
         }
     }
@@ -1323,7 +1348,7 @@ mod tests {
                     }
                     let x = weight_tile_any(m, k.map(|v| [v]));
                     for (xi, v) in x[..g.xi()].iter().enumerate() {
-                        u_scalar[(xi * o + oc) * c + cc] = v[0];
+                        u_scalar[xi * g.us() + oc * c + cc] = v[0];
                     }
                 }
             }
@@ -1390,7 +1415,9 @@ mod tests {
                 for cc in 0..c {
                     let u: [[f32; 1]; XI_MAX] = std::array::from_fn(|xi| {
                         let xi = xi % g.xi();
-                        [bufs.iter().fold(0.0, |a, b| a + b[(xi * o + oc) * c + cc])]
+                        [bufs
+                            .iter()
+                            .fold(0.0, |a, b| a + b[xi * g.us() + oc * c + cc])]
                     });
                     for (k, v) in weight_grad_tile_any(m, u).iter().enumerate() {
                         dw_scalar[(oc * c + cc) * 9 + k] = v[0];
