@@ -204,14 +204,49 @@ impl Lowerer<'_> {
         let rank = full.len();
         let axes: Vec<usize> = (0..rank).filter(|&a| a != 1).collect();
         let count: usize = axes.iter().map(|&a| full[a]).product();
-        let mean = self.out.add(
+        // Both statistics in one pass over x: the mean and mean square of `x - s` for a
+        // per-channel shift `s`, then `mean = s + m1`, `var = max(m2 - m1², 0)` (any `s` gives
+        // the same values; the fuser computes the two sums in one kernel). The shift is each
+        // channel's first value (detached), a sample of the channel: `m1` is then about one
+        // standard deviation, and the subtraction `m2 - m1²` keeps nearly all the digits of
+        // the variance however far the mean is from 0 (the "shifted data" algorithm).
+        // (Rows first, so each slice copies little: [N, C, 1, W], [N, C, 1, 1], [1, C, 1, 1].)
+        let mut s = x;
+        for axis in (2..rank).chain([0]).filter(|&a| full[a] > 1) {
+            s = self.out.add(
+                Op::Slice {
+                    axis,
+                    start: 0,
+                    end: 1,
+                },
+                vec![s],
+                o,
+            );
+        }
+        let s = self.un(UnaryOp::Detach, s, o);
+        let xs = self.bin(BinaryOp::Sub, x, s, o);
+        let m1 = self.out.add(
             Op::Reduce {
                 op: ReduceOp::Mean,
                 axes: axes.clone(),
             },
-            vec![x],
+            vec![xs],
             o,
         );
+        let sq = self.bin(BinaryOp::Mul, xs, xs, o);
+        let m2 = self.out.add(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes,
+            },
+            vec![sq],
+            o,
+        );
+        let mean = self.bin(BinaryOp::Add, s, m1, o);
+        let m1sq = self.bin(BinaryOp::Mul, m1, m1, o);
+        let var = self.bin(BinaryOp::Sub, m2, m1sq, o);
+        let zero = self.scalar(0.0, o);
+        let var = self.bin(BinaryOp::Max, var, zero, o);
         // Centred on the mean detached from autodiff, and the mean's own gradient carried by
         // a per-channel term that is exactly zero forward: `shift - scale · (mean - centre)`.
         // The values are unchanged; the backward pass becomes PyTorch's closed form
@@ -220,15 +255,6 @@ impl Lowerer<'_> {
         let centre = self.un(UnaryOp::Detach, mean, o);
         let d = self.bin(BinaryOp::Sub, x, centre, o);
         let delta = self.bin(BinaryOp::Sub, mean, centre, o);
-        let sq = self.bin(BinaryOp::Mul, d, d, o);
-        let var = self.out.add(
-            Op::Reduce {
-                op: ReduceOp::Mean,
-                axes,
-            },
-            vec![sq],
-            o,
-        );
         let e = self.scalar(eps as f32, o);
         let ve = self.bin(BinaryOp::Add, var, e, o);
         let inv = self.un(UnaryOp::Rsqrt, ve, o);

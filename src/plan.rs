@@ -47,7 +47,9 @@ pub fn plan(f: &FusedGraph) -> Plan {
         for &b in &k.inputs {
             touch(b, t, &mut first, &mut last);
         }
-        touch(k.output, t, &mut first, &mut last);
+        for &b in std::iter::once(&k.output).chain(&k.more_outputs) {
+            touch(b, t, &mut first, &mut last);
+        }
     }
     for (_, b) in &f.outputs {
         touch(*b, nk, &mut first, &mut last);

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use netc::codegen::{CompiledKernel, Jit, OptLevel};
-use netc::fuse::kernel::{Access, LoopKernel, Reduction, Scalar, Window};
+use netc::fuse::kernel::{Access, LoopKernel, MoreResult, Reduction, Scalar, Window};
 use netc::graph::{BinaryOp, ReduceOp, UnaryOp};
 use proptest::prelude::*;
 
@@ -273,13 +273,33 @@ fn compile(k: &LoopKernel) -> Arc<CompiledKernel> {
         .unwrap_or_else(|e| panic!("compile failed: {e}\n{k:#?}"))
 }
 
+/// Every output (the main one, then a reduction's further results), concatenated.
 fn run(c: &CompiledKernel, inputs: &[Vec<f32>], ranges: &[(usize, usize)]) -> Vec<f32> {
     let ins: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let mut out = vec![f32::NAN; c.output_len];
+    let mut outs = vec![vec![f32::NAN; c.output_len]; 1 + c.more_outputs];
     for &(b, e) in ranges {
-        c.run(&ins, &mut out, b, e).expect("run");
+        let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        c.run_all(&ins, &mut refs, b, e).expect("run");
     }
-    out
+    outs.concat()
+}
+
+/// [`evaluate`] for every output: the main one, then each further result of a reduction
+/// (the same kernel with the program cut after the result's step and its epilogue),
+/// concatenated.
+fn evaluate_all(k: &LoopKernel, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<f64>) {
+    let (mut out, mut bound) = evaluate(k, inputs);
+    for m in k.reduction.iter().flat_map(|r| &r.more) {
+        let mut one = k.clone();
+        one.program.truncate(m.step + 1);
+        let r = one.reduction.as_mut().expect("a reduction");
+        r.epilogue = m.epilogue.clone();
+        r.more.clear();
+        let (o, b) = evaluate(&one, inputs);
+        out.extend(o);
+        bound.extend(b);
+    }
+    (out, bound)
 }
 
 /// Within relative 1e-5, or within the evaluator's error bound.
@@ -294,8 +314,8 @@ fn close(got: f32, want: f32, bound: f64) -> bool {
 /// Compiles, runs whole and split in two, and compares with the scalar evaluation.
 fn check(k: &LoopKernel, inputs: &[Vec<f32>], rng: &mut Rng) -> Result<(), TestCaseError> {
     let c = compile(k);
-    let (want, scale) = evaluate(k, inputs);
-    prop_assert_eq!(c.output_len, want.len());
+    let (want, scale) = evaluate_all(k, inputs);
+    prop_assert_eq!(c.output_len * (1 + c.more_outputs), want.len());
     let whole = run(&c, inputs, &[(0, c.outer)]);
     for (i, ((&g, &w), &s)) in whole.iter().zip(&want).zip(&scale).enumerate() {
         prop_assert!(
@@ -580,6 +600,22 @@ fn random_reduction(rng: &mut Rng, exact: bool) -> (LoopKernel, Vec<Vec<f32>>) {
     } else {
         (vec![], vec![])
     };
+    // Sometimes further results of the same pass: other steps of the program (the loads and
+    // arithmetic the main result shares), each with its own epilogue.
+    let more = if rng.chance(0.4) {
+        (0..rng.range(1, 2))
+            .map(|_| MoreResult {
+                step: rng.range(0, program.len() - 1),
+                epilogue: if rng.chance(0.5) {
+                    random_program(rng, epilogue_accesses.len(), true, false)
+                } else {
+                    vec![]
+                },
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let inputs = random_inputs(rng, &lens, exact);
     let k = LoopKernel {
         shape,
@@ -591,6 +627,7 @@ fn random_reduction(rng: &mut Rng, exact: bool) -> (LoopKernel, Vec<Vec<f32>>) {
             axes,
             epilogue,
             epilogue_accesses,
+            more,
         }),
         window: None,
     };

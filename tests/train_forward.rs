@@ -186,3 +186,54 @@ fn dropout_in_training_is_seeded_per_step_and_matches_the_oracle() {
     let mut exe = Executable::new(netc::fuse::fuse(&inf), &[], jit().unwrap(), 2).unwrap();
     assert_eq!(exe.run(&[("x", &x)]).unwrap().remove(0).1, x);
 }
+
+/// Batchnorm's batch statistics on channels whose mean is far from 0 (about 1000 standard
+/// deviations): the one-pass statistics (shifted by each channel's first value) keep the batch
+/// variance to about f32 accuracy, where the unshifted `E[x²] - E[x]²` would lose most of it.
+/// The JIT (f32) against the reference interpreter in f64 on the same graph.
+#[test]
+fn batchnorm_statistics_of_offset_channels_are_accurate() {
+    let spec = netc::load_str(
+        "bn.net",
+        "model t { input x: [4, 5, 7]\n b: batchnorm(eps=0.00001) }",
+        &Options::default(),
+    )
+    .unwrap();
+    let params = params_f32(&Weights::init(&spec.graph, 7));
+    let prims = lower_with(&spec.graph, 3, Mode::Training);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let x = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5, 7]), |i| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let unit = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        // Channel c centred at ±(c + 1) · 100, standard deviation about 0.29.
+        let c = i[1] as f32;
+        (c + 1.0) * 100.0 * if i[1] % 2 == 0 { 1.0 } else { -1.0 } + unit
+    });
+    let params64: Vec<ArrayD<f64>> = params.iter().map(|p| p.mapv(f64::from)).collect();
+    let want = netc::reference::run::<f64>(&prims, &params64, &[("x", x.mapv(f64::from))]).unwrap();
+    let mut exe = Executable::new(netc::fuse::fuse(&prims), &params, jit().unwrap(), 2).unwrap();
+    let got = exe.run(&[("x", &x)]).unwrap();
+    let mut checked = 0;
+    for ((name, got), want) in got.iter().zip(&want) {
+        if name.ends_with("running_var") {
+            // running = 0.9 · 1 + 0.1 · unbiased batch variance: the batch variance back.
+            for (&g, &w) in got.iter().zip(want.iter()) {
+                let (g, w) = ((f64::from(g) - 0.9) / 0.1, (w - 0.9) / 0.1);
+                let err = (g - w).abs() / w;
+                assert!(err <= 1e-4, "{name}: batch variance {g} vs {w} ({err:e})");
+            }
+            checked += 1;
+        } else {
+            // The normalized output (about 1; the mean itself is an f32 near 100-400).
+            let err = got
+                .iter()
+                .zip(want.iter())
+                .map(|(&g, &w)| (f64::from(g) - w).abs() / (1.0 + w.abs()))
+                .fold(0.0, f64::max);
+            assert!(err <= 1e-3, "{name}: worst error {err:e}");
+        }
+    }
+    assert_eq!(checked, 1, "the running variance is an output");
+}

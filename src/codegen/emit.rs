@@ -85,9 +85,16 @@ fn simplify(dims: Vec<Dim>, keep_first: bool, nstreams: usize) -> (Vec<Dim>, i64
 
 /// Steps the last step depends on.
 fn live_steps(prog: &[Scalar]) -> Vec<bool> {
+    live_from(prog, &[prog.len().saturating_sub(1)])
+}
+
+/// Steps the steps `roots` depend on (and those steps).
+fn live_from(prog: &[Scalar], roots: &[usize]) -> Vec<bool> {
     let mut live = vec![false; prog.len()];
-    if let Some(l) = live.last_mut() {
-        *l = true;
+    for &r in roots {
+        if let Some(l) = live.get_mut(r) {
+            *l = true;
+        }
     }
     for i in (0..prog.len()).rev() {
         if !live[i] {
@@ -138,8 +145,9 @@ const HELPERS: [(&str, usize, bool); 4] = [
 
 type LoadFn<'c> = dyn FnMut(&mut Em, usize) -> Value + 'c;
 type BodyFn<'c> = dyn FnMut(&mut Em, Value, Vec<Value>) -> Vec<Value> + 'c;
-/// Per point of an innermost loop: `(mode, index, value, carried) -> carried`.
-type FinFn<'c> = dyn FnMut(&mut Em, Mode, Value, Value, Vec<Value>) -> Vec<Value> + 'c;
+/// Per point of an innermost loop: `(mode, index, values, carried) -> carried`, `values` those
+/// of the steps the loop was asked for (`outs`).
+type FinFn<'c> = dyn FnMut(&mut Em, Mode, Value, Vec<Value>, Vec<Value>) -> Vec<Value> + 'c;
 
 struct Em<'f> {
     b: FunctionBuilder<'f>,
@@ -207,6 +215,9 @@ struct Ptrs {
     /// Per epilogue access.
     epi: Vec<Value>,
     out: Value,
+    /// The extra outputs of a reduction's further results ([`Reduction::more`]), passed after
+    /// the inputs in the pointer array.
+    more_out: Vec<Value>,
 }
 
 impl Em<'_> {
@@ -240,7 +251,21 @@ impl Em<'_> {
             Some(r) => r.epilogue_accesses.iter().map(|a| ptr(self, a)).collect(),
             None => Vec::new(),
         };
-        let ptrs = Ptrs { acc, epi, out };
+        let more_out = match &k.reduction {
+            Some(r) => (0..r.more.len())
+                .map(|i| {
+                    let at = ((k.num_inputs + i) * 8) as i32;
+                    self.b.ins().load(I64, MemFlagsData::trusted(), inputs, at)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let ptrs = Ptrs {
+            acc,
+            epi,
+            out,
+            more_out,
+        };
         let vectorized = match (&k.reduction, &k.window) {
             (Some(r), _) => self.reduction(k, r, &ptrs, begin, end),
             (None, Some(w)) => {
@@ -641,14 +666,14 @@ impl Em<'_> {
         addr: &[Value],
         (vec, unroll): (bool, usize),
         (lo, hi, const_len): (Value, Value, Option<i64>),
+        outs: &[usize],
         vcarry: Vec<Value>,
         scarry: Vec<Value>,
         fin: &mut FinFn,
     ) -> (Vec<Value>, Vec<Value>) {
-        let live = live_steps(prog);
+        let live = live_from(prog, outs);
         let inv = invariant_steps(prog, &|a| strides[a] == 0);
         let hoist: Vec<bool> = live.iter().zip(&inv).map(|(&l, &i)| l && i).collect();
-        let last = prog.len() - 1;
         let fl = self.fl;
         // Loop-invariant steps, computed once in scalar form (and splatted for vectors).
         let mut pre_s: Vec<Option<Value>> = vec![None; prog.len()];
@@ -690,7 +715,8 @@ impl Em<'_> {
                     &mut |em: &mut Em, a| load_at(em, Mode::V, j, &mut j4, a),
                     None,
                 );
-                fin(em, Mode::V, j, vals[last].expect("result"), c)
+                let res = outs.iter().map(|&o| vals[o].expect("result")).collect();
+                fin(em, Mode::V, j, res, c)
             };
             let mut vlo = lo;
             let width = 4 * unroll as i64;
@@ -752,7 +778,8 @@ impl Em<'_> {
                     &mut |em: &mut Em, a| load_at(em, Mode::S, j, &mut j4, a),
                     None,
                 );
-                fin(em, Mode::S, j, vals[last].expect("result"), c)
+                let res = outs.iter().map(|&o| vals[o].expect("result")).collect();
+                fin(em, Mode::S, j, res, c)
             });
         }
         (vout, sout)
@@ -810,12 +837,13 @@ impl Em<'_> {
                 &addr,
                 (vec, 1),
                 range,
+                &[k.program.len() - 1],
                 vec![],
                 vec![],
                 &mut |em, _m, j, v, _| {
                     let j4 = em.b.ins().ishl_imm_u(j, 2);
                     let at = em.b.ins().iadd(out, j4);
-                    em.b.ins().store(em.fl, v, at, 0);
+                    em.b.ins().store(em.fl, v[0], at, 0);
                     vec![]
                 },
             );
@@ -909,75 +937,83 @@ impl Em<'_> {
         });
     }
 
-    /// One output of a reduction: the reduced nest, then the epilogue and the store.
+    /// One output point of a reduction: the reduced nest (every result at once), then each
+    /// result's epilogue and store.
     fn red_point(&mut self, c: &RedCtx, offs: &[Value]) {
         let (na, ne) = (c.k.accesses.len(), c.r.epilogue_accesses.len());
         let op = c.r.op;
+        let nr = 1 + c.r.more.len();
         let init = if op == ReduceOp::Max {
             f32::NEG_INFINITY
         } else {
             0.0
         };
-        let mut carry = vec![self.fconst(Mode::S, init)];
+        // [scalar accumulator per result, then per unrolled copy a vector one per result].
+        let mut carry: Vec<Value> = (0..nr).map(|_| self.fconst(Mode::S, init)).collect();
         if c.vec {
-            for _ in 0..RED_UNROLL {
+            for _ in 0..RED_UNROLL * nr {
                 carry.push(self.fconst(Mode::V, init));
             }
         }
         let carry = self.red_level(c, 0, offs[..na].to_vec(), carry);
-        let mut acc = carry[0];
-        if c.vec {
-            // The unrolled copies' accumulators pairwise, then the lanes.
-            let mut vs = carry[1..].to_vec();
-            while vs.len() > 1 {
-                let half = vs.len() / 2;
-                for i in 0..half {
-                    vs[i] = match op {
-                        ReduceOp::Max => self.max(Mode::V, vs[i], vs[i + half]),
-                        _ => self.b.ins().fadd(vs[i], vs[i + half]),
-                    };
+        let combine = |em: &mut Em, m: Mode, x: Value, y: Value| match op {
+            ReduceOp::Max => em.max(m, x, y),
+            _ => em.b.ins().fadd(x, y),
+        };
+        let fl = self.fl;
+        let addr: Vec<Value> = (0..ne)
+            .map(|e| self.b.ins().iadd(c.p.epi[e], offs[na + e]))
+            .collect();
+        for r in 0..nr {
+            let mut acc = carry[r];
+            if c.vec {
+                // The unrolled copies' accumulators pairwise, then the lanes.
+                let mut vs: Vec<Value> = (0..RED_UNROLL).map(|u| carry[nr + u * nr + r]).collect();
+                while vs.len() > 1 {
+                    let half = vs.len() / 2;
+                    for i in 0..half {
+                        vs[i] = combine(self, Mode::V, vs[i], vs[i + half]);
+                    }
+                    vs.truncate(half);
                 }
-                vs.truncate(half);
+                let lanes: Vec<Value> = (0..4u8)
+                    .map(|l| self.b.ins().extractlane(vs[0], l))
+                    .collect();
+                let a = combine(self, Mode::S, lanes[0], lanes[1]);
+                let b = combine(self, Mode::S, lanes[2], lanes[3]);
+                let ab = combine(self, Mode::S, a, b);
+                acc = combine(self, Mode::S, ab, acc);
             }
-            let lanes: Vec<Value> = (0..4u8)
-                .map(|l| self.b.ins().extractlane(vs[0], l))
-                .collect();
-            let combine = |em: &mut Em, x: Value, y: Value| match op {
-                ReduceOp::Max => em.max(Mode::S, x, y),
-                _ => em.b.ins().fadd(x, y),
+            if op == ReduceOp::Mean {
+                let n = self.fconst(Mode::S, c.count as f32);
+                acc = self.b.ins().fdiv(acc, n);
+            }
+            let epi = if r == 0 {
+                &c.r.epilogue
+            } else {
+                &c.r.more[r - 1].epilogue
             };
-            let a = combine(self, lanes[0], lanes[1]);
-            let b = combine(self, lanes[2], lanes[3]);
-            let ab = combine(self, a, b);
-            acc = combine(self, ab, acc);
+            if !epi.is_empty() {
+                let mut vals = vec![None; epi.len()];
+                let live = live_steps(epi);
+                self.eval(
+                    Mode::S,
+                    epi,
+                    &mut vals,
+                    &live,
+                    &mut |em: &mut Em, a| em.b.ins().load(F32, fl, addr[a], 0),
+                    Some(acc),
+                );
+                acc = vals[epi.len() - 1].expect("result");
+            }
+            let base = if r == 0 { c.p.out } else { c.p.more_out[r - 1] };
+            let at = self.b.ins().iadd(base, offs[na + ne]);
+            self.b.ins().store(self.fl, acc, at, 0);
         }
-        if op == ReduceOp::Mean {
-            let n = self.fconst(Mode::S, c.count as f32);
-            acc = self.b.ins().fdiv(acc, n);
-        }
-        let epi = &c.r.epilogue;
-        if !epi.is_empty() {
-            let fl = self.fl;
-            let addr: Vec<Value> = (0..ne)
-                .map(|e| self.b.ins().iadd(c.p.epi[e], offs[na + e]))
-                .collect();
-            let mut vals = vec![None; epi.len()];
-            let live = live_steps(epi);
-            self.eval(
-                Mode::S,
-                epi,
-                &mut vals,
-                &live,
-                &mut |em: &mut Em, a| em.b.ins().load(F32, fl, addr[a], 0),
-                Some(acc),
-            );
-            acc = vals[epi.len() - 1].expect("result");
-        }
-        let at = self.b.ins().iadd(c.p.out, offs[na + ne]);
-        self.b.ins().store(self.fl, acc, at, 0);
     }
 
-    /// The reduced dims from `d` inward; `carry` is `[scalar acc, (vector acc)]`.
+    /// The reduced dims from `d` inward; `carry` is `[scalar acc per result, (vector accs)]`
+    /// (see [`Self::red_point`]).
     fn red_level(
         &mut self,
         c: &RedCtx,
@@ -1000,20 +1036,28 @@ impl Em<'_> {
             .map(|(a, &o)| self.b.ins().iadd(c.p.acc[a], o))
             .collect();
         let op = c.r.op;
-        let (scarry, vcarry) = (vec![carry[0]], carry[1..].to_vec());
+        let nr = 1 + c.r.more.len();
+        let (scarry, vcarry) = (carry[..nr].to_vec(), carry[nr..].to_vec());
+        let outs: Vec<usize> = std::iter::once(c.k.program.len() - 1)
+            .chain(c.r.more.iter().map(|m| m.step))
+            .collect();
         let (v, s) = self.inner(
             &c.k.program,
             &dim.s,
             &addr,
             (c.vec, RED_UNROLL),
             (lo, hi, Some(dim.n as i64)),
+            &outs,
             vcarry,
             scarry,
             &mut |em, m, _j, x, acc| {
-                vec![match op {
-                    ReduceOp::Max => em.max(m, x, acc[0]),
-                    _ => em.b.ins().fadd(acc[0], x),
-                }]
+                x.iter()
+                    .zip(&acc)
+                    .map(|(&x, &a)| match op {
+                        ReduceOp::Max => em.max(m, x, a),
+                        _ => em.b.ins().fadd(a, x),
+                    })
+                    .collect()
             },
         );
         s.into_iter().chain(v).collect()

@@ -41,7 +41,9 @@
 //!   with `Scalar::Reduced` = that value and its loads indexed by the leading dims through
 //!   `epilogue_accesses`. When the innermost reduced dim is vectorized the sum is taken in 4
 //!   interleaved partial sums (so it may differ from a strictly sequential f32 sum by
-//!   rounding). An empty epilogue stores the reduced value.
+//!   rounding). An empty epilogue stores the reduced value. Further results
+//!   (`Reduction::more`) reduce other steps of the same program in the same pass, each with
+//!   its own epilogue; their output pointers follow the inputs in the pointer array.
 //! * Windows (pooling over the last two output dims `[.., OH, OW]`): the program describes
 //!   the value pooled per window cell (normally just `[Load(0)]`). *Every* access is read at
 //!   the cell: its leading strides index the leading output dims and its last two strides
@@ -100,6 +102,9 @@ pub struct CompiledKernel {
     /// Number of output elements.
     pub output_len: usize,
     pub num_inputs: usize,
+    /// Outputs besides the main one (a reduction's further results), each `output_len`
+    /// elements.
+    pub more_outputs: usize,
     /// Per input: the smallest and one past the largest element index read (`(0, 0)` if the
     /// input is never read).
     pub input_extents: Vec<(isize, isize)>,
@@ -115,6 +120,25 @@ impl CompiledKernel {
         begin: usize,
         end: usize,
     ) -> Result<(), String> {
+        self.run_all(inputs, &mut [output], begin, end)
+    }
+
+    /// [`Self::run`] for a kernel with further outputs: `outputs` is the main output, then
+    /// one per further result.
+    pub fn run_all(
+        &self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        begin: usize,
+        end: usize,
+    ) -> Result<(), String> {
+        if outputs.len() != 1 + self.more_outputs {
+            return Err(format!(
+                "expected {} outputs, got {}",
+                1 + self.more_outputs,
+                outputs.len()
+            ));
+        }
         if inputs.len() != self.num_inputs {
             return Err(format!(
                 "expected {} inputs, got {}",
@@ -130,23 +154,35 @@ impl CompiledKernel {
                 ));
             }
         }
-        if output.len() < self.output_len {
-            return Err(format!(
-                "output has {} elements, the kernel writes {}",
-                output.len(),
-                self.output_len
-            ));
+        for output in outputs.iter() {
+            if output.len() < self.output_len {
+                return Err(format!(
+                    "output has {} elements, the kernel writes {}",
+                    output.len(),
+                    self.output_len
+                ));
+            }
         }
         if begin > end || end > self.outer {
             return Err(format!("range {begin}..{end} outside 0..{}", self.outer));
         }
-        let ptrs: Vec<*const f32> = inputs.iter().map(|s| s.as_ptr()).collect();
+        // The further outputs' pointers follow the inputs'.
+        let ptrs: Vec<*const f32> = inputs
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(
+                outputs[1..]
+                    .iter_mut()
+                    .map(|s| s.as_mut_ptr() as *const f32),
+            )
+            .collect();
         // SAFETY: the compiled code reads input `i` only at element indices inside
         // `input_extents[i]` (computed from the same accesses the code was generated from),
         // which we just checked lie inside the slices; it writes output elements of outer
         // indices `begin..end` only, all below `output_len <= output.len()`. The slices are
-        // borrowed for the whole call and `output` is exclusive, so nothing aliases the writes.
-        unsafe { (self.func)(ptrs.as_ptr(), output.as_mut_ptr(), begin, end) };
+        // borrowed for the whole call and the outputs are exclusive, so nothing aliases the
+        // writes.
+        unsafe { (self.func)(ptrs.as_ptr(), outputs[0].as_mut_ptr(), begin, end) };
         Ok(())
     }
 }
@@ -264,6 +300,7 @@ impl Jit {
             outer,
             output_len,
             num_inputs: k.num_inputs,
+            more_outputs: k.reduction.as_ref().map_or(0, |r| r.more.len()),
             input_extents: input_extents(k),
         });
         self.cache.insert(key, compiled.clone());
@@ -367,6 +404,18 @@ fn validate(k: &LoopKernel) -> Result<(), String> {
         check_accesses(&r.epilogue_accesses, rank - r.axes, "epilogue access")?;
         if !r.epilogue.is_empty() {
             check_prog(&r.epilogue, r.epilogue_accesses.len(), true)?;
+        }
+        for (i, m) in r.more.iter().enumerate() {
+            if m.step >= k.program.len() {
+                return Err(format!(
+                    "further result {i} reduces step {} of {}",
+                    m.step,
+                    k.program.len()
+                ));
+            }
+            if !m.epilogue.is_empty() {
+                check_prog(&m.epilogue, r.epilogue_accesses.len(), true)?;
+            }
         }
     }
     if let Some(w) = &k.window {

@@ -102,6 +102,9 @@ pub struct FusedKernel {
     pub body: KernelBody,
     pub inputs: Vec<BufId>,
     pub output: BufId,
+    /// Further outputs: those of a reduction's further results ([`Reduction::more`]), in
+    /// order, each shaped like `output`.
+    pub more_outputs: Vec<BufId>,
     /// The primitive ops this kernel computes, in order (for printing and profiling).
     pub ops: Vec<String>,
     /// The layers they came from.
@@ -578,6 +581,7 @@ impl Fuser {
             .map(|(k, v)| (k, self.buf(v)))
             .collect();
         self.out.prims = self.g;
+        super::siblings::merge_sibling_reductions(&mut self.out);
         self.out
     }
 
@@ -659,6 +663,7 @@ impl Fuser {
             body: KernelBody::Host(op),
             inputs,
             output: out,
+            more_outputs: vec![],
             ops: vec![op_name(&node.op)],
             origin: node.origin.clone(),
         });
@@ -765,6 +770,7 @@ impl Fuser {
             }),
             inputs,
             output: out,
+            more_outputs: vec![],
             ops,
             origin: node.origin.clone(),
         });
@@ -886,6 +892,7 @@ impl Fuser {
             body: KernelBody::Contraction(Contraction { kind, epilogue }),
             inputs,
             output: out,
+            more_outputs: vec![],
             ops,
             origin: node.origin.clone(),
         });
@@ -965,11 +972,13 @@ impl Fuser {
                     axes: axes.len(),
                     epilogue: ep_prog,
                     epilogue_accesses: ep_accesses,
+                    more: vec![],
                 }),
                 window: None,
             }),
             inputs,
             output: out,
+            more_outputs: vec![],
             ops,
             origin: node.origin.clone(),
         });
@@ -1027,6 +1036,7 @@ impl Fuser {
             }),
             inputs: vec![x],
             output: out,
+            more_outputs: vec![],
             ops: vec![op_name(&node.op)],
             origin: node.origin.clone(),
         });

@@ -48,6 +48,20 @@ pub struct Reduction {
     pub epilogue: Vec<Scalar>,
     /// Accesses used by the epilogue, over the leading (output) dimensions.
     pub epilogue_accesses: Vec<Access>,
+    /// Further results of the same pass (sibling reductions merged by the fuser, e.g.
+    /// batchnorm's `Σdy` and `Σdy·(x - mean)`): each reduces another step of the program with
+    /// the same `op` and has its own epilogue (over `epilogue_accesses`). Result `i` goes to
+    /// the kernel's extra output `i`, laid out like the main output.
+    pub more: Vec<MoreResult>,
+}
+
+/// One further result of a [`Reduction`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoreResult {
+    /// The program step reduced.
+    pub step: usize,
+    /// As [`Reduction::epilogue`] (empty: the reduced value itself).
+    pub epilogue: Vec<Scalar>,
 }
 
 /// A pooling window over the last two dimensions: the iteration space is the output

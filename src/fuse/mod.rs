@@ -2,6 +2,7 @@
 
 mod fuser;
 pub mod kernel;
+mod siblings;
 
 pub use fuser::*;
 mod print;

@@ -39,13 +39,16 @@ pub fn fused_text(f: &FusedGraph) -> String {
                 format!("{tag}{b} {}", shape(&f.buffers[b].shape))
             })
             .collect();
+        let outs: Vec<String> = std::iter::once(&k.output)
+            .chain(&k.more_outputs)
+            .map(|&b| format!("b{b} {}", shape(&f.buffers[b].shape)))
+            .collect();
         let _ = writeln!(
             out,
-            "k{i} {kind} {}({}) -> b{} {}  # {}",
+            "k{i} {kind} {}({}) -> {}  # {}",
             k.ops.join("+"),
             ins.join(", "),
-            k.output,
-            shape(&f.buffers[k.output].shape),
+            outs.join(", "),
             k.origin
         );
     }

@@ -320,7 +320,12 @@ impl Executable {
                     KernelBody::Contraction(_) => std::iter::once(out)
                         .chain(ins[2..].iter().copied())
                         .collect(),
-                    _ => ins.clone(),
+                    // A reduction's further outputs follow its inputs.
+                    _ => ins
+                        .iter()
+                        .copied()
+                        .chain(k.more_outputs.iter().map(|&b| P(exe.ptr(b))))
+                        .collect(),
                 };
                 Binding {
                     ins,
@@ -373,6 +378,7 @@ impl Executable {
                     .inputs
                     .iter()
                     .chain(std::iter::once(&k.output))
+                    .chain(&k.more_outputs)
                     .map(|&b| 4 * numel(&self.fused.buffers[b].shape) as u64)
                     .sum();
                 KernelProfile {
