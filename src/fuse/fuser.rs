@@ -73,8 +73,11 @@ pub enum HostOp {
         before: usize,
         after: usize,
     },
-    /// `(dy, w) -> dx`: col = wᵀ·dy by GEMM per image, scattered back (col2im).
-    Conv2dBackwardData(ContractionKind),
+    /// `(dy, w, epilogue extras...) -> dx`: col = wᵀ·dy by GEMM per image, scattered back
+    /// (col2im), or in Winograd form. With an epilogue (as a [`Contraction`]'s: access 0 the
+    /// raw gradient, e.g. the ReLU gradient `· (y > 0)` of the layer before), applied to each
+    /// image's gradient while it is still in cache where the pass allows it.
+    Conv2dBackwardData(ContractionKind, Option<Box<LoopKernel>>),
     /// `(x, dy) -> dw`: Σ_images dy·im2col(x)ᵀ by GEMM.
     Conv2dBackwardWeight(ContractionKind),
     /// `(x, dy) -> dx`: a pooling window's gradient. With `relu`, also the gradient of the
@@ -520,7 +523,7 @@ impl Fuser {
                 ),
                 Op::Conv2dBackwardData { .. } => {
                     let kind = self.conv_kind(&node.op, &node.shape, self.shape_of(node.inputs[1]));
-                    self.host(i, HostOp::Conv2dBackwardData(kind))
+                    self.backward_data(i, kind)
                 }
                 Op::Conv2dBackwardWeight { .. } => {
                     let xs = self.shape_of(node.inputs[0]).to_vec();
@@ -793,7 +796,7 @@ impl Fuser {
             let ready = cn
                 .inputs
                 .iter()
-                .all(|&x| x == cur || self.konst[x] || self.buf_of.contains_key(&x) || x < v);
+                .all(|&x| x == cur || self.available(x, v, 4));
             if !ready {
                 break;
             }
@@ -801,6 +804,97 @@ impl Fuser {
             cur = c;
         }
         chain
+    }
+
+    /// The epilogue of the kernel computing `v` (a contraction or a convolution's
+    /// backward-data pass): the elementwise chain after it ([`Self::epilogue_chain`]) as a
+    /// loop kernel over `v`'s shape whose access 0 is the raw result, its other inputs
+    /// appended to `inputs` and its ops to `ops`; and the value the kernel's output holds.
+    fn epilogue(
+        &mut self,
+        v: ValueId,
+        inputs: &mut Vec<BufId>,
+        ops: &mut Vec<String>,
+    ) -> (Option<LoopKernel>, ValueId) {
+        let chain = self.epilogue_chain(v);
+        // Inline-marked producers of chain members are already inlined by `program`; chain
+        // members themselves must not be materialized separately.
+        let root = chain.last().copied().unwrap_or(v);
+        if chain.is_empty() {
+            return (None, root);
+        }
+        let space = self.g.nodes[v].shape.clone();
+        for &c in &chain[..chain.len() - 1] {
+            self.inline[c] = true;
+        }
+        let mut given = HashMap::new();
+        given.insert(v, Scalar::Load(0));
+        let mut ep_inputs: Vec<BufId> = vec![usize::MAX]; // slot 0: the raw result
+        let mut accesses = vec![Access {
+            input: 0,
+            strides: contiguous_strides(&space),
+            offset: 0,
+        }];
+        let mut prog = vec![];
+        let mut memo = HashMap::new();
+        // `given` maps the contraction value to Load(0), which reads access 0.
+        self.program(
+            root,
+            &space,
+            &mut ep_inputs,
+            &mut accesses,
+            &mut prog,
+            ops,
+            &mut memo,
+            &given,
+            true,
+        );
+        inputs.extend(ep_inputs.iter().skip(1));
+        let kernel = LoopKernel {
+            shape: space,
+            num_inputs: ep_inputs.len(),
+            accesses,
+            program: prog,
+            reduction: None,
+            window: None,
+        };
+        (Some(kernel), root)
+    }
+
+    /// A convolution's backward-data pass, with the elementwise chain after it (the ReLU
+    /// gradient of the layer before, a residual gradient's sum) as its epilogue.
+    fn backward_data(&mut self, v: ValueId, kind: ContractionKind) {
+        let node = self.g.nodes[v].clone();
+        let mut inputs: Vec<BufId> = node.inputs.iter().map(|&x| self.buf(x)).collect();
+        let mut ops = vec![op_name(&node.op)];
+        let (epilogue, root) = self.epilogue(v, &mut inputs, &mut ops);
+        let out = self.new_buf(node.shape.clone(), BufKind::Temp);
+        self.buf_of.insert(root, out);
+        self.inline[root] = false;
+        self.out.kernels.push(FusedKernel {
+            body: KernelBody::Host(HostOp::Conv2dBackwardData(kind, epilogue.map(Box::new))),
+            inputs,
+            output: out,
+            more_outputs: vec![],
+            ops,
+            origin: node.origin.clone(),
+        });
+    }
+
+    /// Whether value `x` can be read (or computed inline) by a kernel at node `v`: constant,
+    /// stored already, earlier than `v`, or an inline elementwise op of such values (autodiff's
+    /// ReLU mask `y > 0`, made after the gradient it masks), looking `depth` ops deep.
+    fn available(&self, x: ValueId, v: ValueId, depth: usize) -> bool {
+        self.konst[x]
+            || self.buf_of.contains_key(&x)
+            || x < v
+            || (depth > 0
+                && self.inline[x]
+                && is_elementwise(&self.g.nodes[x].op)
+                && self.g.nodes[x]
+                    .inputs
+                    .iter()
+                    .all(|&y| y != v && self.available(y, v, depth - 1)))
     }
 
     fn contraction(&mut self, v: ValueId) {
@@ -840,50 +934,8 @@ impl Fuser {
             _ => unreachable!(),
         };
         let mut ops = vec![op_name(&node.op)];
-        let chain = self.epilogue_chain(v);
-        // Inline-marked producers of chain members are already inlined by `program`; chain
-        // members themselves must not be materialized separately.
-        let root = chain.last().copied().unwrap_or(v);
         let mut inputs = vec![x, w];
-        let epilogue = if chain.is_empty() {
-            None
-        } else {
-            let space = node.shape.clone();
-            for &c in &chain[..chain.len() - 1] {
-                self.inline[c] = true;
-            }
-            let mut given = HashMap::new();
-            given.insert(v, Scalar::Load(0));
-            let mut ep_inputs: Vec<BufId> = vec![usize::MAX]; // slot 0: the raw result
-            let mut accesses = vec![Access {
-                input: 0,
-                strides: contiguous_strides(&space),
-                offset: 0,
-            }];
-            let mut prog = vec![];
-            let mut memo = HashMap::new();
-            // `given` maps the contraction value to Load(0), which reads access 0.
-            self.program(
-                root,
-                &space,
-                &mut ep_inputs,
-                &mut accesses,
-                &mut prog,
-                &mut ops,
-                &mut memo,
-                &given,
-                true,
-            );
-            inputs.extend(ep_inputs.iter().skip(1));
-            Some(LoopKernel {
-                shape: space,
-                num_inputs: ep_inputs.len(),
-                accesses,
-                program: prog,
-                reduction: None,
-                window: None,
-            })
-        };
+        let (epilogue, root) = self.epilogue(v, &mut inputs, &mut ops);
         let out = self.new_buf(node.shape.clone(), BufKind::Temp);
         // The buffer holds the root's value; the raw result `v` lives only inside the kernel.
         self.buf_of.insert(root, out);

@@ -121,7 +121,7 @@ pub fn run_host(
             }
             Ok(())
         }
-        HostOp::Conv2dBackwardData(_) | HostOp::Conv2dBackwardWeight(_) => {
+        HostOp::Conv2dBackwardData(..) | HostOp::Conv2dBackwardWeight(_) => {
             Err("convolution gradients run on the thread pool, not as host ops".to_string())
         }
         HostOp::RandomMask { p, seed } => {

@@ -31,6 +31,11 @@ enum Step {
         kind: ContractionKind,
         epilogue: Option<Arc<CompiledKernel>>,
     },
+    /// A convolution's backward-data pass and its epilogue (run like a contraction's).
+    BackwardData {
+        kind: ContractionKind,
+        epilogue: Option<Arc<CompiledKernel>>,
+    },
     Host(crate::fuse::HostOp),
 }
 
@@ -280,6 +285,14 @@ impl Executable {
                         epilogue: e,
                     }
                 }
+                KernelBody::Host(HostOp::Conv2dBackwardData(kind, epilogue)) => {
+                    let e = epilogue.as_deref().map(&mut compile).transpose()?;
+                    functions.push(e.clone());
+                    Step::BackwardData {
+                        kind: kind.clone(),
+                        epilogue: e,
+                    }
+                }
                 KernelBody::Host(h) => {
                     functions.push(None);
                     Step::Host(h.clone())
@@ -317,9 +330,12 @@ impl Executable {
                 let ins: Vec<P> = k.inputs.iter().map(|&b| P(exe.ptr(b))).collect();
                 let out = P(exe.ptr(k.output));
                 let fn_inputs = match &k.body {
-                    KernelBody::Contraction(_) => std::iter::once(out)
-                        .chain(ins[2..].iter().copied())
-                        .collect(),
+                    KernelBody::Contraction(_)
+                    | KernelBody::Host(HostOp::Conv2dBackwardData(_, Some(_))) => {
+                        std::iter::once(out)
+                            .chain(ins[2..].iter().copied())
+                            .collect()
+                    }
                     // A reduction's further outputs follow its inputs.
                     _ => ins
                         .iter()
@@ -642,8 +658,13 @@ impl Executable {
                     run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
                 }
             }
-            Step::Host(HostOp::Conv2dBackwardData(kind)) => {
-                self.conv_backward_data(kind, &b.ins, b.out)
+            Step::BackwardData { kind, epilogue } => {
+                let epi = epilogue.as_ref().map(|e| (&**e, &b.fn_inputs[..]));
+                let done = self.conv_backward_data(kind, &b.ins, b.out, epi);
+                if let (Some(e), false) = (epilogue, done) {
+                    // Epilogue input 0 is the raw gradient, in the output buffer itself.
+                    run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
+                }
             }
             Step::Host(HostOp::Conv2dBackwardWeight(kind)) => {
                 self.conv_backward_weight(kind, &b.ins, b.out)
@@ -1011,8 +1032,25 @@ impl Executable {
     /// `dx = conv_backward_data(dy, w)`: images split across the pool, or, when the batch
     /// has few pixels in all (late small maps), input channels, so each thread reads only its
     /// part of the weight and still sees every image.
-    fn conv_backward_data(&self, kind: &ContractionKind, ins: &[P], out: P) {
-        let ContractionKind::Conv2d { n, c, groups, .. } = *kind else {
+    /// `dx = conv_backward_data(dy, w)`; with `epi`, also its epilogue on the images a task
+    /// completes where the pass splits images (Winograd, or GEMM + col2im per image). Returns
+    /// whether the epilogue ran.
+    fn conv_backward_data(
+        &self,
+        kind: &ContractionKind,
+        ins: &[P],
+        out: P,
+        epi: Option<(&CompiledKernel, &[P])>,
+    ) -> bool {
+        let ContractionKind::Conv2d {
+            n,
+            c,
+            h: ih,
+            w: iw,
+            groups,
+            ..
+        } = *kind
+        else {
             unreachable!("a convolution")
         };
         let small = conv_macs(kind) < SMALL_MACS;
@@ -1024,8 +1062,7 @@ impl Executable {
                 cs: 9 * c,
                 flip: true,
             };
-            self.conv_winograd(&g, (dy, w, at), out, None, None);
-            return;
+            return self.conv_winograd(&g, (dy, w, at), out, epi, None);
         }
         if groups == 1 && threads > 1 && c >= 2 * threads && n * conv_pixels(kind) < 1024 * threads
         {
@@ -1047,18 +1084,42 @@ impl Executable {
                     };
                 }
             });
-            return;
+            return false;
         }
         let tasks = n.min(threads).max(1);
         let per = n.div_ceil(tasks);
+        // The epilogue per task's images, while they are in cache.
+        let epi = epi
+            .filter(|(e, _)| e.outer == n && e.output_len == n * c * ih * iw)
+            .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
         self.par(tasks, small, &|t| {
             let imgs = t * per..((t + 1) * per).min(n);
             // SAFETY: whole batches of dy and dx, the whole weight; tasks write disjoint
             // images of dx.
             unsafe {
-                contraction::conv_backward_data(kind, dy.get(), w.get(), out.get(), imgs, (0, c))
+                contraction::conv_backward_data(
+                    kind,
+                    dy.get(),
+                    w.get(),
+                    out.get(),
+                    imgs.clone(),
+                    (0, c),
+                )
             };
+            if let Some((func, fi)) = epi {
+                // SAFETY: as `run_loop`: this task's images of dx are complete and no other
+                // task writes them.
+                unsafe {
+                    func(
+                        fi.get() as *const *const f32,
+                        out.get(),
+                        imgs.start,
+                        imgs.end,
+                    )
+                };
+            }
         });
+        epi.is_some()
     }
 
     /// `dw = conv_backward_weight(x, dy)`. With enough pixels per thread, each task sums its
@@ -1223,7 +1284,7 @@ pub fn winograd_runs(body: &KernelBody) -> bool {
     match body {
         KernelBody::Contraction(Contraction { kind, .. })
         | KernelBody::Host(HostOp::Conv2dBackwardWeight(kind)) => winograd_forward(kind).is_some(),
-        KernelBody::Host(HostOp::Conv2dBackwardData(kind)) => {
+        KernelBody::Host(HostOp::Conv2dBackwardData(kind, _)) => {
             winograd_backward_data(kind).is_some()
         }
         _ => false,

@@ -149,7 +149,7 @@ pub fn peak_rss() -> Option<u64> {
 pub fn kernel_class(body: &KernelBody) -> &'static str {
     if crate::runtime::winograd_runs(body) {
         return match body {
-            KernelBody::Host(HostOp::Conv2dBackwardData(_)) => "conv backward data (winograd)",
+            KernelBody::Host(HostOp::Conv2dBackwardData(..)) => "conv backward data (winograd)",
             KernelBody::Host(HostOp::Conv2dBackwardWeight(_)) => "conv backward weight (winograd)",
             _ => "conv forward (winograd)",
         };
@@ -160,7 +160,7 @@ pub fn kernel_class(body: &KernelBody) -> &'static str {
             ContractionKind::MatMul { .. } => "matmul (gemm)",
         },
         KernelBody::Host(h) => match h {
-            HostOp::Conv2dBackwardData(_) => "conv backward data (host)",
+            HostOp::Conv2dBackwardData(..) => "conv backward data (host)",
             HostOp::Conv2dBackwardWeight(_) => "conv backward weight (host)",
             HostOp::PoolBackward { .. } => "pool backward (host)",
             HostOp::MaxPool(_) => "max pool (host)",
@@ -206,7 +206,7 @@ fn kernel_flops(body: &KernelBody, fallback: u64) -> u64 {
         ContractionKind::MatMul { batch, m, k, n, .. } => 2 * (batch * m * k * n) as u64,
     };
     match body {
-        KernelBody::Host(HostOp::Conv2dBackwardData(k) | HostOp::Conv2dBackwardWeight(k)) => {
+        KernelBody::Host(HostOp::Conv2dBackwardData(k, _) | HostOp::Conv2dBackwardWeight(k)) => {
             conv(k)
         }
         KernelBody::Host(HostOp::MaxPool(w)) => fallback * (w.kernel[0] * w.kernel[1]) as u64,
