@@ -1314,6 +1314,8 @@ mod tests {
             (2, 9, 6, 40, 5, [1, 2, 2, 1], true, 4),
             (4, 31, 8, 8, 65, [1, 1, 1, 1], true, 5),
             (1, 64, 17, 35, 70, [1, 1, 1, 1], false, 2),
+            // A large transposed weight (as ResNet's 256-channel backward-data passes).
+            (1, 257, 4, 6, 260, [1, 1, 1, 1], true, 3),
         ];
         for ((n, c, h, w, o, padding, flip, split), m) in
             cases.into_iter().flat_map(|case| [(case, 2), (case, 4)])
