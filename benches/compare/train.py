@@ -158,11 +158,23 @@ def run_config(args, cmp, name, batch, shape):
     tag = f"{name} b{batch} {'x'.join(map(str, shape))}"
     res = {"model": name, "batch": batch, "input": list(shape), "load_before": cmp.loadavg()}
     print(f"== {tag}  (load {res['load_before']})", flush=True)
-    res["torch"] = cmp.measure(args, "PyTorch", lambda: torch_run(args, name, batch, shape, args.steps))
-    steps = res["torch"]["steps"]
+    # Rounds of PyTorch then netc, back to back: each round's ratio compares the two under the
+    # same machine state (on a shared machine the speed drifts by ±10% over minutes); the
+    # table shows the round with the median ratio, and every round's ratio.
+    rounds = []
+    steps = args.steps
+    for r in range(max(1, args.rounds)):
+        t = cmp.measure(args, "PyTorch", lambda: torch_run(args, name, batch, shape, steps))
+        steps = t["steps"]
+        n = cmp.measure(args, "netc", lambda: netc_run(args, name, batch, shape, steps))
+        rounds.append((n["images_per_s"] / t["images_per_s"], t, n))
+        if args.rounds > 1:
+            print(f"    round {r + 1}: PyTorch {t['step_ms']['median']:.1f} ms, netc {n['step_ms']['median']:.1f} ms "
+                  f"(netc/PyTorch {rounds[-1][0]:.2f})", flush=True)
+    res["ratios"] = [x[0] for x in rounds]
+    ratio, res["torch"], res["netc"] = sorted(rounds, key=lambda x: x[0])[(len(rounds) - 1) // 2]
     res["steps"], res["warmup"] = steps, args.warmup
-    res["netc"] = cmp.measure(args, "netc", lambda: netc_run(args, name, batch, shape, steps))
-    res["netc_over_torch"] = res["netc"]["images_per_s"] / res["torch"]["images_per_s"]
+    res["netc_over_torch"] = ratio
     res["load_after"] = cmp.loadavg()
     t, n = res["torch"], res["netc"]
     print(f"    {steps} steps: img/s PyTorch {t['images_per_s']:.1f}, netc {n['images_per_s']:.1f} "
@@ -180,8 +192,9 @@ def mib(b):
 def table(results):
     lines = [
         "| model | batch | input | steps | PyTorch img/s | netc img/s | netc/PyTorch | PyTorch step ms | netc step ms "
-        "| PyTorch peak RSS MiB (after import) | netc peak RSS MiB (arena) | netc compile ms | other CPU use (cores) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| PyTorch peak RSS MiB (after import) | netc peak RSS MiB (arena) | netc compile ms | other CPU use (cores) "
+        "| netc/PyTorch per round |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
 
     def rng(d):
@@ -189,7 +202,7 @@ def table(results):
 
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | {'×'.join(map(str, r['input']))} | – | **error** | | | | | | | | |")
+            lines.append(f"| {r['model']} | {r['batch']} | {'×'.join(map(str, r['input']))} | – | **error** | | | | | | | | | |")
             continue
         t, n = r["torch"], r["netc"]
         lines.append(
@@ -197,7 +210,8 @@ def table(results):
             f"{r['netc_over_torch']:.2f} | {t['step_ms']['median']:.1f} | {n['step_ms']['median']:.1f} | "
             f"{mib(t['peak_rss_bytes'])} ({mib(t['rss_after_import_bytes'])}) | "
             f"{mib(n['peak_rss_bytes'])} ({mib(n['arena_bytes'])}) | {n['compile_ms']:.0f} | "
-            f"{t['others_busy_cores']:.1f} / {n['others_busy_cores']:.1f} |")
+            f"{t['others_busy_cores']:.1f} / {n['others_busy_cores']:.1f} | "
+            f"{', '.join(f'{x:.2f}' for x in r.get('ratios', [r['netc_over_torch']]))} |")
     return "\n".join(lines)
 
 
@@ -226,6 +240,9 @@ def main():
                     help="before each measurement wait up to SECONDS for idle CPUs, and redo measurements "
                          "disturbed by other processes (see --retries)")
     ap.add_argument("--retries", type=int, default=2, help="with --wait-idle: extra attempts per measurement")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of PyTorch-then-netc per configuration; the table shows the round with the "
+                         "median netc/PyTorch ratio and lists every round's (default 3)")
     args = ap.parse_args()
     if args.worker:
         return worker(args)
