@@ -60,7 +60,11 @@
 //! them (dim 0 too: `begin/end` are scaled), size-1 dims are dropped. The innermost loop is
 //! vectorized with f32x4 (plus a scalar tail loop) when every access's innermost stride is 0 or
 //! 1; loads with stride 0 there and all program steps depending only on them and on constants
-//! are hoisted out of the innermost loop. Window kernels are scalar.
+//! are hoisted out of the innermost loop. Window kernels are scalar. A vectorized loop whose
+//! enclosing dim has a known extent (two images of a reduction, two channels of an elementwise
+//! kernel) runs two of that dim's indices per pass, so every stream is read at two places at
+//! once: the prefetchers serve two streams per core faster than one (batchnorm's statistics
+//! 16 -> 24 GB/s). Sums then add the two points' values before accumulating them.
 //!
 //! [`Jit::new`] compiles at Cranelift's `speed` level: for these loops it produces the same
 //! innermost loop as `none` for simple kernels (memory-bound either way) and is a little faster
