@@ -888,17 +888,7 @@ impl Em<'_> {
             .iter()
             .map(|offs| self.b.ins().iadd(p.out, offs[na]))
             .collect();
-        let mut prog = Vec::with_capacity(len * sets.len());
-        for k2 in 0..sets.len() {
-            let (at, ld) = (k2 * len, k2 * na);
-            prog.extend(k.program.iter().map(|s| match *s {
-                Scalar::Load(a) => Scalar::Load(a + ld),
-                Scalar::Unary(u, x) => Scalar::Unary(u, x + at),
-                Scalar::Binary(b, x, y) => Scalar::Binary(b, x + at, y + at),
-                Scalar::Select(q, x, y) => Scalar::Select(q + at, x + at, y + at),
-                s => s,
-            }));
-        }
+        let prog = replicate(&k.program, sets.len(), na);
         let results: Vec<usize> = (0..sets.len()).map(|k2| (k2 + 1) * len - 1).collect();
         let all: Vec<i64> = sets
             .iter()
@@ -1143,17 +1133,7 @@ impl Em<'_> {
         // The program once per set, loads of set k reading accesses k·na..; then per result
         // the sets' values combined.
         let len = c.k.program.len();
-        let mut prog = Vec::with_capacity(len * sets.len() + nr);
-        for k in 0..sets.len() {
-            let (at, ld) = (k * len, k * na);
-            prog.extend(c.k.program.iter().map(|s| match *s {
-                Scalar::Load(a) => Scalar::Load(a + ld),
-                Scalar::Unary(u, x) => Scalar::Unary(u, x + at),
-                Scalar::Binary(b, x, y) => Scalar::Binary(b, x + at, y + at),
-                Scalar::Select(q, x, y) => Scalar::Select(q + at, x + at, y + at),
-                s => s,
-            }));
-        }
+        let mut prog = replicate(&c.k.program, sets.len(), na);
         if sets.len() == 2 {
             if op == ReduceOp::Max {
                 // Both sets' values go to the accumulation (the same max as one set's).
@@ -1412,6 +1392,24 @@ impl Em<'_> {
             vec![]
         });
     }
+}
+
+/// `prog` repeated `copies` times, copy `k` reading accesses `k·na..` (its own stream of each
+/// access) and its own earlier steps.
+fn replicate(prog: &[Scalar], copies: usize, na: usize) -> Vec<Scalar> {
+    let len = prog.len();
+    (0..copies)
+        .flat_map(|k| {
+            let (at, ld) = (k * len, k * na);
+            prog.iter().map(move |s| match *s {
+                Scalar::Load(a) => Scalar::Load(a + ld),
+                Scalar::Unary(u, x) => Scalar::Unary(u, x + at),
+                Scalar::Binary(b, x, y) => Scalar::Binary(b, x + at, y + at),
+                Scalar::Select(q, x, y) => Scalar::Select(q + at, x + at, y + at),
+                s => s,
+            })
+        })
+        .collect()
 }
 
 /// Copies of a reduction's vector loop body per iteration, each with its own accumulator
