@@ -102,6 +102,42 @@ pub struct KernelProfile {
 #[repr(transparent)]
 struct P(*mut f32);
 
+/// A compiled epilogue that tasks run on the whole images they finish, while those are in
+/// cache: the function and its input array.
+#[derive(Clone, Copy)]
+struct ImageEpilogue {
+    func: crate::codegen::KernelFn,
+    inputs: P,
+}
+
+impl ImageEpilogue {
+    /// `epi`, when its outer index is the image of an `n`-image output of `len` floats.
+    fn of(epi: Option<(&CompiledKernel, &[P])>, n: usize, len: usize) -> Option<ImageEpilogue> {
+        epi.filter(|(e, _)| e.outer == n && e.output_len == len)
+            .map(|(e, fi)| ImageEpilogue {
+                func: e.func,
+                inputs: P(fi.as_ptr() as *mut f32),
+            })
+    }
+
+    /// Runs it on images `imgs` of `out`.
+    ///
+    /// # Safety
+    /// As [`run_loop`]: the input array and `out` are the kernel's; images `imgs` of `out` are
+    /// complete and no other task writes them meanwhile.
+    unsafe fn run(&self, out: P, imgs: std::ops::Range<usize>) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            (self.func)(
+                self.inputs.get() as *const *const f32,
+                out.get(),
+                imgs.start,
+                imgs.end,
+            )
+        }
+    }
+}
+
 /// The buffer addresses one kernel uses, resolved once (the arena never moves).
 struct Binding {
     ins: Vec<P>,
@@ -804,11 +840,8 @@ impl Executable {
                 let (x, wt) = (ins[0], ins[1]);
                 // The epilogue's outer index is the image: each task finishing whole images
                 // (no channel or row split) runs it on them.
-                let epi = epi
-                    .filter(|(e, _)| {
-                        splits == 1 && oblocks == 1 && e.outer == n && e.output_len == n * o * ohw
-                    })
-                    .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
+                let epi =
+                    ImageEpilogue::of(epi, n, n * o * ohw).filter(|_| splits == 1 && oblocks == 1);
                 self.par(img_tasks * splits * oblocks, macs < SMALL_MACS, &|t| {
                     let (it, rest) = (t / (splits * oblocks), t % (splits * oblocks));
                     let (sp, ob) = (rest / oblocks, rest % oblocks);
@@ -833,18 +866,10 @@ impl Executable {
                             rows,
                         )
                     };
-                    if let Some((func, fi)) = epi {
-                        // SAFETY: as `run_loop`: the epilogue's input array and output; this
-                        // task's images are complete (all channels and rows) and no other
-                        // task writes them.
-                        unsafe {
-                            func(
-                                fi.get() as *const *const f32,
-                                out.get(),
-                                imgs.start,
-                                imgs.end,
-                            )
-                        };
+                    if let Some(e) = epi {
+                        // SAFETY: this task's images are complete (all channels and rows) and
+                        // no other task writes them.
+                        unsafe { e.run(out, imgs) };
                     }
                 });
                 epi.is_some()
@@ -951,11 +976,8 @@ impl Executable {
                     u
                 }
             };
-            let epi = epi
-                .filter(|(e, _)| {
-                    g.n >= threads && e.outer == g.n && e.output_len == g.n * g.o * g.oh * g.ow
-                })
-                .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
+            let epi =
+                ImageEpilogue::of(epi, g.n, g.n * g.o * g.oh * g.ow).filter(|_| g.n >= threads);
             let img = g.image_tiles();
             // Whole images per task (with small maps, several, so a block has enough tiles
             // to pay for reading U), or, with fewer images than threads, tile ranges.
@@ -974,11 +996,10 @@ impl Executable {
                 // SAFETY: AVX-512F present (checked by the caller); the input batch, U and
                 // the output batch; tasks write disjoint tiles of the output.
                 unsafe { winograd::conv_tiles(g, x.get(), u.get(), out.get(), tiles.clone()) };
-                if let Some((func, fi)) = epi {
-                    // SAFETY: as `run_loop`: with whole images per task, this task's images are
-                    // complete and no other task writes them.
-                    let imgs = (t * ipt, ((t + 1) * ipt).min(g.n));
-                    unsafe { func(fi.get() as *const *const f32, out.get(), imgs.0, imgs.1) };
+                if let Some(e) = epi {
+                    // SAFETY: with whole images per task, this task's images are complete and
+                    // no other task writes them.
+                    unsafe { e.run(out, t * ipt..((t + 1) * ipt).min(g.n)) };
                 }
             });
             epi.is_some()
@@ -1089,9 +1110,7 @@ impl Executable {
         let tasks = n.min(threads).max(1);
         let per = n.div_ceil(tasks);
         // The epilogue per task's images, while they are in cache.
-        let epi = epi
-            .filter(|(e, _)| e.outer == n && e.output_len == n * c * ih * iw)
-            .map(|(e, fi)| (e.func, P(fi.as_ptr() as *mut f32)));
+        let epi = ImageEpilogue::of(epi, n, n * c * ih * iw);
         self.par(tasks, small, &|t| {
             let imgs = t * per..((t + 1) * per).min(n);
             // SAFETY: whole batches of dy and dx, the whole weight; tasks write disjoint
@@ -1106,17 +1125,9 @@ impl Executable {
                     (0, c),
                 )
             };
-            if let Some((func, fi)) = epi {
-                // SAFETY: as `run_loop`: this task's images of dx are complete and no other
-                // task writes them.
-                unsafe {
-                    func(
-                        fi.get() as *const *const f32,
-                        out.get(),
-                        imgs.start,
-                        imgs.end,
-                    )
-                };
+            if let Some(e) = epi {
+                // SAFETY: this task's images of dx are complete and no other task writes them.
+                unsafe { e.run(out, imgs) };
             }
         });
         epi.is_some()
