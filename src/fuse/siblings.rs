@@ -14,12 +14,13 @@ use super::{BufId, BufKind, Buffer, FusedGraph, FusedKernel, KernelBody};
 
 /// Merges sibling reductions (see the module documentation).
 pub fn merge_sibling_reductions(f: &mut FusedGraph) {
+    let mut made = producers(f);
     let mut j = 0;
     while j < f.kernels.len() {
-        if let Some(i) = partner(f, j) {
+        if let Some(i) = partner(f, &made, j) {
             let mut later = f.kernels[j].clone();
             // An epilogue reading values made after kernel `i` stays where it was.
-            let tail = if epilogue_ready(f, &later, i) {
+            let tail = if epilogue_ready(f, &made, &later, i) {
                 None
             } else {
                 Some(split_epilogue(f, &mut later))
@@ -29,9 +30,11 @@ pub fn merge_sibling_reductions(f: &mut FusedGraph) {
                 Some(t) => f.kernels[j] = t,
                 None => {
                     f.kernels.remove(j);
+                    made = producers(f);
                     continue;
                 }
             }
+            made = producers(f);
         }
         j += 1;
     }
@@ -45,20 +48,24 @@ fn reduction(k: &FusedKernel) -> Option<&LoopKernel> {
     }
 }
 
-/// The kernel that writes each buffer (views resolved to their source), if any.
-fn producer(f: &FusedGraph, b: BufId) -> Option<usize> {
+/// The kernel that writes each buffer, if any (by buffer).
+fn producers(f: &FusedGraph) -> Vec<Option<usize>> {
+    let mut made = vec![None; f.buffers.len()];
+    for (i, k) in f.kernels.iter().enumerate() {
+        for &b in std::iter::once(&k.output).chain(&k.more_outputs) {
+            made[b] = Some(i);
+        }
+    }
+    made
+}
+
+/// Whether buffer `b` (a view: its source) holds its value before kernel `i` runs.
+fn ready_at(f: &FusedGraph, made: &[Option<usize>], b: BufId, i: usize) -> bool {
     let mut root = b;
     while let BufKind::View(src) = f.buffers[root].kind {
         root = src;
     }
-    f.kernels
-        .iter()
-        .position(|k| k.output == root || k.more_outputs.contains(&root))
-}
-
-/// Whether buffer `b` holds its value before kernel `i` runs.
-fn ready_at(f: &FusedGraph, b: BufId, i: usize) -> bool {
-    producer(f, b).is_none_or(|p| p < i)
+    made[root].is_none_or(|p| p < i)
 }
 
 /// Input buffers read by a loop kernel's main program (not its epilogues).
@@ -69,7 +76,7 @@ fn prologue_buffers(k: &FusedKernel, l: &LoopKernel) -> Vec<BufId> {
 /// The earliest reduction kernel before `j` that kernel `j` (a reduction) can join: the same
 /// space, reduced axes and operation, at least one buffer in common, and everything `j`'s
 /// accumulation reads ready by then.
-fn partner(f: &FusedGraph, j: usize) -> Option<usize> {
+fn partner(f: &FusedGraph, made: &[Option<usize>], j: usize) -> Option<usize> {
     let kj = &f.kernels[j];
     let lj = reduction(kj)?;
     let rj = lj.reduction.as_ref()?;
@@ -85,17 +92,17 @@ fn partner(f: &FusedGraph, j: usize) -> Option<usize> {
             && ri.op == rj.op
             && f.buffers[ki.output].shape == f.buffers[kj.output].shape
             && prologue_buffers(ki, li).iter().any(|b| reads.contains(b))
-            && reads.iter().all(|&b| ready_at(f, b, i))
+            && reads.iter().all(|&b| ready_at(f, made, b, i))
     })
 }
 
 /// Whether every buffer kernel `k`'s epilogues read is ready at kernel `i`.
-fn epilogue_ready(f: &FusedGraph, k: &FusedKernel, i: usize) -> bool {
+fn epilogue_ready(f: &FusedGraph, made: &[Option<usize>], k: &FusedKernel, i: usize) -> bool {
     let l = reduction(k).expect("a reduction");
     let r = l.reduction.as_ref().expect("a reduction");
     r.epilogue_accesses
         .iter()
-        .all(|a| ready_at(f, k.inputs[a.input], i))
+        .all(|a| ready_at(f, made, k.inputs[a.input], i))
 }
 
 /// Turns reduction `k` (with no further results of its own) into one that stores its raw
