@@ -969,6 +969,19 @@ fn stride4_index(j: i32) -> __m512i {
     }
 }
 
+/// [`stride4_index`] of 0, 1, 2 and 3 (written out, not mapped: a closure would keep the
+/// intrinsic out of line).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn stride4_indices() -> [__m512i; 4] {
+    [
+        stride4_index(0),
+        stride4_index(1),
+        stride4_index(2),
+        stride4_index(3),
+    ]
+}
+
 /// Floats `j, j+4, …, j+60` of the 64 in `a` (four vectors), `idx = stride4_index(j)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -1056,12 +1069,7 @@ unsafe fn input_tiles4(
     v: *mut f32,
     t: usize,
 ) {
-    let idx = [
-        stride4_index(0),
-        stride4_index(1),
-        stride4_index(2),
-        stride4_index(3),
-    ];
+    let idx = stride4_indices();
     let store = lane_mask(0, run.len as isize);
     let xs = (4 * run.tx) as isize - g.pl as isize;
     let w = g.w as isize;
@@ -1202,12 +1210,7 @@ unsafe fn grad_tiles4(
     z: *mut f32,
     t: usize,
 ) {
-    let idx = [
-        stride4_index(0),
-        stride4_index(1),
-        stride4_index(2),
-        stride4_index(3),
-    ];
+    let idx = stride4_indices();
     let store = lane_mask(0, run.len as isize);
     let ox = 4 * run.tx;
     let cols = (4 * run.len).min(g.ow - ox) as isize;
