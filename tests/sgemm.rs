@@ -188,3 +188,98 @@ fn large_sizes_cross_every_block() {
         }
     }
 }
+
+/// `sgemm_post` against `sgemm` followed by the scalar epilogue: bit for bit, for every part
+/// of the epilogue, strided bias and residual rows, ragged edges, several slices of `k` (the
+/// epilogue only on the last), `rhs` read in place (few rows) and packed, and `k = 0`; dst's
+/// padding untouched.
+#[test]
+fn post_epilogue_matches_product_then_epilogue_bit_for_bit() {
+    let mut rng = Rng(0x51ed_27a3);
+    let sizes = [
+        (1, 1, 1),
+        (7, 33, 5),
+        (6, 64, 70),
+        (25, 200, 64),
+        (30, 130, 600),
+        // Wide enough that k is cut into slices of at most 512.
+        (13, 530, 1100),
+        (30, 600, 700),
+        (4, 19, 0),
+    ];
+    for (case, &(m, n, k)) in sizes.iter().enumerate() {
+        for parts in 0..8 {
+            let (bias, res, relu) = (parts & 1 != 0, parts & 2 != 0, parts & 4 != 0);
+            for ta in [false, true] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+                let (ld, res_ld) = (n + 3, n + 7);
+                let init: Vec<f32> = (0..m * ld).map(|_| rng.next()).collect();
+                let bv: Vec<f32> = (0..2 * m).map(|_| rng.next()).collect();
+                let mut rv: Vec<f32> = (0..m * res_ld).map(|_| rng.next()).collect();
+                rv[(m * res_ld) / 2] = f32::NAN;
+                let (ars, acs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+                let post = sgemm::Post {
+                    bias: if bias { bv.as_ptr() } else { std::ptr::null() },
+                    bias_rs: 2,
+                    res: if res { rv.as_ptr() } else { std::ptr::null() },
+                    res_rs: res_ld as isize,
+                    relu,
+                };
+                let (mut raw, mut got) = (init.clone(), init.clone());
+                // SAFETY: a is m·k, b is k·n, raw and got m·ld, bv 2m, rv m·res_ld floats.
+                let ran = unsafe {
+                    sgemm::sgemm(
+                        m,
+                        n,
+                        k,
+                        raw.as_mut_ptr(),
+                        ld as isize,
+                        a.as_ptr(),
+                        ars,
+                        acs,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        false,
+                    ) && sgemm::sgemm_post(
+                        m,
+                        n,
+                        k,
+                        got.as_mut_ptr(),
+                        ld as isize,
+                        a.as_ptr(),
+                        ars,
+                        acs,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        post,
+                    )
+                };
+                if !ran {
+                    return;
+                }
+                for i in 0..m {
+                    for j in 0..ld {
+                        let want = if j < n {
+                            post.value(
+                                raw[i * ld + j],
+                                bias.then(|| bv[2 * i]),
+                                res.then(|| rv[i * res_ld + j]),
+                            )
+                        } else {
+                            init[i * ld + j]
+                        };
+                        let g = got[i * ld + j];
+                        assert!(
+                            g.to_bits() == want.to_bits(),
+                            "case {case} ({m}, {n}, {k}) parts {parts} ta {ta}: [{i},{j}] = {g}, \
+                             want {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

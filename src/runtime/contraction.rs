@@ -1,8 +1,9 @@
 //! Convolution and matrix multiplication on the host.
 //!
 //! In: a [`ContractionKind`], pointers to the operands (the whole batch) and which images,
-//! output channels or rows one task computes. Out: that part of the result, written (never
-//! accumulated) into the output buffer; the caller runs the fused epilogue.
+//! output channels or rows one task computes, and optionally a [`PostOp`] epilogue. Out: that
+//! part of the result, written (never accumulated) into the output buffer, the post-op applied
+//! as it is stored; the caller runs any other fused epilogue.
 //!
 //! Convolutions are implicit GEMMs where it pays ([`conv_implicit`]: the column matrix is read
 //! from a zero-padded slab of the input through a row-offset table), else im2col in L2-sized
@@ -15,6 +16,7 @@
 
 use std::cell::RefCell;
 
+use super::post::{Post, PostOp, copy_post};
 use crate::fuse::kernel::ContractionKind;
 
 /// Output pixels per im2col band: with a few hundred rows of K, the band stays in L2.
@@ -58,6 +60,12 @@ pub unsafe fn gemm(
     }
 }
 
+/// Whether [`gemm_acc`] takes a product of depth `k` with these column strides to
+/// [`super::sgemm`] (when the CPU has AVX-512F).
+fn ours(k: usize, lhs_cs: isize, rhs_cs: isize) -> bool {
+    rhs_cs != 1 || (lhs_cs == 1 && k >= 64)
+}
+
 /// Like [`gemm`]; with `accumulate`, adds the product to `dst` instead of overwriting it.
 ///
 /// Single-threaded. [`super::sgemm`] takes the products with a transposed `rhs` (convolution
@@ -86,7 +94,7 @@ pub unsafe fn gemm_acc(
     if m == 0 || n == 0 {
         return;
     }
-    if rhs_cs != 1 || (lhs_cs == 1 && k >= 64) {
+    if ours(k, lhs_cs, rhs_cs) {
         // SAFETY: forwarded from the caller.
         let done = unsafe {
             super::sgemm::sgemm(
@@ -132,6 +140,48 @@ pub unsafe fn gemm_acc(
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// `dst = post(lhs · rhs)` (a plain product without `post`): [`gemm`]'s operands as `(rows,
+/// columns, depth)`, `(dst, row stride)`, `(lhs, row stride, column stride)`, `(rhs, ...)`.
+/// The product is the one [`gemm`] computes (the same microkernel, so the same bits); the
+/// epilogue is applied in its registers where that is [`super::sgemm`], else after it.
+///
+/// # Safety
+/// As [`gemm`]; `post`'s pointers valid for the `m × n` elements it addresses.
+unsafe fn gemm_post(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, isize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
+    post: Option<Post>,
+) {
+    if let Some(p) = post
+        && ours(k, lhs_cs, rhs_cs)
+    {
+        // SAFETY: forwarded.
+        let done = unsafe {
+            super::sgemm::sgemm_post(
+                m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, p,
+            )
+        };
+        if done {
+            return;
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe {
+        gemm(
+            m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+        )
+    };
+    if let Some(p) = post {
+        for i in 0..m {
+            let d = dst.wrapping_offset(i as isize * dst_rs);
+            // SAFETY: row i of the product, just written, and of the post (contract).
+            unsafe { copy_post(d, 0, d, 0, (1, n), p.at(i, 0)) };
+        }
     }
 }
 
@@ -888,6 +938,7 @@ unsafe fn conv_implicit(
     (r0, r1): (usize, usize),
     slab: &mut Vec<f32>,
     tile: &mut Vec<f32>,
+    post: Option<Post>,
 ) {
     let npix = g.npix;
     let sl = Slab::new(g);
@@ -898,6 +949,27 @@ unsafe fn conv_implicit(
         // SAFETY: forwarded.
         unsafe { sl.fill(g, xg, y0, rows, slab, &mut rows_of) };
         let cols = (rows - 1) * wp + g.ow;
+        if wp == g.ow {
+            // No extra columns (a 1×1 kernel): the band's columns are its output pixels, so
+            // the product goes straight to the output.
+            // SAFETY: output rows y0..y1 of the m channels (npix apart), as `fill` describes
+            // the slab.
+            let ran = unsafe {
+                super::sgemm::sgemm_rows(
+                    m,
+                    cols,
+                    og.add(y0 * g.ow),
+                    npix as isize,
+                    wg,
+                    g.kdim as isize,
+                    slab.as_ptr(),
+                    &rows_of,
+                    post.map(|p| p.at(0, y0 * g.ow)),
+                )
+            };
+            assert!(ran, "implicit() checked AVX-512F");
+            continue;
+        }
         if tile.len() < m * cols {
             tile.resize(m * cols, 0.0);
         }
@@ -913,10 +985,25 @@ unsafe fn conv_implicit(
                 g.kdim as isize,
                 slab.as_ptr(),
                 &rows_of,
+                None,
             )
         };
         assert!(ran, "implicit() checked AVX-512F");
         for r in 0..m {
+            if let Some(p) = post {
+                // SAFETY: as for `copy_rows` below; the post addresses the same output rows.
+                unsafe {
+                    copy_post(
+                        tile.as_ptr().add(r * cols),
+                        wp,
+                        og.add(r * npix + y0 * g.ow),
+                        g.ow,
+                        (rows, g.ow),
+                        p.at(r, y0 * g.ow),
+                    )
+                };
+                continue;
+            }
             // SAFETY: rows y0..y0+rows of channel r (ow floats each, npix per channel) and
             // the band's rows of the tile (wp apart, ow floats each, inside m·cols).
             unsafe {
@@ -1091,10 +1178,12 @@ impl Slab {
 
 /// Convolves images `imgs` of a batch, output channels `o_range`:
 /// `out[i][O, OH*OW] = W[O, C/g*KH*KW] * im2col(x[i])`, per group. `x` and `out` point at
-/// image 0.
+/// image 0. With `post`, its epilogue is applied to every value as it is stored.
 ///
 /// # Safety
-/// `x` holds the whole input batch, `w` the whole weight, `out` the whole output batch.
+/// `x` holds the whole input batch, `w` the whole weight, `out` the whole output batch;
+/// `post`'s buffers are alive.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv_images(
     kind: &ContractionKind,
     x: *const f32,
@@ -1103,6 +1192,7 @@ pub unsafe fn conv_images(
     imgs: std::ops::Range<usize>,
     o_range: (usize, usize),
     rows: Option<(usize, usize)>,
+    post: Option<&PostOp>,
 ) {
     let g = Geom::new(kind);
     let (npix, kdim) = (g.npix, g.kdim);
@@ -1123,21 +1213,16 @@ pub unsafe fn conv_images(
             let xg = unsafe { x.add(i * img_in + grp * g.cg * g.h * g.w) };
             let og = unsafe { out.add(i * img_out + lo * npix) };
             let (r0, r1) = rows.unwrap_or((0, g.oh));
+            let post = post.map(|q| q.image(i, lo));
             if g.direct {
                 let (p0, p1) = (r0 * g.ow, r1 * g.ow);
                 unsafe {
-                    gemm(
-                        hi - lo,
-                        p1 - p0,
-                        kdim,
-                        og.add(p0),
-                        npix as isize,
-                        wg,
-                        kdim as isize,
-                        1,
-                        xg.add(p0),
-                        npix as isize,
-                        1,
+                    gemm_post(
+                        (hi - lo, p1 - p0, kdim),
+                        (og.add(p0), npix as isize),
+                        (wg, kdim as isize, 1),
+                        (xg.add(p0), npix as isize, 1),
+                        post.map(|p| p.at(0, p0)),
                     )
                 };
                 continue;
@@ -1154,6 +1239,7 @@ pub unsafe fn conv_images(
                             (r0, r1),
                             &mut s.borrow_mut(),
                             &mut t.borrow_mut(),
+                            post,
                         )
                     })
                 });
@@ -1169,18 +1255,12 @@ pub unsafe fn conv_images(
                     }
                     unsafe {
                         im2col(&g, xg, y0, y1, &mut col, band, 0);
-                        gemm(
-                            hi - lo,
-                            band,
-                            kdim,
-                            og.add(y0 * g.ow),
-                            npix as isize,
-                            wg,
-                            kdim as isize,
-                            1,
-                            col.as_ptr(),
-                            band as isize,
-                            1,
+                        gemm_post(
+                            (hi - lo, band, kdim),
+                            (og.add(y0 * g.ow), npix as isize),
+                            (wg, kdim as isize, 1),
+                            (col.as_ptr(), band as isize, 1),
+                            post.map(|p| p.at(0, y0 * g.ow)),
                         );
                     }
                 }
@@ -1207,6 +1287,7 @@ pub unsafe fn conv_images(
                                 (0, g.oh),
                                 &mut s.borrow_mut(),
                                 &mut t.borrow_mut(),
+                                post.map(|q| q.image(i, lo)),
                             )
                         }
                     }
@@ -1259,6 +1340,21 @@ pub unsafe fn conv_images(
                 };
                 for (b, i) in imgs.clone().enumerate() {
                     for r in 0..hi - lo {
+                        if let Some(q) = post {
+                            // SAFETY: row r of this image's block of the tile, and output row
+                            // lo + r of image i (npix floats each).
+                            unsafe {
+                                copy_post(
+                                    tile.as_ptr().add(r * cols + b * npix),
+                                    0,
+                                    out.add(i * img_out + (lo + r) * npix),
+                                    0,
+                                    (1, npix),
+                                    q.image(i, lo + r),
+                                )
+                            };
+                            continue;
+                        }
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(
                                 out.add(i * img_out + (lo + r) * npix),
@@ -1696,6 +1792,7 @@ unsafe fn conv_backward_data_implicit(
                                 (0, t.oh),
                                 &mut slab,
                                 &mut tile,
+                                None,
                             )
                         };
                     }
@@ -1978,13 +2075,113 @@ pub(super) mod tests {
         out
     }
 
+    /// The epilogue `relu?((raw + bias[o]) + res)` (parts as `parts` says) of a convolution's
+    /// output, recognized from its loop kernel.
+    fn test_post(
+        kind: &ContractionKind,
+        (bias, res, relu): (bool, bool, bool),
+        b: *const f32,
+        r: *const f32,
+    ) -> PostOp {
+        use crate::fuse::kernel::{Access, LoopKernel, Scalar};
+        use crate::graph::{BinaryOp, UnaryOp};
+        let g = Geom::new(kind);
+        let n = kind_n(kind);
+        let dense = vec![(g.o * g.npix) as isize, g.npix as isize, g.ow as isize, 1];
+        let accesses = vec![
+            Access {
+                input: 0,
+                strides: dense.clone(),
+                offset: 0,
+            },
+            Access {
+                input: 1,
+                strides: vec![0, 1, 0, 0],
+                offset: 0,
+            },
+            Access {
+                input: 2,
+                strides: dense,
+                offset: 0,
+            },
+        ];
+        // Loads first, the raw one last and the residual added with the chain on the right.
+        let mut program = vec![Scalar::Load(1), Scalar::Load(2), Scalar::Load(0)];
+        let mut cur = 2;
+        if bias {
+            program.push(Scalar::Binary(BinaryOp::Add, cur, 0));
+            cur = program.len() - 1;
+        }
+        if res {
+            program.push(Scalar::Binary(BinaryOp::Add, 1, cur));
+            cur = program.len() - 1;
+        }
+        if relu {
+            program.push(Scalar::Unary(UnaryOp::Relu, cur));
+        }
+        let k = LoopKernel {
+            shape: vec![n, g.o, g.oh, g.ow],
+            num_inputs: 3,
+            accesses,
+            program,
+            reduction: None,
+            window: None,
+        };
+        PostOp::recognize(&k, &[std::ptr::null(), b, r]).expect("the chain is recognized")
+    }
+
+    /// Run `r` of [`convolutions_match_the_definition`] (whole, by channel blocks, by row
+    /// blocks) with the epilogue `op`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_post(
+        kind: &ContractionKind,
+        op: &PostOp,
+        x: &[f32],
+        wt: &[f32],
+        out: &mut [f32],
+        r: usize,
+        (split, rows): (usize, usize),
+    ) {
+        let g = Geom::new(kind);
+        let n = kind_n(kind);
+        let conv = |out: &mut [f32], imgs, o_range, rows| unsafe {
+            conv_images(
+                kind,
+                x.as_ptr(),
+                wt.as_ptr(),
+                out.as_mut_ptr(),
+                imgs,
+                o_range,
+                rows,
+                Some(op),
+            )
+        };
+        match r {
+            0 => conv(out, 0..n, (0, g.o), None),
+            1 => {
+                for i in 0..n {
+                    for o_range in [(0, split), (split, g.o)] {
+                        conv(out, i..i + 1, o_range, None);
+                    }
+                }
+            }
+            _ => {
+                for i in 0..n {
+                    for rr in [(0, rows), (rows, g.oh)] {
+                        conv(out, i..i + 1, (0, g.o), Some(rr));
+                    }
+                }
+            }
+        }
+    }
+
     /// Random geometries with odd sizes, strides 1-4 (the implicit GEMM's phases), asymmetric
     /// padding, dilation and groups; each run whole, by output-channel blocks and by row
     /// splits, against [`reference`].
     #[test]
     fn convolutions_match_the_definition() {
         let mut rng = Rng(0x2545_f491);
-        let (mut implicit_seen, mut strided_seen) = (0, 0);
+        let (mut implicit_seen, mut strided_seen, mut direct_seen) = (0, 0, 0);
         for case in 0..150 {
             let groups = [1, 1, 1, 2, 3][rng.below(5)];
             let c = groups * (1 + rng.below(5));
@@ -1995,6 +2192,13 @@ pub(super) mod tests {
             let (dh, dw) = (1 + rng.below(2), 1 + rng.below(2));
             let (sh, sw) = ([1, 1, 2, 3][rng.below(4)], [1, 1, 2, 3, 4][rng.below(5)]);
             let padding = [rng.below(4), rng.below(4), rng.below(4), rng.below(4)];
+            // Every 15th case a plain 1×1 product (the direct path), the next a strided 1×1
+            // one (the implicit GEMM storing straight to the output).
+            let (kh, kw, sh, sw, padding) = match case % 15 {
+                0 => (1, 1, 1, 1, [0; 4]),
+                1 => (1, 1, 2, 2, [0; 4]),
+                _ => (kh, kw, sh, sw, padding),
+            };
             let h = (kh - 1) * dh + 1 + rng.below(40);
             let w = (kw - 1) * dw + 1 + rng.below(60);
             let n = 1 + rng.below(3);
@@ -2011,6 +2215,7 @@ pub(super) mod tests {
                 groups,
             };
             let g = Geom::new(&kind);
+            direct_seen += g.direct as usize;
             implicit_seen += implicit(&g, o) as usize;
             strided_seen += (implicit(&g, o) && sh * sw > 1) as usize;
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
@@ -2031,6 +2236,7 @@ pub(super) mod tests {
                         0..n,
                         (0, o),
                         None,
+                        None,
                     )
                 },
                 // One image at a time, output channels in two blocks.
@@ -2045,6 +2251,7 @@ pub(super) mod tests {
                                     out.as_mut_ptr(),
                                     i..i + 1,
                                     r,
+                                    None,
                                     None,
                                 )
                             }
@@ -2064,6 +2271,7 @@ pub(super) mod tests {
                                     i..i + 1,
                                     (0, o),
                                     Some(r),
+                                    None,
                                 )
                             }
                         }
@@ -2081,7 +2289,39 @@ pub(super) mod tests {
                     );
                 }
             }
+            // The same runs with an epilogue applied as the product is stored: bit for bit
+            // the same run's raw product followed by the epilogue.
+            let (bias, res, relu) = (rng.below(2) == 1, rng.below(2) == 1, rng.below(2) == 1);
+            let b: Vec<f32> = (0..o).map(|_| rng.next()).collect();
+            let mut rv: Vec<f32> = (0..out_len).map(|_| rng.next()).collect();
+            // Values the ReLU must map to +0: NaN, -0 and exact zeros of raw + bias + res.
+            rv[out_len / 2] = f32::NAN;
+            if out_len > 2 {
+                rv[1] = -0.0;
+            }
+            let op = test_post(&kind, (bias, res, relu), b.as_ptr(), rv.as_ptr());
+            for (r, run) in runs.iter().enumerate() {
+                let mut raw = vec![f32::NAN; out_len];
+                run(&mut raw);
+                let expect: Vec<f32> = (0..out_len)
+                    .map(|j| {
+                        let ch = j / g.npix % o;
+                        op.image(0, 0)
+                            .value(raw[j], bias.then_some(b[ch]), res.then_some(rv[j]))
+                    })
+                    .collect();
+                let mut out = vec![f32::NAN; out_len];
+                run_post(&kind, &op, &x, &wt, &mut out, r, (split, rows));
+                for (j, (&got, &want)) in out.iter().zip(&expect).enumerate() {
+                    assert!(
+                        got.to_bits() == want.to_bits(),
+                        "case {case} run {r} post ({bias}, {res}, {relu}) ({kind:?}): element \
+                         {j}: {got} vs {want}"
+                    );
+                }
+            }
         }
+        assert!(direct_seen >= 10, "only {direct_seen} direct cases");
         if super::super::sgemm::available() {
             assert!(implicit_seen >= 30, "only {implicit_seen} implicit cases");
             assert!(

@@ -8,6 +8,7 @@
 mod contraction;
 mod host;
 pub mod pool;
+pub mod post;
 pub mod sgemm;
 mod winograd;
 
@@ -145,6 +146,8 @@ struct Binding {
     /// What the generated function receives as its input array: the inputs for a loop
     /// kernel; `[raw result, extras...]` for a contraction's epilogue.
     fn_inputs: Vec<P>,
+    /// A convolution's epilogue in the form its product applies as it stores ([`post`]).
+    post: Option<post::PostOp>,
 }
 // SAFETY: used only to hand disjoint regions of buffers to pool tasks, which finish before
 // the buffers are touched again.
@@ -365,7 +368,7 @@ impl Executable {
                 let k = exe.fused.kernels[i].clone();
                 let ins: Vec<P> = k.inputs.iter().map(|&b| P(exe.ptr(b))).collect();
                 let out = P(exe.ptr(k.output));
-                let fn_inputs = match &k.body {
+                let fn_inputs: Vec<P> = match &k.body {
                     KernelBody::Contraction(_)
                     | KernelBody::Host(HostOp::Conv2dBackwardData(_, Some(_))) => {
                         std::iter::once(out)
@@ -379,10 +382,22 @@ impl Executable {
                         .chain(k.more_outputs.iter().map(|&b| P(exe.ptr(b))))
                         .collect(),
                 };
+                let post = match &k.body {
+                    KernelBody::Contraction(Contraction {
+                        kind: ContractionKind::Conv2d { .. },
+                        epilogue: Some(e),
+                    }) => {
+                        let ptrs: Vec<*const f32> =
+                            fn_inputs.iter().map(|p| p.get() as *const f32).collect();
+                        post::PostOp::recognize(e, &ptrs)
+                    }
+                    _ => None,
+                };
                 Binding {
                     ins,
                     out,
                     fn_inputs,
+                    post,
                 }
             })
             .collect();
@@ -688,7 +703,7 @@ impl Executable {
                     }
                     _ => None,
                 };
-                let done = self.contraction(kind, &b.ins, b.out, epi, cached);
+                let done = self.contraction(kind, &b.ins, b.out, epi, b.post.as_ref(), cached);
                 if let (Some(e), false) = (epilogue, done) {
                     // Epilogue input 0 is the raw result, in the output buffer itself.
                     run_loop(&self.pool, e, &b.fn_inputs, b.out, threads);
@@ -793,15 +808,17 @@ impl Executable {
         Ok(())
     }
 
-    /// Runs a contraction into `out`. A convolution whose tasks each produce whole images also
-    /// applies the epilogue `epi` (its compiled kernel and input array) to each task's images
-    /// right after computing them, while they are still in cache; returns whether it did.
+    /// Runs a contraction into `out`. A convolution applies the epilogue `post` as its
+    /// product is stored; else, when its tasks each produce whole images, it applies the
+    /// epilogue `epi` (its compiled kernel and input array) to each task's images right after
+    /// computing them, while they are still in cache. Returns whether an epilogue ran.
     fn contraction(
         &self,
         kind: &ContractionKind,
         ins: &[P],
         out: P,
         epi: Option<(&CompiledKernel, &[P])>,
+        post: Option<&post::PostOp>,
         transformed: Option<P>,
     ) -> bool {
         if let Some(g) = winograd_forward(kind) {
@@ -840,8 +857,8 @@ impl Executable {
                 let (x, wt) = (ins[0], ins[1]);
                 // The epilogue's outer index is the image: each task finishing whole images
                 // (no channel or row split) runs it on them.
-                let epi =
-                    ImageEpilogue::of(epi, n, n * o * ohw).filter(|_| splits == 1 && oblocks == 1);
+                let epi = ImageEpilogue::of(epi, n, n * o * ohw)
+                    .filter(|_| splits == 1 && oblocks == 1 && post.is_none());
                 self.par(img_tasks * splits * oblocks, macs < SMALL_MACS, &|t| {
                     let (it, rest) = (t / (splits * oblocks), t % (splits * oblocks));
                     let (sp, ob) = (rest / oblocks, rest % oblocks);
@@ -864,6 +881,7 @@ impl Executable {
                             imgs.clone(),
                             range,
                             rows,
+                            post,
                         )
                     };
                     if let Some(e) = epi {
@@ -872,7 +890,7 @@ impl Executable {
                         unsafe { e.run(out, imgs) };
                     }
                 });
-                epi.is_some()
+                epi.is_some() || post.is_some()
             }
             ContractionKind::MatMul {
                 batch,

@@ -19,6 +19,8 @@
 
 use std::cell::RefCell;
 
+pub use super::post::Post;
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -116,6 +118,44 @@ pub unsafe fn sgemm(
             rhs_cs,
             accumulate,
             false,
+            None,
+        )
+    }
+}
+
+/// `dst = post(lhs · rhs)`: [`sgemm`] (without accumulating) with the epilogue `post` applied
+/// to each tile of the result as it is stored for the last time ([`super::post`]), its row
+/// `i`, column `j` the result's. Returns `false` and does nothing without AVX-512F.
+///
+/// # Safety
+/// As [`sgemm`]; `post`'s pointers valid for the `m × n` elements it addresses.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_post(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const f32,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    post: Post,
+) -> bool {
+    // SAFETY: forwarded.
+    unsafe {
+        run(
+            (m, n, k),
+            (dst, dst_rs),
+            (lhs, lhs_rs, lhs_cs),
+            rhs,
+            RhsAt::RowStride(rhs_rs),
+            rhs_cs,
+            false,
+            false,
+            Some(post),
         )
     }
 }
@@ -124,11 +164,12 @@ pub unsafe fn sgemm(
 /// contiguous): a convolution's column matrix read straight from a zero-padded input, each
 /// row a shifted window of it, so no im2col copy is made. `lhs` rows are `lhs_rs` apart with
 /// contiguous columns; `k = rhs_rows.len()`. Returns `false` and does nothing without
-/// AVX-512F.
+/// AVX-512F. With `post`, that epilogue is applied as in [`sgemm_post`].
 ///
 /// # Safety
 /// `dst` valid for writes at `i * dst_rs + j`, `lhs` for reads at `i * lhs_rs + p` and `rhs`
-/// at `rhs_rows[p] + j`, for all `i < m`, `j < n`, `p < k`; `dst` must not overlap them.
+/// at `rhs_rows[p] + j`, for all `i < m`, `j < n`, `p < k`; `dst` must not overlap them;
+/// `post`'s pointers valid for the elements it addresses.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn sgemm_rows(
     m: usize,
@@ -139,6 +180,7 @@ pub unsafe fn sgemm_rows(
     lhs_rs: isize,
     rhs: *const f32,
     rhs_rows: &[isize],
+    post: Option<Post>,
 ) -> bool {
     // SAFETY: forwarded.
     unsafe {
@@ -151,6 +193,7 @@ pub unsafe fn sgemm_rows(
             1,
             false,
             false,
+            post,
         )
     }
 }
@@ -187,6 +230,7 @@ pub unsafe fn sgemm_cols(
             0,
             accumulate,
             false,
+            None,
         )
     }
 }
@@ -206,6 +250,7 @@ unsafe fn run(
     rhs_cs: isize,
     accumulate: bool,
     in_place: bool,
+    post: Option<Post>,
 ) -> bool {
     if !available() {
         return false;
@@ -221,6 +266,13 @@ unsafe fn run(
                     .fill(0.0);
             }
         }
+        if let Some(p) = post {
+            for i in 0..m {
+                let d = dst.wrapping_offset(i as isize * dst_rs);
+                // SAFETY: row i of dst and of the post (contract).
+                unsafe { super::post::copy_post(d, 0, d, 0, (1, n), p.at(i, 0)) };
+            }
+        }
         return true;
     }
     #[cfg(target_arch = "x86_64")]
@@ -228,6 +280,7 @@ unsafe fn run(
     unsafe {
         drive(
             m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rows, rhs_cs, accumulate, in_place,
+            post,
         );
     }
     true
@@ -264,6 +317,7 @@ pub unsafe fn sgemm_in_place(
             1,
             false,
             true,
+            None,
         )
     }
 }
@@ -294,6 +348,8 @@ struct Tile {
     dst_rs: isize,
     mask: __mmask16,
     load: bool,
+    /// The epilogue applied before storing (on the last slice of `k` only), at this tile.
+    post: Option<Post>,
 }
 
 /// A microkernel: `kc` steps of `k` on one [`Tile`].
@@ -379,19 +435,60 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE
     for _ in 0..last {
         step!();
     }
+    // With `load`, the partial sums in dst first; then the epilogue, if any (on the last
+    // slice of k): `relu?(((acc (+ dst)) + bias) + res)`, the operations of
+    // [`super::post::Post::value`] on 16 lanes (`max(x, 0)` is `maxps`, whose second operand
+    // wins for NaN and two zeros, as there). One short loop per part: LLVM unrolls each fully,
+    // so the accumulators stay in registers (one loop doing all parts was not unrolled, and
+    // then the tile lived in memory through the whole product).
+    if t.load {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, c) in row.iter_mut().enumerate() {
+                // SAFETY: lanes of row i of the tile (the last vector masked).
+                let d = unsafe { t.dst.offset(i as isize * t.dst_rs).add(16 * v) };
+                *c = _mm512_add_ps(*c, unsafe {
+                    _mm512_maskz_loadu_ps(if v + 1 == V { mask } else { 0xffff }, d)
+                });
+            }
+        }
+    }
+    if let Some(post) = t.post {
+        if !post.bias.is_null() {
+            for (i, row) in acc.iter_mut().enumerate() {
+                // SAFETY: row i's bias (the post addresses the tile's rows).
+                let b = _mm512_set1_ps(unsafe { *post.bias.offset(i as isize * post.bias_rs) });
+                for c in row.iter_mut() {
+                    *c = _mm512_add_ps(*c, b);
+                }
+            }
+        }
+        if !post.res.is_null() {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, c) in row.iter_mut().enumerate() {
+                    // SAFETY: lanes of row i of the residual (the last vector masked).
+                    let r = unsafe { post.res.offset(i as isize * post.res_rs).add(16 * v) };
+                    *c = _mm512_add_ps(*c, unsafe {
+                        _mm512_maskz_loadu_ps(if v + 1 == V { mask } else { 0xffff }, r)
+                    });
+                }
+            }
+        }
+        if post.relu {
+            let zero = _mm512_setzero_ps();
+            for row in acc.iter_mut() {
+                for c in row.iter_mut() {
+                    *c = _mm512_max_ps(*c, zero);
+                }
+            }
+        }
+    }
     for (i, row) in acc.iter().enumerate() {
         for (v, c) in row.iter().enumerate() {
             // SAFETY: lanes of row i of the tile (the last vector masked).
             unsafe {
-                let p = t.dst.offset(i as isize * t.dst_rs).add(16 * v);
                 let m = if v + 1 == V { mask } else { 0xffff };
-                let x = if t.load {
-                    _mm512_add_ps(*c, _mm512_maskz_loadu_ps(m, p))
-                } else {
-                    *c
-                };
-                _mm512_mask_storeu_ps(p, m, x);
-            }
+                _mm512_mask_storeu_ps(t.dst.offset(i as isize * t.dst_rs).add(16 * v), m, *c)
+            };
         }
     }
 }
@@ -617,6 +714,7 @@ unsafe fn drive(
     rhs_cs: isize,
     accumulate: bool,
     in_place: bool,
+    post: Option<Post>,
 ) {
     // rhs in place with few rows (rows evenly apart, or by the row table); lhs in place
     // when its rows are contiguous.
@@ -716,6 +814,9 @@ unsafe fn drive(
                             dst_rs,
                             mask,
                             load,
+                            post: post
+                                .filter(|_| pc + kc == k)
+                                .map(|p| p.at(ir * MR, jc + jr * NR)),
                         };
                         let kind = if direct { 1 + table as usize } else { 0 };
                         // SAFETY: the tile addresses r rows and `width` columns of dst, the
