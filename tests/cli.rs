@@ -229,7 +229,8 @@ fn bench_reports_json() {
 }
 
 /// `--profile-json FILE` writes the report with one row per kernel, bytes moved included,
-/// for inference and for training; the text table gains a GB/s column.
+/// for inference and for training, with each kernel's GFLOP/s as a share of the matrix
+/// product's measured in the same run; the text table gains GB/s and %peak columns.
 #[test]
 fn bench_writes_the_profile_as_json() {
     let dir = std::env::temp_dir().join(format!("netc-profile-json-{}", std::process::id()));
@@ -251,12 +252,21 @@ fn bench_writes_the_profile_as_json() {
         args.extend(extra);
         let o = netc(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(stdout(&o).contains("GB/s"), "{mode}: {}", stdout(&o));
+        for want in ["GB/s", "%peak", "GEMM peak now"] {
+            assert!(stdout(&o).contains(want), "{mode}: {}", stdout(&o));
+        }
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let rows = v["profile"]["kernels"].as_array().unwrap();
         assert!(!rows.is_empty(), "{mode}");
+        let peak = v["profile"]["gemm_peak_gflops_per_s"].as_f64().unwrap();
+        assert!(peak.is_finite() && peak > 0.1, "{mode}: peak {peak}");
         for r in rows {
+            let (g, f) = (
+                r["gflops_per_s"].as_f64().unwrap(),
+                r["peak_fraction"].as_f64().unwrap(),
+            );
+            assert!((f * peak - g).abs() <= 1e-9 * g.max(1.0), "{mode}: {r}");
             // At least the output is written: 4 bytes per element of its shape.
             let out: u64 = r["shape"]
                 .as_array()

@@ -413,6 +413,56 @@ impl Executable {
         self.times = Some(vec![Duration::ZERO; self.steps.len()]);
     }
 
+    /// The matrix product's throughput on this machine now, in GFLOP/s: every pool thread
+    /// computes `C[288×1024] = A[288×512] · B[512×1024]` (each operand's block in L2, as a
+    /// large convolution's are) in rounds for about `budget`; the best round counts. What
+    /// `netc bench --profile` rates each kernel against: the machine's speed drifts, so the
+    /// reference is measured in the same run as the kernels.
+    pub fn gemm_peak(&self, budget: Duration) -> f64 {
+        const M: usize = 288;
+        const N: usize = 1024;
+        const K: usize = 512;
+        let threads = self.pool.threads();
+        let mut bufs: Vec<Vec<f32>> = (0..threads)
+            .map(|t| {
+                (0..M * K + K * N + M * N)
+                    .map(|i| ((i * 7 + t) % 13) as f32 / 13.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let ptrs: Vec<P> = bufs.iter_mut().map(|b| P(b.as_mut_ptr())).collect();
+        let mut best = 0f64;
+        let start = std::time::Instant::now();
+        let mut rounds = 0;
+        while rounds < 3 || start.elapsed() < budget {
+            let t0 = std::time::Instant::now();
+            self.pool.run(threads, &|t| {
+                let base = ptrs[t].get();
+                // SAFETY: thread t's buffer holds A, B and C back to back.
+                unsafe {
+                    contraction::gemm(
+                        M,
+                        N,
+                        K,
+                        base.add(M * K + K * N),
+                        N as isize,
+                        base,
+                        K as isize,
+                        1,
+                        base.add(M * K),
+                        N as isize,
+                        1,
+                    )
+                }
+            });
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            best = best.max((2 * M * N * K * threads) as f64 / secs / 1e9);
+            rounds += 1;
+        }
+        drop(bufs);
+        best
+    }
+
     /// Time per kernel since [`Executable::enable_profiling`], slowest first.
     pub fn profile(&self) -> Vec<KernelProfile> {
         let Some(times) = &self.times else {

@@ -96,6 +96,8 @@ pub struct TrainProfile {
     pub optimizer_time: Duration,
     /// Mean step time minus the kernels and the optimizer: input copy, targets, bookkeeping.
     pub other_time: Duration,
+    /// The matrix product's GFLOP/s measured in the same run ([`crate::runtime::Executable::gemm_peak`]).
+    pub gemm_peak: f64,
 }
 
 /// The figures of one `netc bench --train` run.
@@ -397,6 +399,7 @@ fn profile(
     }
     classes.sort_by_key(|c| std::cmp::Reverse(c.time));
     let kernels_time: Duration = kernels.iter().map(|r| r.per_step).sum();
+    let gemm_peak = exe.gemm_peak(Duration::from_millis(200));
 
     let (mut params, outs) = exe.params_and_outputs()?;
     let mut by_index: Vec<Option<&mut [f32]>> = Vec::new();
@@ -429,6 +432,7 @@ fn profile(
         kernels_time,
         optimizer_time,
         other_time: mean_step.saturating_sub(kernels_time + optimizer_time),
+        gemm_peak,
     })
 }
 
@@ -467,6 +471,7 @@ impl TrainBenchReport {
             v["profile"] = json!({
                 "kernels_ms": ms(p.kernels_time), "optimizer_ms": ms(p.optimizer_time),
                 "other_ms": ms(p.other_time),
+                "gemm_peak_gflops_per_s": p.gemm_peak,
                 "classes": p.classes.iter().map(|c| json!({
                     "class": c.class, "kernels": c.kernels, "ms": ms(c.time),
                     "gflops_per_s": c.flops as f64 / c.time.as_secs_f64().max(1e-12) / 1e9,
@@ -475,6 +480,7 @@ impl TrainBenchReport {
                     "kernel": r.kernel.index, "class": r.class, "ops": r.kernel.ops,
                     "origin": r.kernel.origin, "shape": r.kernel.shape, "ms": ms(r.per_step),
                     "gflops_per_s": r.kernel.flops as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
+                    "peak_fraction": r.kernel.flops as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9 / p.gemm_peak,
                     "bytes": r.kernel.bytes,
                     "gb_per_s": r.kernel.bytes as f64 / r.per_step.as_secs_f64().max(1e-12) / 1e9,
                 })).collect::<Vec<_>>(),
@@ -561,18 +567,25 @@ impl TrainBenchReport {
             }
             let _ = writeln!(
                 o,
-                "{:>6}  {:>6}  {:>8}  {:>8}  {:>6}  {:<28} {:<36} {:<22} origin",
-                "kernel", "share", "ms/step", "GFLOP/s", "GB/s", "kind", "ops", "shape"
+                "GEMM peak now ({} threads, 288×512 · 512×1024 per thread): {:.1} GFLOP/s",
+                self.threads, p.gemm_peak
+            );
+            let _ = writeln!(
+                o,
+                "{:>6}  {:>6}  {:>8}  {:>8}  {:>5}  {:>6}  {:<28} {:<36} {:<22} origin",
+                "kernel", "share", "ms/step", "GFLOP/s", "%peak", "GB/s", "kind", "ops", "shape"
             );
             for r in p.kernels.iter().take(40) {
                 let secs = r.per_step.as_secs_f64().max(1e-12);
+                let gflops = r.kernel.flops as f64 / secs / 1e9;
                 let _ = writeln!(
                     o,
-                    "{:>6}  {:>5.1}%  {:>8.3}  {:>8.1}  {:>6.1}  {:<28} {:<36} {:<22} {}",
+                    "{:>6}  {:>5.1}%  {:>8.3}  {:>8.1}  {:>4.0}%  {:>6.1}  {:<28} {:<36} {:<22} {}",
                     format!("k{}", r.kernel.index),
                     100.0 * ms(r.per_step) / total,
                     ms(r.per_step),
-                    r.kernel.flops as f64 / secs / 1e9,
+                    gflops,
+                    100.0 * gflops / p.gemm_peak,
                     r.kernel.bytes as f64 / secs / 1e9,
                     r.class,
                     r.kernel.ops,
