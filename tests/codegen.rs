@@ -302,9 +302,14 @@ fn evaluate_all(k: &LoopKernel, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<f64>) {
     (out, bound)
 }
 
-/// Within relative 1e-5, or within the evaluator's error bound.
+/// Within relative 1e-5, or within the evaluator's error bound; two values below the
+/// smallest normal f32 count as equal (subnormals carry no relative precision: `exp` near
+/// -103.3 gives 1.4e-45 or 0 depending on the last bit of its polynomial).
 fn close(got: f32, want: f32, bound: f64) -> bool {
     if got == want || (got.is_nan() && want.is_nan()) {
+        return true;
+    }
+    if got.abs() < f32::MIN_POSITIVE && want.abs() < f32::MIN_POSITIVE {
         return true;
     }
     let (g, w) = (f64::from(got), f64::from(want));
@@ -764,6 +769,15 @@ proptest! {
 
 // ---------------------------------------------------------------- fixed cases
 
+/// A case the property test found: a sigmoid of a max near -103.3 whose true value rounds
+/// to the smallest subnormal or to zero.
+#[test]
+fn a_subnormal_result_compares_equal_to_zero() {
+    let mut rng = Rng(1311151234540277958);
+    let (k, inputs) = random_reduction(&mut rng, false);
+    check(&k, &inputs, &mut rng).unwrap();
+}
+
 fn add_kernel(shape: &[usize]) -> LoopKernel {
     let dense = |n: usize| {
         let mut s = vec![1isize; n];
@@ -865,6 +879,10 @@ fn inline_transcendentals_are_accurate() {
         -0.0, 0.0, 1e-30, -1e-30, 0.625, -0.625, 88.0, 88.7, -87.0, -100.0,
     ]);
     xs.extend([f32::INFINITY, -f32::INFINITY, 90.0, -200.0, f32::NAN]);
+    // Where exp's true value rounds to 0 (below ln(2^-150) ≈ -103.972) or to a subnormal.
+    let underflow = [-103.98f32, -104.0, -200.0, -1000.0];
+    xs.extend(underflow);
+    xs.extend([-103.96f32, -103.5, -103.0]);
     for op in [UnaryOp::Exp, UnaryOp::Tanh, UnaryOp::Sigmoid] {
         let mut k = relu_kernel(&[xs.len()]);
         k.program = vec![Scalar::Load(0), Scalar::Unary(op, 0)];
@@ -872,6 +890,17 @@ fn inline_transcendentals_are_accurate() {
         assert!(c.vectorized);
         let mut out = vec![0.0f32; xs.len()];
         c.run(&[&xs], &mut out, 0, c.outer).unwrap();
+        if op != UnaryOp::Tanh {
+            for (&x, &y) in xs.iter().zip(&out) {
+                if underflow.contains(&x) || x == f32::NEG_INFINITY {
+                    assert_eq!(y.to_bits(), 0, "{op:?}({x}) = {y:e}, not +0");
+                }
+                if [-103.96f32, -103.5].contains(&x) {
+                    // True values 7.1e-46 and 1.2e-45: the smallest subnormal.
+                    assert_eq!(y.to_bits(), 1, "{op:?}({x}) = {y:e}");
+                }
+            }
+        }
         let mut worst = (0.0f64, 0.0f32);
         for (&x, &y) in xs.iter().zip(&out) {
             let want = op.apply(f64::from(x));

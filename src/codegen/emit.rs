@@ -445,6 +445,8 @@ impl Em<'_> {
     /// `exp(x)` inline (Cephes `expf`: range reduction by `ln 2`, degree-5 polynomial; about
     /// 2e-7 relative error). Overflow gives +inf, NaN stays NaN, results below ~1e-45 are 0.
     fn exp(&mut self, m: Mode, x: Value) -> Value {
+        /// `ln(2^-150)`: below it `exp` rounds to 0 in f32.
+        const LO_ZERO: f32 = -103.972_08;
         const HI: f32 = 88.722_83;
         let hi = self.fconst(m, HI);
         let lo = self.fconst(m, -103.5);
@@ -486,6 +488,12 @@ impl Em<'_> {
         let over = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
         let inf = self.fconst(m, f32::INFINITY);
         let y = self.pick(m, over, inf, y);
+        // Below ln(2^-150) the true value rounds to 0 (the clamped input would give the
+        // smallest subnormal, exp(-103.5) ≈ 1.2e-45, right only down to there).
+        let lz = self.fconst(m, LO_ZERO);
+        let under = self.b.ins().fcmp(FloatCC::LessThan, x, lz);
+        let zero = self.fconst(m, 0.0);
+        let y = self.pick(m, under, zero, y);
         let nan = self.b.ins().fcmp(FloatCC::Unordered, x, x);
         self.pick(m, nan, x, y)
     }

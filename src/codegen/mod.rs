@@ -28,8 +28,9 @@
 //! * `Exp`, `Tanh` and `Sigmoid` are inline f32 polynomials, identical in scalar and f32x4
 //!   code (Cephes `expf`/`tanhf`, FMA when the host has it; measured worst relative error
 //!   about 2e-7). `Sigmoid` is `1 / (1 + e)` for `x >= 0` and `e / (1 + e)` below, with
-//!   `e = exp(-|x|)`. `exp` above 88.72 is +inf, results below about 1e-45 are 0, NaN stays
-//!   NaN.
+//!   `e = exp(-|x|)`. `exp` above 88.72 is +inf, below ln(2^-150) ≈ -103.97 (where the true
+//!   value rounds to 0) it is 0, subnormal results between carry no relative precision, NaN
+//!   stays NaN.
 //! * `Log` and `Pow` call Rust helpers evaluating [`UnaryOp::apply`]/[`BinaryOp::apply`] in
 //!   f64 (vectors: one call per 4 lanes through a stack slot): exactly the reference's values.
 //! * `Max`/`Min`/`Relu` compile to `maxps`/`minps`-style compare+select: equal to f64
