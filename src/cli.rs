@@ -134,6 +134,10 @@ pub enum Command {
         emit: Option<Emit>,
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Compile the training step (as `netc bench --train` times it: forward in training
+        /// mode, cross-entropy, backward) instead of inference
+        #[arg(long)]
+        train: bool,
     },
 }
 
@@ -335,6 +339,7 @@ pub fn run(cli: Cli) -> ExitCode {
             model,
             emit,
             batch,
+            train,
         } => match load(&spec, &model) {
             Ok(s) => crate::cli_run::compile_cmd(
                 &s,
@@ -343,6 +348,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     Emit::Clif => "clif",
                     Emit::Asm => "asm",
                 }),
+                train,
             ),
             Err(c) => c,
         },

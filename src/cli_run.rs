@@ -366,14 +366,34 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
 }
 
 /// `netc compile`
-pub fn compile_cmd(spec: &Spec, batch: usize, emit: Option<&str>) -> ExitCode {
-    let w = Weights::init(&spec.graph, 0);
+///
+/// With `train`, the training step `netc bench --train` times (forward in training mode,
+/// cross-entropy, backward, ready for an SGD update) instead of inference.
+pub fn compile_cmd(spec: &Spec, batch: usize, emit: Option<&str>, train: bool) -> ExitCode {
     let t = Instant::now();
+    if train {
+        let (_, mut tr) = match crate::train::bench::bench_trainer(spec.graph.clone(), batch, 0, 1)
+        {
+            Ok(t) => t,
+            Err(e) => return fail(format!("error: {e}")),
+        };
+        let total = t.elapsed();
+        return print_kernels(tr.executable(), total, emit);
+    }
+    let w = Weights::init(&spec.graph, 0);
     let exe = match compile(spec, &params_f32(&w), CompileOptions { batch, threads: 1 }) {
         Ok(e) => e,
         Err(e) => return fail(format!("error: {e}")),
     };
-    let total = t.elapsed();
+    print_kernels(&exe, t.elapsed(), emit)
+}
+
+/// `netc compile`'s listing: each kernel, its compile time and (with `emit`) its code.
+fn print_kernels(
+    exe: &crate::runtime::Executable,
+    total: std::time::Duration,
+    emit: Option<&str>,
+) -> ExitCode {
     for (i, (k, f)) in exe.fused().kernels.iter().zip(&exe.functions).enumerate() {
         let what = k.ops.join("+");
         match f {
@@ -391,7 +411,7 @@ pub fn compile_cmd(spec: &Spec, batch: usize, emit: Option<&str>) -> ExitCode {
                 }
             }
             None => println!(
-                "k{i} {what} ({}): no generated code (gemm core / host copy)",
+                "k{i} {what} ({}): no generated code (a host kernel: GEMM core, pooling, copy)",
                 k.origin
             ),
         }

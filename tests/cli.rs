@@ -208,6 +208,22 @@ fn graph_stages_and_compile() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = stdout(&o);
     assert!(s.contains("function") && s.contains("total:"), "{s}");
+    // The training step: the forward kernels, the loss and the gradients' kernels.
+    let o = netc(&["compile", "specs/lenet5.net", "--train", "--batch", "4"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    for want in [
+        "conv2d+add+relu (conv1)",
+        "(loss)",
+        "conv2d_grad_weight (conv1')",
+        "conv2d_grad_input",
+        "total:",
+    ] {
+        assert!(s.contains(want), "{want}: {s}");
+    }
+    let kernels = |s: &str| s.lines().filter(|l| l.starts_with('k')).count();
+    let inference = netc(&["compile", "specs/lenet5.net", "--batch", "4"]);
+    assert!(kernels(&s) > 3 * kernels(&stdout(&inference)), "{s}");
 }
 
 #[test]

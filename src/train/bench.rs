@@ -234,22 +234,20 @@ fn stats(times: &mut [Duration]) -> StepTimes {
     }
 }
 
-/// Loads `path` (with `opts`' overrides), compiles its training step and times it.
-pub fn bench_train(
-    path: &Path,
-    opts: &crate::spec::Options,
-    o: &TrainBenchOptions,
-) -> Result<TrainBenchReport, String> {
-    let batch = o.batch.max(1);
-    let t0 = Instant::now();
-    let spec = crate::spec::load_file(path, opts).map_err(|e| e.to_string())?;
-    let frontend_time = t0.elapsed();
-    let mut lg = spec.graph;
+/// The training step that `netc bench --train` times and `netc compile --train` shows: the
+/// model's `freeze` selectors applied, weights initialized from `seed`, cross-entropy, SGD
+/// (lr 0.01, momentum 0.9), batches of `batch`. Returns the (frozen) graph and the trainer.
+pub fn bench_trainer(
+    mut lg: crate::layer_graph::LayerGraph,
+    batch: usize,
+    seed: u64,
+    threads: usize,
+) -> Result<(crate::layer_graph::LayerGraph, Trainer), String> {
     if let Some(cfg) = &lg.train {
         let sel = cfg.freeze.clone();
         crate::train::freeze(&mut lg, &sel)?;
     }
-    let weights = Weights::init(&lg, o.seed);
+    let weights = Weights::init(&lg, seed);
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };
@@ -260,8 +258,22 @@ pub fn bench_train(
         nesterov: false,
         weight_decay: 0.0,
     };
+    let tr = Trainer::new(&lg, weights, batch, loss, optimizer, threads)?;
+    Ok((lg, tr))
+}
+
+/// Loads `path` (with `opts`' overrides), compiles its training step and times it.
+pub fn bench_train(
+    path: &Path,
+    opts: &crate::spec::Options,
+    o: &TrainBenchOptions,
+) -> Result<TrainBenchReport, String> {
+    let batch = o.batch.max(1);
+    let t0 = Instant::now();
+    let spec = crate::spec::load_file(path, opts).map_err(|e| e.to_string())?;
+    let frontend_time = t0.elapsed();
     let t1 = Instant::now();
-    let mut tr = Trainer::new(&lg, weights, batch, loss, optimizer, o.threads.max(1))?;
+    let (lg, mut tr) = bench_trainer(spec.graph, batch, o.seed, o.threads.max(1))?;
     let compile_time = t1.elapsed();
 
     let classes = tr.classes();
