@@ -249,13 +249,18 @@ unsafe fn copy_post_avx512(
 ) {
     use std::arch::x86_64::*;
     let zero = _mm512_setzero_ps();
-    // SAFETY: the row's bias (contract).
-    let bias = (!post.bias.is_null()).then(|| unsafe { _mm512_set1_ps(*post.bias) });
+    // Not a closure: it would not inherit the target feature (the intrinsic out of line).
+    let bias = if post.bias.is_null() {
+        None
+    } else {
+        // SAFETY: the row's bias (contract).
+        Some(_mm512_set1_ps(unsafe { *post.bias }))
+    };
     for y in 0..rows {
         let mut j = 0;
         while j < len {
             let n = (len - j).min(16);
-            let m = (0xffffu32 >> (16 - n)) as __mmask16;
+            let m = super::sgemm::lane_mask(0, n as isize);
             // SAFETY: lanes j..j+n of row y of both regions and the residual (contract).
             unsafe {
                 let mut v = _mm512_maskz_loadu_ps(m, src.add(y * src_rs + j));
