@@ -2324,28 +2324,9 @@ pub(super) mod tests {
         b: *const f32,
         r: *const f32,
     ) -> PostOp {
-        use crate::fuse::kernel::{Access, LoopKernel, Scalar};
+        use crate::fuse::kernel::Scalar;
         use crate::graph::{BinaryOp, UnaryOp};
         let g = Geom::new(kind);
-        let n = kind_n(kind);
-        let dense = vec![(g.o * g.npix) as isize, g.npix as isize, g.ow as isize, 1];
-        let accesses = vec![
-            Access {
-                input: 0,
-                strides: dense.clone(),
-                offset: 0,
-            },
-            Access {
-                input: 1,
-                strides: vec![0, 1, 0, 0],
-                offset: 0,
-            },
-            Access {
-                input: 2,
-                strides: dense,
-                offset: 0,
-            },
-        ];
         // Loads first, the raw one last and the residual added with the chain on the right.
         let mut program = vec![Scalar::Load(1), Scalar::Load(2), Scalar::Load(0)];
         let mut cur = 2;
@@ -2360,15 +2341,9 @@ pub(super) mod tests {
         if relu {
             program.push(Scalar::Unary(UnaryOp::Relu, cur));
         }
-        let k = LoopKernel {
-            shape: vec![n, g.o, g.oh, g.ow],
-            num_inputs: 3,
-            accesses,
-            program,
-            reduction: None,
-            window: None,
-        };
-        PostOp::recognize(&k, &[std::ptr::null(), b, r]).expect("the chain is recognized")
+        let k = super::super::post::epilogue_kernel([kind_n(kind), g.o, g.oh, g.ow], program);
+        PostOp::recognize(&k, &[std::ptr::null(), b, r, std::ptr::null()])
+            .expect("the chain is recognized")
     }
 
     /// Run `r` of [`convolutions_match_the_definition`] (whole, by channel blocks, by row

@@ -280,44 +280,40 @@ unsafe fn copy_post_avx512(
     }
 }
 
+/// A 4-D epilogue over the output `shape` `[N, O, H, W]` running `program`: access 0 the raw
+/// product, 1 a per-channel value, 2 a residual laid out like the output, 3 a per-pixel value
+/// shared by every channel (for tests here and in [`super::contraction`]).
+#[cfg(test)]
+pub(crate) fn epilogue_kernel(shape: [usize; 4], program: Vec<Scalar>) -> LoopKernel {
+    let [_, o, h, w] = shape;
+    let dense = vec![(o * h * w) as isize, (h * w) as isize, w as isize, 1];
+    let access = |input, strides| Access {
+        input,
+        strides,
+        offset: 0,
+    };
+    LoopKernel {
+        shape: shape.to_vec(),
+        num_inputs: 4,
+        accesses: vec![
+            access(0, dense.clone()),
+            access(1, vec![0, 1, 0, 0]),
+            access(2, dense),
+            access(3, vec![0, 0, w as isize, 1]),
+        ],
+        program,
+        reduction: None,
+        window: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuse::kernel::Access;
 
-    /// A 4-D epilogue over `[2, 3, 4, 5]`: access 0 the raw product, 1 a per-channel value,
-    /// 2 a residual laid out like the output, 3 a per-pixel value shared by every channel.
+    /// A 4-D epilogue over `[2, 3, 4, 5]` ([`epilogue_kernel`]).
     fn kernel(program: Vec<Scalar>) -> LoopKernel {
-        let dense = vec![60, 20, 5, 1];
-        LoopKernel {
-            shape: vec![2, 3, 4, 5],
-            num_inputs: 4,
-            accesses: vec![
-                Access {
-                    input: 0,
-                    strides: dense.clone(),
-                    offset: 0,
-                },
-                Access {
-                    input: 1,
-                    strides: vec![0, 1, 0, 0],
-                    offset: 0,
-                },
-                Access {
-                    input: 2,
-                    strides: dense,
-                    offset: 0,
-                },
-                Access {
-                    input: 3,
-                    strides: vec![0, 0, 5, 1],
-                    offset: 0,
-                },
-            ],
-            program,
-            reduction: None,
-            window: None,
-        }
+        epilogue_kernel([2, 3, 4, 5], program)
     }
 
     fn parts(program: Vec<Scalar>) -> Option<(bool, bool, bool)> {
