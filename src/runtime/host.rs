@@ -708,6 +708,15 @@ fn pool_backward_body(
     let first = range.start;
     let mut best = [0f32; RUN];
     let mut arg = [0u32; RUN];
+    // Interior runs as AVX-512 vectors end to end (choice and scatter) where they apply.
+    let vector_run = win.max
+        && (sw == 1 || sw == 2)
+        && dw == 1
+        && kh * kw <= 64
+        && crate::runtime::sgemm::available();
+    // Windows apart (none shares an input float with another): their taps' gradients are
+    // stored, not added to what is there.
+    let fresh = kw <= sw && (kh - 1) * dh < sh;
     for p in range {
         let xp = &x[p * h * w..(p + 1) * h * w];
         // The vector sweeps may read past the plane (results unused): up to the tensor's end.
@@ -720,6 +729,16 @@ fn pool_backward_body(
             let dyr = &dyp[oy * ow..(oy + 1) * ow];
             let mut ox = 0;
             while ox < ow {
+                if win.max && ox == inner_lo && ky1 > ky0 && vector_run {
+                    let base = (y0 + (ky0 * dh) as isize) as usize * w + cols[inner_lo].0 as usize;
+                    let taps = (ky1 - ky0, dh * w, kw);
+                    let dys = &dyr[inner_lo..inner_hi];
+                    // SAFETY: AVX-512F present (`vector_run`); every tap of these windows lies
+                    // inside the plane (interior columns, valid rows); stride 1 or 2.
+                    unsafe { max_grad_run_avx512(xp, dxp, taps, base, (sw, relu, fresh), dys) };
+                    ox = inner_hi;
+                    continue;
+                }
                 if win.max && ox == inner_lo && ky1 > ky0 {
                     // A run of interior windows: taps swept as vectors across the run.
                     let mut at = inner_lo;
@@ -786,6 +805,172 @@ fn pool_backward_body(
             }
         }
     }
+}
+
+/// The gradient of one run of interior max windows of an output row: window `j < dy.len()`
+/// has its taps at `base + j·s + r·row_stride + kx` (`r < rows`, `kx < kw`) in the plane
+/// `xp`, and `dx[tap] += dy[j]` for its chosen tap (the first strictly largest, or the last
+/// NaN, as [`pool_backward_body`]'s scalar windows), only where that tap is positive with
+/// `relu`. Sixteen windows per vector: the choice as a tap number per lane, then per tap the
+/// lanes that chose it added into `dx` (at stride 2 spread to every other float by a
+/// two-source permute, the taps `kx` and `kx + 1` of a row in one pass). Taps are added with
+/// `kx` descending, so a float two windows share gets the left window's gradient first, the
+/// order of the scalar loop (the same bits). With `fresh`, no other window adds to the run's
+/// taps (windows that neither overlap nor touch in `dx`, as 2×2 pooling at stride 2): the
+/// gradients are stored, not added (see [`add_lanes`]).
+///
+/// # Safety
+/// AVX-512F present; `s` is 1 or 2; every tap of the run lies inside `xp` and `dx` (planes
+/// of the same size), zero with `fresh`; at most 64 taps per window.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_grad_run_avx512(
+    xp: &[f32],
+    dx: &mut [f32],
+    (rows, row_stride, kw): (usize, usize, usize),
+    base: usize,
+    (s, relu, fresh): (usize, bool, bool),
+    dy: &[f32],
+) {
+    use std::arch::x86_64::*;
+    let n = dy.len();
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // Lane l of `a` to lane 2l, of `b` to lane 2l + 1: the low and high 16 of 32.
+    let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let zero = _mm512_setzero_ps();
+    let mask = |len: usize| super::sgemm::lane_mask(0, len as isize);
+    let (xs, dxs) = (xp.as_ptr(), dx.as_mut_ptr());
+    let mut j = 0;
+    while j < n {
+        let cnt = (n - j).min(16);
+        let m = mask(cnt);
+        let need = s * (cnt - 1) + 1;
+        let (lo2, hi2) = (mask(need), mask(need.saturating_sub(16)));
+        let mut b = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut t = _mm512_set1_epi32(-1);
+        for r in 0..rows {
+            for kx in 0..kw {
+                // SAFETY: the masked lanes read taps of windows j..j + cnt, inside xp.
+                let v = unsafe {
+                    let p = xs.add(base + r * row_stride + kx + j * s);
+                    if s == 1 {
+                        _mm512_maskz_loadu_ps(m, p)
+                    } else {
+                        let a = _mm512_maskz_loadu_ps(lo2, p);
+                        let c = _mm512_maskz_loadu_ps(hi2, p.add(16));
+                        _mm512_permutex2var_ps(a, even, c)
+                    }
+                };
+                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, b)
+                    | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                b = _mm512_mask_mov_ps(b, take, v);
+                t = _mm512_mask_mov_epi32(t, take, _mm512_set1_epi32((r * kw + kx) as i32));
+            }
+        }
+        let mut ok = m & _mm512_cmpneq_epi32_mask(t, _mm512_set1_epi32(-1));
+        if relu {
+            ok &= _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, zero);
+        }
+        // SAFETY: lanes j..j + cnt of dy.
+        let d = unsafe { _mm512_maskz_loadu_ps(m, dy.as_ptr().add(j)) };
+        for r in 0..rows {
+            let row = base + r * row_stride + j * s;
+            if s == 1 {
+                for kx in (0..kw).rev() {
+                    // SAFETY: taps of the run, inside dx.
+                    unsafe {
+                        add_lanes(dxs.add(row + kx), chosen(d, t, ok, r * kw + kx), cnt, fresh)
+                    };
+                }
+                continue;
+            }
+            // Stride 2: tap kx of window j' is float 2j' + kx of the row; taps kx and kx + 1
+            // interleave (kx even), taps alone are spread with zeros in the odd lanes.
+            let mut kx = kw;
+            while kx > 0 {
+                let (k0, pair) = if kx >= 2 && kx % 2 == 0 {
+                    (kx - 2, true)
+                } else {
+                    (kx - 1, false)
+                };
+                let a = chosen(d, t, ok, r * kw + k0);
+                let c = if pair {
+                    chosen(d, t, ok, r * kw + k0 + 1)
+                } else {
+                    zero
+                };
+                let len = 2 * cnt - usize::from(!pair);
+                // SAFETY: floats 0..len from tap k0 of window j: taps of the run, inside dx.
+                unsafe {
+                    let p = dxs.add(row + k0);
+                    add_lanes(p, _mm512_permutex2var_ps(a, lo_idx, c), len.min(16), fresh);
+                    if len > 16 {
+                        add_lanes(
+                            p.add(16),
+                            _mm512_permutex2var_ps(a, hi_idx, c),
+                            len - 16,
+                            fresh,
+                        );
+                    }
+                }
+                kx = k0;
+            }
+        }
+        j += cnt;
+    }
+}
+
+/// The lanes of `d` whose window chose tap `tap` (and are in `ok`), zero elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn chosen(
+    d: std::arch::x86_64::__m512,
+    t: std::arch::x86_64::__m512i,
+    ok: std::arch::x86_64::__mmask16,
+    tap: usize,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    _mm512_maskz_mov_ps(
+        ok & _mm512_cmpeq_epi32_mask(t, _mm512_set1_epi32(tap as i32)),
+        d,
+    )
+}
+
+/// `p[0..len] += v[0..len]` (`len <= 16`); with `fresh`, `p`'s floats are known to be zero
+/// (nothing else adds to them), so they are not loaded: a load right after a masked store to
+/// the same floats cannot take its value from the store buffer and waits for the store.
+///
+/// # Safety
+/// AVX-512F present; `p` valid for `len` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn add_lanes(p: *mut f32, v: std::arch::x86_64::__m512, len: usize, fresh: bool) {
+    use std::arch::x86_64::*;
+    let m = super::sgemm::lane_mask(0, len as isize);
+    // `0 + v`, as the scalar loop's `+=` into zeroed floats gives (-0 becomes +0).
+    let old = if fresh {
+        _mm512_setzero_ps()
+    } else {
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    };
+    // SAFETY: lanes 0..len of p (contract).
+    unsafe { _mm512_mask_storeu_ps(p, m, _mm512_add_ps(old, v)) };
+}
+
+/// Stand-in off x86-64 (never called: `sgemm::available()` is false there).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn max_grad_run_avx512(
+    _: &[f32],
+    _: &mut [f32],
+    _: (usize, usize, usize),
+    _: usize,
+    _: (usize, bool, bool),
+    _: &[f32],
+) {
+    unreachable!()
 }
 
 #[cfg(test)]
@@ -997,6 +1182,108 @@ mod tests {
                     assert!(
                         g.to_bits() == r.to_bits() || (g.is_nan() && r.is_nan()),
                         "case {case} {name} ({win:?}, {xs:?}): element {i}: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+    /// Max pooling's gradient by its definition: each output's gradient added, in output
+    /// order, to its window's first strictly largest tap (or last NaN) inside the input; with
+    /// `relu` only where that tap is positive.
+    fn reference_grad(
+        win: &Window,
+        relu: bool,
+        x: &[f32],
+        xs: &[usize],
+        dy: &[f32],
+        ys: &[usize],
+    ) -> Vec<f32> {
+        let (h, w, oh, ow) = (xs[2], xs[3], ys[2], ys[3]);
+        let mut dx = vec![0.0f32; x.len()];
+        for p in 0..xs[0] * xs[1] {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, None);
+                    for ky in 0..win.kernel[0] {
+                        for kx in 0..win.kernel[1] {
+                            let iy = (oy * win.stride[0] + ky * win.dilation[0]) as isize
+                                - win.padding[0] as isize;
+                            let ix = (ox * win.stride[1] + kx * win.dilation[1]) as isize
+                                - win.padding[2] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                continue;
+                            }
+                            let i = (p * h + iy as usize) * w + ix as usize;
+                            if x[i] > best || x[i].is_nan() {
+                                (best, at) = (x[i], Some(i));
+                            }
+                        }
+                    }
+                    if let Some(i) = at.filter(|&i| !relu || x[i] > 0.0) {
+                        dx[i] += dy[(p * oh + oy) * ow + ox];
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Max pooling's gradient (the AVX-512 interior runs at strides 1 and 2, the scalar edge
+    /// windows and other strides), with and without the ReLU mask: odd sizes up to 90 columns
+    /// (runs of several vectors and a partial one), dilation, padding, ceil mode, ties, NaNs
+    /// and -inf, whole and split by planes; the same bits as the definition.
+    #[test]
+    fn max_pooling_gradient_matches_the_definition() {
+        let mut rng = Rng(0x7f4a_7c15);
+        for case in 0..300 {
+            let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
+            let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
+            let (dh, dw) = (1 + rng.below(2), if case % 4 == 0 { 2 } else { 1 });
+            let (ph, pw) = (rng.below(kh / 2 + 1), rng.below(kw / 2 + 1));
+            let ceil = rng.below(2) == 1;
+            let relu = rng.below(2) == 1;
+            let h = (kh - 1) * dh + 1 + rng.below(12);
+            let w = (kw - 1) * dw + 1 + rng.below(90);
+            let (n, c) = (1 + rng.below(2), 1 + rng.below(3));
+            let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
+            let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
+            let win = Window {
+                max: true,
+                count_include_pad: false,
+                in_hw: [h, w],
+                kernel: [kh, kw],
+                stride: [sh, sw],
+                padding: [ph, ph, pw, pw],
+                dilation: [dh, dw],
+            };
+            let nan_every = if case % 3 == 0 { 37 } else { usize::MAX };
+            let x: Vec<f32> = (0..n * c * h * w)
+                .map(|i| {
+                    if i % nan_every == 36 {
+                        f32::NAN
+                    } else {
+                        [-2.0, -0.0, 0.0, 1.0, 1.5, -1.0, f32::NEG_INFINITY][rng.below(7)]
+                    }
+                })
+                .collect();
+            let dy: Vec<f32> = (0..n * c * oh * ow)
+                .map(|_| (rng.below(2001) as f32 - 1000.0) / 77.0)
+                .collect();
+            let (xs, ys) = ([n, c, h, w], [n, c, oh, ow]);
+            let want = reference_grad(&win, relu, &x, &xs, &dy, &ys);
+            let planes = n * c;
+            let mut got = vec![7.0; planes * h * w];
+            pool_backward((&win, relu), (&x, &xs), (&dy, &ys), &mut got);
+            let mut split = vec![7.0; planes * h * w];
+            let half = planes / 2;
+            let (a, b) = split.split_at_mut(half * h * w);
+            pool_backward_planes((&win, relu), &x, &xs, &dy, &ys, a, 0..half);
+            pool_backward_planes((&win, relu), &x, &xs, &dy, &ys, b, half..planes);
+            for (name, out) in [("whole", &got), ("split", &split)] {
+                for (i, (g, r)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == r.to_bits(),
+                        "case {case} {name} relu {relu} ({win:?}, {xs:?}): element {i}: {g} vs {r}"
                     );
                 }
             }
