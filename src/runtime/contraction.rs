@@ -1603,6 +1603,12 @@ pub unsafe fn conv_backward_data(
     imgs: std::ops::Range<usize>,
     channels: (usize, usize),
 ) {
+    let g = Geom::new(kind);
+    if backward_data_direct_applies(&g) {
+        // SAFETY: forwarded; AVX-512F present (applies).
+        unsafe { backward_data_direct(&g, dy, w, dx, imgs, channels) };
+        return;
+    }
     if let Some(t) = backward_data_implicit(kind) {
         // SAFETY: forwarded.
         unsafe { conv_backward_data_implicit(&t, dy, w, dx, imgs, channels) };
@@ -1833,6 +1839,175 @@ unsafe fn conv_backward_data_implicit(
             })
         })
     });
+}
+
+/// Whether a backward-data pass runs as [`backward_data_direct`]: ungrouped, stride 1, few
+/// input channels (the gradient's channels: the GEMM form's column matrix then has few rows
+/// per tap and the product is a thin one; the implicit form multiplies the zero padding of
+/// `dy`), rows of at most 32 floats, AVX-512F. LeNet-5's conv2: 6 channels, 14-wide rows.
+fn backward_data_direct_applies(g: &Geom) -> bool {
+    g.groups == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.c <= DIRECT_DATA_CHANNELS
+        && g.w <= 32
+        && !g.direct
+        && super::sgemm::available()
+}
+
+/// Gradients with up to this many channels may take [`backward_data_direct`].
+const DIRECT_DATA_CHANNELS: usize = 8;
+
+/// Output rows of `dx` per sweep of [`backward_data_rows`].
+const DATA_ROWS: usize = 2;
+
+/// The backward-data pass without a column matrix or GEMM (stride 1):
+/// `dx[i, c, y, x] = Σ_{o, ki, kj} dy[i, o, y + PT - ki·DH, x + PL - kj·DW] · w[o, c, ki, kj]`
+/// over the taps whose `dy` pixel exists. Per image, block of up to 6 channels, pair of rows
+/// and 16 columns of `dx`, a sweep ([`backward_data_rows`]) keeps `2 × CB` sums of 16 lanes in
+/// registers; per `(o, ki, kj)` it loads the two rows' shifted `dy` (masked: zeros outside
+/// `dy`) and broadcasts `CB` weights. Only kernel rows that reach `dy` for one of the two rows
+/// are visited, so the zero border a transposed convolution would pad `dy` with costs
+/// nothing vertically. Channels `c0..c1` of images `imgs` are written (overwritten).
+///
+/// # Safety
+/// As [`conv_backward_data`]; [`backward_data_direct_applies`].
+unsafe fn backward_data_direct(
+    g: &Geom,
+    dy: *const f32,
+    w: *const f32,
+    dx: *mut f32,
+    imgs: std::ops::Range<usize>,
+    (c0, c1): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::sgemm::lane_mask;
+        // Per 16-column chunk of a dx row: its lanes, and per kernel column the lanes whose
+        // dy column (x + PL - kj·DW) exists.
+        let chunks: Vec<(u16, Vec<u16>)> = (0..g.w.div_ceil(16))
+            .map(|ch| {
+                let x0 = 16 * ch;
+                let lanes = lane_mask(0, (g.w - x0) as isize);
+                let cols = (0..g.kw)
+                    .map(|kj| {
+                        let off = (x0 + g.pl) as isize - (kj * g.dw) as isize;
+                        lane_mask(-off, g.ow as isize - off) & lanes
+                    })
+                    .collect();
+                (lanes, cols)
+            })
+            .collect();
+        let blocks = (c1 - c0).div_ceil(6);
+        let cb = (c1 - c0).div_ceil(blocks.max(1)).max(1);
+        for i in imgs {
+            for cs in (c0..c1).step_by(cb) {
+                let m = cb.min(c1 - cs);
+                let sweep = DATA_ROWS_SWEEPS[m - 1];
+                for y0 in (0..g.h).step_by(DATA_ROWS) {
+                    for (ch, (lanes, cols)) in chunks.iter().enumerate() {
+                        // SAFETY: AVX-512F present (applies); image i's dy, the weight, and
+                        // rows y0.. of channels cs..cs + m of image i's dx (contract).
+                        unsafe { sweep(g, (dy, w, dx), (i, cs, y0, 16 * ch), (*lanes, cols)) };
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("backward_data_direct_applies needs AVX-512F");
+}
+
+/// One sweep of [`backward_data_direct`]: image `i`, channels `c..c + CB`, rows `y0..y0 + 2`
+/// (those inside `dx`), columns `x0..x0 + 16` (`lanes` of them inside), with the per-kernel-
+/// column masks `cols`.
+#[cfg(target_arch = "x86_64")]
+type DataRows = unsafe fn(
+    &Geom,
+    (*const f32, *const f32, *mut f32),
+    (usize, usize, usize, usize),
+    (u16, &[u16]),
+);
+
+/// [`DataRows`] by channels per block (1 to 6): at most 12 sums.
+#[cfg(target_arch = "x86_64")]
+static DATA_ROWS_SWEEPS: [DataRows; 6] = [
+    backward_data_rows::<1>,
+    backward_data_rows::<2>,
+    backward_data_rows::<3>,
+    backward_data_rows::<4>,
+    backward_data_rows::<5>,
+    backward_data_rows::<6>,
+];
+
+/// See [`DataRows`].
+///
+/// # Safety
+/// AVX-512F present; `dy`, `w`, `dx` the whole batches / weight; `i < N`, `c + CB <= C`,
+/// `y0 < H`, `x0 < W`; `cols` has `KW` masks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn backward_data_rows<const CB: usize>(
+    g: &Geom,
+    (dy, w, dx): (*const f32, *const f32, *mut f32),
+    (i, c, y0, x0): (usize, usize, usize, usize),
+    (lanes, cols): (u16, &[u16]),
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); CB]; DATA_ROWS];
+    let taps = g.kh * g.kw;
+    let img_dy = g.o * g.npix;
+    // Kernel rows reaching dy for some row of the pair: dy row y + PT - ki·DH in 0..OH.
+    let reach = |y: usize, ki: usize| {
+        let r = (y + g.pt) as isize - (ki * g.dh) as isize;
+        (r >= 0 && r < g.oh as isize && y < g.h).then_some(r as usize)
+    };
+    for ki in 0..g.kh {
+        let rows: [Option<usize>; DATA_ROWS] = std::array::from_fn(|r| reach(y0 + r, ki));
+        if rows.iter().all(Option::is_none) {
+            continue;
+        }
+        for o in 0..g.o {
+            let dyo = dy.wrapping_add(i * img_dy + o * g.npix);
+            let wo = w.wrapping_add((o * g.c + c) * taps + ki * g.kw);
+            for (kj, &m) in cols.iter().enumerate() {
+                let off = (x0 + g.pl) as isize - (kj * g.dw) as isize;
+                let mut d = [_mm512_setzero_ps(); DATA_ROWS];
+                #[allow(clippy::needless_range_loop)]
+                for r in 0..DATA_ROWS {
+                    if let Some(yy) = rows[r] {
+                        // SAFETY: the lanes in m lie inside row yy of dy's channel o.
+                        d[r] = unsafe {
+                            _mm512_maskz_loadu_ps(
+                                m,
+                                dyo.wrapping_add(yy * g.ow).wrapping_offset(off),
+                            )
+                        };
+                    }
+                }
+                #[allow(clippy::needless_range_loop)]
+                for cc in 0..CB {
+                    // SAFETY: w[o, c + cc, ki, kj].
+                    let wv = _mm512_set1_ps(unsafe { *wo.add(cc * taps + kj) });
+                    for r in 0..DATA_ROWS {
+                        acc[r][cc] = _mm512_fmadd_ps(d[r], wv, acc[r][cc]);
+                    }
+                }
+            }
+        }
+    }
+    let img_dx = g.c * g.h * g.w;
+    #[allow(clippy::needless_range_loop)]
+    for r in 0..DATA_ROWS {
+        if y0 + r >= g.h {
+            break;
+        }
+        for cc in 0..CB {
+            let at = dx.wrapping_add(i * img_dx + ((c + cc) * g.h + y0 + r) * g.w + x0);
+            // SAFETY: the lanes of row y0 + r, columns x0.., of channel c + cc of image i.
+            unsafe { _mm512_mask_storeu_ps(at, lanes, acc[r][cc]) };
+        }
+    }
 }
 
 /// Convolutions with up to this many output channels may take [`weight_grad_direct`].
@@ -2782,7 +2957,8 @@ pub(super) mod tests {
         dx
     }
 
-    /// Random geometries, stride 1 (the implicit GEMM of the flipped weight where
+    /// Random geometries, stride 1 (few channels and rows of at most 32: the direct sweeps of
+    /// [`backward_data_direct`]; else the implicit GEMM of the flipped weight where
     /// [`backward_data_implicit`] applies) and stride 2 (col2im), with odd sizes, asymmetric
     /// padding (some beyond the kernel's reach), dilation, groups and several images; each
     /// run whole, one image at a time and, without groups, by input-channel blocks, into a
@@ -2792,9 +2968,10 @@ pub(super) mod tests {
     fn backward_data_matches_the_definition() {
         let mut rng = Rng(0x9e37_79b9);
         let (mut implicit_seen, mut split_seen, mut beyond_reach) = (0, 0, 0);
-        for case in 0..80 {
+        let (mut direct_seen, mut direct_blocks) = (0, 0);
+        for case in 0..120 {
             let groups = [1, 1, 1, 2, 3][rng.below(5)];
-            let c = groups * (1 + rng.below(6));
+            let c = groups * (1 + rng.below(if case % 2 == 0 { 6 } else { 14 }));
             let o = groups * (1 + rng.below(9));
             let kh = 1 + rng.below(5);
             let kw = 1 + rng.below(5);
@@ -2820,7 +2997,11 @@ pub(super) mod tests {
                 groups,
             };
             let g = Geom::new(&kind);
-            let new_path = backward_data_implicit(&kind).is_some();
+            let direct = backward_data_direct_applies(&g);
+            direct_seen += direct as usize;
+            // Two channel blocks or two 16-column chunks per row.
+            direct_blocks += (direct && (c > 6 || w > 16)) as usize;
+            let new_path = !direct && backward_data_implicit(&kind).is_some();
             implicit_seen += new_path as usize;
             split_seen += (new_path && groups == 1 && c >= 2) as usize;
             beyond_reach += (stride == 1
@@ -2884,8 +3065,8 @@ pub(super) mod tests {
                     let tol = 1e-4 * (1.0 + want.abs());
                     assert!(
                         (got as f64 - want).abs() <= tol,
-                        "case {case} run {r} ({kind:?}, implicit {new_path}): element {j}: \
-                         {got} vs {want}"
+                        "case {case} run {r} ({kind:?}, direct {direct}, implicit {new_path}): \
+                         element {j}: {got} vs {want}"
                     );
                 }
             }
@@ -2895,6 +3076,11 @@ pub(super) mod tests {
             "only {beyond_reach} cases pad beyond the reach"
         );
         if super::super::sgemm::available() {
+            assert!(direct_seen >= 15, "only {direct_seen} direct cases");
+            assert!(
+                direct_blocks >= 5,
+                "only {direct_blocks} direct multi-block cases"
+            );
             assert!(implicit_seen >= 15, "only {implicit_seen} implicit cases");
             assert!(
                 split_seen >= 5,
