@@ -2010,6 +2010,195 @@ unsafe fn backward_data_rows<const CB: usize>(
     }
 }
 
+/// Whether a weight gradient of `rows` output channels runs as [`weight_grad_lanes`]: 9 to
+/// 16 of them (a vector's lanes, mostly filled), ungrouped, unpadded (every tap of every
+/// output pixel inside the input), kernels 3 or 5 wide, where [`weight_grad_direct`] does not
+/// apply (rows that fill few of their lanes, as LeNet-5's conv2: 10 of 16), AVX-512F.
+fn weight_grad_lanes_applies(g: &Geom, rows: usize) -> bool {
+    let inside = g.pt == 0
+        && g.pl == 0
+        && (g.oh - 1) * g.sh + (g.kh - 1) * g.dh < g.h
+        && (g.ow - 1) * g.sw + (g.kw - 1) * g.dw < g.w;
+    g.groups == 1
+        && (9..=16).contains(&rows)
+        && inside
+        && matches!(g.kw, 3 | 5)
+        && !weight_grad_direct_applies(g)
+        && super::sgemm::available()
+}
+
+/// The weight gradient with output channels in the vector lanes:
+/// `dw[o, c, ki, kj] = Σ_{i, y, x} x[i, c, y·SH + ki·DH, x·SW + kj·DW] · dy[i, o, y, x]`,
+/// lanes `o`. Per image, `dy` is transposed into one 16-lane vector per output pixel (channels
+/// `lo..hi`, zeros beyond); then per block of input channels and kernel row a sweep
+/// ([`weight_grad_lane_rows`]) keeps `CB × KW` sums (15) in registers and, per output pixel,
+/// loads that vector once and broadcasts the `CB × KW` input values it meets, so every lane of
+/// every multiply-add is useful (the GEMM form packs an im2col of mostly short rows; the
+/// pixels-in-lanes form of [`weight_grad_direct`] fills 10 of 16 lanes on LeNet-5's 10-wide
+/// rows). Images are the outer loop (one image's input and `dy` stay in L1); the sums are kept
+/// per sweep between images. Rows `lo..hi` and input channels `c0..c1` of `dw` are written
+/// (overwritten).
+///
+/// # Safety
+/// As [`conv_backward_weight`]; [`weight_grad_lanes_applies`].
+unsafe fn weight_grad_lanes(
+    g: &Geom,
+    x: *const f32,
+    dy: *const f32,
+    dw: *mut f32,
+    imgs: &[usize],
+    (lo, hi): (usize, usize),
+    (c0, c1): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cb_max = if g.kw == 3 { 5 } else { 3 };
+        let blocks = (c1 - c0).div_ceil(cb_max).max(1);
+        let cb = (c1 - c0).div_ceil(blocks).max(1);
+        let taps = g.kh * g.kw;
+        // Sums per (input channel, kernel row, kernel column): 16 lanes of output channels.
+        let mut sums = vec![0f32; (c1 - c0) * taps * 16];
+        let mut dyt = vec![0f32; g.npix * 16];
+        let sweeps = WEIGHT_GRAD_LANE_ROWS[(g.kw == 5) as usize];
+        let (img_in, img_out) = (g.c * g.h * g.w, g.o * g.npix);
+        for &i in imgs {
+            // SAFETY: channels lo..hi of image i's dy; dyt holds npix·16 floats.
+            unsafe {
+                transpose_channels(dy.add(i * img_out + lo * g.npix), hi - lo, g.npix, &mut dyt)
+            };
+            for cs in (c0..c1).step_by(cb) {
+                let m = cb.min(c1 - cs);
+                for ki in 0..g.kh {
+                    let at = ((cs - c0) * taps + ki * g.kw) * 16;
+                    // SAFETY: AVX-512F present (applies); image i of x (unpadded: every tap
+                    // inside); this block's sums.
+                    unsafe {
+                        sweeps[m - 1](
+                            g,
+                            x.add(i * img_in),
+                            &dyt,
+                            (cs, ki),
+                            sums.as_mut_ptr().add(at),
+                        )
+                    };
+                }
+            }
+        }
+        for o in lo..hi {
+            for c in c0..c1 {
+                for t in 0..taps {
+                    // SAFETY: row o, column c·taps + t of dw.
+                    unsafe {
+                        *dw.add(o * g.kdim + c * taps + t) =
+                            sums[((c - c0) * taps + t) * 16 + o - lo]
+                    };
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("weight_grad_lanes_applies needs AVX-512F");
+}
+
+/// `out[p·16 + r] = src[r·npix + p]` for `r < rows` (at most 16), zero for `r >= rows`: the
+/// channels of one image's `dy` as one vector per pixel.
+///
+/// # Safety
+/// AVX-512F present; `src` holds `rows` channels of `npix` floats; `out` `npix·16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_channels(src: *const f32, rows: usize, npix: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    for p0 in (0..npix).step_by(16) {
+        let pn = (npix - p0).min(16);
+        let mask = super::sgemm::lane_mask(0, pn as isize);
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (ch, v) in r.iter_mut().enumerate().take(rows) {
+            // SAFETY: pixels p0..p0 + pn of channel ch.
+            *v = unsafe { _mm512_maskz_loadu_ps(mask, src.add(ch * npix + p0)) };
+        }
+        let t = super::sgemm::transpose16(r);
+        for (k, v) in t.iter().enumerate().take(pn) {
+            // SAFETY: pixel p0 + k's 16 floats of out.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((p0 + k) * 16), *v) };
+        }
+    }
+}
+
+/// One sweep of [`weight_grad_lanes`]: input channels `c..c + CB` of one image (`x` at its
+/// channel 0), kernel row `ki`, adding into the sums `sums[(cc·KH·KW + kj)·16..]`.
+#[cfg(target_arch = "x86_64")]
+type WeightGradLaneRows = unsafe fn(&Geom, *const f32, &[f32], (usize, usize), *mut f32);
+
+/// [`WeightGradLaneRows`] by `[KW == 5][CB - 1]`: at most 15 sums.
+#[cfg(target_arch = "x86_64")]
+static WEIGHT_GRAD_LANE_ROWS: [&[WeightGradLaneRows]; 2] = [
+    &[
+        weight_grad_lane_rows::<3, 1>,
+        weight_grad_lane_rows::<3, 2>,
+        weight_grad_lane_rows::<3, 3>,
+        weight_grad_lane_rows::<3, 4>,
+        weight_grad_lane_rows::<3, 5>,
+    ],
+    &[
+        weight_grad_lane_rows::<5, 1>,
+        weight_grad_lane_rows::<5, 2>,
+        weight_grad_lane_rows::<5, 3>,
+    ],
+];
+
+/// See [`WeightGradLaneRows`].
+///
+/// # Safety
+/// AVX-512F present; `x` one image's input, every tap inside it; `c + CB <= C`, `ki < KH`;
+/// `dyt` the image's transposed `dy` ([`transpose_channels`]); `sums` holds the block's
+/// `CB·KH·KW·16` floats from its start.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_grad_lane_rows<const KW: usize, const CB: usize>(
+    g: &Geom,
+    x: *const f32,
+    dyt: &[f32],
+    (c, ki): (usize, usize),
+    sums: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let taps = g.kh * g.kw;
+    let mut acc = [[_mm512_setzero_ps(); KW]; CB];
+    #[allow(clippy::needless_range_loop)]
+    for cc in 0..CB {
+        for kj in 0..KW {
+            // SAFETY: sums of channel c + cc, kernel row ki, column kj.
+            acc[cc][kj] = unsafe { _mm512_loadu_ps(sums.add((cc * taps + kj) * 16)) };
+        }
+    }
+    let plane = g.h * g.w;
+    for y in 0..g.oh {
+        let row = x.wrapping_add(c * plane + (y * g.sh + ki * g.dh) * g.w);
+        let d_row = dyt.as_ptr().wrapping_add(y * g.ow * 16);
+        for xo in 0..g.ow {
+            // SAFETY: pixel (y, xo)'s vector of dyt.
+            let d = unsafe { _mm512_loadu_ps(d_row.add(xo * 16)) };
+            let at = row.wrapping_add(xo * g.sw);
+            #[allow(clippy::needless_range_loop)]
+            for cc in 0..CB {
+                for kj in 0..KW {
+                    // SAFETY: input (c + cc, y·SH + ki·DH, xo·SW + kj·DW), inside the image.
+                    let v = _mm512_set1_ps(unsafe { *at.add(cc * plane + kj * g.dw) });
+                    acc[cc][kj] = _mm512_fmadd_ps(v, d, acc[cc][kj]);
+                }
+            }
+        }
+    }
+    #[allow(clippy::needless_range_loop)]
+    for cc in 0..CB {
+        for kj in 0..KW {
+            // SAFETY: as the loads above.
+            unsafe { _mm512_storeu_ps(sums.add((cc * taps + kj) * 16), acc[cc][kj]) };
+        }
+    }
+}
+
 /// Convolutions with up to this many output channels may take [`weight_grad_direct`].
 const DIRECT_WEIGHT_CHANNELS: usize = 32;
 
@@ -2259,6 +2448,11 @@ pub unsafe fn conv_backward_weight(
     if weight_grad_direct_applies(&full) {
         // SAFETY: forwarded; rows lo..hi and columns c0·taps.. of dw are this call's.
         unsafe { weight_grad_direct(&full, x, dy, dw, &list, (lo, hi), (c0, c1)) };
+        return;
+    }
+    if weight_grad_lanes_applies(&full, hi - lo) {
+        // SAFETY: forwarded; rows lo..hi and columns c0·taps.. of dw are this call's.
+        unsafe { weight_grad_lanes(&full, x, dy, dw, &list, (lo, hi), (c0, c1)) };
         return;
     }
     // Output-channel rows of each group this call computes.
@@ -3132,8 +3326,8 @@ pub(super) mod tests {
     #[test]
     fn backward_weight_matches_the_definition() {
         let mut rng = Rng(0x6c07_8965);
-        let (mut implicit_seen, mut direct_seen) = (0, 0);
-        for case in 0..80 {
+        let (mut implicit_seen, mut direct_seen, mut lanes_seen) = (0, 0, 0);
+        for case in 0..96 {
             let groups = [1, 1, 1, 2][rng.below(4)];
             let c = groups * (1 + rng.below(5));
             let o = groups * (1 + rng.below(9));
@@ -3149,6 +3343,21 @@ pub(super) mod tests {
             } else {
                 (groups, c, o, kw, sw)
             };
+            // Every 8th case the lanes form's shape: 9 to 16 output channels, unpadded, 3 or 5
+            // wide, up to 8 input channels (partial blocks), short rows (10 wide: LeNet-5's
+            // conv2) or any stride.
+            let lanes_case = case % 8 == 1;
+            let (c, o, kw, padding) = if lanes_case {
+                (
+                    1 + rng.below(8),
+                    9 + rng.below(8),
+                    [3, 5][case / 8 % 2],
+                    [0; 4],
+                )
+            } else {
+                (c, o, kw, padding)
+            };
+            let groups = if lanes_case { 1 } else { groups };
             // Mostly large maps (more than a band of output pixels).
             let big = case % 4 != 3;
             let h = (kh - 1) * dh
@@ -3158,7 +3367,9 @@ pub(super) mod tests {
                 } else {
                     rng.below(10)
                 };
-            let w = if case % 8 == 5 {
+            let w = if lanes_case {
+                (kw - 1) * dw + 10 + rng.below(12)
+            } else if case % 8 == 5 {
                 // Output rows 16·k + 12..=16 wide.
                 16 * rng.below(3) + 12 + rng.below(5) + (kw - 1) * dw - padding[2] - padding[3]
             } else {
@@ -3186,6 +3397,7 @@ pub(super) mod tests {
             let g = Geom::new(&kind);
             let direct = weight_grad_direct_applies(&g);
             direct_seen += direct as usize;
+            lanes_seen += weight_grad_lanes_applies(&g, o) as usize;
             implicit_seen += (!direct && g.npix > BAND_PIXELS && implicit(&g, o)) as usize;
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.next()).collect();
             let dy: Vec<f32> = (0..n * o * g.npix).map(|_| rng.next()).collect();
@@ -3242,6 +3454,7 @@ pub(super) mod tests {
         if super::super::sgemm::available() {
             assert!(implicit_seen >= 20, "only {implicit_seen} implicit cases");
             assert!(direct_seen >= 12, "only {direct_seen} direct cases");
+            assert!(lanes_seen >= 8, "only {lanes_seen} lanes cases");
         }
     }
 }
