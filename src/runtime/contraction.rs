@@ -1228,6 +1228,11 @@ pub unsafe fn conv_images(
     post: Option<&PostOp>,
 ) {
     let g = Geom::new(kind);
+    if conv_lanes_applies(&g, o_range.1 - o_range.0) {
+        // SAFETY: forwarded; AVX-512F present (applies).
+        unsafe { conv_lanes(&g, (x, w, out), imgs, o_range, rows, post) };
+        return;
+    }
     let (npix, kdim) = (g.npix, g.kdim);
     let img_in = g.c * g.h * g.w;
     let img_out = g.o * npix;
@@ -1839,6 +1844,157 @@ unsafe fn conv_backward_data_implicit(
             })
         })
     });
+}
+
+/// Whether a convolution computing `m` output channels runs as [`conv_lanes`]: 9 to 16 of
+/// them (a vector's lanes, mostly filled), ungrouped, unpadded (every tap of every output
+/// pixel inside the input), output rows of at most 16 pixels (LeNet-5's conv2: 16 channels,
+/// rows of 10, whose GEMM form computes 14 columns per row and packs 3 panels of rows),
+/// AVX-512F.
+fn conv_lanes_applies(g: &Geom, m: usize) -> bool {
+    let inside = g.pt == 0
+        && g.pl == 0
+        && (g.oh - 1) * g.sh + (g.kh - 1) * g.dh < g.h
+        && (g.ow - 1) * g.sw + (g.kw - 1) * g.dw < g.w;
+    g.groups == 1 && (9..=16).contains(&m) && inside && g.ow <= 16 && super::sgemm::available()
+}
+
+/// A convolution with output channels in the vector lanes: for each output row, one 16-lane
+/// sum per pixel (`out[i, o, y, x]` for the channels `lo..hi`); per tap `(c, ki, kj)` one
+/// load of the tap's weights for every channel (the weight transposed once per call) and a
+/// broadcast of each pixel's input value, so every lane of every multiply-add is useful. The
+/// sums are then transposed into the output's rows and the epilogue `post` applied as they
+/// are stored (`relu?((raw + bias) + res)`, the product's own order: the same bits). Rows
+/// `rows` (default all) of images `imgs` are written.
+///
+/// # Safety
+/// As [`conv_images`]; [`conv_lanes_applies`].
+unsafe fn conv_lanes(
+    g: &Geom,
+    (x, w, out): (*const f32, *const f32, *mut f32),
+    imgs: std::ops::Range<usize>,
+    (lo, hi): (usize, usize),
+    rows: Option<(usize, usize)>,
+    post: Option<&PostOp>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // wt[k·16 + (o - lo)] = w[o, k]: one vector of channels per tap k = (c, ki, kj).
+        let mut wt = vec![0f32; g.kdim * 16];
+        for o in lo..hi {
+            for k in 0..g.kdim {
+                // SAFETY: row o of the weight (kdim floats).
+                wt[k * 16 + o - lo] = unsafe { *w.add(o * g.kdim + k) };
+            }
+        }
+        let (r0, r1) = rows.unwrap_or((0, g.oh));
+        let sweep = CONV_LANE_ROWS[g.ow - 1];
+        for i in imgs {
+            let post = post.map(|q| q.image(i, lo));
+            for y in r0..r1 {
+                // SAFETY: AVX-512F present (applies); image i of x (every tap inside), output
+                // row y of channels lo..hi of image i.
+                unsafe { sweep(g, (x, &wt, out), (i, lo, hi - lo, y), post) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("conv_lanes_applies needs AVX-512F");
+}
+
+/// One output row of [`conv_lanes`]: image `i`, channels `o..o + m`, row `y`, all `OW = P`
+/// pixels; `post` at channel `o`, pixel 0.
+#[cfg(target_arch = "x86_64")]
+type LaneRows = unsafe fn(
+    &Geom,
+    (*const f32, &[f32], *mut f32),
+    (usize, usize, usize, usize),
+    Option<super::post::Post>,
+);
+
+/// [`LaneRows`] by row width `P` (1 to 16).
+#[cfg(target_arch = "x86_64")]
+static CONV_LANE_ROWS: [LaneRows; 16] = [
+    conv_lane_row::<1>,
+    conv_lane_row::<2>,
+    conv_lane_row::<3>,
+    conv_lane_row::<4>,
+    conv_lane_row::<5>,
+    conv_lane_row::<6>,
+    conv_lane_row::<7>,
+    conv_lane_row::<8>,
+    conv_lane_row::<9>,
+    conv_lane_row::<10>,
+    conv_lane_row::<11>,
+    conv_lane_row::<12>,
+    conv_lane_row::<13>,
+    conv_lane_row::<14>,
+    conv_lane_row::<15>,
+    conv_lane_row::<16>,
+];
+
+/// See [`LaneRows`].
+///
+/// # Safety
+/// AVX-512F present; `x`, `out` the whole batches, `wt` [`conv_lanes`]' transposed weight;
+/// `i < N`, `o + m <= O`, `y < OH`, `P == OW`; every tap inside the input; `post` valid for
+/// those channels and pixels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_lane_row<const P: usize>(
+    g: &Geom,
+    (x, wt, out): (*const f32, &[f32], *mut f32),
+    (i, o, m, y): (usize, usize, usize, usize),
+    post: Option<super::post::Post>,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); P];
+    let plane = g.h * g.w;
+    let xi = x.wrapping_add(i * g.c * plane);
+    let mut k = 0;
+    for c in 0..g.c {
+        for ki in 0..g.kh {
+            let row = xi.wrapping_add(c * plane + (y * g.sh + ki * g.dh) * g.w);
+            for kj in 0..g.kw {
+                // SAFETY: tap k's 16 weights.
+                let wv = unsafe { _mm512_loadu_ps(wt.as_ptr().add(k * 16)) };
+                let at = row.wrapping_add(kj * g.dw);
+                #[allow(clippy::needless_range_loop)]
+                for p in 0..P {
+                    // SAFETY: input (c, y·SH + ki·DH, p·SW + kj·DW), inside the image.
+                    let v = _mm512_set1_ps(unsafe { *at.add(p * g.sw) });
+                    acc[p] = _mm512_fmadd_ps(v, wv, acc[p]);
+                }
+                k += 1;
+            }
+        }
+    }
+    let mut r = [_mm512_setzero_ps(); 16];
+    r[..P].copy_from_slice(&acc);
+    let t = super::sgemm::transpose16(r);
+    let lanes = super::sgemm::lane_mask(0, P as isize);
+    let zero = _mm512_setzero_ps();
+    let pix = y * g.ow;
+    for (oo, &raw) in t.iter().enumerate().take(m) {
+        let mut v = raw;
+        if let Some(p) = post {
+            let p = p.at(oo, pix);
+            if !p.bias.is_null() {
+                // SAFETY: channel o + oo's addend.
+                v = _mm512_add_ps(v, _mm512_set1_ps(unsafe { *p.bias }));
+            }
+            if !p.res.is_null() {
+                // SAFETY: the row's residual, P floats.
+                v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(lanes, p.res) });
+            }
+            if p.relu {
+                v = _mm512_max_ps(v, zero);
+            }
+        }
+        let at = out.wrapping_add((i * g.o + o + oo) * g.npix + pix);
+        // SAFETY: row y of channel o + oo of image i, P floats.
+        unsafe { _mm512_mask_storeu_ps(at, lanes, v) };
+    }
 }
 
 /// Whether a backward-data pass runs as [`backward_data_direct`]: ungrouped, stride 1, few
@@ -2767,9 +2923,13 @@ pub(super) mod tests {
     fn convolutions_match_the_definition() {
         let mut rng = Rng(0x2545_f491);
         let (mut implicit_seen, mut strided_seen, mut direct_seen) = (0, 0, 0);
-        let mut wide_seen = 0;
+        let (mut wide_seen, mut lanes_seen) = (0, 0);
         for case in 0..150 {
             let groups = [1, 1, 1, 2, 3][rng.below(5)];
+            // Every 15th case from the fourth the lanes form's shape: 9 to 16 output channels,
+            // ungrouped, unpadded, output rows of at most 16.
+            let lanes_case = case % 15 == 3;
+            let groups = if lanes_case { 1 } else { groups };
             let c = groups * (1 + rng.below(5));
             // Up to 24 output channels the GEMM reads the slab in place, above it packs it.
             let o = groups * [1 + rng.below(9), 25 + rng.below(8)][rng.below(2)];
@@ -2783,10 +2943,12 @@ pub(super) mod tests {
             let (kh, kw, sh, sw, padding) = match case % 15 {
                 0 => (1, 1, 1, 1, [0; 4]),
                 1 => (1, 1, 2, 2, [0; 4]),
+                3 => (kh, kw, sh, sw, [0; 4]),
                 _ => (kh, kw, sh, sw, padding),
             };
+            let o = if lanes_case { 9 + rng.below(8) } else { o };
             let h = (kh - 1) * dh + 1 + rng.below(40);
-            let w = (kw - 1) * dw + 1 + rng.below(60);
+            let w = (kw - 1) * dw + 1 + rng.below(if lanes_case { 15 * sw + 1 } else { 60 });
             // Every 15th case from the third rows at least WIDE_ROWS wide.
             let w = if case % 15 == 2 {
                 w + WIDE_ROWS * sw
@@ -2808,6 +2970,7 @@ pub(super) mod tests {
             };
             let g = Geom::new(&kind);
             direct_seen += g.direct as usize;
+            lanes_seen += conv_lanes_applies(&g, o) as usize;
             implicit_seen += implicit(&g, o) as usize;
             wide_seen +=
                 (implicit(&g, o) && g.ow >= WIDE_ROWS && Slab::new(&g).wp != g.ow) as usize;
@@ -2919,6 +3082,7 @@ pub(super) mod tests {
         if super::super::sgemm::available() {
             assert!(implicit_seen >= 30, "only {implicit_seen} implicit cases");
             assert!(wide_seen >= 5, "only {wide_seen} wide-row implicit cases");
+            assert!(lanes_seen >= 8, "only {lanes_seen} lanes cases");
             assert!(
                 strided_seen >= 15,
                 "only {strided_seen} strided implicit cases"
