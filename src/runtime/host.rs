@@ -366,6 +366,17 @@ pub fn max_pool_planes(
         unsafe { max_pool_same_avx512(win, (x, h, w), out, range) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd && small_planes(win, (h, w), (oh, ow)) {
+        let t = PlaneTaps::new(win, (h, w), (oh, ow));
+        for p in range.clone() {
+            let q = p - range.start;
+            let xp = &x[p * h * w..(p + 1) * h * w];
+            // SAFETY: AVX-512F present; the tables address floats inside one plane.
+            unsafe { max_small_plane_avx512(&t, xp, &mut out[q * oh * ow..(q + 1) * oh * ow]) };
+        }
+        return;
+    }
     let first = range.start;
     for p in range {
         let xp = &x[p * h * w..(p + 1) * h * w];
@@ -704,6 +715,21 @@ fn pool_backward_body(
             (y0, lo, hi)
         })
         .collect();
+    #[cfg(target_arch = "x86_64")]
+    if win.max && crate::runtime::sgemm::available() && small_planes(win, (h, w), (oh, ow)) {
+        let t = PlaneTaps::new(win, (h, w), (oh, ow));
+        for p in range.clone() {
+            let q = p - range.start;
+            let (xp, dyp) = (
+                &x[p * h * w..(p + 1) * h * w],
+                &dy[p * oh * ow..(p + 1) * oh * ow],
+            );
+            let dxp = &mut dx[q * h * w..(q + 1) * h * w];
+            // SAFETY: AVX-512F present; the tables address floats inside one plane.
+            unsafe { max_grad_small_plane_avx512(&t, relu, xp, dyp, dxp) };
+        }
+        return;
+    }
     let (cols, inner_lo, inner_hi) = window_columns(win, w, ow);
     let first = range.start;
     let mut best = [0f32; RUN];
@@ -918,6 +944,159 @@ unsafe fn max_grad_run_avx512(
             }
         }
         j += cnt;
+    }
+}
+
+/// Max pooling of small planes (output rows of at most 7 pixels, at most 256 outputs, at
+/// most 16 taps): the per-row vector forms would fill few lanes and spend their time on
+/// per-row setup (LeNet-5's second pooling, 10×10 -> 5×5), so [`PlaneTaps`] runs 16 outputs
+/// of the flattened plane per vector, whatever their rows, reading each tap by a gather.
+#[cfg(target_arch = "x86_64")]
+fn small_planes(win: &Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> bool {
+    let [kh, kw] = win.kernel;
+    win.max && ow <= 7 && oh * ow <= 256 && kh * kw <= 16 && h * w <= 1 << 20 && ow > 0 && oh > 0
+}
+
+/// Per chunk of 16 outputs of a plane (row-major over the whole plane) and per tap (row-major:
+/// the order ties are broken in), the index of each lane's input float and the lanes whose tap
+/// lies inside the input; and whether every input float belongs to exactly one window
+/// (windows tile the input: the gradient is then stored, not added, and covers the plane).
+#[cfg(target_arch = "x86_64")]
+struct PlaneTaps {
+    chunks: Vec<(u16, Vec<(std::arch::x86_64::__m512i, u16)>)>,
+    tiles: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PlaneTaps {
+    fn new(win: &Window, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> PlaneTaps {
+        let [kh, kw] = win.kernel;
+        let [sh, sw] = win.stride;
+        let [dh, dw] = win.dilation;
+        let (pt, pl) = (win.padding[0] as isize, win.padding[2] as isize);
+        let outputs = oh * ow;
+        let chunks = (0..outputs.div_ceil(16))
+            .map(|k| {
+                let lanes = super::sgemm::lane_mask(0, (outputs - 16 * k) as isize);
+                let taps = (0..kh * kw)
+                    .map(|t| {
+                        let (ky, kx) = (t / kw, t % kw);
+                        let mut idx = [0i32; 16];
+                        let mut mask = 0u16;
+                        for (l, at) in idx.iter_mut().enumerate() {
+                            let p = 16 * k + l;
+                            if p >= outputs {
+                                continue;
+                            }
+                            let iy = ((p / ow) * sh + ky * dh) as isize - pt;
+                            let ix = ((p % ow) * sw + kx * dw) as isize - pl;
+                            if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                *at = (iy as usize * w + ix as usize) as i32;
+                                mask |= 1 << l;
+                            }
+                        }
+                        // SAFETY: 16 i32 are 64 bytes, read unaligned.
+                        let v =
+                            unsafe { std::arch::x86_64::_mm512_loadu_si512(idx.as_ptr().cast()) };
+                        (v, mask)
+                    })
+                    .collect();
+                (lanes, taps)
+            })
+            .collect();
+        let tiles = win.padding == [0; 4]
+            && win.dilation == [1, 1]
+            && win.kernel == win.stride
+            && oh * sh == h
+            && ow * sw == w;
+        PlaneTaps { chunks, tiles }
+    }
+}
+
+/// [`max_pool_planes`] of one small plane ([`small_planes`]): each output the first strictly
+/// largest tap inside the input, or a NaN.
+///
+/// # Safety
+/// AVX-512F present; `t` built for this geometry; `xp` one input plane, `out` its outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_small_plane_avx512(t: &PlaneTaps, xp: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    for (k, (lanes, taps)) in t.chunks.iter().enumerate() {
+        let mut b = ninf;
+        for &(idx, m) in taps {
+            // SAFETY: the lanes in m index floats inside the plane.
+            let v = unsafe { _mm512_mask_i32gather_ps::<4>(ninf, m, idx, xp.as_ptr()) };
+            let take = (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, b)
+                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v))
+                & m;
+            b = _mm512_mask_mov_ps(b, take, v);
+        }
+        // SAFETY: outputs 16k.. of the plane, `lanes` of them.
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(16 * k), *lanes, b) };
+    }
+}
+
+/// [`pool_backward_planes`] of one small max-pooled plane ([`small_planes`]): each output's
+/// gradient to the tap it chose (with `relu`, only a positive one). Taps are added in
+/// descending order, so a float several windows share gets their gradients in output order
+/// (the scalar loop's bits); where windows tile the input, every float is stored once, so no
+/// zeroing first.
+///
+/// # Safety
+/// AVX-512F present; `t` built for this geometry; `xp`, `dx` one input plane, `dy` its
+/// output gradient.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_grad_small_plane_avx512(
+    t: &PlaneTaps,
+    relu: bool,
+    xp: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    if !t.tiles {
+        dx.fill(0.0);
+    }
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let zero = _mm512_setzero_ps();
+    let none = _mm512_set1_epi32(-1);
+    for (k, (lanes, taps)) in t.chunks.iter().enumerate() {
+        let mut b = ninf;
+        let mut chosen = none;
+        for (ti, &(idx, m)) in taps.iter().enumerate() {
+            // SAFETY: the lanes in m index floats inside the plane.
+            let v = unsafe { _mm512_mask_i32gather_ps::<4>(ninf, m, idx, xp.as_ptr()) };
+            let take = (_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, b)
+                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v))
+                & m;
+            b = _mm512_mask_mov_ps(b, take, v);
+            chosen = _mm512_mask_mov_epi32(chosen, take, _mm512_set1_epi32(ti as i32));
+        }
+        let mut ok = *lanes & _mm512_cmpneq_epi32_mask(chosen, none);
+        if relu {
+            ok &= _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, zero);
+        }
+        // SAFETY: outputs 16k.. of the plane's gradient, `lanes` of them.
+        let d = unsafe { _mm512_maskz_loadu_ps(*lanes, dy.as_ptr().add(16 * k)) };
+        for (ti, &(idx, m)) in taps.iter().enumerate().rev() {
+            let sel = ok & _mm512_cmpeq_epi32_mask(chosen, _mm512_set1_epi32(ti as i32));
+            let base = dx.as_mut_ptr();
+            if t.tiles {
+                // Every tap's float belongs to this window alone: `0 + d` where chosen, else 0.
+                let v = _mm512_add_ps(_mm512_maskz_mov_ps(sel, d), zero);
+                // SAFETY: the lanes in m index floats inside the plane.
+                unsafe { _mm512_mask_i32scatter_ps::<4>(base, m & *lanes, idx, v) };
+            } else if sel != 0 {
+                // SAFETY: as above; within one tap the lanes' floats are distinct.
+                unsafe {
+                    let old = _mm512_mask_i32gather_ps::<4>(zero, sel, idx, base);
+                    _mm512_mask_i32scatter_ps::<4>(base, sel, idx, _mm512_add_ps(old, d));
+                }
+            }
+        }
     }
 }
 
@@ -1136,6 +1315,7 @@ mod tests {
     #[test]
     fn max_pooling_matches_the_definition() {
         let mut rng = Rng(0x9e37_79b9);
+        let mut small = 0;
         for case in 0..200 {
             let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
             let (sh, sw) = (1 + rng.below(4), 1 + rng.below(4));
@@ -1168,6 +1348,7 @@ mod tests {
                 })
                 .collect();
             let (xs, ys) = ([n, c, h, w], [n, c, oh, ow]);
+            small += small_planes(&win, (h, w), (oh, ow)) as usize;
             let want = reference(&win, &x, &xs, &ys);
             let planes = n * c;
             let mut got = vec![7.0; planes * oh * ow];
@@ -1186,6 +1367,7 @@ mod tests {
                 }
             }
         }
+        assert!(small >= 30, "only {small} small-plane cases");
     }
     /// Max pooling's gradient by its definition: each output's gradient added, in output
     /// order, to its window's first strictly largest tap (or last NaN) inside the input; with
@@ -1235,6 +1417,7 @@ mod tests {
     #[test]
     fn max_pooling_gradient_matches_the_definition() {
         let mut rng = Rng(0x7f4a_7c15);
+        let (mut small, mut small_tiles) = (0, 0);
         for case in 0..300 {
             let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
             let (sh, sw) = (1 + rng.below(3), 1 + rng.below(3));
@@ -1245,6 +1428,24 @@ mod tests {
             let h = (kh - 1) * dh + 1 + rng.below(12);
             let w = (kw - 1) * dw + 1 + rng.below(90);
             let (n, c) = (1 + rng.below(2), 1 + rng.below(3));
+            // Every tenth case windows that tile a small plane (LeNet-5's 2×2 poolings).
+            let (kh, kw, sh, sw, dh, dw, ph, pw, h, w) = if case % 10 == 9 {
+                let k = 2 + case / 10 % 2;
+                (
+                    k,
+                    k,
+                    k,
+                    k,
+                    1,
+                    1,
+                    0,
+                    0,
+                    k * (1 + rng.below(8)),
+                    k * (1 + rng.below(7)),
+                )
+            } else {
+                (kh, kw, sh, sw, dh, dw, ph, pw, h, w)
+            };
             let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
             let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
             let win = Window {
@@ -1267,9 +1468,15 @@ mod tests {
                 })
                 .collect();
             let dy: Vec<f32> = (0..n * c * oh * ow)
-                .map(|_| (rng.below(2001) as f32 - 1000.0) / 77.0)
+                .map(|_| (rng.below(201) as f32 - 100.0) / 7.0)
+                // -0.0 gradients: the scalar loop's `0 + d` stores +0.
+                .map(|d| if d == 0.0 { -0.0 } else { d })
                 .collect();
             let (xs, ys) = ([n, c, h, w], [n, c, oh, ow]);
+            if small_planes(&win, (h, w), (oh, ow)) {
+                small += 1;
+                small_tiles += PlaneTaps::new(&win, (h, w), (oh, ow)).tiles as usize;
+            }
             let want = reference_grad(&win, relu, &x, &xs, &dy, &ys);
             let planes = n * c;
             let mut got = vec![7.0; planes * h * w];
@@ -1288,5 +1495,7 @@ mod tests {
                 }
             }
         }
+        assert!(small >= 30, "only {small} small-plane cases");
+        assert!(small_tiles >= 20, "only {small_tiles} small tiling cases");
     }
 }
