@@ -554,7 +554,7 @@ unsafe fn pack_lhs(mc: usize, kc: usize, a: *const f32, rs: isize, cs: isize, ou
 /// Transposes a 16 × 16 block held as 16 vectors.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+pub(crate) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     // Pairs of rows interleaved, then pairs of pairs: in each 128-bit lane l of u[4g + c],
     // rows 4g..4g+4 at column 4l + c.
     let mut t = [_mm512_setzero_ps(); 16];
