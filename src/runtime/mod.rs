@@ -1031,10 +1031,12 @@ impl Executable {
                 // A constant weight transformed once (`Executable::step`).
                 Some(u) => u,
                 None => {
-                    if buf.len() < g.weight_len() {
-                        buf.resize(g.weight_len(), 0.0);
+                    if buf.len() < g.weight_len() + 16 {
+                        buf.resize(g.weight_len() + 16, 0.0);
                     }
-                    let u = P(buf.as_mut_ptr());
+                    // 64-byte aligned, so large transforms can stream whole lines.
+                    let skew = buf.as_ptr().align_offset(64);
+                    let u = P(buf[skew..].as_mut_ptr());
                     let per = g.o.div_ceil(threads);
                     self.par(threads, false, &|t| {
                         let (o0, o1) = ((t * per).min(g.o), ((t + 1) * per).min(g.o));
