@@ -2166,6 +2166,20 @@ unsafe fn backward_data_rows<const CB: usize>(
     }
 }
 
+/// The instances `f::<KW, B>` of a weight-gradient sweep over a 3- or 5-wide kernel, by
+/// `[KW == 5][B - 1]`: blocks of `B` channels × `KW` kernel columns, at most 15 sums (KW = 3:
+/// B up to 5; 5: up to 3). With more, LLVM kept some of the sums in memory through the inner
+/// loop.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_width_and_block {
+    ($f:ident) => {
+        [
+            &[$f::<3, 1>, $f::<3, 2>, $f::<3, 3>, $f::<3, 4>, $f::<3, 5>],
+            &[$f::<5, 1>, $f::<5, 2>, $f::<5, 3>],
+        ]
+    };
+}
+
 /// Whether a weight gradient of `rows` output channels runs as [`weight_grad_lanes`]: 9 to
 /// 16 of them (a vector's lanes, mostly filled), ungrouped, unpadded (every tap of every
 /// output pixel inside the input), kernels 3 or 5 wide, where [`weight_grad_direct`] does not
@@ -2288,20 +2302,8 @@ type WeightGradLaneRows = unsafe fn(&Geom, *const f32, &[f32], (usize, usize), *
 
 /// [`WeightGradLaneRows`] by `[KW == 5][CB - 1]`: at most 15 sums.
 #[cfg(target_arch = "x86_64")]
-static WEIGHT_GRAD_LANE_ROWS: [&[WeightGradLaneRows]; 2] = [
-    &[
-        weight_grad_lane_rows::<3, 1>,
-        weight_grad_lane_rows::<3, 2>,
-        weight_grad_lane_rows::<3, 3>,
-        weight_grad_lane_rows::<3, 4>,
-        weight_grad_lane_rows::<3, 5>,
-    ],
-    &[
-        weight_grad_lane_rows::<5, 1>,
-        weight_grad_lane_rows::<5, 2>,
-        weight_grad_lane_rows::<5, 3>,
-    ],
-];
+static WEIGHT_GRAD_LANE_ROWS: [&[WeightGradLaneRows]; 2] =
+    by_width_and_block!(weight_grad_lane_rows);
 
 /// See [`WeightGradLaneRows`].
 ///
@@ -2478,23 +2480,9 @@ type WeightGradRows = unsafe fn(
     *mut f32,
 );
 
-/// [`WeightGradRows`] by `[KW == 5][OB - 1]`: at most 15 sums (KW = 3: OB up to 5; 5: up to
-/// 3). With more, LLVM kept some of the sums in memory through the inner loop.
+/// [`WeightGradRows`] by `[KW == 5][OB - 1]` (`by_width_and_block!`).
 #[cfg(target_arch = "x86_64")]
-static WEIGHT_GRAD_ROWS: [&[WeightGradRows]; 2] = [
-    &[
-        weight_grad_rows::<3, 1>,
-        weight_grad_rows::<3, 2>,
-        weight_grad_rows::<3, 3>,
-        weight_grad_rows::<3, 4>,
-        weight_grad_rows::<3, 5>,
-    ],
-    &[
-        weight_grad_rows::<5, 1>,
-        weight_grad_rows::<5, 2>,
-        weight_grad_rows::<5, 3>,
-    ],
-];
+static WEIGHT_GRAD_ROWS: [&[WeightGradRows]; 2] = by_width_and_block!(weight_grad_rows);
 
 /// See [`WeightGradRows`]; `masks` as [`weight_grad_direct`] makes them.
 ///

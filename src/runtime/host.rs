@@ -1297,6 +1297,29 @@ mod tests {
             .collect()
     }
 
+    /// A max pooling window with symmetric padding and its output size.
+    fn max_window(
+        (h, w): (usize, usize),
+        (kh, kw): (usize, usize),
+        (sh, sw): (usize, usize),
+        (dh, dw): (usize, usize),
+        (ph, pw): (usize, usize),
+        ceil: bool,
+    ) -> (Window, usize, usize) {
+        let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
+        let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
+        let win = Window {
+            max: true,
+            count_include_pad: false,
+            in_hw: [h, w],
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, ph, pw, pw],
+            dilation: [dh, dw],
+        };
+        (win, oh, ow)
+    }
+
     /// Max pooling by its definition: the first strictly largest tap inside the input, NaN
     /// if any tap is NaN.
     fn reference(win: &Window, x: &[f32], xs: &[usize], ys: &[usize]) -> Vec<f32> {
@@ -1395,17 +1418,7 @@ mod tests {
             let h = (kh - 1) * dh + 1 + rng.below(20);
             let w = (kw - 1) * dw + 1 + rng.below(70);
             let (n, c) = (1 + rng.below(2), 1 + rng.below(3));
-            let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
-            let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
-            let win = Window {
-                max: true,
-                count_include_pad: false,
-                in_hw: [h, w],
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding: [ph, ph, pw, pw],
-                dilation: [dh, dw],
-            };
+            let (win, oh, ow) = max_window((h, w), (kh, kw), (sh, sw), (dh, dw), (ph, pw), ceil);
             let nan_every = if case % 3 == 0 { 37 } else { usize::MAX };
             let x: Vec<f32> = (0..n * c * h * w)
                 .map(|i| {
@@ -1517,17 +1530,7 @@ mod tests {
             } else {
                 (kh, kw, sh, sw, dh, dw, ph, pw, h, w)
             };
-            let oh = crate::graph::pool_out(h, [ph, ph], kh, sh, dh, ceil);
-            let ow = crate::graph::pool_out(w, [pw, pw], kw, sw, dw, ceil);
-            let win = Window {
-                max: true,
-                count_include_pad: false,
-                in_hw: [h, w],
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding: [ph, ph, pw, pw],
-                dilation: [dh, dw],
-            };
+            let (win, oh, ow) = max_window((h, w), (kh, kw), (sh, sw), (dh, dw), (ph, pw), ceil);
             let nan_every = if case % 3 == 0 { 37 } else { usize::MAX };
             let x: Vec<f32> = (0..n * c * h * w)
                 .map(|i| {
