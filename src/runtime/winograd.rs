@@ -402,8 +402,23 @@ unsafe fn transform_weight_avx512(
     // which skip reading each line in first (ResNet-18's layer4 backward-data passes at
     // 224×224: 7.3-7.6 -> 6.5-6.7 ms each). The runtime's U is 64-byte aligned.
     let stream = g.weight_len() * 4 > STREAM_BYTES;
-    for o in o0..o1 {
-        for c0 in (0..g.c).step_by(16) {
+    // The sixteen lanes read g(o, c0..c0 + 16). Read transposed (the backward-data pass: lanes
+    // a whole weight row apart), the blocks of c go outermost, so each lane walks its row from
+    // start to end as o grows (16 streams the prefetcher follows); with o outermost, each
+    // block's first gather missed the cache in 16 rows at once.
+    let transposed = at.cs > at.rs;
+    let (outer, inner) = if transposed {
+        (g.c.div_ceil(16), o1 - o0)
+    } else {
+        (o1 - o0, g.c.div_ceil(16))
+    };
+    for a in 0..outer {
+        for b in 0..inner {
+            let (o, c0) = if transposed {
+                (o0 + b, 16 * a)
+            } else {
+                (o0 + a, 16 * b)
+            };
             let len = 16.min(g.c - c0);
             let mask = (0xffffu32 >> (16 - len)) as __mmask16;
             let base = w.wrapping_add(o * at.rs + c0 * at.cs);
