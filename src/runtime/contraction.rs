@@ -2054,8 +2054,7 @@ unsafe fn backward_data_direct(
                 (lanes, cols)
             })
             .collect();
-        let blocks = (c1 - c0).div_ceil(6);
-        let cb = (c1 - c0).div_ceil(blocks.max(1)).max(1);
+        let cb = even_block(c1 - c0, 6);
         for i in imgs {
             for cs in (c0..c1).step_by(cb) {
                 let m = cb.min(c1 - cs);
@@ -2222,9 +2221,7 @@ unsafe fn weight_grad_lanes(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        let cb_max = if g.kw == 3 { 5 } else { 3 };
-        let blocks = (c1 - c0).div_ceil(cb_max).max(1);
-        let cb = (c1 - c0).div_ceil(blocks).max(1);
+        let cb = even_block(c1 - c0, if g.kw == 3 { 5 } else { 3 });
         let taps = g.kh * g.kw;
         // Sums per (input channel, kernel row, kernel column): 16 lanes of output channels.
         let mut sums = vec![0f32; (c1 - c0) * taps * 16];
@@ -2357,6 +2354,12 @@ unsafe fn weight_grad_lane_rows<const KW: usize, const CB: usize>(
     }
 }
 
+/// The size of the blocks that split `n` into as few blocks of at most `max` as possible, as
+/// evenly as possible (at least 1): the register sweeps' channel blocks.
+fn even_block(n: usize, max: usize) -> usize {
+    n.div_ceil(n.div_ceil(max).max(1)).max(1)
+}
+
 /// Convolutions with up to this many output channels may take [`weight_grad_direct`].
 const DIRECT_WEIGHT_CHANNELS: usize = 32;
 
@@ -2405,9 +2408,8 @@ unsafe fn weight_grad_direct(
     #[cfg(target_arch = "x86_64")]
     {
         use super::sgemm::lane_mask;
-        let ob_max = if g.kw == 3 { 5 } else { 3 };
-        let blocks = (hi - lo).div_ceil(ob_max).max(1);
-        let ob = (hi - lo).div_ceil(blocks).max(1);
+        let ob = even_block(hi - lo, if g.kw == 3 { 5 } else { 3 });
+        let blocks = (hi - lo).div_ceil(ob).max(1);
         let taps = g.kh * g.kw;
         // Per 16-pixel chunk of a row: the lanes inside the output row, and per kernel column
         // the lanes whose input column (x0 + l + kj·DW - PL) lies inside the input row.
