@@ -1973,23 +1973,12 @@ unsafe fn conv_lane_row<const P: usize>(
     r[..P].copy_from_slice(&acc);
     let t = super::sgemm::transpose16(r);
     let lanes = super::sgemm::lane_mask(0, P as isize);
-    let zero = _mm512_setzero_ps();
     let pix = y * g.ow;
     for (oo, &raw) in t.iter().enumerate().take(m) {
         let mut v = raw;
         if let Some(p) = post {
-            let p = p.at(oo, pix);
-            if !p.bias.is_null() {
-                // SAFETY: channel o + oo's addend.
-                v = _mm512_add_ps(v, _mm512_set1_ps(unsafe { *p.bias }));
-            }
-            if !p.res.is_null() {
-                // SAFETY: the row's residual, P floats.
-                v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(lanes, p.res) });
-            }
-            if p.relu {
-                v = _mm512_max_ps(v, zero);
-            }
+            // SAFETY: channel o + oo's addend and the row's residual, P floats.
+            v = unsafe { super::post::post_lanes(v, p.at(oo, pix), lanes) };
         }
         let at = out.wrapping_add((i * g.o + o + oo) * g.npix + pix);
         // SAFETY: row y of channel o + oo of image i, P floats.

@@ -248,14 +248,6 @@ unsafe fn copy_post_avx512(
     post: Post,
 ) {
     use std::arch::x86_64::*;
-    let zero = _mm512_setzero_ps();
-    // Not a closure: it would not inherit the target feature (the intrinsic out of line).
-    let bias = if post.bias.is_null() {
-        None
-    } else {
-        // SAFETY: the row's bias (contract).
-        Some(_mm512_set1_ps(unsafe { *post.bias }))
-    };
     for y in 0..rows {
         let mut j = 0;
         while j < len {
@@ -263,21 +255,52 @@ unsafe fn copy_post_avx512(
             let m = super::sgemm::lane_mask(0, n as isize);
             // SAFETY: lanes j..j+n of row y of both regions and the residual (contract).
             unsafe {
-                let mut v = _mm512_maskz_loadu_ps(m, src.add(y * src_rs + j));
-                if let Some(b) = bias {
-                    v = _mm512_add_ps(v, b);
-                }
-                if !post.res.is_null() {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, post.res.add(y * dst_rs + j)));
-                }
-                if post.relu {
-                    v = _mm512_max_ps(v, zero);
-                }
-                _mm512_mask_storeu_ps(dst.add(y * dst_rs + j), m, v);
+                let v = _mm512_maskz_loadu_ps(m, src.add(y * src_rs + j));
+                // The residual's rows lie as dst's (a null one stays null).
+                let res = if post.res.is_null() {
+                    post.res
+                } else {
+                    post.res.wrapping_add(y * dst_rs + j)
+                };
+                let at = Post { res, ..post };
+                _mm512_mask_storeu_ps(dst.add(y * dst_rs + j), m, post_lanes(v, at, m));
             }
             j += n;
         }
     }
+}
+
+/// `relu?((v + bias) + res)` on the lanes `m` of one vector: `post`'s bias (one value) and
+/// its residual from `post.res` on (those lanes), `max(x, 0)` as `maxps` with zero second
+/// (its second operand wins for NaN and two zeros): [`Post::value`]'s operations, so the
+/// same bits. For products that finish a vector at a time outside the GEMM microkernel (whose
+/// own epilogue keeps its whole register tile in registers).
+///
+/// # Safety
+/// AVX-512F present; `post.bias` (if not null) valid, `post.res` (if not null) valid for the
+/// lanes in `m`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn post_lanes(
+    v: std::arch::x86_64::__m512,
+    post: Post,
+    m: std::arch::x86_64::__mmask16,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let mut v = v;
+    if !post.bias.is_null() {
+        // SAFETY: the bias (contract).
+        v = _mm512_add_ps(v, _mm512_set1_ps(unsafe { *post.bias }));
+    }
+    if !post.res.is_null() {
+        // SAFETY: the residual's lanes in m (contract).
+        v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(m, post.res) });
+    }
+    if post.relu {
+        v = _mm512_max_ps(v, _mm512_setzero_ps());
+    }
+    v
 }
 
 /// A 4-D epilogue over the output `shape` `[N, O, H, W]` running `program`: access 0 the raw
