@@ -57,7 +57,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Stage::Layers)]
         stage: Stage,
         /// Batch size for the `prims` and `fused` stages.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::cli_values::batch)]
         batch: usize,
         /// The training graph (training-mode forward, the loss, the backward pass) instead of
         /// the inference graph, for the `prims` and `fused` stages.
@@ -79,7 +79,7 @@ pub enum Command {
         /// Write the model's (first) raw output here as .npy.
         #[arg(long)]
         output: Option<PathBuf>,
-        #[arg(long, default_value_t = default_threads())]
+        #[arg(long, default_value_t = default_threads(), value_parser = crate::cli_values::threads)]
         threads: usize,
         /// Seed for the initialization when no weights are given.
         #[arg(long, default_value_t = 0)]
@@ -90,15 +90,15 @@ pub enum Command {
         spec: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::cli_values::batch)]
         batch: usize,
-        #[arg(long, default_value_t = default_threads())]
+        #[arg(long, default_value_t = default_threads(), value_parser = crate::cli_values::threads)]
         threads: usize,
         /// Timed runs (training steps with `--train`; `--steps` is the same).
-        #[arg(long, alias = "steps", default_value_t = 20)]
+        #[arg(long, alias = "steps", default_value_t = 20, value_parser = crate::cli_values::iters)]
         iters: usize,
         /// Untimed runs first.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::cli_values::warmup)]
         warmup: usize,
         /// One JSON object instead of text.
         #[arg(long)]
@@ -132,7 +132,7 @@ pub enum Command {
         /// Print each kernel's Cranelift IR or machine code.
         #[arg(long, value_enum)]
         emit: Option<Emit>,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::cli_values::batch)]
         batch: usize,
         /// Compile the training step (as `netc bench --train` times it: forward in training
         /// mode, cross-entropy, backward) instead of inference
@@ -142,7 +142,7 @@ pub enum Command {
 }
 
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::runtime::pool::default_threads()
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

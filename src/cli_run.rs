@@ -95,6 +95,13 @@ pub fn run(
                 ));
             }
         };
+        if named.iter().any(|(n, _)| *n == name) {
+            eprintln!(
+                "error: --input gives input `{name}` twice (the second is `{s}`): give each \
+                 input once"
+            );
+            return ExitCode::from(2);
+        }
         match read_input(spec, &name, Path::new(path)) {
             Ok(x) => named.push((name, x)),
             Err(e) => return fail(e),

@@ -30,13 +30,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<String>,
     /// Epochs (default: the spec's, else 5).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::epochs)]
     pub epochs: Option<usize>,
     /// Batch size (default: the spec's, else 64).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::batch)]
     pub batch: Option<usize>,
     /// Learning rate (the schedule scales it).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::lr)]
     pub lr: Option<f64>,
     /// The optimizer: the spec's settings when its `train` section names the same one,
     /// otherwise these defaults (SGD: lr 0.01, momentum 0.9; Adam: lr 1e-3; AdamW: lr 1e-3,
@@ -59,8 +59,8 @@ pub struct TrainArgs {
     /// `..2` for the first two layers).
     #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
-    /// Worker threads (default: all cores).
-    #[arg(long, default_value_t = crate::cli::default_threads())]
+    /// Worker threads (default: all cores; at most 4 × the cores, and 256).
+    #[arg(long, default_value_t = crate::cli::default_threads(), value_parser = crate::cli_values::threads)]
     pub threads: usize,
     /// Also write the final metrics (one JSON object) to this file.
     #[arg(long)]
@@ -69,13 +69,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Stop after this many steps (and save a checkpoint to resume from).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli_values::steps)]
     pub max_steps: Option<u64>,
     /// Per-channel mean for normalization, e.g. `0.485,0.456,0.406` (default: the spec's).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::cli_values::mean)]
     pub mean: Option<Vec<f64>>,
     /// Per-channel standard deviation (default: the spec's).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::cli_values::std)]
     pub std: Option<Vec<f64>>,
     /// Only the final JSON line.
     #[arg(long, short)]
@@ -266,7 +266,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             .clone()
             .unwrap_or(Schedule::Constant { warmup: 0 }),
         seed,
-        threads: args.threads.max(1),
+        threads: args.threads,
         augment: cfg.augment.clone(),
         normalize,
         checkpoint: Some(ckpt_path.clone()),

@@ -9,6 +9,7 @@ pub mod autodiff;
 pub mod cli;
 pub mod cli_run;
 pub mod cli_train;
+pub mod cli_values;
 pub mod codegen;
 pub mod data;
 pub mod diag;

@@ -26,7 +26,8 @@ pub fn jit() -> Result<Arc<Mutex<Jit>>, String> {
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
     pub batch: usize,
-    /// Threads for running (the calling thread included).
+    /// Threads for running (the calling thread included): `1..=runtime::pool::max_threads()`,
+    /// else compiling fails.
     pub threads: usize,
 }
 
@@ -34,7 +35,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             batch: 1,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::runtime::pool::default_threads(),
         }
     }
 }

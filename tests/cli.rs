@@ -395,3 +395,150 @@ fn graph_shows_the_training_graph() {
     assert!(text.contains("output grad:conv1.weight"), "{text}");
     assert!(text.contains("output loss"), "{text}");
 }
+
+/// Every numeric flag is checked before anything runs: a usage error (exit 2) naming the
+/// flag, the value and what is expected; nothing is silently clamped (`--batch 0` was 1).
+#[test]
+fn numeric_flags_are_checked() {
+    let lenet = "specs/lenet5.net";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["train", lenet, "--batch", "0"],
+            "'--batch <BATCH>'",
+            "from 1 to 2147483648",
+        ),
+        (
+            &["train", lenet, "--epochs", "0"],
+            "'--epochs <EPOCHS>'",
+            "found 0",
+        ),
+        (
+            &["train", lenet, "--lr", "nan"],
+            "'nan' for '--lr <LR>'",
+            "finite",
+        ),
+        (
+            &["train", lenet, "--lr", "inf"],
+            "'inf' for '--lr <LR>'",
+            "finite",
+        ),
+        (
+            &["train", lenet, "--lr=-1"],
+            "'-1' for '--lr <LR>'",
+            "must not be negative",
+        ),
+        (
+            &["train", lenet, "--max-steps", "0"],
+            "'--max-steps <MAX_STEPS>'",
+            "at least 1",
+        ),
+        (&["train", lenet, "--seed=-3"], "'--seed <SEED>'", ""),
+        (
+            &["train", lenet, "--mean", "nan", "--std", "1"],
+            "'--mean <MEAN>'",
+            "finite",
+        ),
+        (
+            &["train", lenet, "--mean", "0", "--std", "0"],
+            "'--std <STD>'",
+            "not be zero",
+        ),
+        (
+            &["train", lenet, "--threads", "0"],
+            "'0' for '--threads <THREADS>'",
+            "at least 1",
+        ),
+        (
+            &["bench", lenet, "--batch", "0"],
+            "'--batch <BATCH>'",
+            "found 0",
+        ),
+        (
+            &["bench", lenet, "--iters", "0"],
+            "'--iters <ITERS>'",
+            "found 0",
+        ),
+        (
+            &["graph", lenet, "--stage", "fused", "--batch", "0"],
+            "'--batch <BATCH>'",
+            "",
+        ),
+        (&["compile", lenet, "--batch", "0"], "'--batch <BATCH>'", ""),
+        (
+            &["run", lenet, "--input", "x.npy", "--threads", "0"],
+            "'--threads <THREADS>'",
+            "",
+        ),
+    ];
+    for (args, flag, expected) in cases {
+        let o = netc(args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(flag) && e.contains(expected), "{args:?}: {e}");
+    }
+}
+
+/// `--threads` is bounded on every command (4 × the cores, at most 256): the error names the
+/// flag, the limit and the cores, instead of starting thousands of threads.
+#[test]
+fn threads_are_bounded() {
+    let max = netc::runtime::pool::max_threads();
+    let huge = "18446744073709551615";
+    let too_many = (max + 1).to_string();
+    for n in [huge, too_many.as_str()] {
+        for cmd in [
+            &[
+                "run",
+                "specs/lenet5.net",
+                "--input",
+                "x.npy",
+                "--threads",
+                n,
+            ][..],
+            &["bench", "specs/lenet5.net", "--threads", n],
+            &["train", "specs/lenet5.net", "--threads", n],
+        ] {
+            let o = netc(cmd);
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd:?}: {e}");
+            assert!(e.contains("--threads"), "{e}");
+            assert!(e.contains(&format!("limit of {max}")), "{e}");
+            assert!(e.contains("cores available"), "{e}");
+        }
+    }
+    // The library refuses too: compiling with too many threads is an error, not a panic.
+    let spec = netc::load_file("specs/lenet5.net", &netc::Options::default()).unwrap();
+    let w = netc::io::weights::Weights::init(&spec.graph, 0);
+    let opts = netc::model::CompileOptions {
+        batch: 1,
+        threads: max + 1,
+    };
+    let e = netc::model::compile(&spec, &netc::model::params_f32(&w), opts)
+        .err()
+        .expect("too many threads is an error");
+    assert!(e.contains(&format!("limit of {max}")), "{e}");
+}
+
+/// The same input given twice is a usage error naming it, not the last one silently winning.
+#[test]
+fn an_input_given_twice_is_an_error() {
+    let x = "tests/data/reference/lenet5/input.npy";
+    let named = format!("image={x}");
+    for args in [
+        [x, x],
+        [named.as_str(), named.as_str()],
+        [x, named.as_str()],
+    ] {
+        let o = netc(&[
+            "run",
+            "specs/lenet5.net",
+            "--input",
+            args[0],
+            "--input",
+            args[1],
+        ]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains("input `image` twice"), "{e}");
+    }
+}

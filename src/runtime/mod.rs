@@ -257,6 +257,7 @@ impl Executable {
         jit_handle: Arc<Mutex<Jit>>,
         threads: usize,
     ) -> Result<Executable, String> {
+        pool::check_threads(threads)?;
         let mut guard = jit_handle.lock().unwrap_or_else(|p| p.into_inner());
         let jit = &mut *guard;
         let plan = plan(&fused);
@@ -348,6 +349,7 @@ impl Executable {
             const_bytes,
         };
         drop(guard);
+        let pool = Pool::new(threads)?;
         let mut exe = Executable {
             bindings: Vec::new(),
             times: None,
@@ -359,7 +361,7 @@ impl Executable {
             plan,
             steps,
             consts,
-            pool: Pool::new(threads),
+            pool,
             stats,
             functions,
         };

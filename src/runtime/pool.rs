@@ -7,11 +7,49 @@
 //! on the last task, because a training step runs dozens of kernels back to back and a
 //! futex wake-up per kernel costs more than the small ones take (OpenMP runtimes, which
 //! PyTorch uses, spin the same way, for far longer).
+//!
+//! The number of threads is bounded ([`max_threads`]: 4 × the cores, at most [`HARD_CAP`]),
+//! and a pool that cannot start all its workers is an error (the ones started are stopped).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// No pool has more threads than this, whatever the machine.
+pub const HARD_CAP: usize = 256;
+
+/// The cores this process may use (1 when the system cannot tell).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads a pool may have: 4 × the cores (more only adds switching), at most
+/// [`HARD_CAP`].
+pub fn max_threads() -> usize {
+    cores().saturating_mul(4).min(HARD_CAP)
+}
+
+/// The default number of threads: one per core (within [`max_threads`]).
+pub fn default_threads() -> usize {
+    cores().min(max_threads())
+}
+
+/// Checks a thread count against `1..=max_threads()`; the error says the limit and why.
+pub fn check_threads(threads: usize) -> Result<usize, String> {
+    let max = max_threads();
+    if threads == 0 {
+        return Err("the number of threads must be at least 1".to_string());
+    }
+    if threads > max {
+        return Err(format!(
+            "{threads} threads is more than the limit of {max} (4 × the {} cores available, \
+             at most {HARD_CAP})",
+            cores()
+        ));
+    }
+    Ok(threads)
+}
 
 /// How long an idle worker, or a caller waiting for the last task, polls before sleeping.
 const SPIN: Duration = Duration::from_micros(200);
@@ -61,6 +99,10 @@ struct Shared {
     generation: AtomicU64,
 }
 
+/// Starts one worker thread (`std::thread::Builder::spawn`, or a test's stand-in).
+type Spawn =
+    dyn Fn(std::thread::Builder, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>;
+
 /// A fixed set of worker threads.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -69,9 +111,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool using `threads` threads in all (the caller counts as one).
-    pub fn new(threads: usize) -> Pool {
-        let threads = threads.max(1);
+    /// A pool using `threads` threads in all (the caller counts as one): an error when
+    /// `threads` is outside `1..=max_threads()` or a worker cannot be started.
+    pub fn new(threads: usize) -> Result<Pool, String> {
+        Pool::start(threads, &|b, f| b.spawn(f))
+    }
+
+    /// [`Pool::new`] with the function that starts each worker (tests inject failures).
+    fn start(threads: usize, spawn: &Spawn) -> Result<Pool, String> {
+        let threads = check_threads(threads)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 job: None,
@@ -82,21 +130,26 @@ impl Pool {
             wake: Condvar::new(),
             generation: AtomicU64::new(0),
         });
-        let workers = (1..threads)
-            .filter_map(|i| {
-                let s = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("netc-worker-{i}"))
-                    .spawn(move || worker(s))
-                    .ok()
-            })
-            .collect::<Vec<_>>();
-        let threads = workers.len() + 1;
-        Pool {
+        let mut pool = Pool {
             shared,
-            workers,
+            workers: Vec::with_capacity(threads - 1),
             threads,
+        };
+        for i in 1..threads {
+            let s = pool.shared.clone();
+            let builder = std::thread::Builder::new().name(format!("netc-worker-{i}"));
+            match spawn(builder, Box::new(move || worker(s))) {
+                Ok(h) => pool.workers.push(h),
+                // Dropping the pool stops and joins the workers already started.
+                Err(e) => {
+                    return Err(format!(
+                        "cannot start worker thread {i} of {}: {e} (try fewer --threads)",
+                        threads - 1
+                    ));
+                }
+            }
         }
+        Ok(pool)
     }
 
     pub fn threads(&self) -> usize {
@@ -219,7 +272,7 @@ mod tests {
 
     #[test]
     fn runs_every_task_once() {
-        let pool = Pool::new(3);
+        let pool = Pool::new(3).unwrap();
         for round in 0..200 {
             let tasks = round % 13;
             let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
@@ -234,7 +287,7 @@ mod tests {
     /// that the caller sleeps on the last one): the wake-ups must not be lost.
     #[test]
     fn parked_workers_and_a_sleeping_caller_wake_up() {
-        let pool = Pool::new(2);
+        let pool = Pool::new(2).unwrap();
         for round in 0..20 {
             std::thread::sleep(SPIN * 3);
             let hits: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
@@ -246,5 +299,43 @@ mod tests {
             });
             assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
         }
+    }
+
+    /// A worker that cannot be started makes `new` fail (not a smaller pool, not a panic),
+    /// and the workers started before it are stopped and joined.
+    #[test]
+    fn a_worker_that_cannot_start_is_an_error() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (started.clone(), finished.clone());
+        let spawn = move |b: std::thread::Builder, work: Box<dyn FnOnce() + Send>| {
+            if s.fetch_add(1, Ordering::SeqCst) == 2 {
+                return Err(std::io::Error::other("Resource temporarily unavailable"));
+            }
+            let f = f.clone();
+            b.spawn(move || {
+                work();
+                f.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        // 4 threads (never above the limit: 4 × at least one core): workers 1, 2, 3.
+        let Err(e) = Pool::start(4, &spawn) else {
+            panic!("the pool started without its third worker");
+        };
+        assert!(e.contains("cannot start worker thread 3"), "{e}");
+        assert!(e.contains("Resource temporarily unavailable"), "{e}");
+        // The two workers that did start have exited.
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        let err = |n| Pool::new(n).err().expect("an error");
+        assert!(err(0).contains("at least 1"));
+        let e = err(usize::MAX);
+        assert!(e.contains(&format!("limit of {}", max_threads())), "{e}");
+        assert!(e.contains("cores available"), "{e}");
+        assert!(max_threads() <= HARD_CAP && default_threads() <= max_threads());
+        assert_eq!(Pool::new(max_threads()).unwrap().threads(), max_threads());
     }
 }
