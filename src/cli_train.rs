@@ -49,10 +49,13 @@ pub struct TrainArgs {
     /// Initial weights (safetensors); seeded random initialization when absent.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Where to write the checkpoint (default: OUT/checkpoint.safetensors).
+    /// Where to write the checkpoint. Without it: OUT/checkpoint.safetensors when --out is
+    /// given, else the --resume file (updated in place), else runs/MODEL/checkpoint.safetensors.
+    /// The header line `checkpoint: PATH` says which.
     #[arg(long)]
     pub save: Option<PathBuf>,
-    /// Continue from a checkpoint exactly where it stopped.
+    /// Continue from a checkpoint exactly where it stopped (it is overwritten only when
+    /// neither --save nor --out is given).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Freeze parameters: names (`conv1`), prefixes (`layer1`), ranges (`features.0..7`,
@@ -211,11 +214,13 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&lg.name));
-    let ckpt_path = args
-        .save
-        .clone()
-        .or_else(|| args.resume.clone())
-        .unwrap_or_else(|| run_dir.join("checkpoint.safetensors"));
+    // --save, else --out's, else the resumed file, else the default directory's.
+    let ckpt_path = match (&args.save, &args.out, &args.resume) {
+        (Some(p), _, _) => p.clone(),
+        (None, Some(out), _) => out.join("checkpoint.safetensors"),
+        (None, None, Some(r)) => r.clone(),
+        (None, None, None) => run_dir.join("checkpoint.safetensors"),
+    };
     let curves_path = match &args.save {
         Some(p) => p.with_extension("curves.png"),
         None => run_dir.join("curves.png"),
@@ -225,6 +230,22 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             && let Err(e) = std::fs::create_dir_all(dir)
         {
             return fail(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+    // Temporary files of this run's outputs left by a killed run.
+    let outputs = [
+        Some(&ckpt_path),
+        Some(&curves_path),
+        args.metrics_json.as_ref(),
+    ];
+    for p in outputs.into_iter().flatten() {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(std::path::Path::new("."));
+        let Some(name) = p.file_name() else { continue };
+        for f in crate::io::stale::remove_stale_temps(dir, &[name]) {
+            if !args.quiet {
+                eprintln!("removed {}, left by an interrupted run", f.display());
+            }
         }
     }
 
@@ -295,15 +316,26 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                 String::new()
             }
         );
-        if let Some(p) = resume.as_ref().and_then(|c| c.progress.as_ref()) {
+        if let Some(c) = &resume
+            && let Some(p) = &c.progress
+        {
             eprintln!(
                 "  resuming from {} at epoch {}, batch {} (step {})",
-                ckpt_path.display(),
+                c.source.display(),
                 p.epoch + 1,
                 p.batch,
                 p.step
             );
+            if p.epoch == settings.epochs && p.batch == 0 {
+                eprintln!(
+                    "  nothing to train: all {} epochs are done (pass --epochs {} or more to \
+                     train further)",
+                    p.epoch,
+                    p.epoch + 1
+                );
+            }
         }
+        eprintln!("  checkpoint: {}", ckpt_path.display());
     }
 
     let mut history = History::new(format!("{} on {source}", lg.name), Unit::Epoch);
@@ -320,6 +352,8 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         history,
         curves: curves_path.clone(),
         curve_error: None,
+        curves_written: false,
+        saved: false,
     };
     let report = match session::run(&lg, weights, resume, &data, &settings, &mut obs) {
         Ok(r) => r,
@@ -345,8 +379,11 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         "images_per_second": if report.seconds > 0.0 {
             report.steps as f64 * settings.batch as f64 / report.seconds
         } else { 0.0 },
-        "checkpoint": ckpt_path.display().to_string(),
-        "curves": curves_path.display().to_string(),
+        // Only files that exist: written by this run, or the checkpoint resumed from and
+        // left as it was.
+        "checkpoint": (obs.saved || args.resume.as_ref() == Some(&ckpt_path))
+            .then(|| ckpt_path.display().to_string()),
+        "curves": obs.curves_written.then(|| curves_path.display().to_string()),
     });
     let line = metrics.to_string();
     println!("{line}");
@@ -386,14 +423,19 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             batch,
             loss,
         } => {
-            let kept = if report.progress.history.is_empty() && report.progress.step == 0 {
-                "no checkpoint was written".to_string()
+            // The last checkpoint: this run's, else the one it resumed from.
+            let last = if obs.saved {
+                Some(&ckpt_path)
             } else {
-                format!(
+                args.resume.as_ref()
+            };
+            let kept = match last {
+                None => "no checkpoint was written".to_string(),
+                Some(p) => format!(
                     "the last good checkpoint (after epoch {}) is unchanged at {}",
                     report.progress.epoch,
-                    ckpt_path.display()
-                )
+                    p.display()
+                ),
             };
             fail(format!(
                 "the loss became {loss} at step {step} (epoch {}, batch {batch}); training \
@@ -439,6 +481,9 @@ struct Progress {
     history: History,
     curves: PathBuf,
     curve_error: Option<String>,
+    /// Whether the curves and a checkpoint were written in this run.
+    curves_written: bool,
+    saved: bool,
 }
 
 impl Progress {
@@ -523,11 +568,12 @@ impl Observer for Progress {
                     );
                 }
                 self.history.push(record(r));
-                if let Err(e) = write_curves(&self.curves, &self.history) {
-                    self.curve_error = Some(e.to_string());
+                match write_curves(&self.curves, &self.history) {
+                    Ok(()) => self.curves_written = true,
+                    Err(e) => self.curve_error = Some(e.to_string()),
                 }
             }
-            Event::Saved(_) => {}
+            Event::Saved(_) => self.saved = true,
         }
     }
 

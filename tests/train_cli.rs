@@ -321,3 +321,139 @@ fn a_terminal_gets_a_progress_bar() {
         assert!(text.contains(part), "no `{part}` in {text}");
     }
 }
+
+// ---- checkpoints and training state on a tiny data set (5 batches of 32 per epoch) ----
+
+/// 160 training and 40 test images of 28×28 bytes in `dir` (IDX files), each class a
+/// different bright band over noise, so that training has something to learn.
+fn tiny_data(dir: &Path) -> PathBuf {
+    let data = dir.join("tiny");
+    std::fs::create_dir_all(&data).unwrap();
+    let images = |n: usize, salt: usize| -> (Vec<u8>, Vec<u8>) {
+        let labels: Vec<u8> = (0..n).map(|i| ((i * 7 + salt) % 10) as u8).collect();
+        let mut px = Vec::with_capacity(n * 784);
+        for (i, &l) in labels.iter().enumerate() {
+            for p in 0..784 {
+                let noise = ((i * 131 + p * 17 + salt) * 2654435761) % 97;
+                let band = if (p / 28) / 3 == l as usize { 150 } else { 0 };
+                px.push((noise + band) as u8);
+            }
+        }
+        (px, labels)
+    };
+    for (split, n, salt) in [("train", 160, 0), ("t10k", 40, 5)] {
+        let (px, labels) = images(n, salt);
+        let enc = netc::data::idx::encode;
+        let write = |name: String, bytes: Vec<u8>| std::fs::write(data.join(name), bytes).unwrap();
+        write(
+            format!("{split}-images-idx3-ubyte"),
+            enc(&[n as u32, 28, 28], &px),
+        );
+        write(
+            format!("{split}-labels-idx1-ubyte"),
+            enc(&[n as u32], &labels),
+        );
+    }
+    data
+}
+
+/// `netc train specs/lenet5.net` on `data`, batch 32, one thread, seed 5, quiet, plus `more`.
+fn train_tiny(data: &Path, more: &[&str]) -> Output {
+    let base = [
+        "train",
+        "specs/lenet5.net",
+        "--data",
+        s(data),
+        "--batch",
+        "32",
+        "--threads",
+        "1",
+        "--seed",
+        "5",
+        "-q",
+    ];
+    netc(&[&base[..], more].concat())
+}
+
+fn progress(path: &Path) -> netc::train::checkpoint::Progress {
+    netc::train::checkpoint::load(path, &lenet().graph)
+        .unwrap()
+        .progress
+        .unwrap()
+}
+
+/// Stopping mid-epoch and resuming gives that epoch the figures of a run straight through
+/// (the running sums are in the checkpoint), in the history and in the final JSON.
+#[test]
+fn a_resumed_epoch_reports_the_straight_runs_figures() {
+    let d = scratch("resume_metrics");
+    let data = tiny_data(&d);
+    let (straight, split) = (d.join("straight.safetensors"), d.join("split.safetensors"));
+    let o = train_tiny(&data, &["--epochs", "2", "--save", s(&straight)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = metrics(&o);
+    // Stop at step 7: epoch 1 finished, epoch 2 stopped after its batch 2 of 5.
+    let o = train_tiny(
+        &data,
+        &["--epochs", "2", "--save", s(&split), "--max-steps", "7"],
+    );
+    assert_eq!(metrics(&o)["outcome"], "stopped", "{}", stderr(&o));
+    let p = progress(&split);
+    assert_eq!((p.epoch, p.batch, p.step), (1, 2, 7));
+    let o = train_tiny(&data, &["--epochs", "2", "--resume", s(&split)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got = metrics(&o);
+    for k in [
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "steps",
+    ] {
+        assert_eq!(got[k], want[k], "{k}: resumed {got} straight {want}");
+    }
+    assert_eq!(progress(&split).history, progress(&straight).history);
+}
+
+/// Identical training writes identical checkpoint files (the metadata in a fixed order, no
+/// wall-clock times in it), with a finished epoch and running sums of an unfinished one.
+#[test]
+fn identical_training_writes_identical_checkpoints() {
+    let d = scratch("reproducible");
+    let data = tiny_data(&d);
+    let files: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            let ck = d.join(format!("ck{i}.safetensors"));
+            let o = train_tiny(
+                &data,
+                &["--epochs", "2", "--max-steps", "7", "--save", s(&ck)],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            std::fs::read(&ck).unwrap()
+        })
+        .collect();
+    assert!(files[0] == files[1], "the two checkpoints differ");
+}
+
+/// Saving the same weights and metadata gives the same bytes every time (safetensors writes
+/// its metadata map in a HashMap's order, different for every map).
+#[test]
+fn saved_metadata_is_in_a_fixed_order() {
+    let d = scratch("meta_order");
+    let g = lenet().graph;
+    let w = Weights::init(&g, 1);
+    let meta: std::collections::HashMap<String, String> = (0..6)
+        .map(|i| (format!("key{i}"), format!("value {i}")))
+        .collect();
+    let bytes: Vec<Vec<u8>> = (0..8)
+        .map(|i| {
+            let p = d.join(format!("w{i}.safetensors"));
+            // A new map each time: each has its own random order.
+            let m = meta.clone().into_iter().collect();
+            w.save_with(&p, &g, Vec::new(), m).unwrap();
+            std::fs::read(&p).unwrap()
+        })
+        .collect();
+    assert!(bytes.iter().all(|b| *b == bytes[0]), "saves differ");
+    assert_eq!(Weights::load(d.join("w0.safetensors"), &g).unwrap(), w);
+}

@@ -20,6 +20,7 @@
 
 pub mod image;
 pub mod npy;
+pub mod stale;
 pub mod weights;
 
 use std::fmt;

@@ -27,6 +27,40 @@ use super::{IoError, read_file, show_shape, write_atomic};
 use crate::diag::suggest;
 use crate::layer_graph::{DType, LayerGraph, Op, ParamInfo, ParamKind};
 
+/// Rewrites a serialized file's header with its keys sorted. safetensors writes the
+/// `__metadata__` map in a `HashMap`'s order, which changes from run to run; sorted, the same
+/// tensors and metadata always give the same bytes. The header keeps its length (the same
+/// entries in another order), so the data offsets stay valid; readers find tensors by offset.
+fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, SafeTensorError> {
+    use std::collections::BTreeMap;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .filter(|&n| bytes.len() >= 8 + n)
+        .ok_or(SafeTensorError::HeaderTooSmall)?;
+    let mut header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])
+        .map_err(SafeTensorError::InvalidHeaderDeserialization)?;
+    if let Some(serde_json::Value::Object(m)) = header.get("__metadata__") {
+        // Explicitly sorted, whatever order serde_json's maps keep.
+        let sorted: BTreeMap<&String, &serde_json::Value> = m.iter().collect();
+        let v =
+            serde_json::to_value(sorted).map_err(SafeTensorError::InvalidHeaderDeserialization)?;
+        header.insert("__metadata__".to_string(), v);
+    }
+    let mut text =
+        serde_json::to_vec(&header).map_err(SafeTensorError::InvalidHeaderDeserialization)?;
+    text.resize(n.max(text.len()).next_multiple_of(8), b' ');
+    if text.len() == n {
+        bytes[8..8 + n].copy_from_slice(&text);
+        return Ok(bytes);
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    Ok(out)
+}
+
 /// Tensors under this prefix in a safetensors file are a training checkpoint's optimizer
 /// state: loading weights skips them.
 pub const CHECKPOINT_PREFIX: &str = "optimizer.";
@@ -145,6 +179,7 @@ impl Weights {
         let mut meta = metadata;
         meta.insert("format".to_string(), "pt".to_string());
         let bytes = safetensors::serialize(tensors, Some(meta))
+            .and_then(sorted_header)
             .map_err(|e| IoError::new(path, format!("cannot save: {e}")))?;
         write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
     }

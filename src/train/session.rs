@@ -21,7 +21,7 @@ use crate::io::weights::Weights;
 use crate::layer_graph::LayerGraph;
 use crate::train_config::{Augment, Loss, Optimizer, Schedule};
 
-use super::checkpoint::{self, Checkpoint, EpochRecord, Progress};
+use super::checkpoint::{self, Checkpoint, EpochRecord, EpochSums, Progress, RunShape};
 use super::{StepError, Trainer, learning_rate};
 
 /// How to train.
@@ -128,6 +128,7 @@ pub fn run(
         ),
     };
     let mut progress = progress;
+    progress.batch_size = Some(settings.batch);
     let mut trainer = Trainer::new(
         lg,
         weights,
@@ -164,6 +165,19 @@ pub fn run(
             settings.batch
         ));
     }
+    if let Some(ck) = &resume
+        && ck.progress.is_some()
+    {
+        let run = RunShape {
+            epochs: settings.epochs,
+            batches,
+            batch_size: settings.batch,
+            samples: data.train.len(),
+        };
+        // The checkpoint's own batch size (`progress` now holds this run's).
+        let saved = ck.progress.as_ref().map_or(&progress, |p| p);
+        checkpoint::check_progress(saved, &run, &ck.source)?;
+    }
     let base_lr = trainer.optim.base_lr();
     let start = Instant::now();
     let mut steps_this_run = 0u64;
@@ -185,7 +199,12 @@ pub fn run(
     while progress.epoch < settings.epochs {
         let epoch = progress.epoch;
         let t0 = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        // The running sums: restored when the epoch was stopped midway, so the epoch's
+        // figures are those of a run straight through.
+        let sums = progress.epoch_sums.take().unwrap_or_default();
+        let (mut loss_sum, mut correct, mut seen) = (sums.loss_sum, sums.correct, sums.seen);
+        // Samples of this epoch in this run (for the speed).
+        let mut seen_here = 0u64;
         let first = progress.batch;
         let mut lr = base_lr;
         for (b, batch) in train.epoch(epoch as u64).enumerate().skip(first) {
@@ -193,6 +212,11 @@ pub fn run(
                 || settings.max_steps.is_some_and(|m| steps_this_run >= m);
             if stop {
                 progress.batch = b;
+                progress.epoch_sums = (b > 0).then_some(EpochSums {
+                    loss_sum,
+                    correct,
+                    seen,
+                });
                 save(&trainer, &progress, observer)?;
                 return Ok(Report {
                     outcome: Outcome::Stopped { epoch, batch: b },
@@ -212,8 +236,9 @@ pub fn run(
             match trainer.step(&batch.x, &batch.labels, lr) {
                 Ok(s) => {
                     loss_sum += s.loss as f64 * batch.len as f64;
-                    correct += s.correct;
-                    seen += batch.len;
+                    correct += s.correct as u64;
+                    seen += batch.len as u64;
+                    seen_here += batch.len as u64;
                 }
                 Err(StepError::NonFinite { loss }) => {
                     return Ok(Report {
@@ -242,7 +267,7 @@ pub fn run(
                 batches,
                 loss: loss_sum / seen as f64,
                 accuracy: correct as f64 / seen as f64,
-                images_per_second: seen as f64 / elapsed,
+                images_per_second: seen_here as f64 / elapsed,
                 lr,
                 eta: elapsed / done as f64 * (batches - b - 1) as f64,
             });
@@ -258,7 +283,7 @@ pub fn run(
             test_accuracy: (n_test > 0).then(|| test_correct as f64 / n_test as f64),
             lr,
             seconds: t0.elapsed().as_secs_f64(),
-            images_per_second: seen as f64 / train_seconds.max(1e-9),
+            images_per_second: seen_here as f64 / train_seconds.max(1e-9),
         };
         progress.history.push(record);
         progress.epoch += 1;
