@@ -457,3 +457,319 @@ fn saved_metadata_is_in_a_fixed_order() {
     assert!(bytes.iter().all(|b| *b == bytes[0]), "saves differ");
     assert_eq!(Weights::load(d.join("w0.safetensors"), &g).unwrap(), w);
 }
+
+/// Copies checkpoint `src` to `dst` with its progress JSON and its tensors edited.
+fn tamper(
+    src: &Path,
+    dst: &Path,
+    edit_progress: impl FnOnce(&mut serde_json::Value),
+    edit_tensor: impl Fn(&str, &mut Vec<f32>),
+) {
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    let bytes = std::fs::read(src).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    let mut p: serde_json::Value = serde_json::from_str(&meta["netc.progress"]).unwrap();
+    edit_progress(&mut p);
+    meta.insert("netc.progress".into(), p.to_string());
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let mut data = v.data().to_vec();
+            if v.dtype() == Dtype::F32 {
+                let mut f: Vec<f32> = data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                edit_tensor(&name, &mut f);
+                data = f.iter().flat_map(|x| x.to_le_bytes()).collect();
+            }
+            (name, v.dtype(), v.shape().to_vec(), data)
+        })
+        .collect();
+    let views = tensors
+        .iter()
+        .map(|(n, t, s, d)| (n.clone(), TensorView::new(*t, s.clone(), d).unwrap()));
+    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+/// Nothing in a checkpoint is trusted: each bad field or tensor is an error naming it (and
+/// the first bad element), before any training.
+#[test]
+fn checkpoint_fields_are_checked_on_resume() {
+    let d = scratch("tamper");
+    let data = tiny_data(&d);
+    let good = d.join("good.safetensors");
+    // Epoch 1 finished, stopped after batch 2 of epoch 2 (step 7).
+    let o = train_tiny(
+        &data,
+        &["--epochs", "3", "--max-steps", "7", "--save", s(&good)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let bad = d.join("bad.safetensors");
+    let resume = |epochs: &str, want: &str| {
+        let before = std::fs::read(&bad).unwrap();
+        let o = train_tiny(&data, &["--epochs", epochs, "--resume", s(&bad)]);
+        assert_eq!(o.status.code(), Some(1), "{want}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read(&bad).unwrap(),
+            before,
+            "the checkpoint was touched"
+        );
+        stderr(&o)
+    };
+    let none = |_: &str, _: &mut Vec<f32>| {};
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str, &str)> = vec![
+        (
+            Box::new(|p| {
+                p["batch"] = 9999.into();
+                p["step"] = 20000.into();
+                p["epoch_sums"] = serde_json::Value::Null;
+            }),
+            "3",
+            "netc.progress.batch = 9999 but an epoch of this data has 5 batches (of 32)",
+        ),
+        (
+            Box::new(|p| p["step"] = u64::MAX.into()),
+            "3",
+            "netc.progress.step = 18446744073709551615 but",
+        ),
+        (
+            Box::new(|p| p["step"] = 2.into()),
+            "3",
+            "netc.progress.step = 2 but netc.progress.epoch = 1 and netc.progress.batch = 2 need at least 3",
+        ),
+        (
+            Box::new(|p| p["epoch"] = u64::MAX.into()),
+            "3",
+            "netc.progress.epoch = 18446744073709551615 but netc.progress.history has 1",
+        ),
+        (
+            Box::new(|p| p["epoch_sums"]["seen"] = 1000.into()),
+            "3",
+            "netc.progress.epoch_sums.seen = 1000 but 2 batches of 32 are 64",
+        ),
+        (
+            Box::new(|p| p["epoch_sums"]["correct"] = 65.into()),
+            "3",
+            "netc.progress.epoch_sums.correct = 65",
+        ),
+        (
+            Box::new(|p| {
+                p["batch_size"] = 16.into();
+                p["epoch_sums"]["seen"] = 32.into();
+                p["epoch_sums"]["correct"] = 0.into();
+            }),
+            "3",
+            "netc.progress.batch_size = 16, but this run uses batches of 32",
+        ),
+        (
+            Box::new(|_| {}),
+            "1",
+            "netc.progress.epoch = 1 (batch 2) is beyond the end of this training of 1 epochs",
+        ),
+    ];
+    for (edit, epochs, want) in cases {
+        tamper(&good, &bad, edit, none);
+        let e = resume(epochs, want);
+        assert!(e.contains(want), "want `{want}` in {e}");
+        assert!(e.contains("bad.safetensors"), "{e}");
+    }
+    // A NaN in a weight, an infinity in a momentum buffer: named with the first bad index.
+    let cases: [(&str, usize, f32, &str); 3] = [
+        (
+            "conv1.weight",
+            5,
+            f32::NAN,
+            "`conv1.weight[0, 0, 1, 0]` is NaN",
+        ),
+        (
+            "optimizer.m.fc1.weight",
+            401,
+            f32::INFINITY,
+            "`optimizer.m.fc1.weight[1, 1]` is inf",
+        ),
+        ("fc3.bias", 9, f32::NEG_INFINITY, "`fc3.bias[9]` is -inf"),
+    ];
+    for (name, at, value, want) in cases {
+        tamper(
+            &good,
+            &bad,
+            |_| {},
+            |n, v| {
+                if n == name {
+                    v[at] = value;
+                }
+            },
+        );
+        let e = resume("3", want);
+        assert!(e.contains(want), "want `{want}` in {e}");
+    }
+}
+
+/// The final JSON names a file only when it exists: no curves before an epoch has finished,
+/// no checkpoint when none was written (a NaN at the second step).
+#[test]
+fn the_json_names_only_files_that_were_written() {
+    let d = scratch("json_files");
+    let data = tiny_data(&d);
+    let out = d.join("run");
+    let o = train_tiny(&data, &["--max-steps", "2", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = metrics(&o);
+    assert_eq!(m["curves"], serde_json::Value::Null, "{m}");
+    assert!(!out.join("curves.png").exists());
+    let ck = m["checkpoint"].as_str().expect("a checkpoint");
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(ck).is_file(),
+        "{ck}"
+    );
+    // One finished epoch: both, and both exist.
+    let o = train_tiny(&data, &["--epochs", "1", "--out", s(&out)]);
+    let m = metrics(&o);
+    for k in ["curves", "checkpoint"] {
+        let f = m[k].as_str().unwrap_or_else(|| panic!("no {k}: {m}"));
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(f).is_file(),
+            "{f}"
+        );
+    }
+    // A NaN before anything was saved: no checkpoint named.
+    let fresh = d.join("nan");
+    let o = train_tiny(&data, &["--lr", "1e30", "--out", s(&fresh)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let m = metrics(&o);
+    assert_eq!(m["outcome"], "non_finite");
+    assert_eq!(m["checkpoint"], serde_json::Value::Null, "{m}");
+    assert_eq!(m["curves"], serde_json::Value::Null, "{m}");
+    assert!(
+        stderr(&o).contains("no checkpoint was written"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--resume X` writes to `--save`, else to `--out`'s checkpoint (X stays as it was), else
+/// back to X; the header line says where.
+#[test]
+fn resume_writes_where_the_header_says() {
+    let d = scratch("resume_where");
+    let data = tiny_data(&d);
+    let x = d.join("x.safetensors");
+    let o = train_tiny(
+        &data,
+        &["--epochs", "2", "--max-steps", "2", "--save", s(&x)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = std::fs::read(&x).unwrap();
+    let header = |o: &Output| {
+        let e = stderr(o);
+        e.lines()
+            .find_map(|l| l.strip_prefix("  checkpoint: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no checkpoint line: {e}"))
+    };
+    // Not quiet, for the header: the base arguments without `-q`.
+    let run = |more: &[&str]| {
+        let base = [
+            "train",
+            "specs/lenet5.net",
+            "--data",
+            s(&data),
+            "--batch",
+            "32",
+            "--threads",
+            "1",
+            "--epochs",
+            "2",
+            "--max-steps",
+            "1",
+            "--resume",
+            s(&x),
+        ];
+        let o = netc(&[&base[..], more].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let out = d.join("out");
+    let o = run(&["--out", s(&out)]);
+    let want = out.join("checkpoint.safetensors");
+    assert_eq!(header(&o), want.display().to_string());
+    assert_eq!(metrics(&o)["checkpoint"], want.display().to_string());
+    assert_eq!(progress(&want).step, 3);
+    assert_eq!(
+        std::fs::read(&x).unwrap(),
+        before,
+        "--out's run overwrote the resumed file"
+    );
+    let y = d.join("y.safetensors");
+    let o = run(&["--out", s(&out), "--save", s(&y)]);
+    assert_eq!(header(&o), y.display().to_string());
+    assert_eq!(progress(&y).step, 3);
+    assert_eq!(std::fs::read(&x).unwrap(), before);
+    let o = run(&[]);
+    assert_eq!(header(&o), x.display().to_string());
+    assert_eq!(progress(&x).step, 3);
+    let help = netc(&["train", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("else the --resume file"), "{help}");
+}
+
+/// Temporary files of this run's outputs left by a killed process are removed at the start;
+/// those of a live process and other files stay.
+#[test]
+fn stale_temporary_files_are_removed_at_start() {
+    let d = scratch("stale");
+    let data = tiny_data(&d);
+    let out = d.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // The id of a process that has exited (and been reaped).
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let stale = [
+        format!(".checkpoint.safetensors.{dead}.0.tmp"),
+        format!(".curves.png.{dead}-3.tmp"),
+        format!(".m.json.{dead}.12.tmp"),
+    ];
+    let kept = [
+        format!(".checkpoint.safetensors.{live}.1.tmp"),
+        format!(".curves.png.{live}-0.tmp"),
+        format!(".checkpoint.safetensors.{dead}.x.tmp"),
+        format!(".notes.txt.{dead}.0.tmp"),
+        format!("checkpoint.safetensors.{dead}.0.tmp"),
+    ];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(out.join(f), b"partial").unwrap();
+    }
+    let mj = out.join("m.json");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--data",
+        s(&data),
+        "--batch",
+        "32",
+        "--max-steps",
+        "1",
+        "--out",
+        s(&out),
+        "--metrics-json",
+        s(&mj),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for f in &stale {
+        assert!(!out.join(f).exists(), "{f} is still there");
+        assert!(
+            stderr(&o).contains(f.as_str()),
+            "{f} not reported: {}",
+            stderr(&o)
+        );
+    }
+    for f in &kept {
+        assert!(out.join(f).exists(), "{f} was removed");
+    }
+}
