@@ -51,7 +51,8 @@ pub struct TrainArgs {
     pub weights: Option<PathBuf>,
     /// Where to write the checkpoint. Without it: OUT/checkpoint.safetensors when --out is
     /// given, else the --resume file (updated in place), else runs/MODEL/checkpoint.safetensors.
-    /// The header line `checkpoint: PATH` says which.
+    /// The header line `checkpoint: PATH` says which; the curves go beside it (NAME.curves.png,
+    /// or curves.png in OUT).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Continue from a checkpoint exactly where it stopped (it is overwritten only when
@@ -221,9 +222,11 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         (None, None, Some(r)) => r.clone(),
         (None, None, None) => run_dir.join("checkpoint.safetensors"),
     };
-    let curves_path = match &args.save {
-        Some(p) => p.with_extension("curves.png"),
-        None => run_dir.join("curves.png"),
+    // Beside the checkpoint: the run directory's, or `NAME.curves.png` for a named file.
+    let curves_path = if ckpt_path == run_dir.join("checkpoint.safetensors") {
+        run_dir.join("curves.png")
+    } else {
+        ckpt_path.with_extension("curves.png")
     };
     for p in [&ckpt_path, &curves_path] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
