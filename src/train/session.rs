@@ -9,7 +9,9 @@
 //! path is set, an atomic checkpoint. An interrupt (the observer's `stop_requested`) saves a
 //! checkpoint at the current batch, from which `resume` continues exactly: the shuffle and the
 //! augmentation of each epoch depend only on (seed, epoch), so the resumed run sees the same
-//! batches in the same order. A NaN or infinite loss stops training before the parameters are
+//! batches in the same order, and the epoch's running sums are restored, so its figures are
+//! those of a run straight through. A checkpoint's progress is first checked against the
+//! settings and the data ([`checkpoint::check_progress`]). A NaN or infinite loss stops training before the parameters are
 //! touched; the last checkpoint stays as it was.
 
 use std::path::PathBuf;
@@ -165,8 +167,9 @@ pub fn run(
             settings.batch
         ));
     }
+    // The checkpoint's progress as saved (`progress` now holds this run's batch size).
     if let Some(ck) = &resume
-        && ck.progress.is_some()
+        && let Some(saved) = &ck.progress
     {
         let run = RunShape {
             epochs: settings.epochs,
@@ -174,8 +177,6 @@ pub fn run(
             batch_size: settings.batch,
             samples: data.train.len(),
         };
-        // The checkpoint's own batch size (`progress` now holds this run's).
-        let saved = ck.progress.as_ref().map_or(&progress, |p| p);
         checkpoint::check_progress(saved, &run, &ck.source)?;
     }
     let base_lr = trainer.optim.base_lr();
