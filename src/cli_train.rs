@@ -385,6 +385,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             epoch,
             batch,
             loss,
+            params,
         } => {
             let kept = if report.progress.history.is_empty() && report.progress.step == 0 {
                 "no checkpoint was written".to_string()
@@ -395,10 +396,36 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                     ckpt_path.display()
                 )
             };
+            let mut names: Vec<String> = params.iter().take(5).map(|p| format!("`{p}`")).collect();
+            if params.len() > 5 {
+                names.push(format!("{} more", params.len() - 5));
+            }
+            let names = names.join(", ");
+            let (what, cause, before, help) = if loss.is_finite() {
+                (
+                    format!("the update made {names} NaN or infinite"),
+                    String::new(),
+                    "saving the weights",
+                    "lower the learning rate (--lr)",
+                )
+            } else if params.is_empty() {
+                (
+                    format!("the loss became {loss}"),
+                    String::new(),
+                    "updating the weights",
+                    "lower the learning rate (--lr), or check the data's normalization",
+                )
+            } else {
+                (
+                    format!("the loss became {loss}"),
+                    format!(": NaN or infinite values in {names}"),
+                    "updating the weights",
+                    "check the weights training started from (--weights, --resume)",
+                )
+            };
             fail(format!(
-                "the loss became {loss} at step {step} (epoch {}, batch {batch}); training \
-                 stopped before updating the weights, and {kept}\n  help: lower the learning \
-                 rate (--lr), or check the data's normalization",
+                "{what} at step {step} (epoch {}, batch {batch}){cause}; training stopped \
+                 before {before}, and {kept}\n  help: {help}",
                 epoch + 1
             ))
         }
