@@ -271,8 +271,8 @@ unsafe fn copy_post_avx512(
 }
 
 /// `relu?((v + bias) + res)` on the lanes `m` of one vector: `post`'s bias (one value) and
-/// its residual from `post.res` on (those lanes), `max(x, 0)` as `maxps` with zero second
-/// (its second operand wins for NaN and two zeros): [`Post::value`]'s operations, so the
+/// its residual from `post.res` on (those lanes), ReLU as `maxps(0, x)` with zero first (its
+/// second operand wins for NaN and two zeros): [`Post::value`]'s operations, so the
 /// same bits. For products that finish a vector at a time outside the GEMM microkernel (whose
 /// own epilogue keeps its whole register tile in registers).
 ///
