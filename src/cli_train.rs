@@ -396,11 +396,11 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                     ckpt_path.display()
                 )
             };
-            let mut names: Vec<String> = params.iter().take(5).map(|p| format!("`{p}`")).collect();
+            let names: Vec<String> = params.iter().take(5).map(|p| format!("`{p}`")).collect();
+            let mut names = names.join(", ");
             if params.len() > 5 {
-                names.push(format!("{} more", params.len() - 5));
+                names += &format!(" and {} more", params.len() - 5);
             }
-            let names = names.join(", ");
             let (what, cause, before, help) = if loss.is_finite() {
                 (
                     format!("the update made {names} NaN or infinite"),
