@@ -198,12 +198,13 @@ impl Backward<'_> {
                     UnaryOp::Detach => return Ok(vec![None]),
                     UnaryOp::Neg => self.un(UnaryOp::Neg, gy),
                     UnaryOp::Relu => {
-                        // From the output (y > 0 exactly when x > 0), as PyTorch does for an
-                        // in-place ReLU: the input need not be kept, so it can be computed
-                        // inside the ReLU's kernel (a batchnorm's affine step, say).
+                        // From the output, as PyTorch does for an in-place ReLU: the input
+                        // need not be kept, so it can be computed inside the ReLU's kernel (a
+                        // batchnorm's affine step, say). PyTorch's `threshold_backward`,
+                        // `y <= 0 ? 0 : dy`, is `y != 0 ? dy : 0` on an output (never
+                        // negative): a NaN output passes its gradient, a zero one gives 0.
                         let z = self.scalar(0.0);
-                        let m = self.bin(BinaryOp::Greater, y, z);
-                        self.bin(BinaryOp::Mul, gy, m)
+                        self.g.add(Op::Select, vec![y, gy, z], &self.origin)
                     }
                     UnaryOp::Exp => self.bin(BinaryOp::Mul, gy, y),
                     UnaryOp::Log => self.bin(BinaryOp::Div, gy, x(0)),

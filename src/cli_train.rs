@@ -425,6 +425,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             epoch,
             batch,
             loss,
+            params,
         } => {
             // The last checkpoint: this run's, else the one it resumed from.
             let last = if obs.saved {
@@ -440,10 +441,36 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                     p.display()
                 ),
             };
+            let names: Vec<String> = params.iter().take(5).map(|p| format!("`{p}`")).collect();
+            let mut names = names.join(", ");
+            if params.len() > 5 {
+                names += &format!(" and {} more", params.len() - 5);
+            }
+            let (what, cause, before, help) = if loss.is_finite() {
+                (
+                    format!("the update made {names} NaN or infinite"),
+                    String::new(),
+                    "saving the weights",
+                    "lower the learning rate (--lr)",
+                )
+            } else if params.is_empty() {
+                (
+                    format!("the loss became {loss}"),
+                    String::new(),
+                    "updating the weights",
+                    "lower the learning rate (--lr), or check the data's normalization",
+                )
+            } else {
+                (
+                    format!("the loss became {loss}"),
+                    format!(": NaN or infinite values in {names}"),
+                    "updating the weights",
+                    "check the weights training started from (--weights, --resume)",
+                )
+            };
             fail(format!(
-                "the loss became {loss} at step {step} (epoch {}, batch {batch}); training \
-                 stopped before updating the weights, and {kept}\n  help: lower the learning \
-                 rate (--lr), or check the data's normalization",
+                "{what} at step {step} (epoch {}, batch {batch}){cause}; training stopped \
+                 before {before}, and {kept}\n  help: {help}",
                 epoch + 1
             ))
         }

@@ -849,3 +849,23 @@ fn jit_vs_oracle(
         );
     }
 }
+
+/// ReLU's gradient is PyTorch's `threshold_backward(dy, y, 0)`, `y <= 0 ? 0 : dy`: a NaN
+/// output passes its gradient (it is not masked to 0), a zero or -0 output gives exactly 0
+/// even for an infinite `dy` (no `0 · inf`).
+#[test]
+fn relu_gradient_at_nan_and_zero_is_pytorchs() {
+    let mut g = Graph::default();
+    let x = input(&mut g, "x", &[5]);
+    let y = g.add(Op::Unary(UnaryOp::Relu), vec![x], "t");
+    let loss = dot_upstream(&mut g, y);
+    let grads = backward(&mut g, loss, None, &[x]).unwrap();
+    g.outputs = vec![("dx".into(), grads[0].unwrap())];
+    let xs = ArrayD::from_shape_vec(IxDyn(&[5]), vec![f64::NAN, -1.0, -0.0, 0.0, 2.0]).unwrap();
+    let up =
+        ArrayD::from_shape_vec(IxDyn(&[5]), vec![3.0, f64::INFINITY, f64::NAN, 5.0, 7.0]).unwrap();
+    let dx = netc::reference::run::<f64>(&g, &[], &[("x", xs), ("upstream", up)]).unwrap();
+    let dx: Vec<f64> = dx[0].iter().copied().collect();
+    assert_eq!(dx[0], 3.0, "{dx:?}");
+    assert_eq!(&dx[1..], &[0.0, 0.0, 0.0, 7.0], "{dx:?}");
+}

@@ -126,6 +126,11 @@ fn eval_prog(prog: &[Scalar], load: &dyn Fn(usize) -> f32, reduced: (f32, f64)) 
     *v.last().unwrap()
 }
 
+/// The reference's max (`BinaryOp::Max`: NaN if either is NaN).
+fn max(a: f32, b: f32) -> f32 {
+    BinaryOp::Max.apply(f64::from(a), f64::from(b)) as f32
+}
+
 /// All multi-indices of `shape`, row-major (one empty index for rank 0).
 fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
     let mut out = vec![vec![]];
@@ -181,7 +186,7 @@ fn evaluate(k: &LoopKernel, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<f64>) {
                 acc = match red.op {
                     ReduceOp::Max => {
                         err = err.max(e);
-                        acc.max(v)
+                        max(acc, v)
                     }
                     _ => {
                         err += e;
@@ -235,7 +240,7 @@ fn evaluate(k: &LoopKernel, inputs: &[Vec<f32>]) -> (Vec<f32>, Vec<f64>) {
                         (0.0, 0.0),
                     );
                     err = err.max(e);
-                    acc = if w.max { acc.max(v) } else { acc + v };
+                    acc = if w.max { max(acc, v) } else { acc + v };
                 }
             }
             if !w.max {
@@ -547,12 +552,17 @@ fn random_shape(rng: &mut Rng, rank: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Random inputs; in about a third of the kernels, some NaN, ±inf and -0 among them (which
+/// must come out as the reference's: NaN never dropped by a max, a min or a ReLU).
 fn random_inputs(rng: &mut Rng, lens: &[usize], exact: bool) -> Vec<Vec<f32>> {
+    let special = if rng.chance(0.3) { 0.08 } else { 0.0 };
     lens.iter()
         .map(|&n| {
             (0..n)
                 .map(|_| {
-                    if exact {
+                    if rng.chance(special) {
+                        rng.pick(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0])
+                    } else if exact {
                         rng.range(0, 64) as f32 / 8.0 - 4.0
                     } else {
                         rng.f32(-3.0, 3.0)
@@ -846,8 +856,41 @@ fn contiguous_kernels_vectorize_and_keep_their_code() {
     assert!(!jit.compile(&k).unwrap().vectorized);
 }
 
+/// `max`/`min` of every pair of special values, either operand NaN, through the vector loop
+/// and the scalar tail: NaN if either is NaN (`torch.maximum`), else the definition's value.
 #[test]
-fn relu_and_max_follow_f64_max() {
+fn max_and_min_propagate_nan_from_either_operand() {
+    let mut jit = Jit::new().unwrap();
+    let vals = [-1.0, 0.0, 2.5, f32::NAN, f32::INFINITY, -f32::INFINITY];
+    let (mut a, mut b): (Vec<f32>, Vec<f32>) = vals
+        .iter()
+        .flat_map(|&x| vals.iter().map(move |&y| (x, y)))
+        .unzip();
+    // 37 pairs: the last one in the scalar tail.
+    a.push(1.0);
+    b.push(f32::NAN);
+    for op in [BinaryOp::Max, BinaryOp::Min] {
+        let mut k = add_kernel(&[a.len()]);
+        k.program[2] = Scalar::Binary(op, 0, 1);
+        let c = jit.compile(&k).unwrap();
+        let mut out = vec![7.0f32; a.len()];
+        c.run(&[&a, &b], &mut out, 0, c.outer).unwrap();
+        for i in 0..a.len() {
+            let want = op.apply(f64::from(a[i]), f64::from(b[i])) as f32;
+            assert!(
+                out[i] == want || (out[i].is_nan() && want.is_nan()),
+                "{op:?}({}, {}) = {}, want {want}",
+                a[i],
+                b[i],
+                out[i]
+            );
+            assert_eq!(want.is_nan(), a[i].is_nan() || b[i].is_nan());
+        }
+    }
+}
+
+#[test]
+fn relu_keeps_nan_and_negative_zero() {
     let mut jit = Jit::new().unwrap();
     let c = jit.compile(&relu_kernel(&[9])).unwrap();
     let x = [
@@ -864,7 +907,9 @@ fn relu_and_max_follow_f64_max() {
     let mut out = [7.0f32; 9];
     c.run(&[&x], &mut out, 0, c.outer).unwrap();
     for (&x, &y) in x.iter().zip(&out) {
-        assert_eq!(y, UnaryOp::Relu.apply(f64::from(x)) as f32, "relu({x})");
+        // The same bits: NaN stays NaN and -0 stays -0, as PyTorch's relu.
+        let want = UnaryOp::Relu.apply(f64::from(x)) as f32;
+        assert_eq!(y.to_bits(), want.to_bits(), "relu({x}) = {y}, want {want}");
     }
 }
 

@@ -345,6 +345,64 @@ fn max_pool_padding_is_never_selected() {
     assert_eq!(y, arr(&[1, 1, 3, 3], &want));
 }
 
+/// NaN is never dropped, as in PyTorch (CPU): `torch.maximum`/`torch.minimum` give NaN if
+/// either operand is NaN, `torch.relu` (`clamp_min(x, 0)`, `std::max(x, 0)` per element) keeps
+/// NaN and -0, `amax` of a row with a NaN is NaN, and `max_pool2d` outputs NaN for a window
+/// with a NaN and routes its gradient to the window's *last* NaN (`max_pool2d_with_indices`
+/// takes a tap when `val > maxval || isnan(val)`).
+#[test]
+fn nan_propagates_as_in_pytorch() {
+    let nan = f64::NAN;
+    let same = |got: &ArrayD<f64>, want: &[f64]| {
+        let ok = got.len() == want.len()
+            && got
+                .iter()
+                .zip(want)
+                .all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()));
+        assert!(ok, "got {got:?}, want {want:?}");
+    };
+    let a = arr(&[5], &[nan, 1.0, -1.0, nan, 3.0]);
+    let b = arr(&[5], &[0.0, nan, 2.0, nan, -3.0]);
+    let y = eval_node(&Op::Binary(BinaryOp::Max), &[&a, &b], &[5]);
+    same(&y, &[nan, nan, 2.0, nan, 3.0]);
+    let y = eval_node(&Op::Binary(BinaryOp::Min), &[&a, &b], &[5]);
+    same(&y, &[nan, nan, -1.0, nan, -3.0]);
+    let x = arr(&[5], &[nan, -1.0, -0.0, 2.0, f64::NEG_INFINITY]);
+    let y = eval_node(&Op::Unary(UnaryOp::Relu), &[&x], &[5]);
+    same(&y, &[nan, 0.0, -0.0, 2.0, 0.0]);
+    let r = arr(&[2, 3], &[1.0, nan, 3.0, 4.0, 2.0, 6.0]);
+    let op = Op::Reduce {
+        op: ReduceOp::Max,
+        axes: vec![1],
+    };
+    same(&eval_node(&op, &[&r], &[2, 1]), &[nan, 6.0]);
+    // Windows of 3 at stride 3: (NaN, 5, NaN) and (0, 7, 1).
+    let x = arr(&[1, 1, 1, 6], &[nan, 5.0, nan, 0.0, 7.0, 1.0]);
+    let window = (PoolOp::Max, [1, 3], [1, 3], [0; 4], [1, 1], false);
+    let pool = Op::Pool {
+        op: window.0,
+        kernel: window.1,
+        stride: window.2,
+        padding: window.3,
+        dilation: window.4,
+        ceil_mode: window.5,
+    };
+    same(&eval_node(&pool, &[&x], &[1, 1, 1, 2]), &[nan, 7.0]);
+    let grad = Op::PoolBackward {
+        op: window.0,
+        kernel: window.1,
+        stride: window.2,
+        padding: window.3,
+        dilation: window.4,
+        ceil_mode: window.5,
+    };
+    let dy = arr(&[1, 1, 1, 2], &[1.0, 10.0]);
+    same(
+        &eval_node(&grad, &[&x, &dy], &[1, 1, 1, 6]),
+        &[0.0, 0.0, 1.0, 0.0, 10.0, 0.0],
+    );
+}
+
 #[test]
 fn small_ops_by_hand() {
     // Binary broadcasting: [2, 1] + [3] -> [2, 3].

@@ -166,6 +166,76 @@ fn a_nan_loss_stops_and_keeps_the_last_checkpoint() {
     );
 }
 
+/// One NaN in `conv1.bias` (its channel goes through a ReLU and a max pooling, which used to
+/// turn NaN into 0): the loss is NaN at the first step, the error names the parameter, and no
+/// checkpoint is written.
+#[test]
+fn a_nan_weight_behind_a_relu_stops_training_and_is_named() {
+    let d = scratch("nan_weight");
+    let g = lenet().graph;
+    let mut w = Weights::init(&g, 7);
+    let i = g
+        .params
+        .iter()
+        .position(|p| p.path == "conv1.bias")
+        .unwrap();
+    let netc::io::weights::Value::F32(b) = &mut w.values[i] else {
+        panic!("conv1.bias is f32")
+    };
+    b[[0]] = f32::NAN;
+    let wp = d.join("w.safetensors");
+    w.save(&wp, &g).unwrap();
+    let ck = d.join("ck.safetensors");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--weights",
+        s(&wp),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--save",
+        s(&ck),
+        "-q",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the loss became NaN at step 1"), "{err}");
+    assert!(err.contains("`conv1.bias`"), "{err}");
+    assert!(err.contains("no checkpoint was written"), "{err}");
+    assert_eq!(metrics(&o)["outcome"], "non_finite");
+    assert!(!ck.exists(), "a checkpoint was written");
+}
+
+/// A finite loss whose update overflows every weight (a learning rate beyond f32): training
+/// stops at that step naming the parameters, and the checkpoint `--max-steps` would have
+/// written after it never appears.
+#[test]
+fn an_update_to_infinity_stops_before_the_checkpoint() {
+    let d = scratch("inf_update");
+    let ck = d.join("ck.safetensors");
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--lr",
+        "1e60",
+        "--save",
+        s(&ck),
+        "-q",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the update made `conv1.weight`"), "{err}");
+    assert!(err.contains("NaN or infinite at step 1"), "{err}");
+    assert_eq!(metrics(&o)["outcome"], "non_finite");
+    assert!(!ck.exists(), "a checkpoint was written");
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let d = scratch("sigint");

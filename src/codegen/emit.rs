@@ -304,16 +304,35 @@ impl Em<'_> {
         }
     }
 
-    /// `b < a ? a : b`: `maxss`/`maxps`; a NaN `a` gives `b`.
+    /// `b < a || a is NaN ? a : b`: the larger operand, NaN if either is NaN
+    /// (`torch.maximum`; a bare `maxps` would drop a NaN `a`).
     fn max(&mut self, m: Mode, a: Value, b: Value) -> Value {
         let c = self.b.ins().fcmp(FloatCC::LessThan, b, a);
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
+        let c = self.b.ins().bor(c, nan);
         self.pick(m, c, a, b)
     }
 
-    /// `a < b ? a : b`: `minss`/`minps`; a NaN `a` gives `b`.
+    /// `a < b || a is NaN ? a : b`: the smaller operand, NaN if either is NaN.
     fn min(&mut self, m: Mode, a: Value, b: Value) -> Value {
         let c = self.b.ins().fcmp(FloatCC::LessThan, a, b);
+        let nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
+        let c = self.b.ins().bor(c, nan);
         self.pick(m, c, a, b)
+    }
+
+    /// `x < c ? c : x` for a constant `c` (a clamp from below whose NaN input stays NaN).
+    fn clamp_lo(&mut self, m: Mode, x: Value, c: f32) -> Value {
+        let cv = self.fconst(m, c);
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, cv);
+        self.pick(m, below, cv, x)
+    }
+
+    /// `c < x ? c : x` for a constant `c` (a clamp from above whose NaN input stays NaN).
+    fn clamp_hi(&mut self, m: Mode, x: Value, c: f32) -> Value {
+        let cv = self.fconst(m, c);
+        let above = self.b.ins().fcmp(FloatCC::LessThan, cv, x);
+        self.pick(m, above, cv, x)
     }
 
     fn func_ref(&mut self, name: &'static str) -> FuncRef {
@@ -371,10 +390,8 @@ impl Em<'_> {
             UnaryOp::Abs => self.b.ins().fabs(x),
             UnaryOp::Detach => x,
             UnaryOp::Sqrt => self.b.ins().sqrt(x),
-            UnaryOp::Relu => {
-                let z = self.fconst(m, 0.0);
-                self.max(m, x, z)
-            }
+            // `x < 0 ? 0 : x`: one compare as before, and NaN and -0 stay (PyTorch's relu).
+            UnaryOp::Relu => self.clamp_lo(m, x, 0.0),
             UnaryOp::Rsqrt => {
                 let s = self.b.ins().sqrt(x);
                 let one = self.fconst(m, 1.0);
@@ -449,9 +466,9 @@ impl Em<'_> {
         const LO_ZERO: f32 = -103.972_08;
         const HI: f32 = 88.722_83;
         let hi = self.fconst(m, HI);
-        let lo = self.fconst(m, -103.5);
-        let xc = self.min(m, x, hi);
-        let xc = self.max(m, xc, lo);
+        // (A NaN `x` is picked back at the end.)
+        let xc = self.clamp_hi(m, x, HI);
+        let xc = self.clamp_lo(m, xc, -103.5);
         let l2e = self.fconst(m, std::f32::consts::LOG2_E);
         let t = self.b.ins().fmul(xc, l2e);
         let fx = self.b.ins().nearest(t);

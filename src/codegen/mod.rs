@@ -33,12 +33,12 @@
 //!   stays NaN.
 //! * `Log` and `Pow` call Rust helpers evaluating [`UnaryOp::apply`]/[`BinaryOp::apply`] in
 //!   f64 (vectors: one call per 4 lanes through a stack slot): exactly the reference's values.
-//! * `Max`/`Min`/`Relu` compile to `maxps`/`minps`-style compare+select: equal to f64
-//!   `max`/`min` for non-NaN operands; `Relu(NaN) = 0` like `f64::max`; `Max(a, NaN)` is NaN
-//!   (f64 would give `a`). `Greater` is `a > b ? 1 : 0`; `Select(c, a, b)` is
-//!   `c != 0 ? a : b` (NaN counts as nonzero).
+//! * `Max`/`Min` are compare+select that propagate NaN from either operand (`torch.maximum`);
+//!   `Relu` is `x < 0 ? 0 : x` (one compare; NaN and -0 stay, as PyTorch's). NaN is never
+//!   dropped, so a NaN weight behind a ReLU or a max reaches the loss. `Greater` is
+//!   `a > b ? 1 : 0`; `Select(c, a, b)` is `c != 0 ? a : b` (NaN counts as nonzero).
 //! * Reductions combine the program's last step over the trailing `axes` dims in f32 (Sum and
-//!   Mean add, Max ignores NaN), then Mean divides by the element count, then the epilogue runs
+//!   Mean add, Max propagates NaN), then Mean divides by the element count, then the epilogue runs
 //!   with `Scalar::Reduced` = that value and its loads indexed by the leading dims through
 //!   `epilogue_accesses`. When the innermost reduced dim is vectorized the sum is taken in 4
 //!   interleaved partial sums (so it may differ from a strictly sequential f32 sum by
@@ -50,7 +50,7 @@
 //!   the cell: its leading strides index the leading output dims and its last two strides
 //!   index the input row `h` and column `w` (`h = oh * stride_h - pad_top + kh * dil_h`, same
 //!   for `w`). Cells outside `[0, H) x [0, W)` are skipped. Max pools with `-inf` as the
-//!   identity. Avg sums the cells and divides like PyTorch's `avg_pool2d`:
+//!   identity, NaN if a cell is NaN. Avg sums the cells and divides like PyTorch's `avg_pool2d`:
 //!   `pool = (min(hs+kh, H+pad_bottom) - hs) * (min(ws+kw, W+pad_right) - ws)` before
 //!   clipping; divisor `pool` with `count_include_pad`, else the clipped area. Avg requires
 //!   dilation 1.

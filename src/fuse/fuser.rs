@@ -562,7 +562,7 @@ impl Fuser {
                             self.buf_of.insert(m, b);
                             self.inline[m] = false;
                             let k = self.out.kernels.last_mut().expect("just pushed");
-                            k.ops.extend(["greater".to_string(), "mul".to_string()]);
+                            k.ops.push("select".to_string());
                             k.origin = format!("{}, {}", k.origin, self.g.nodes[m].origin);
                         }
                         None => {
@@ -625,8 +625,9 @@ impl Fuser {
     }
 
     /// A max pooling's gradient `p = pool_grad(y, dy)` whose only use is autodiff's ReLU
-    /// gradient `p · (y > 0)` for the same `y` (a ReLU before the pooling, as in every classic
-    /// CNN's stem): that product's node, which the pooling's gradient then computes itself.
+    /// gradient `y != 0 ? p : 0` for the same `y` (a ReLU before the pooling, as in every
+    /// classic CNN's stem): that select's node, which the pooling's gradient then computes
+    /// itself.
     fn relu_after_pool_grad(&self, p: ValueId, live: &[bool]) -> Option<ValueId> {
         let node = &self.g.nodes[p];
         let Op::PoolBackward {
@@ -641,20 +642,14 @@ impl Fuser {
             return None;
         };
         let mn = self.g.nodes.get(m)?;
-        if !live[m] || mn.op != Op::Binary(BinaryOp::Mul) || mn.shape != node.shape {
+        if !live[m] || mn.op != Op::Select || mn.shape != node.shape {
             return None;
         }
-        let other = match *mn.inputs.as_slice() {
-            [a, b] if a == p && b != p => b,
-            [a, b] if b == p && a != p => a,
-            _ => return None,
+        let &[c, t, f] = mn.inputs.as_slice() else {
+            return None;
         };
-        let gn = &self.g.nodes[other];
-        let positive = gn.op == Op::Binary(BinaryOp::Greater)
-            && gn.inputs.len() == 2
-            && gn.inputs[0] == y
-            && matches!(self.g.nodes[gn.inputs[1]].op, Op::Scalar { value } if value == 0.0);
-        positive.then_some(m)
+        let zero = matches!(self.g.nodes[f].op, Op::Scalar { value } if value == 0.0);
+        (c == y && t == p && zero).then_some(m)
     }
 
     fn host(&mut self, v: ValueId, op: HostOp) {

@@ -155,6 +155,7 @@ pub enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Neg,
+    /// `x < 0 ? 0 : x`: NaN stays NaN (PyTorch's `relu`).
     Relu,
     Exp,
     Log,
@@ -177,7 +178,9 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// The larger operand, NaN if either is NaN (`torch.maximum`).
     Max,
+    /// The smaller operand, NaN if either is NaN (`torch.minimum`).
     Min,
     /// `a ^ b` (b is usually a scalar)
     Pow,
@@ -207,7 +210,14 @@ impl UnaryOp {
     pub fn apply(self, x: f64) -> f64 {
         match self {
             UnaryOp::Neg => -x,
-            UnaryOp::Relu => x.max(0.0),
+            // PyTorch's `clamp_min(x, 0)`: NaN stays NaN, -0 stays -0.
+            UnaryOp::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             UnaryOp::Exp => x.exp(),
             UnaryOp::Log => x.ln(),
             UnaryOp::Sqrt => x.sqrt(),
@@ -229,11 +239,24 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
-            BinaryOp::Max => a.max(b),
-            BinaryOp::Min => a.min(b),
+            // `torch.maximum`/`torch.minimum`: NaN if either operand is NaN.
+            BinaryOp::Max => nan_or(a, b, a.max(b)),
+            BinaryOp::Min => nan_or(a, b, a.min(b)),
             BinaryOp::Pow => a.powf(b),
             BinaryOp::Greater => f64::from(a > b),
         }
+    }
+}
+
+/// `v`, or NaN when `a` or `b` is NaN (as PyTorch's `maximum`/`minimum`/`max`: NaN is never
+/// dropped, so a NaN weight cannot be hidden by a ReLU or a max).
+fn nan_or(a: f64, b: f64, v: f64) -> f64 {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        v
     }
 }
 

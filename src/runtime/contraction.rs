@@ -3030,10 +3030,15 @@ pub(super) mod tests {
             let (bias, res, relu) = (rng.below(2) == 1, rng.below(2) == 1, rng.below(2) == 1);
             let b: Vec<f32> = (0..o).map(|_| rng.next()).collect();
             let mut rv: Vec<f32> = (0..out_len).map(|_| rng.next()).collect();
-            // Values the ReLU must map to +0: NaN, -0 and exact zeros of raw + bias + res.
+            // Values the ReLU must keep (NaN, -0: PyTorch's relu) and exact zeros of raw +
+            // bias + res; `Post::value` is `UnaryOp::Relu`'s definition.
             rv[out_len / 2] = f32::NAN;
             if out_len > 2 {
                 rv[1] = -0.0;
+            }
+            if out_len > 3 {
+                rv[2] = f32::NEG_INFINITY;
+                rv[out_len - 1] = f32::INFINITY;
             }
             let op = test_post(&kind, (bias, res, relu), b.as_ptr(), rv.as_ptr());
             for (r, run) in runs.iter().enumerate() {

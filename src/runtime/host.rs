@@ -201,8 +201,9 @@ unsafe fn transpose_block_avx512(
 /// `dy`. Max pooling routes each output's gradient to the tap the forward pass chose (the first
 /// strictly largest, or a NaN); average pooling spreads it over the window's cells inside the
 /// input with the forward divisor (PyTorch's rules, as in the reference interpreter). With
-/// `win.1` (max pooling of a ReLU's output), only to chosen taps that are positive: the
-/// ReLU's gradient `dx · (x > 0)` at once.
+/// `win.1` (max pooling of a ReLU's output), only to chosen taps that are not zero: the
+/// ReLU's gradient `x != 0 ? dx : 0` at once (PyTorch's `threshold_backward`: a NaN tap
+/// passes its gradient).
 pub fn pool_backward(
     win: (&Window, bool),
     (x, xs): (&[f32], &[usize]),
@@ -851,7 +852,7 @@ fn pool_backward_body(
                             _ => max_windows(xp, (rows, rs, kw, dw), base, sw, (b, a), 0..n),
                         }
                         for (&a, &d) in arg[..n].iter().zip(&dyr[at..at + n]) {
-                            if a != u32::MAX && (!relu || xp[a as usize] > 0.0) {
+                            if a != u32::MAX && (!relu || xp[a as usize] != 0.0) {
                                 dxp[a as usize] += d;
                             }
                         }
@@ -876,7 +877,7 @@ fn pool_backward_body(
                             at = if take { i } else { at };
                         }
                     }
-                    if at != usize::MAX && (!relu || xp[at] > 0.0) {
+                    if at != usize::MAX && (!relu || xp[at] != 0.0) {
                         dxp[at] += d;
                     }
                 } else {
@@ -906,8 +907,8 @@ fn pool_backward_body(
 /// The gradient of one run of interior max windows of an output row: window `j < dy.len()`
 /// has its taps at `base + j·s + r·row_stride + kx` (`r < rows`, `kx < kw`) in the plane
 /// `xp`, and `dx[tap] += dy[j]` for its chosen tap (the first strictly largest, or the last
-/// NaN, as [`pool_backward_body`]'s scalar windows), only where that tap is positive with
-/// `relu`. Sixteen windows per vector: the choice as a tap number per lane, then per tap the
+/// NaN, as [`pool_backward_body`]'s scalar windows), only where that tap is not zero with
+/// `relu` (a NaN tap passes). Sixteen windows per vector: the choice as a tap number per lane, then per tap the
 /// lanes that chose it added into `dx` (at stride 2 spread to every other float by a
 /// two-source permute, the taps `kx` and `kx + 1` of a row in one pass). Taps are added with
 /// `kx` descending, so a float two windows share gets the left window's gradient first, the
@@ -966,7 +967,7 @@ unsafe fn max_grad_run_avx512(
         }
         let mut ok = m & _mm512_cmpneq_epi32_mask(t, _mm512_set1_epi32(-1));
         if relu {
-            ok &= _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, zero);
+            ok &= _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(b, zero);
         }
         // SAFETY: lanes j..j + cnt of dy.
         let d = unsafe { _mm512_maskz_loadu_ps(m, dy.as_ptr().add(j)) };
@@ -1109,7 +1110,7 @@ unsafe fn max_small_plane_avx512(t: &PlaneTaps, xp: &[f32], out: &mut [f32]) {
 }
 
 /// [`pool_backward_planes`] of one small max-pooled plane ([`small_planes`]): each output's
-/// gradient to the tap it chose (with `relu`, only a positive one). Taps are added in
+/// gradient to the tap it chose (with `relu`, only a nonzero one). Taps are added in
 /// descending order, so a float several windows share gets their gradients in output order
 /// (the scalar loop's bits); where windows tile the input, every float is stored once, so no
 /// zeroing first.
@@ -1147,7 +1148,7 @@ unsafe fn max_grad_small_plane_avx512(
         }
         let mut ok = *lanes & _mm512_cmpneq_epi32_mask(chosen, none);
         if relu {
-            ok &= _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, zero);
+            ok &= _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(b, zero);
         }
         // SAFETY: outputs 16k.. of the plane's gradient, `lanes` of them.
         let d = unsafe { _mm512_maskz_loadu_ps(*lanes, dy.as_ptr().add(16 * k)) };
@@ -1454,7 +1455,8 @@ mod tests {
     }
     /// Max pooling's gradient by its definition: each output's gradient added, in output
     /// order, to its window's first strictly largest tap (or last NaN) inside the input; with
-    /// `relu` only where that tap is positive.
+    /// `relu` only where that tap is not zero (the graph's ReLU gradient `x != 0 ? p : 0`:
+    /// a NaN tap passes).
     fn reference_grad(
         win: &Window,
         relu: bool,
@@ -1484,7 +1486,7 @@ mod tests {
                             }
                         }
                     }
-                    if let Some(i) = at.filter(|&i| !relu || x[i] > 0.0) {
+                    if let Some(i) = at.filter(|&i| !relu || x[i] != 0.0) {
                         dx[i] += dy[(p * oh + oy) * ow + ox];
                     }
                 }

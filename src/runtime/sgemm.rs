@@ -437,7 +437,7 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE
     }
     // With `load`, the partial sums in dst first; then the epilogue, if any (on the last
     // slice of k): `relu?(((acc (+ dst)) + bias) + res)`, the operations of
-    // [`super::post::Post::value`] on 16 lanes (`max(x, 0)` is `maxps`, whose second operand
+    // [`super::post::Post::value`] on 16 lanes (ReLU is `maxps(0, x)`, whose second operand
     // wins for NaN and two zeros, as there). One short loop per part: LLVM unrolls each fully,
     // so the accumulators stay in registers (one loop doing all parts was not unrolled, and
     // then the tile lived in memory through the whole product).
@@ -477,7 +477,7 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE
             let zero = _mm512_setzero_ps();
             for row in acc.iter_mut() {
                 for c in row.iter_mut() {
-                    *c = _mm512_max_ps(*c, zero);
+                    *c = _mm512_max_ps(zero, *c);
                 }
             }
         }

@@ -41,9 +41,12 @@ pub struct StepStats {
 /// Why a step failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepError {
-    /// The loss was NaN or infinite: the parameters were not updated.
+    /// The loss was NaN or infinite (the parameters were not updated), or the update made a
+    /// parameter NaN or infinite (the loss is finite then). `params` names every parameter
+    /// holding a NaN or an infinity, in `state_dict` order.
     NonFinite {
         loss: f32,
+        params: Vec<String>,
     },
     Other(String),
 }
@@ -51,7 +54,13 @@ pub enum StepError {
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StepError::NonFinite { loss } => write!(f, "the loss is {loss}"),
+            StepError::NonFinite { loss, params } => {
+                write!(f, "the loss is {loss}")?;
+                if !params.is_empty() {
+                    write!(f, "; not finite: {}", params.join(", "))?;
+                }
+                Ok(())
+            }
             StepError::Other(m) => f.write_str(m),
         }
     }
@@ -181,7 +190,9 @@ impl Trainer {
     }
 
     /// One step on a batch: `x` holds `batch` samples (row-major, the model input's shape),
-    /// `labels` their classes. With a non-finite loss nothing is updated.
+    /// `labels` their classes. With a non-finite loss nothing is updated; an update that
+    /// leaves a parameter NaN or infinite is an error too (the parameters are then those
+    /// after it: a caller must not save them).
     pub fn step(&mut self, x: &[f32], labels: &[i64], lr: f64) -> Result<StepStats, StepError> {
         let n = self.batch;
         if labels.len() != n {
@@ -205,7 +216,8 @@ impl Trainer {
         let (mut params, outs) = self.exe.params_and_outputs().map_err(StepError::Other)?;
         let loss = outs["loss"][0];
         if !loss.is_finite() {
-            return Err(StepError::NonFinite { loss });
+            let params = self.non_finite_params();
+            return Err(StepError::NonFinite { loss, params });
         }
         let correct = match self.tg.predictions.first() {
             Some(p) => count_correct(outs[p], labels),
@@ -218,9 +230,11 @@ impl Trainer {
             by_index[*i] = Some(&mut **p);
         }
         // Running statistics first: they are outputs of this step, independent of the update.
+        let mut bad = false;
         for (i, name) in &self.tg.stats {
             if let Some(p) = by_index[*i].as_deref_mut() {
                 p.copy_from_slice(outs[name]);
+                bad |= !p.iter().all(|v| v.is_finite());
             }
         }
         let mut ps: Vec<&mut [f32]> = Vec::with_capacity(self.tg.grads.len());
@@ -232,13 +246,40 @@ impl Trainer {
             ps.push(p);
             gs.push(outs[name]);
         }
-        self.optim.update(&mut ps, &gs, lr);
+        bad |= self.optim.update(&mut ps, &gs, lr).is_some();
+        if bad {
+            let params = self.non_finite_params();
+            return Err(StepError::NonFinite { loss, params });
+        }
         for &i in &self.tracked {
             if let Value::I64(a) = &mut self.base.values[i] {
                 a.iter_mut().for_each(|v| *v += 1);
             }
         }
         Ok(StepStats { loss, correct })
+    }
+
+    /// The paths of the parameters (and buffers) holding a NaN or an infinity.
+    fn non_finite_params(&self) -> Vec<String> {
+        let mut bad: Vec<usize> = self
+            .exe
+            .params()
+            .into_iter()
+            .filter(|(_, d)| !d.iter().all(|v| v.is_finite()))
+            .map(|(i, _)| i)
+            .collect();
+        for (i, v) in self.base.values.iter().enumerate() {
+            if let Value::F32(a) = v
+                && !a.iter().all(|v| v.is_finite())
+            {
+                bad.push(i);
+            }
+        }
+        bad.sort_unstable();
+        bad.dedup();
+        bad.into_iter()
+            .map(|i| self.lg.params[i].path.clone())
+            .collect()
     }
 
     fn fill_targets(&mut self, labels: &[i64]) -> Result<(), StepError> {

@@ -14,6 +14,10 @@
 //! - Adam: `g += wd·p`; `m = β1·m + (1-β1)·g`; `v = β2·v + (1-β2)·g²`;
 //!   `p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)`.
 //! - AdamW: `p *= 1 - lr·wd` first, then Adam without weight decay in the gradient.
+//!
+//! The same pass notes whether any updated value is NaN or infinite (an OR of a compare on
+//! the value already in a register: no second pass over the parameters), and [`OptimState::update`]
+//! returns the first such tensor, so training stops before a non-finite weight is saved.
 
 use crate::train_config::{Optimizer, Schedule};
 
@@ -67,8 +71,15 @@ impl OptimState {
     }
 
     /// One update of every tensor: `params[i] -= ...(grads[i])` with learning rate `lr`.
-    /// `params` and `grads` correspond to the state's tensors, in order.
-    pub fn update(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64) {
+    /// `params` and `grads` correspond to the state's tensors, in order. Returns the index of
+    /// the first tensor holding a NaN or infinite value after the update, if any.
+    #[must_use]
+    pub fn update(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[&[f32]],
+        lr: f64,
+    ) -> Option<usize> {
         assert_eq!(params.len(), grads.len(), "a gradient per parameter");
         assert_eq!(params.len(), self.m.len(), "the state's tensors");
         self.step += 1;
@@ -83,14 +94,18 @@ impl OptimState {
             .zip(self.m.iter_mut().zip(self.v.iter_mut()))
             .map(|((p, g), (m, v))| (&mut **p, *g, m, v))
             .collect();
-        let run = |items: &mut [Work]| {
-            for (p, g, m, v) in items.iter_mut() {
-                update_tensor(&settings, step, lr, p, g, m, v);
+        // The first tensor (from `first` on) with a non-finite value after its update.
+        let run = |items: &mut [Work], first: usize| {
+            let mut bad = None;
+            for (k, (p, g, m, v)) in items.iter_mut().enumerate() {
+                if !update_tensor(&settings, step, lr, p, g, m, v) && bad.is_none() {
+                    bad = Some(first + k);
+                }
             }
+            bad
         };
         if total < 1 << 18 {
-            run(&mut work);
-            return;
+            return run(&mut work, 0);
         }
         let mut acc = 0;
         let split = work
@@ -102,13 +117,15 @@ impl OptimState {
             .map_or(work.len(), |i| i + 1);
         let (a, b) = work.split_at_mut(split);
         std::thread::scope(|s| {
-            s.spawn(|| run(a));
-            run(b);
-        });
+            let first = s.spawn(|| run(a, 0));
+            let second = run(b, split);
+            first.join().expect("the update does not panic").or(second)
+        })
     }
 }
 
-/// The update of one tensor (see the module documentation for the formulas).
+/// The update of one tensor (see the module documentation for the formulas): whether every
+/// updated value is finite.
 fn update_tensor(
     settings: &Optimizer,
     step: u64,
@@ -117,7 +134,9 @@ fn update_tensor(
     g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
-) {
+) -> bool {
+    // OR of "not finite" over the new values, on each value as it is stored.
+    let mut bad = false;
     match *settings {
         Optimizer::Sgd {
             momentum,
@@ -137,14 +156,16 @@ fn update_tensor(
                 for (p, &g) in p.iter_mut().zip(g) {
                     let d = if wd != 0.0 { g + wd * *p } else { g };
                     *p -= lr * d;
+                    bad |= !p.is_finite();
                 }
-                return;
+                return !bad;
             }
             for ((p, &g), b) in p.iter_mut().zip(g).zip(m.iter_mut()) {
                 let d = if wd != 0.0 { g + wd * *p } else { g };
                 *b = if first { d } else { mu * *b + damp * d };
                 let d = if nesterov { d + mu * *b } else { *b };
                 *p -= lr * d;
+                bad |= !p.is_finite();
             }
         }
         Optimizer::Adam {
@@ -181,9 +202,11 @@ fn update_tensor(
                 *v = b2 * *v + (1.0 - b2) * g * g;
                 let denom = v.sqrt() / bc2_sqrt + eps;
                 *p -= step_size * (*m / denom);
+                bad |= !p.is_finite();
             }
         }
     }
+    !bad
 }
 
 /// The learning rate at a point of training: `epoch` (from 0) plus the fraction `frac` of it
@@ -258,11 +281,66 @@ mod tests {
         };
         let mut st = OptimState::new(s, &[2]);
         let mut p = vec![1.0f32, 2.0];
-        st.update(&mut [&mut p], &[&[1.0, -1.0]], 0.1);
+        assert_eq!(st.update(&mut [&mut p], &[&[1.0, -1.0]], 0.1), None);
         // torch: buf = g on the first step (no dampening), p -= lr * buf
         assert_eq!(p, vec![0.9, 2.1]);
-        st.update(&mut [&mut p], &[&[1.0, -1.0]], 0.1);
+        assert_eq!(st.update(&mut [&mut p], &[&[1.0, -1.0]], 0.1), None);
         // buf = 0.9 * 1 + 0.5 * 1 = 1.4
         assert!((p[0] - (0.9 - 0.14)).abs() < 1e-6);
+    }
+
+    /// Every optimizer reports the first tensor that holds a NaN or an infinity after its
+    /// update (from the gradient, the state or an overflowing step), on both sides of the
+    /// two-thread split, and nothing for finite updates.
+    #[test]
+    fn updates_report_the_first_non_finite_tensor() {
+        let sgd = |momentum| Optimizer::Sgd {
+            lr: 0.1,
+            momentum,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let adam = Optimizer::Adam {
+            lr: 0.1,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        // Two tensors past the two-thread threshold, and two small ones.
+        for n in [1 << 18, 5] {
+            for settings in [sgd(0.0), sgd(0.9), adam.clone()] {
+                for (bad_tensor, value) in [(0, f32::NAN), (1, f32::INFINITY), (1, 1e38)] {
+                    let mut st = OptimState::new(settings.clone(), &[n, n]);
+                    let mut a = vec![1.0f32; n];
+                    let mut b = vec![1.0f32; n];
+                    let (ga, gb) = (vec![0.5f32; n], vec![0.5f32; n]);
+                    let finite = st.update(&mut [&mut a, &mut b], &[&ga, &gb], 0.1);
+                    assert_eq!(finite, None, "{settings:?}");
+                    let mut gbad = vec![0.5f32; n];
+                    gbad[n - 1] = value;
+                    let gs: [&[f32]; 2] = if bad_tensor == 0 {
+                        [&gbad, &gb]
+                    } else {
+                        [&ga, &gbad]
+                    };
+                    // A finite gradient that overflows the step: SGD's `lr·g`; Adam's step
+                    // is about `lr` whatever the gradient, so there both tensors overflow.
+                    let is_adam = matches!(settings, Optimizer::Adam { .. });
+                    let lr = match (value == 1e38, is_adam) {
+                        (false, _) => 0.1,
+                        (true, false) => 1e30,
+                        (true, true) => 1e38,
+                    };
+                    let got = st.update(&mut [&mut a, &mut b], &gs, lr);
+                    let want = if value == 1e38 && is_adam {
+                        Some(0)
+                    } else {
+                        Some(bad_tensor)
+                    };
+                    assert_eq!(got, want, "{settings:?} n {n} {value}");
+                }
+            }
+        }
     }
 }

@@ -11,8 +11,10 @@
 //! augmentation of each epoch depend only on (seed, epoch), so the resumed run sees the same
 //! batches in the same order, and the epoch's running sums are restored, so its figures are
 //! those of a run straight through. A checkpoint's progress is first checked against the
-//! settings and the data ([`checkpoint::check_progress`]). A NaN or infinite loss stops training before the parameters are
-//! touched; the last checkpoint stays as it was.
+//! settings and the data ([`checkpoint::check_progress`]). A NaN or infinite loss stops
+//! training before the parameters are touched, and so does an update that leaves a parameter
+//! NaN or infinite (the optimizer's pass notes it): the last checkpoint stays as it was, never
+//! overwritten by NaN.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,12 +92,16 @@ pub enum Outcome {
         epoch: usize,
         batch: usize,
     },
-    /// The loss was NaN or infinite at this step; parameters are those before it.
+    /// The loss was NaN or infinite at this step (parameters are those before it), or the
+    /// step's update left a parameter NaN or infinite (the loss is finite; the parameters are
+    /// those after it). Either way nothing was saved from this step. `params` names the
+    /// parameters holding a NaN or an infinity.
     NonFinite {
         step: u64,
         epoch: usize,
         batch: usize,
         loss: f32,
+        params: Vec<String>,
     },
 }
 
@@ -241,13 +247,14 @@ pub fn run(
                     seen += batch.len as u64;
                     seen_here += batch.len as u64;
                 }
-                Err(StepError::NonFinite { loss }) => {
+                Err(StepError::NonFinite { loss, params }) => {
                     return Ok(Report {
                         outcome: Outcome::NonFinite {
                             step: progress.step + 1,
                             epoch,
                             batch: b,
                             loss,
+                            params,
                         },
                         weights: trainer.weights(),
                         progress,
