@@ -524,6 +524,11 @@ const OPEN: &[(&str, &str)] = &[
         "png/tall-7x16711429-truncated.png",
         "item 5: 108 bytes declaring 7 x 16,711,429 pixels allocate 117 MB before decoding",
     ),
+    (
+        "npz/central-directory-sizes-lie.npz",
+        "item 7: 978 bytes whose central directory declares 3.6 GB compressed, 4.1 GB \
+         inflated: npz.rs reserves 4.1 GB",
+    ),
 ];
 
 fn corpus_dir() -> PathBuf {
