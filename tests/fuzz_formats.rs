@@ -432,7 +432,7 @@ fn config(cases: u32) -> ProptestConfig {
         cases: env("NETC_FUZZ_CASES").map_or(cases, |n| n as u32),
         rng_seed: RngSeed::Fixed(env("NETC_FUZZ_SEED").unwrap_or(15)),
         failure_persistence: None,
-        max_shrink_iters: 1000,
+        max_shrink_iters: 256,
         ..ProptestConfig::default()
     }
 }
@@ -523,6 +523,10 @@ const OPEN: &[(&str, &str)] = &[
     (
         "png/tall-7x16711429-truncated.png",
         "item 5: 108 bytes declaring 7 x 16,711,429 pixels allocate 117 MB before decoding",
+    ),
+    (
+        "jpeg/wide-65286x255-truncated.jpg",
+        "item 5: 343 bytes declaring 65,286 x 255 pixels hold 73 MB while decoding and converting",
     ),
     (
         "npz/central-directory-sizes-lie.npz",
