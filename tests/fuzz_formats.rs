@@ -8,8 +8,9 @@
 //!    values in binary and in decimal), then go through [`harness::load`], which reads them
 //!    with netc's public loaders from a temp file. A load may succeed or fail cleanly; on this
 //!    thread it may not hold more than [`budget`] bytes at once (a counting allocator measures
-//!    it) nor ask for more than [`HARD_CAP`] in one allocation (refused: the process aborts
-//!    with a message naming the format, and the input stays in `$TMPDIR/netc-fuzz-*`).
+//!    it; [`allowance`]: more while the format has an open corpus case) nor ask for more than
+//!    [`HARD_CAP`] in one allocation (refused: the process aborts with a message naming the
+//!    format, and the input stays in `$TMPDIR/netc-fuzz-*`).
 //! 2. The regression corpus, `tests/data/fuzz-corpus/<format>/`: the known bad files,
 //!    each replayed in a child process (so an abort or a hang is a failure that names the file,
 //!    not the end of this binary). [`OPEN`] lists those whose fix is not in this tree yet; they
