@@ -18,7 +18,7 @@
 //! 3. A hang guard: a load running longer than [`hang_limit`] (120 s by default, far beyond any
 //!    real load, generous for sanitizers) stops the process with the format's name.
 //!
-//! Budget: `NETC_FUZZ_CASES` cases per format (default 48 in CI); `NETC_FUZZ_SEED` picks
+//! Budget: `NETC_FUZZ_CASES` cases per format (default 128 in CI); `NETC_FUZZ_SEED` picks
 //! another deterministic run. `docs/testing.md` describes long runs and the `cargo fuzz`
 //! targets, which call the same harness.
 
@@ -439,7 +439,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(config(128))]
 
     #[test]
     fn fuzz_net(c in case()) { run_case(Format::Net, &c) }
