@@ -628,6 +628,23 @@ fn replay_in_child(name: &str) -> Result<(), String> {
     }
 }
 
+/// Writes every format's seeds and open-free corpus files as starting corpora for the `cargo
+/// fuzz` targets: `fuzz/corpus/<target>/` (`cargo test --test fuzz_formats write_fuzz_seeds --
+/// --ignored`).
+#[test]
+#[ignore = "writes fuzz/corpus for cargo fuzz"]
+fn write_fuzz_seeds() {
+    for f in Format::ALL {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(f.name().replace('-', "_"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (i, s) in seeds(f).iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), s).expect("write");
+        }
+    }
+}
+
 /// Writes the corpus files (`cargo test --test fuzz_formats write_corpus -- --ignored`): the
 /// issue's known bad inputs, made tiny. `tests/data/fuzz-corpus/README.md` says what each is.
 #[test]
