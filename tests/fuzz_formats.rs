@@ -721,12 +721,14 @@ fn write_corpus() {
         "checkpoint/batch-past-epoch.safetensors",
         &checkpoint_bytes(&progress(1, 1_000_000_000, 5)),
     );
-    let nan = checkpoint_with(&progress(1, 1, 5), |w| {
+    let nan = checkpoint_with(&progress(1, 1, 5), |w, _| {
         if let Some(netc::io::Value::F32(a)) = w.values.first_mut() {
             a[[0, 0, 0, 0]] = f32::NAN;
         }
     });
     put("checkpoint/nan-weight.safetensors", &nan);
+    let inf = checkpoint_with(&progress(1, 1, 5), |_, optim| optim.m[0][0] = f32::INFINITY);
+    put("checkpoint/inf-momentum.safetensors", &inf);
     // IDX files declaring 2^32 - 1 images over 5 images of data (first byte: the file to
     // replace, see `harness::load`).
     let px: Vec<u8> = (0..5 * 36).map(|i| i as u8).collect();

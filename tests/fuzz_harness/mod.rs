@@ -364,11 +364,13 @@ pub fn record(epoch: usize) -> EpochRecord {
 }
 
 /// A checkpoint of [`model`] (seeded weights, SGD momentum buffers) with this progress;
-/// `weight` edits the weights first (e.g. to put a NaN in).
-pub fn checkpoint_with(progress: &Progress, weight: impl FnOnce(&mut Weights)) -> Vec<u8> {
+/// `edit` changes the weights or the optimizer state first (e.g. to put a NaN in).
+pub fn checkpoint_with(
+    progress: &Progress,
+    edit: impl FnOnce(&mut Weights, &mut OptimState),
+) -> Vec<u8> {
     let lg = model();
     let mut w = Weights::init(lg, 2);
-    weight(&mut w);
     let tensors: Vec<usize> = (0..lg.params.len())
         .filter(|&i| lg.params[i].dtype == netc::layer_graph::DType::F32)
         .collect();
@@ -386,6 +388,7 @@ pub fn checkpoint_with(progress: &Progress, weight: impl FnOnce(&mut Weights)) -
             *x = (k + j) as f32 * 0.01;
         }
     }
+    edit(&mut w, &mut optim);
     let dir = TempDir::new("seed");
     let p = dir.path().join("c.safetensors");
     checkpoint::save(&p, lg, &w, &optim, &tensors, progress).expect("save");
@@ -393,7 +396,7 @@ pub fn checkpoint_with(progress: &Progress, weight: impl FnOnce(&mut Weights)) -
 }
 
 pub fn checkpoint_bytes(progress: &Progress) -> Vec<u8> {
-    checkpoint_with(progress, |_| {})
+    checkpoint_with(progress, |_, _| {})
 }
 
 /// `n` uint8 samples of `[1, 6, 6]` and their int64 labels, as `.npy` bytes.
