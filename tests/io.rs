@@ -434,6 +434,37 @@ fn bad_files_give_clear_errors() {
     insta::assert_snapshot!("bad_weight_files", out.join("\n"));
 }
 
+/// A header length whose first bytes are a pickle's protocol marker (`0x80, 2..=5`: 640, 896,
+/// 1152 or 1408 bytes, plus multiples of 65,536) is still a safetensors file: its JSON header
+/// starts at byte 8. (Found by `tests/fuzz_formats.rs`: such files were refused as pickles.)
+#[test]
+fn header_lengths_that_look_like_a_pickle_load() {
+    let g = spec("lenet5");
+    let dir = TempDir::new("pickle-like");
+    let w = Weights::init(&g, 0);
+    let p = dir.join("w.safetensors");
+    let header_len = |pad: usize| {
+        let meta = HashMap::from([("pad".to_string(), "x".repeat(pad))]);
+        w.save_with(&p, &g, Vec::new(), meta).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        u64::from_le_bytes(b[..8].try_into().unwrap()) as usize
+    };
+    // The header is padded to a multiple of 8; each byte of metadata adds one.
+    let base = header_len(0);
+    for second in 2..=5 {
+        let target = (0..)
+            .map(|k| k * 65536 + second * 256 + 0x80)
+            .find(|&t| t >= base)
+            .unwrap();
+        assert_eq!(header_len(target - base), target);
+        assert_eq!(
+            Weights::load(&p, &g).unwrap(),
+            w,
+            "header length {target:#x}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Weights: saving
 

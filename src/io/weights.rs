@@ -378,7 +378,12 @@ fn sniff_other_format(bytes: &[u8]) -> Option<String> {
              (`torch.save`, .pt/.pth); {convert}"
         ));
     }
-    if bytes[0] == 0x80 && bytes.get(1).is_some_and(|&v| (2..=5).contains(&v)) {
+    // A safetensors header length can start with these bytes too (640 bytes is 0x80, 0x02):
+    // its JSON header then starts at byte 8.
+    if bytes[0] == 0x80
+        && bytes.get(1).is_some_and(|&v| (2..=5).contains(&v))
+        && bytes.get(8) != Some(&b'{')
+    {
         return Some(format!(
             "not a safetensors file: it is a Python pickle, probably a legacy PyTorch \
              checkpoint; {convert}"
