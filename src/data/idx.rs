@@ -44,7 +44,7 @@ pub struct Idx {
 
 /// Reads an IDX file, raw or gzip'd.
 pub fn read_file(path: &Path) -> Result<Idx, DataError> {
-    let bytes = crate::io::read_file(path)?;
+    let bytes = crate::io::read_limited(path, crate::io::Kind::Data)?;
     parse(path, bytes)
 }
 
