@@ -216,7 +216,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 match load(path, &model) {
                     Ok(s) => println!(
                         "ok: {} (model {}, {} parameters, {} layers)",
-                        path.display(),
+                        crate::diag::escape_controls(&path.display().to_string()),
                         s.graph.name,
                         show::thousands(s.graph.num_parameters() as u64),
                         s.graph.nodes.len()

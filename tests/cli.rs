@@ -646,4 +646,15 @@ fn control_characters_are_escaped_in_every_error() {
         &["check", &m, "--model", "m\x1b[5m"],
         &["no model `m\\u{1b}[5m`"],
     );
+    // Usage errors quote the command line: even with colors forced on (as on a terminal),
+    // the argument's escape sequences are not passed through.
+    let o = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(["run", &m, "--threads", "\x1b[31mX\x07"])
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("invalid value"), "{err}");
+    assert!(!err.contains(['\x1b', '\x07']), "{err:?}");
 }

@@ -208,6 +208,19 @@ fn idx_errors_name_the_file() {
         expect_err(data::open(t.path(), &shape), name, &["truncated"]);
     }
 
+    // A gzip'd header declaring more than the data limit (2^48 bytes): refused from the
+    // header, whatever the stream would inflate to.
+    let t = TempDir::new("idx-gzhuge");
+    write_idx(&t.0, &set, true, canonical(true));
+    let mut huge = idx::encode(&[1, 1, 1], &[0]);
+    huge[4..16].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0]);
+    write(&t.join("train-images-idx3-ubyte.gz"), &gz(&huge));
+    expect_err(
+        data::open(t.path(), &shape),
+        "train-images-idx3-ubyte.gz",
+        &["281474976710656 bytes", "64 GiB limit"],
+    );
+
     // A truncated gzip stream.
     let t = TempDir::new("idx-gzcut");
     write_idx(&t.0, &set, true, canonical(true));

@@ -91,6 +91,18 @@ fn parse_gz(path: &Path, bytes: &[u8]) -> Result<Idx, DataError> {
     }
     let (dims, _) = header(path, &head_bytes, true)?;
     let want = data_len(path, &dims)?;
+    let cap = crate::io::Kind::Data.cap();
+    if want as u64 > cap {
+        return Err(DataError::new(
+            path,
+            format!(
+                "the header declares {} bytes of data, more than the {} limit for {}",
+                want,
+                crate::io::read::show_bytes(cap),
+                crate::io::Kind::Data.what()
+            ),
+        ));
+    }
     // Never reserve more than the compressed data could expand to (deflate's ratio is at
     // most about 1032:1); the rest of the buffer grows only as data really arrive.
     let mut data = Vec::with_capacity(want.min(bytes.len().saturating_mul(1032)));
