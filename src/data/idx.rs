@@ -456,11 +456,14 @@ mod tests {
 
     #[test]
     fn huge_declared_sizes_do_not_allocate() {
-        // 4G × 4G × 4G: overflows; 65535 × 65535 × 65535 of nothing: truncated.
+        // 4G × 4G × 4G: overflows; 65535 × 65535 × 65535 gzip'd: over the data limit;
+        // 4096 × 4096 × 4096 (the limit) of nothing: truncated.
         let p = Path::new("x");
         let e = parse(p, encode(&[u32::MAX, u32::MAX, u32::MAX], &[])).unwrap_err();
         assert!(e.message.contains("overflows"), "{e}");
         let e = parse(p, gz(&encode(&[65535, 65535, 65535], &[1, 2, 3]))).unwrap_err();
+        assert!(e.message.contains("64 GiB limit"), "{e}");
+        let e = parse(p, gz(&encode(&[4096, 4096, 4096], &[1, 2, 3]))).unwrap_err();
         assert!(e.message.contains("truncated"), "{e}");
     }
 }
