@@ -189,7 +189,7 @@ fn load(path: &PathBuf, m: &ModelArgs) -> Result<Spec, ExitCode> {
     let opts = match options(m) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::diag::escape_controls(&e.to_string()));
             return Err(ExitCode::from(2));
         }
     };
@@ -216,7 +216,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 match load(path, &model) {
                     Ok(s) => println!(
                         "ok: {} (model {}, {} parameters, {} layers)",
-                        path.display(),
+                        crate::diag::escape_controls(&path.display().to_string()),
                         s.graph.name,
                         show::thousands(s.graph.num_parameters() as u64),
                         s.graph.nodes.len()
@@ -252,7 +252,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     match crate::model::train_stages(&s, batch.max(1)) {
                         Ok(x) => x,
                         Err(e) => {
-                            eprintln!("error: {e}");
+                            eprintln!("error: {}", crate::diag::escape_controls(&e.to_string()));
                             return ExitCode::from(1);
                         }
                     }
@@ -326,7 +326,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
             ),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::diag::escape_controls(&e.to_string()));
                 ExitCode::from(2)
             }
         },

@@ -14,7 +14,7 @@ use crate::model::{CompileOptions, compile, params_f32};
 use crate::spec::Spec;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{msg}");
+    eprintln!("{}", crate::diag::escape_controls(&msg.to_string()));
     ExitCode::from(1)
 }
 

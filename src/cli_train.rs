@@ -87,7 +87,7 @@ pub struct TrainArgs {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let msg = msg.to_string();
+    let msg = crate::diag::escape_controls(&msg.to_string()).into_owned();
     if msg.starts_with("error") {
         eprintln!("{msg}");
     } else {

@@ -252,7 +252,12 @@ impl Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let _ = writeln!(out, "{sev}[{}]: {}", self.code, self.message);
+        let _ = writeln!(
+            out,
+            "{sev}[{}]: {}",
+            self.code,
+            escape_controls(&self.message)
+        );
         let labels: Vec<(&Label, bool)> = self
             .primary
             .iter()
@@ -275,13 +280,18 @@ impl Diagnostic {
             let (line, col) = f.line_col(label.span.start as usize);
             if last_file != Some(label.span.file) || *primary {
                 let arrow = if last_file.is_none() { "-->" } else { ":::" };
-                let _ = writeln!(out, "{pad}{arrow} {}:{line}:{col}", f.name);
+                let _ = writeln!(
+                    out,
+                    "{pad}{arrow} {}:{line}:{col}",
+                    escape_controls(&f.name)
+                );
                 last_file = Some(label.span.file);
             }
             let text = f.line_text(line);
             let _ = writeln!(out, "{pad} |");
-            let _ = writeln!(out, "{line:>width$} | {text}");
-            // Underline: up to the end of the span or of the line, at least one character.
+            let _ = writeln!(out, "{line:>width$} | {}", show_source_line(text));
+            // Underline: up to the end of the span or of the line, at least one character,
+            // in the columns the characters take once shown (a tab takes four).
             let (end_line, end_col) = f.line_col(label.span.end as usize);
             let line_chars = text.chars().count();
             let end_col = if end_line == line {
@@ -289,29 +299,32 @@ impl Diagnostic {
             } else {
                 line_chars + 1
             };
-            let len = end_col.saturating_sub(col).max(1);
+            let chars: Vec<char> = text.chars().collect();
+            let indent: usize = chars.iter().take(col - 1).map(|&c| shown_width(c)).sum();
+            let len = chars
+                .iter()
+                .skip(col - 1)
+                .take(end_col.saturating_sub(col))
+                .map(|&c| shown_width(c))
+                .sum::<usize>()
+                .max(1);
             let mark = if *primary { "^" } else { "-" };
-            let indent: String = text
-                .chars()
-                .take(col - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
             let _ = writeln!(
                 out,
-                "{pad} | {indent}{} {}",
+                "{pad} | {}{} {}",
+                " ".repeat(indent),
                 mark.repeat(len),
-                label.message
-            )
-            .map(|_| ());
+                escape_controls(&label.message)
+            );
         }
         if !labels.is_empty() && (self.help.is_some() || !self.notes.is_empty()) {
             let _ = writeln!(out, "{pad} |");
         }
         for n in &self.notes {
-            let _ = writeln!(out, "{pad} = note: {n}");
+            let _ = writeln!(out, "{pad} = note: {}", escape_controls(n));
         }
         if let Some(h) = &self.help {
-            let _ = writeln!(out, "{pad} = help: {h}");
+            let _ = writeln!(out, "{pad} = help: {}", escape_controls(h));
         }
         // Trailing spaces come from empty label messages.
         out.lines()
@@ -320,6 +333,58 @@ impl Diagnostic {
             .join("\n")
             + "\n"
     }
+}
+
+/// True for the characters a terminal may act on rather than show: C0 and C1 controls, DEL,
+/// and the bidirectional overrides and isolates (which reorder the text around them).
+fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// User text (a name, a string, a path, a file's words) made safe to print in a message: every
+/// control character but newline and tab is escaped as Rust writes it (`\u{1b}`, `\r`), so
+/// nothing a spec, a file or a command line holds can move the cursor, recolor or rewrite the
+/// terminal. Idempotent: escaped text has nothing left to escape. Every message netc prints
+/// about user input goes through this one function (diagnostics, `IoError`, `DataError`, the
+/// command line's errors).
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| is_terminal_control(c) && !matches!(c, '\n' | '\t'))
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_terminal_control(c) && !matches!(c, '\n' | '\t') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A source line as shown in a snippet, as rustc shows it: a tab as four spaces, a C0 control
+/// or DEL as its Unicode control picture (ESC as `␛`), other terminal controls as `�`; one
+/// shown character per source character otherwise, so carets stay aligned ([`shown_width`]).
+fn show_source_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("    "),
+            '\u{0}'..='\u{1f}' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\u{7f}' => out.push('\u{2421}'),
+            c if is_terminal_control(c) => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The columns a source character takes in [`show_source_line`].
+fn shown_width(c: char) -> usize {
+    if c == '\t' { 4 } else { 1 }
 }
 
 /// Renders several diagnostics, separated by blank lines.

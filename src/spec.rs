@@ -4,8 +4,18 @@
 //! the model to pick). Out: a [`Spec`] holding the [`SourceMap`] and the elaborated
 //! [`LayerGraph`], or a [`SpecError`] that renders its diagnostics in rustc's style.
 //!
-//! Imports are resolved relative to the importing file, transitively; cycles and missing files
-//! are errors at the `import` statement. Blocks of all loaded files share one namespace.
+//! Imports are resolved relative to the importing file (or absolute), transitively; cycles and
+//! missing files are errors at the `import` statement. Blocks of all loaded files share one
+//! namespace.
+//!
+//! What may be read: an import must name a regular file whose name, and whose real path once
+//! symbolic links are resolved, end in `.net`, `.yaml` or `.yml`; anything else is refused at
+//! the import, without being opened. Every spec file (the root too, whatever its name) is
+//! read through [`crate::io::read_limited`] (regular files only, at most
+//! [`crate::io::Kind::Spec`]'s size, never blocking on a FIFO or device) and must be UTF-8 with
+//! no control characters but tab, CR and LF; a file that is not is reported by position,
+//! without echoing any of its bytes. The "did you mean" hint for a missing import names only
+//! spec files.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -96,20 +106,12 @@ pub fn load_file(path: impl AsRef<Path>, opts: &Options) -> Result<Spec, SpecErr
 
 fn load_file_here(path: &Path, opts: &Options) -> Result<Spec, SpecError> {
     let mut loader = Loader::default();
-    let root = match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => loader.add_file(path, &path.display().to_string(), text),
-            Err(_) => {
-                return Err(loader.fail(Diagnostic::error(
-                    codes::FILE,
-                    format!("{} is not UTF-8 text", path.display()),
-                )));
-            }
-        },
-        Err(e) => {
+    let root = match read_spec(path) {
+        Ok(text) => loader.add_file(path, &path.display().to_string(), text),
+        Err(why) => {
             return Err(loader.fail(Diagnostic::error(
                 codes::FILE,
-                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                format!("cannot read {}: {why}", path.display()),
             )));
         }
     };
@@ -130,8 +132,64 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
+        _ => crate::io::os_reason(e),
     }
+}
+
+/// The extensions a spec file may have to be imported.
+const SPEC_EXTENSIONS: [&str; 3] = ["net", "yaml", "yml"];
+
+/// True when the file name ends in `.net`, `.yaml` or `.yml`.
+fn has_spec_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| SPEC_EXTENSIONS.contains(&e))
+}
+
+/// Reads a spec file: a regular file within the spec size limit
+/// ([`crate::io::Kind::Spec`]; never blocks on a FIFO or device) holding spec text (see
+/// [`spec_text`]). The error says why in words and never quotes the file's contents.
+fn read_spec(path: &Path) -> Result<String, String> {
+    let bytes = crate::io::read_limited(path, crate::io::Kind::Spec).map_err(|e| {
+        e.message
+            .strip_prefix("cannot read: ")
+            .map(str::to_string)
+            .unwrap_or(e.message)
+    })?;
+    spec_text(bytes)
+}
+
+/// The text of a spec: UTF-8 without control characters other than tab, CR and LF. The error
+/// gives the position of the first offending byte or character, never the bytes themselves:
+/// a file that is not spec text may hold anything (`/proc/self/environ`).
+fn spec_text(bytes: Vec<u8>) -> Result<String, String> {
+    let line_col = |text: &str| {
+        let line = text.matches('\n').count() + 1;
+        let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {col}")
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let before = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or("");
+            return Err(format!(
+                "not spec text: it is not UTF-8 (an invalid byte at {})",
+                line_col(before)
+            ));
+        }
+    };
+    if let Some((i, c)) = text
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
+    {
+        return Err(format!(
+            "not spec text: it holds the control character U+{:04X} at {}",
+            c as u32,
+            line_col(&text[..i])
+        ));
+    }
+    Ok(text)
 }
 
 fn is_yaml(path: &Path) -> bool {
@@ -196,10 +254,40 @@ impl Loader {
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
             let full = base.join(&rel);
-            let canon = full.canonicalize().ok();
-            if let Some(c) = &canon
-                && let Some(&existing) = self.seen.get(c)
-            {
+            let not_spec = |why: &str| {
+                Diagnostic::error(
+                    codes::FILE,
+                    format!(
+                        "`{rel}` is not a spec file: imports must name `.net`, `.yaml` or `.yml` \
+                         files{why}"
+                    ),
+                )
+                .at(span, "imported here")
+            };
+            if !has_spec_extension(&full) {
+                return Err(not_spec(""));
+            }
+            let canon = match full.canonicalize() {
+                Ok(c) => c,
+                Err(e) => {
+                    let mut d = Diagnostic::error(
+                        codes::FILE,
+                        format!("cannot import `{rel}`: {}", io_reason(&e)),
+                    )
+                    .at(span, format!("looked for {}", full.display()));
+                    if let Some(h) = nearby_file(&full) {
+                        d = d.help(format!("did you mean `{h}`?"));
+                    } else {
+                        d = d.help("import paths are relative to the importing file");
+                    }
+                    return Err(d);
+                }
+            };
+            // A link named like a spec must lead to one too.
+            if !has_spec_extension(&canon) {
+                return Err(not_spec(", and this one is a link to a file that is not"));
+            }
+            if let Some(&existing) = self.seen.get(&canon) {
                 if stack.contains(&existing) {
                     let chain: Vec<String> = stack
                         .iter()
@@ -215,25 +303,10 @@ impl Loader {
                 }
                 continue; // already loaded through another path
             }
-            let text = match std::fs::read(&full) {
-                Ok(b) => String::from_utf8(b).map_err(|_| {
-                    Diagnostic::error(codes::FILE, format!("`{rel}` is not UTF-8 text"))
-                        .at(span, "imported here")
-                })?,
-                Err(e) => {
-                    let mut d = Diagnostic::error(
-                        codes::FILE,
-                        format!("cannot import `{rel}`: {}", io_reason(&e)),
-                    )
-                    .at(span, format!("looked for {}", full.display()));
-                    if let Some(h) = nearby_file(&full) {
-                        d = d.help(format!("did you mean `{h}`?"));
-                    } else {
-                        d = d.help("import paths are relative to the importing file");
-                    }
-                    return Err(d);
-                }
-            };
+            let text = read_spec(&canon).map_err(|why| {
+                Diagnostic::error(codes::FILE, format!("cannot import `{rel}`: {why}"))
+                    .at(span, "imported here")
+            })?;
             let new = self.add_file(&full, &full.display().to_string(), text);
             self.load(new, stack)?;
         }
@@ -438,7 +511,8 @@ impl Loader {
     }
 }
 
-/// A file in the same directory whose name is close to the missing one.
+/// A spec file (by its extension) in the same directory whose name is close to the missing
+/// one. Other files are never named: the hint must not list a directory's contents.
 fn nearby_file(missing: &Path) -> Option<String> {
     let dir = missing.parent()?;
     let name = missing.file_name()?.to_str()?;
@@ -449,6 +523,7 @@ fn nearby_file(missing: &Path) -> Option<String> {
     })
     .ok()?
     .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    .filter(|n| has_spec_extension(Path::new(n)))
     .collect();
     suggest(name, entries.iter().map(String::as_str)).map(str::to_string)
 }

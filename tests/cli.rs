@@ -541,4 +541,265 @@ fn an_input_given_twice_is_an_error() {
         assert_eq!(o.status.code(), Some(2), "{e}");
         assert!(e.contains("input `image` twice"), "{e}");
     }
+// ---------------------------------------------------------------------------------------------
+// Hostile files: imports that cannot read secrets, bounded reads, escaped control characters
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("netc-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn join(&self, f: &str) -> std::path::PathBuf {
+        self.0.join(f)
+    }
+    fn write(&self, f: &str, text: &str) -> String {
+        std::fs::write(self.join(f), text).unwrap();
+        self.join(f).to_str().unwrap().to_string()
+    }
+    fn fifo(&self, f: &str) -> String {
+        let p = self.join(f);
+        assert!(Command::new("mkfifo").arg(&p).status().unwrap().success());
+        p.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A secret in the environment of the guarded runs: no output may ever contain it.
+const SECRET: &str = "hunter2-do-not-print-4c1d";
+
+/// Runs netc with a secret in its environment and its standard input an open pipe nothing
+/// writes to, under a 2 GB address-space limit (a regression that reads a device until memory
+/// runs out fails at once instead of taking the machine's memory), killed after a generous
+/// 120 s (a regression that blocks on a FIFO or on standard input fails instead of hanging the
+/// suite; a correct run takes milliseconds). Returns the output and whether it was killed.
+fn netc_guarded(args: &[&str]) -> (Output, bool) {
+    use std::process::Stdio;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 2097152; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NETC_TEST_SECRET", SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netc runs");
+    let start = std::time::Instant::now();
+    let mut killed = false;
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), killed)
+}
+
+/// A guarded run that must fail with exit status 1 and an error containing all of `words`,
+/// without printing the secret or a raw escape character.
+fn refused(args: &[&str], words: &[&str]) -> String {
+    let (o, killed) = netc_guarded(args);
+    let err = stderr(&o);
+    assert!(!killed, "netc {args:?} blocked; it was killed: {err}");
+    assert_eq!(o.status.code(), Some(1), "netc {args:?}: {err}");
+    for w in words {
+        assert!(err.contains(w), "netc {args:?} should say `{w}`: {err}");
+    }
+    let all = format!("{}{err}", stdout(&o));
+    assert!(
+        !all.contains(SECRET),
+        "netc {args:?} printed the secret: {all}"
+    );
+    assert!(
+        !all.contains('\x1b'),
+        "netc {args:?} printed a raw ESC: {all:?}"
+    );
+    err
+}
+
+const MODEL: &str = "model m {\n  input x: [1, 8, 8]\n  flatten\n  dense(2)\n}\n";
+
+#[test]
+fn imports_name_spec_files_only_and_never_echo_other_files() {
+    let t = TempDir::new("imports");
+    let spec = |name: &str, import: &str| t.write(name, &format!("import \"{import}\"\n{MODEL}"));
+    // Files that are not specs, by name or by where a link leads: refused at the import,
+    // unopened, whatever they hold.
+    let environ = spec("environ.net", "/proc/self/environ");
+    let err = refused(
+        &["check", &environ],
+        &[
+            "`/proc/self/environ` is not a spec file: imports must name `.net`, `.yaml` or `.yml` files",
+            "environ.net:1:1",
+        ],
+    );
+    assert!(!err.contains("NETC_TEST_SECRET"), "{err}");
+    std::os::unix::fs::symlink("/proc/self/environ", t.join("env.net")).unwrap();
+    let linked = spec("linked.net", "env.net");
+    refused(
+        &["check", &linked],
+        &["`env.net` is not a spec file", "link"],
+    );
+    let passwd = spec("passwd.net", "../../../../../../../etc/passwd");
+    let err = refused(&["check", &passwd], &["is not a spec file"]);
+    assert!(!err.contains("root:"), "{err}");
+    // A spec file that is not spec text: reported by position, no byte of it echoed.
+    t.write(
+        "binary.net",
+        &format!("model m {{ {SECRET}\u{0}{SECRET} }}"),
+    );
+    let binary = spec("uses_binary.net", "binary.net");
+    refused(
+        &["check", &binary],
+        &[
+            "cannot import `binary.net`: not spec text",
+            "U+0000",
+            "line 1, column 36",
+        ],
+    );
+    // The root file on the command line may have any name, but only spec text is shown.
+    refused(
+        &["check", "/proc/self/environ"],
+        &["not spec text", "U+0000"],
+    );
+    // The hint for a missing import names spec files only, never the directory's other files.
+    t.write("secret_keys.txt", "x");
+    t.write("blocks.net", "block b() { relu }\n");
+    let missing = spec("missing.net", "secret_keys.net");
+    let err = refused(&["check", &missing], &["cannot import `secret_keys.net`"]);
+    assert!(!err.contains("secret_keys.txt"), "{err}");
+    let typo = spec("typo.net", "block.net");
+    refused(&["check", &typo], &["did you mean `blocks.net`?"]);
+    // Spec files are still imported.
+    let good = spec("good.net", "blocks.net");
+    let (o, _) = netc_guarded(&["check", &good]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn every_input_file_is_a_bounded_regular_file() {
+    let t = TempDir::new("bounded");
+    // Specs: FIFOs, devices, standard input and oversized files, as the root or an import.
+    let fifo = t.fifo("pipe.net");
+    refused(&["check", &fifo], &["pipe.net", "FIFO", "regular files"]);
+    let importer = t.write("imports_pipe.net", &format!("import \"pipe.net\"\n{MODEL}"));
+    refused(&["check", &importer], &["cannot import `pipe.net`", "FIFO"]);
+    refused(&["check", "/dev/zero"], &["/dev/zero", "character device"]);
+    refused(&["check", "/dev/stdin"], &["/dev/stdin", "FIFO"]);
+    std::fs::File::create(t.join("big.net"))
+        .unwrap()
+        .set_len(17 << 20)
+        .unwrap();
+    let importer = t.write("imports_big.net", &format!("import \"big.net\"\n{MODEL}"));
+    refused(
+        &["check", &importer],
+        &["17 MiB", "16 MiB limit for spec files"],
+    );
+
+    // --input, --weights, --data, --resume.
+    let run = |input: &str, weights: &str| {
+        let (m, w) = (
+            "specs/lenet5.net",
+            "tests/data/reference/lenet5/weights.safetensors",
+        );
+        let w = if weights.is_empty() { w } else { weights };
+        ["run", m, "--weights", w, "--input", input].map(str::to_string)
+    };
+    let refused_run = |input: &str, weights: &str, words: &[&str]| {
+        let args = run(input, weights);
+        refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), words)
+    };
+    let img_fifo = t.fifo("in.png");
+    for input in ["/dev/zero", "/dev/stdin", img_fifo.as_str()] {
+        refused_run(input, "", &["regular files"]);
+    }
+    let npy_fifo = t.fifo("in.npy");
+    refused_run(&npy_fifo, "", &["in.npy", "FIFO"]);
+    refused_run(t.0.to_str().unwrap(), "", &["is a directory"]);
+    std::fs::File::create(t.join("big.png"))
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    refused_run(
+        t.join("big.png").to_str().unwrap(),
+        "",
+        &["65 MiB", "64 MiB limit for image files"],
+    );
+    let input = "tests/data/reference/lenet5/input.npy";
+    refused_run(input, "/dev/zero", &["/dev/zero", "character device"]);
+    let m = t.write("m.net", MODEL);
+    refused(
+        &["train", &m, "--data", "/dev/zero", "--epochs", "1"],
+        &["character device"],
+    );
+    refused(
+        &[
+            "train",
+            "specs/lenet5.net",
+            "--data",
+            "bundled",
+            "--resume",
+            "/dev/zero",
+        ],
+        &["character device"],
+    );
+}
+
+#[test]
+fn control_characters_are_escaped_in_every_error() {
+    let t = TempDir::new("controls");
+    // In a spec given as text (`--set`): the snippet shows control pictures.
+    let m = t.write(
+        "m.net",
+        "model m(n: int = 2) {\n  input x: [1, 8, 8]\n  flatten\n  dense(n)\n}\n",
+    );
+    let err = refused(&["check", &m, "--set", "n=2\x1b[2J\x07"], &["␛[2J␇"]);
+    assert!(!err.contains('\x07'), "{err:?}");
+    // A spec file holding control characters is not spec text.
+    let bad = t.write("bell.net", "model m {\x1b]0;pwned\x07\n}\n");
+    refused(
+        &["check", &bad],
+        &["not spec text", "U+001B", "line 1, column 10"],
+    );
+    // Paths and names from the command line, in spec, I/O and data errors.
+    refused(&["check", "no\x1b[31mpe.net"], &["no\\u{1b}[31mpe.net"]);
+    let w = "tests/data/reference/lenet5/weights.safetensors";
+    let lenet = "specs/lenet5.net";
+    refused(
+        &["run", lenet, "--weights", w, "--input", "in\x1b[31m.png"],
+        &["in\\u{1b}[31m.png"],
+    );
+    refused(
+        &["train", &m, "--data", "da\x1b[31mta"],
+        &["da\\u{1b}[31mta"],
+    );
+    refused(
+        &["check", &m, "--model", "m\x1b[5m"],
+        &["no model `m\\u{1b}[5m`"],
+    );
+    // Usage errors quote the command line: even with colors forced on (as on a terminal),
+    // the argument's escape sequences are not passed through.
+    let o = Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(["run", &m, "--threads", "\x1b[31mX\x07"])
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("invalid value"), "{err}");
+    assert!(!err.contains(['\x1b', '\x07']), "{err:?}");
 }

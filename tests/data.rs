@@ -208,6 +208,19 @@ fn idx_errors_name_the_file() {
         expect_err(data::open(t.path(), &shape), name, &["truncated"]);
     }
 
+    // A gzip'd header declaring more than the data limit (2^48 bytes): refused from the
+    // header, whatever the stream would inflate to.
+    let t = TempDir::new("idx-gzhuge");
+    write_idx(&t.0, &set, true, canonical(true));
+    let mut huge = idx::encode(&[1, 1, 1], &[0]);
+    huge[4..16].copy_from_slice(&[0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0]);
+    write(&t.join("train-images-idx3-ubyte.gz"), &gz(&huge));
+    expect_err(
+        data::open(t.path(), &shape),
+        "train-images-idx3-ubyte.gz",
+        &["281474976710656 bytes", "64 GiB limit"],
+    );
+
     // A truncated gzip stream.
     let t = TempDir::new("idx-gzcut");
     write_idx(&t.0, &set, true, canonical(true));
@@ -610,6 +623,85 @@ fn npz_errors_name_the_member() {
         true,
     );
     expect_err(data::open(ps, &shape), "d.npz", &["at least 6"]);
+}
+
+#[test]
+fn npz_member_header_is_checked_before_its_data_are_inflated() {
+    let t = TempDir::new("npz-stream");
+    let p = t.join("d.npz");
+    // `x.npy` declares 16 bytes of data but holds 64 MiB more (which deflate to 64 KiB), and
+    // the archive's CRC of the member is wrong. Only a reader that inflates the whole member
+    // reaches the CRC; one that reads the header first refuses the member before its data.
+    let mut x = npy("|u1", &[1, 4, 4], &[0; 16]);
+    x.resize(x.len() + (64 << 20), 0);
+    write_npz(
+        &p,
+        &[("x.npy", x.clone()), ("y.npy", npy("|u1", &[1], &[0]))],
+        true,
+    );
+    let crc = {
+        let mut h = flate2::Crc::new();
+        h.update(&x);
+        h.sum().to_le_bytes()
+    };
+    let mut zip = std::fs::read(&p).unwrap();
+    let mut patched = 0;
+    for i in 0..zip.len() - 4 {
+        if zip[i..i + 4] == crc {
+            zip[i] ^= 0xff;
+            patched += 1;
+        }
+    }
+    assert_eq!(
+        patched, 2,
+        "the CRC is in the local header and the central directory"
+    );
+    write(&p, &zip);
+    let e = expect_err(
+        data::open(p.to_str().unwrap(), &input([1, 4, 4])),
+        "d.npz/x.npy",
+        &["extra bytes", "[1, 4, 4] uint8"],
+    );
+    assert!(!e.to_string().contains("checksum"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn data_files_that_are_not_regular_files_are_refused() {
+    let t = TempDir::new("fifo");
+    let fifo = t.join("d.npz");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // A FIFO would block a reader forever (nothing writes to it); /dev/zero never ends.
+    expect_err(
+        data::open(fifo.to_str().unwrap(), &input([1, 4, 4])),
+        "d.npz",
+        &["FIFO", "regular files"],
+    );
+    expect_err(
+        data::open("/dev/zero", &input([1, 4, 4])),
+        "/dev/zero",
+        &["character device"],
+    );
+}
+
+#[test]
+fn huge_images_in_a_folder_are_refused_from_their_header() {
+    // 10,000,000 × 1 pixels in a 10 KB PNG: refused by its header's size, at once.
+    let t = TempDir::new("wide-png");
+    png(&t.join("a/0.png"), 4, 4, |_, _| 0);
+    png(&t.join("b/0.png"), 10_000_000, 1, |x, _| {
+        (x / 4096 % 2) as u8 * 200
+    });
+    let e = expect_err(
+        data::open(t.path(), &input([1, 28, 28])),
+        "0.png",
+        &["10000000×1", "65535"],
+    );
+    assert!(e.to_string().contains("b/0.png"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -234,3 +234,21 @@ case!(
     "E0205",
     "model m {\n  input x: [3, 8, 8]\n  act: relu\n  act: sigmoid\n}\n"
 );
+
+// Control characters never reach the terminal: the snippet shows them as rustc does (control
+// pictures, a tab as four spaces, carets aligned under them), messages escape them.
+case!(
+    control_characters_in_the_snippet,
+    "E0001",
+    "model m {\n  input x: [1, 28, 28]\n  relu \x1b[2J\x07\n}\n"
+);
+case!(
+    tabs_keep_the_carets_aligned,
+    "E0201",
+    "model m {\n\tinput x: [1, 28, 28]\n\t\tconw(6, 5)\n}\n"
+);
+case!(
+    control_characters_in_a_quoted_string,
+    "E0204",
+    "model m {\n  input x: [1, 28, 28]\n  flatten\n  dense(\"\x1b[31mred\t\x07\")\n}\n"
+);

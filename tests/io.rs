@@ -1027,6 +1027,41 @@ fn jpeg_loads() {
 }
 
 #[test]
+fn absurd_image_sizes_give_an_error_or_a_quick_result() {
+    // A 10 KB PNG of 10,000,000 × 1 pixels, and one of 1,000,000 × 1: refused from the
+    // header, naming the size (they were resize requests of 280,000,000 × 28 and 28,000,000 ×
+    // 28 pixels: gigabytes, or 95 s).
+    let dir = TempDir::new("img_absurd");
+    let info = input([1, 28, 28], &[], &[]);
+    for w in [10_000_000u32, 1_000_000] {
+        let p = dir.join(&format!("{w}.png"));
+        image::GrayImage::from_fn(w, 1, |x, _| image::Luma([(x / 4096 % 2) as u8 * 200]))
+            .save(&p)
+            .unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() < 100_000);
+        let e = load_image(&p, &info).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{w}×1 pixels")) && e.contains("65535"),
+            "{e}"
+        );
+    }
+    // 60,000 × 1 decodes; only the middle of it, which survives the center crop, is scaled.
+    let p = dir.join("60000.png");
+    image::GrayImage::from_fn(60_000, 1, |x, _| {
+        image::Luma([if (29_000..31_000).contains(&x) {
+            255
+        } else {
+            0
+        }])
+    })
+    .save(&p)
+    .unwrap();
+    let x = load_image(&p, &info).unwrap();
+    assert_eq!(x.shape(), [1, 28, 28]);
+    assert!(x.iter().all(|&v| v == 1.0), "{x:?}");
+}
+
+#[test]
 fn bad_images_give_clear_errors() {
     let dir = TempDir::new("img_bad");
     let good = dir.join("good.png");

@@ -74,7 +74,7 @@ pub fn load_files(name: String, paths: &[PathBuf]) -> Result<Dataset, DataError>
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for p in paths {
-        let bytes = crate::io::read_file(p)?;
+        let bytes = crate::io::read_limited(p, crate::io::Kind::Data)?;
         read_batch(p, &bytes, &mut pixels, &mut labels)?;
     }
     Ok(Dataset {

@@ -44,7 +44,7 @@ pub struct Idx {
 
 /// Reads an IDX file, raw or gzip'd.
 pub fn read_file(path: &Path) -> Result<Idx, DataError> {
-    let bytes = crate::io::read_file(path)?;
+    let bytes = crate::io::read_limited(path, crate::io::Kind::Data)?;
     parse(path, bytes)
 }
 
@@ -91,6 +91,18 @@ fn parse_gz(path: &Path, bytes: &[u8]) -> Result<Idx, DataError> {
     }
     let (dims, _) = header(path, &head_bytes, true)?;
     let want = data_len(path, &dims)?;
+    let cap = crate::io::Kind::Data.cap();
+    if want as u64 > cap {
+        return Err(DataError::new(
+            path,
+            format!(
+                "the header declares {} bytes of data, more than the {} limit for {}",
+                want,
+                crate::io::read::show_bytes(cap),
+                crate::io::Kind::Data.what()
+            ),
+        ));
+    }
     // Never reserve more than the compressed data could expand to (deflate's ratio is at
     // most about 1032:1); the rest of the buffer grows only as data really arrive.
     let mut data = Vec::with_capacity(want.min(bytes.len().saturating_mul(1032)));
@@ -444,11 +456,14 @@ mod tests {
 
     #[test]
     fn huge_declared_sizes_do_not_allocate() {
-        // 4G × 4G × 4G: overflows; 65535 × 65535 × 65535 of nothing: truncated.
+        // 4G × 4G × 4G: overflows; 65535 × 65535 × 65535 gzip'd: over the data limit;
+        // 4096 × 4096 × 4096 (the limit) of nothing: truncated.
         let p = Path::new("x");
         let e = parse(p, encode(&[u32::MAX, u32::MAX, u32::MAX], &[])).unwrap_err();
         assert!(e.message.contains("overflows"), "{e}");
         let e = parse(p, gz(&encode(&[65535, 65535, 65535], &[1, 2, 3]))).unwrap_err();
+        assert!(e.message.contains("64 GiB limit"), "{e}");
+        let e = parse(p, gz(&encode(&[4096, 4096, 4096], &[1, 2, 3]))).unwrap_err();
         assert!(e.message.contains("truncated"), "{e}");
     }
 }

@@ -165,7 +165,8 @@ impl Split {
 /// Why data could not be loaded: the file (when there is one), what is wrong with it, and
 /// what to do about it when there is something to say.
 ///
-/// Displays as `error: <path>: <message>`, then `  help: <help>`.
+/// Displays as `error: <path>: <message>`, then `  help: <help>`, control characters escaped
+/// ([`crate::diag::escape_controls`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataError {
     pub path: Option<PathBuf>,
@@ -220,12 +221,18 @@ impl From<IoError> for DataError {
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let esc = crate::diag::escape_controls;
         match &self.path {
-            Some(p) => write!(f, "error: {}: {}", p.display(), self.message)?,
-            None => write!(f, "error: {}", self.message)?,
+            Some(p) => write!(
+                f,
+                "error: {}: {}",
+                esc(&p.display().to_string()),
+                esc(&self.message)
+            )?,
+            None => write!(f, "error: {}", esc(&self.message))?,
         }
         if let Some(h) = &self.help {
-            write!(f, "\n  help: {h}")?;
+            write!(f, "\n  help: {}", esc(h))?;
         }
         Ok(())
     }
@@ -296,7 +303,8 @@ fn open_path(path: &Path, input: &InputInfo, shape: [usize; 3]) -> Result<Split,
             err
         }
     })?;
-    if meta.is_file() {
+    // Not a directory: a file, read as an `.npz` (a FIFO or device is refused there).
+    if !meta.is_dir() {
         return npz::load_file(path, shape).map_err(|e| {
             if is_idx_or_cifar_file(path) {
                 DataError::new(path, "a single data file, not a training/test split").with_help(
@@ -406,9 +414,12 @@ pub(crate) fn check_labels(
 /// The most classes a dataset may have.
 pub const MAX_CLASSES: usize = 1 << 20;
 
-/// A file's name for messages and dataset names.
+/// A file's name for messages and dataset names (control characters escaped: dataset names
+/// are printed).
 pub(crate) fn file_name(path: &Path) -> String {
-    path.file_name()
+    let name = path
+        .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    crate::diag::escape_controls(&name).into_owned()
 }

@@ -13,18 +13,20 @@
 //!   down) is held out as the test set, the rest is the training set, in file order.
 //!
 //! uint8 images stay bytes (scaled by 1/255 when batched); float images are used as they are.
-//! Members are decompressed only as far as they really go, and each `.npy` member is checked
-//! like a `.npy` file ([`crate::io::npy::from_bytes`]), with errors naming
-//! `archive.npz/member.npy`.
+//! Each `.npy` member is read as it is decompressed ([`crate::io::npy::read_stream`]): its
+//! header first, which must account for the member's declared size and stay within the data
+//! limit ([`Kind::Data`]), then exactly the bytes it declares (one byte more is an error, and
+//! nothing past it is inflated); errors name `archive.npz/member.npy`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use zip::ZipArchive;
 
 use super::{DataError, Dataset, Pixels, Split, check_labels, file_name};
-use crate::io::npy::{NpyData, from_bytes};
+use crate::io::Kind;
+use crate::io::npy::{NpyData, read_stream};
 
 /// True when `dir` has a `train.npz` or a `test.npz` (a missing partner is reported when
 /// loading).
@@ -111,10 +113,7 @@ struct Archive {
 
 impl Archive {
     fn open(path: &Path) -> Result<Archive, DataError> {
-        if path.is_dir() {
-            return Err(DataError::new(path, "cannot read: is a directory"));
-        }
-        let mut f = File::open(path).map_err(|e| DataError::os(path, "cannot read", &e))?;
+        let (mut f, _) = crate::io::open_limited(path, Kind::Data)?;
         let mut magic = [0u8; 6];
         let got = f
             .read(&mut magic)
@@ -129,7 +128,8 @@ impl Archive {
                  labels `y` (np.savez(path, x=x, y=y))",
             ));
         }
-        let f = File::open(path).map_err(|e| DataError::os(path, "cannot read", &e))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| DataError::os(path, "cannot read", &e))?;
         let zip = ZipArchive::new(f).map_err(|e| {
             DataError::new(
                 path,
@@ -172,16 +172,11 @@ impl Archive {
             .zip
             .by_name(&member)
             .map_err(|e| DataError::new(&mpath, format!("cannot read the archive member: {e}")))?;
-        let size = f.size();
-        // The declared size may lie: reserve no more than the compressed data could give, and
-        // read at most one byte past the declared size.
-        let reserve = size.min(f.compressed_size().saturating_mul(1032));
-        let mut bytes = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
-        (&mut f)
-            .take(size.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| DataError::new(&mpath, format!("corrupt archive member: {e}")))?;
-        let (shape, data) = from_bytes(&mpath, &bytes)?;
+        // The header comes first, from the decompressing stream: its shape must account for
+        // the member's declared size, and only the data it declares are decompressed (the
+        // buffer reserved no larger than the compressed data could give).
+        let (size, reserve) = (f.size(), f.compressed_size().saturating_mul(1032));
+        let (shape, data) = read_stream(&mpath, &mut f, size, Kind::Data.cap(), reserve)?;
         Ok((mpath, shape, data))
     }
 

@@ -9,7 +9,9 @@
 //! kind of input:
 //!
 //! 1. Decode (8-bit; 16-bit images are scaled to 8 bits). EXIF orientation is ignored, as PIL
-//!    ignores it unless asked.
+//!    ignores it unless asked. The size in the header is checked first: at most
+//!    [`MAX_SIDE`] pixels a side and [`MAX_DECODED`] bytes decoded (the file itself is read
+//!    through [`super::read_limited`], at most 64 MiB).
 //! 2. Channels: `C = 1` takes the luma, by ITU-R 601-2 like PIL's `convert("L")` (a grayscale
 //!    image is used as is); `C = 3` takes RGB (grayscale is replicated). Alpha is dropped, not
 //!    composited, like PIL's `convert("RGB")`.
@@ -18,7 +20,9 @@
 //!    `H × W` (for a square input, the shorter side becomes `H`, the longer is truncated like
 //!    torchvision computes it), then the center `H × W` is cropped (offsets rounded like
 //!    torchvision's `CenterCrop`). Nothing is stretched. Resizing is bilinear (a triangle
-//!    filter, widened when shrinking, so downscaling is antialiased like PIL's).
+//!    filter, widened when shrinking, so downscaling is antialiased like PIL's). An image of
+//!    an absurd aspect ratio (16 times the target's or more) has the part that survives the
+//!    crop cut out before it is scaled, so no resize holds more than 1 GiB ([`fit`]).
 //! 4. Scale to `[0, 1]` (divide by 255), then `(x - mean[c]) / std[c]` when the spec gives
 //!    mean and std (one value for all channels, or one per channel).
 
@@ -26,11 +30,25 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageBuffer, ImageError, ImageFormat, ImageReader, Pixel};
+use image::{
+    DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageError, ImageFormat, ImageReader,
+    Limits, Pixel,
+};
 use ndarray::{ArrayD, IxDyn};
 
-use super::{IoError, read_file, show_shape};
+use super::read::show_bytes;
+use super::{IoError, Kind, read_limited, show_shape};
 use crate::layer_graph::InputInfo;
+
+/// The longest side of an image netc decodes (JPEG's own limit, applied to PNG too).
+pub const MAX_SIDE: u32 = 65_535;
+/// The most bytes a decoded image may take (the `image` crate's default allocation limit).
+pub const MAX_DECODED: u64 = 512 << 20;
+/// The most bytes a resize may hold at once (see [`plan`]).
+const MAX_RESIZE_BYTES: u64 = 1 << 30;
+/// How much larger than the target (in area) the resized image may be before the crop is cut
+/// out first (see [`fit`]): 16 is an aspect ratio 16 times the target's.
+const MAX_COVER_RATIO: u64 = 16;
 
 /// Loads `path` as input `input` of a model: `[C, H, W]` f32, resized, cropped and normalized.
 pub fn load_image(path: impl AsRef<Path>, input: &InputInfo) -> Result<ArrayD<f32>, IoError> {
@@ -58,10 +76,14 @@ pub fn load_image(path: impl AsRef<Path>, input: &InputInfo) -> Result<ArrayD<f3
     let img = decode(path)?;
     let pixels: Vec<u8> = if c == 1 {
         let g = to_luma(&img);
-        fit(&g, tw, th).into_raw()
+        fit(&g, tw, th)
+            .map_err(|m| IoError::new(path, m))?
+            .into_raw()
     } else {
         let rgb = img.to_rgb8();
-        fit(&rgb, tw, th).into_raw()
+        fit(&rgb, tw, th)
+            .map_err(|m| IoError::new(path, m))?
+            .into_raw()
     };
     // Interleaved HWC bytes → planar CHW floats.
     let plane = h * w;
@@ -102,7 +124,7 @@ fn norm_params(path: &Path, input: &InputInfo, c: usize) -> Result<(Vec<f32>, Ve
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, IoError> {
-    let bytes = read_file(path)?;
+    let bytes = read_limited(path, Kind::Image)?;
     let format = match image::guess_format(&bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
         Ok(f) => {
@@ -128,25 +150,43 @@ fn decode(path: &Path) -> Result<DynamicImage, IoError> {
     } else {
         "JPEG"
     };
-    ImageReader::with_format(Cursor::new(&bytes), format)
-        .decode()
-        .map_err(|e| {
-            let msg = match &e {
-                ImageError::Limits(_) => format!("the {name} image is too large to decode: {e}"),
-                ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    format!("corrupt or truncated {name} image: the file ends too early")
-                }
-                ImageError::Unsupported(_) => format!("unsupported {name} variant: {e}"),
-                _ => {
-                    // The decoder's own words, without its "Format error decoding Png:" prefix.
-                    let text = e.to_string();
-                    let text = text.split_once(": ").map_or(text.as_str(), |(_, t)| t);
-                    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-                    format!("corrupt or truncated {name} image: {text}")
-                }
-            };
-            IoError::new(path, msg)
-        })
+    let explain = |e: ImageError| {
+        let msg = match &e {
+            ImageError::Limits(_) => format!("the {name} image is too large to decode: {e}"),
+            ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                format!("corrupt or truncated {name} image: the file ends too early")
+            }
+            ImageError::Unsupported(_) => format!("unsupported {name} variant: {e}"),
+            _ => {
+                // The decoder's own words, without its "Format error decoding Png:" prefix.
+                let text = e.to_string();
+                let text = text.split_once(": ").map_or(text.as_str(), |(_, t)| t);
+                let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                format!("corrupt or truncated {name} image: {text}")
+            }
+        };
+        IoError::new(path, msg)
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(&bytes), format);
+    // The decoder's own allocations are bounded; the image's size is checked here (to say
+    // what it is) from the header, before a pixel is decoded.
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODED);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(explain)?;
+    let (w, h) = decoder.dimensions();
+    if w > MAX_SIDE || h > MAX_SIDE || decoder.total_bytes() > MAX_DECODED {
+        return Err(IoError::new(
+            path,
+            format!(
+                "the {name} image is {w}×{h} pixels ({} decoded), too large: netc decodes \
+                 images of at most {MAX_SIDE} pixels a side and {} decoded",
+                show_bytes(decoder.total_bytes()),
+                show_bytes(MAX_DECODED)
+            ),
+        ));
+    }
+    DynamicImage::from_decoder(decoder).map_err(explain)
 }
 
 /// Luma by ITU-R 601-2 with PIL's integer arithmetic; grayscale images are used directly.
@@ -166,28 +206,99 @@ fn to_luma(img: &DynamicImage) -> GrayImage {
     GrayImage::from_raw(w, h, data).expect("sizes match")
 }
 
-/// Resizes to cover `tw × th` keeping the aspect ratio, then crops the center.
+/// Resizes to cover `tw × th` keeping the aspect ratio, then crops the center, as [`plan`]
+/// says.
 fn fit<P>(
     img: &ImageBuffer<P, Vec<P::Subpixel>>,
     tw: u32,
     th: u32,
-) -> ImageBuffer<P, Vec<P::Subpixel>>
+) -> Result<ImageBuffer<P, Vec<P::Subpixel>>, String>
 where
     P: Pixel + 'static,
 {
     let (w, h) = img.dimensions();
+    Ok(match plan(w, h, tw, th, P::CHANNEL_COUNT as u64)? {
+        Plan::Same => img.clone(),
+        Plan::Crop { x, y } => imageops::crop_imm(img, x, y, tw, th).to_image(),
+        Plan::Resize { rw, rh, x, y } => {
+            let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+            if (rw, rh) == (tw, th) {
+                resized
+            } else {
+                imageops::crop_imm(&resized, x, y, tw, th).to_image()
+            }
+        }
+        Plan::CutFirst { x, y, cw, ch } => {
+            let region = imageops::crop_imm(img, x, y, cw, ch).to_image();
+            imageops::resize(&region, tw, th, FilterType::Triangle)
+        }
+    })
+}
+
+/// How [`fit`] makes a `w × h` image of `channels` bytes per pixel into `tw × th`.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// It is already that size.
+    Same,
+    /// No resize: crop at `(x, y)`.
+    Crop { x: u32, y: u32 },
+    /// Resize to `rw × rh`, then crop at `(x, y)` (torchvision's way).
+    Resize { rw: u32, rh: u32, x: u32, y: u32 },
+    /// Cut out the `cw × ch` region at `(x, y)` that survives the crop, then resize it.
+    CutFirst { x: u32, y: u32, cw: u32, ch: u32 },
+}
+
+/// The whole image is resized, then cropped, as torchvision does, unless that would make an
+/// image much larger than the target ([`MAX_COVER_RATIO`] times its area) or hold more than
+/// [`MAX_RESIZE_BYTES`] at once (an absurd aspect ratio: 60,000 × 1 into 28 × 28 would be
+/// resized to 1,680,000 × 28 for 28 columns of it). Then only the part of the image that
+/// survives the center crop is cut out first (rounded outwards to whole pixels) and scaled
+/// straight to `tw × th`: the same region, sampled a little differently at its edges. If even
+/// that would hold too much, the error names both sizes.
+fn plan(w: u32, h: u32, tw: u32, th: u32, channels: u64) -> Result<Plan, String> {
     let (rw, rh) = cover_size(w, h, tw, th);
-    let resized = if (rw, rh) == (w, h) {
-        img.clone()
-    } else {
-        imageops::resize(img, rw, rh, FilterType::Triangle)
-    };
-    if (rw, rh) == (tw, th) {
-        return resized;
+    let (x, y) = (crop_offset(rw - tw), crop_offset(rh - th));
+    if (rw, rh) == (w, h) {
+        return Ok(if (w, h) == (tw, th) {
+            Plan::Same
+        } else {
+            Plan::Crop { x, y }
+        });
     }
-    let left = crop_offset(rw - tw);
-    let top = crop_offset(rh - th);
-    imageops::crop_imm(&resized, left, top, tw, th).to_image()
+    if rw as u64 * rh as u64 <= MAX_COVER_RATIO * (tw as u64 * th as u64)
+        && resize_bytes(w, rw, rh, channels) <= MAX_RESIZE_BYTES
+    {
+        return Ok(Plan::Resize { rw, rh, x, y });
+    }
+    // The source pixels under the crop window [x, x + tw) × [y, y + th) of the resized image.
+    let span = |off: u32, len: u32, full: u32, resized: u32| -> (u32, u32) {
+        let (off, len, full, resized) = (off as u64, len as u64, full as u64, resized as u64);
+        let start = (off * full / resized).min(full - 1);
+        let end = ((off + len) * full)
+            .div_ceil(resized)
+            .clamp(start + 1, full);
+        (start as u32, (end - start) as u32)
+    };
+    let (sx, cw) = span(x, tw, w, rw);
+    let (sy, ch) = span(y, th, h, rh);
+    if resize_bytes(cw, tw, th, channels) > MAX_RESIZE_BYTES {
+        return Err(format!(
+            "resizing the {w}×{h} image to the input's {tw}×{th} would take more than {} at once",
+            show_bytes(MAX_RESIZE_BYTES)
+        ));
+    }
+    Ok(Plan::CutFirst {
+        x: sx,
+        y: sy,
+        cw,
+        ch,
+    })
+}
+
+/// The bytes `imageops::resize` holds to resize an image `w` wide to `rw × rh`: its vertical
+/// pass's `w × rh` RGBA f32 intermediate and the `rw × rh` result.
+fn resize_bytes(w: u32, rw: u32, rh: u32, channels: u64) -> u64 {
+    w as u64 * rh as u64 * 16 + rw as u64 * rh as u64 * channels
 }
 
 /// The resized size: exactly the target when the aspect ratios agree; otherwise the side
@@ -233,6 +344,72 @@ mod tests {
         assert_eq!(cover_size(375, 500, 224, 224), (224, 298));
         // Non-square target.
         assert_eq!(cover_size(100, 100, 20, 10), (20, 20));
+    }
+
+    #[test]
+    fn absurd_aspect_ratios_are_cropped_before_scaling() {
+        // 60,000 × 1 into 28 × 28 would be resized to 1,680,000 × 28 (47 M pixels) for 28
+        // columns of it. Cut first, it is the 1 × 1 region at the middle.
+        let img = GrayImage::from_fn(60_000, 1, |x, _| {
+            image::Luma([if (29_990..30_010).contains(&x) {
+                200
+            } else {
+                7
+            }])
+        });
+        let out = fit(&img, 28, 28).unwrap();
+        assert_eq!(out.dimensions(), (28, 28));
+        assert!(
+            out.pixels().all(|p| p.0[0] == 200),
+            "{:?}",
+            out.get_pixel(0, 0)
+        );
+
+        // At a ratio just past the bound, cutting first agrees with resizing the whole image
+        // (the exact path, affordable at this size) up to the filter's edge effects.
+        let img = GrayImage::from_fn(2000, 100, |x, y| {
+            image::Luma([((x * 255 / 1999 + y) % 256) as u8])
+        });
+        let (rw, rh) = cover_size(2000, 100, 28, 28);
+        assert!(rw as u64 * rh as u64 > MAX_COVER_RATIO * 28 * 28);
+        let whole = imageops::resize(&img, rw, rh, FilterType::Triangle);
+        let exact = imageops::crop_imm(&whole, crop_offset(rw - 28), 0, 28, 28).to_image();
+        let cut = fit(&img, 28, 28).unwrap();
+        let worst = exact
+            .pixels()
+            .zip(cut.pixels())
+            .map(|(a, b)| (a.0[0] as i32 - b.0[0] as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "{worst}");
+    }
+
+    #[test]
+    fn resize_plans_stay_bounded() {
+        // Ordinary photos: torchvision's resize then crop.
+        assert_eq!(
+            plan(500, 375, 224, 224, 3),
+            Ok(Plan::Resize {
+                rw: 298,
+                rh: 224,
+                x: 37,
+                y: 0
+            })
+        );
+        // 10,000,000 × 1 into 28 × 28 (were it decoded): a 1 × 1 cut, not 280,000,000 × 28.
+        assert_eq!(
+            plan(10_000_000, 1, 28, 28, 3),
+            Ok(Plan::CutFirst {
+                x: 4_999_999,
+                y: 0,
+                cw: 2,
+                ch: 1
+            })
+        );
+        // A huge image into a large input: the vertical pass alone would hold
+        // 65,535 × 1100 × 16 bytes, and no part of the image can be cut away.
+        let e = plan(65_535, 65_535, 1100, 1100, 1).unwrap_err();
+        assert!(e.contains("65535×65535") && e.contains("1100×1100"), "{e}");
     }
 
     #[test]

@@ -12,14 +12,18 @@
 //! - [`npy`]: NumPy `.npy` reader and writer (`<f4`, `<f8`, `<i8`, C order).
 //! - [`image`]: a PNG or JPEG as a `[C, H, W]` model input (channels, resize + center crop,
 //!   `[0, 1]` scaling, mean/std normalization).
+//! - [`read`]: where every input file of netc is opened ([`read_limited`], [`open_limited`]):
+//!   regular files only, never blocking, within a size cap per [`Kind`] checked before reading.
 //!
-//! Everything read from disk is untrusted: sizes declared in headers are checked against the
-//! file's length before anything is allocated, and nothing here panics on a bad file. Files are
+//! Everything read from disk is untrusted: files are opened through [`read`], sizes declared
+//! in headers are checked against the file's length before anything is allocated, and nothing
+//! here panics on a bad file. Files are
 //! written atomically ([`write_atomic`]): a crash or error never leaves a half-written file in
 //! place of a good one.
 
 pub mod image;
 pub mod npy;
+pub mod read;
 pub mod stale;
 pub mod weights;
 
@@ -30,12 +34,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use image::load_image;
+pub use read::{Kind, open_limited, read_limited};
 pub use weights::{Value, Weights};
 
 /// Why a file could not be read or written.
 ///
 /// Displays as `error: <path>: <message>` followed by one indented line per detail (every
-/// missing tensor, every shape mismatch, ...). The CLI prints it and exits with status 1.
+/// missing tensor, every shape mismatch, ...), control characters escaped
+/// ([`crate::diag::escape_controls`]). The CLI prints it and exits with status 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IoError {
     pub path: PathBuf,
@@ -65,9 +71,11 @@ impl IoError {
 
 impl fmt::Display for IoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}: {}", self.path.display(), self.message)?;
+        let esc = crate::diag::escape_controls;
+        let path = self.path.display().to_string();
+        write!(f, "error: {}: {}", esc(&path), esc(&self.message))?;
         for d in &self.details {
-            write!(f, "\n  {d}")?;
+            write!(f, "\n  {}", esc(d))?;
         }
         Ok(())
     }
@@ -90,14 +98,6 @@ pub(crate) fn os_reason(e: &io::Error) -> String {
             }
         }
     }
-}
-
-/// Reads a whole file, refusing directories with a clear message.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, IoError> {
-    if path.is_dir() {
-        return Err(IoError::new(path, "cannot read: is a directory"));
-    }
-    fs::read(path).map_err(|e| IoError::os(path, "cannot read", &e))
 }
 
 /// Writes `path` atomically: `write` fills a temporary file in the same directory, which is

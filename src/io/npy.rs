@@ -3,8 +3,10 @@
 //! In: a `.npy` file of format version 1, 2 or 3 (`np.save`), little-endian, C order, any rank.
 //! Out: an `ArrayD<f32>` ([`read_f32`]: `<f4`, or `<f8` converted to f32) or an `ArrayD<i64>`
 //! ([`read_i64`]: `<i8`, or `<i4`, `|u1`, `|i1` widened). [`write_f32`] writes `<f4` in
-//! version 1 (version 2 if the header needs it), atomically. [`from_bytes`] parses a `.npy`
-//! held in memory (an `.npz` member) into its shape and [`NpyData`] in the file's own dtype.
+//! version 1 (version 2 if the header needs it), atomically. [`read_stream`] reads a `.npy`
+//! from a stream (an `.npz` member as it is decompressed: header first, then exactly the data
+//! it declares) into its shape and [`NpyData`] in the file's own dtype; [`from_bytes`] does
+//! the same for one held in memory.
 //!
 //! The file is untrusted: the header is bounded in size and parsed by a small parser of the
 //! Python dict literal numpy writes; the size the header declares is checked against the
@@ -12,13 +14,12 @@
 //! Errors name the problem: bad magic, unsupported version, malformed header, Fortran order,
 //! big-endian or unsupported dtypes (saying which), truncated or over-long data.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::{IoError, show_shape, write_atomic};
+use super::{IoError, Kind, open_limited, show_shape, write_atomic};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy itself refuses headers over 10,000 bytes unless told otherwise; allow some more.
@@ -189,14 +190,7 @@ fn to_array<T>(path: &Path, shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>, IoE
 
 /// Reads and checks the header, then exactly the data it declares.
 fn read_raw(path: &Path) -> Result<(Header, Vec<u8>), IoError> {
-    if path.is_dir() {
-        return Err(IoError::new(path, "cannot read: is a directory"));
-    }
-    let mut f = File::open(path).map_err(|e| IoError::os(path, "cannot read", &e))?;
-    let file_len = f
-        .metadata()
-        .map_err(|e| IoError::os(path, "cannot read", &e))?
-        .len();
+    let (mut f, file_len) = open_limited(path, Kind::Array)?;
     // The fixed prefix: magic (6), version (2), header length (2 or 4).
     let mut prefix = [0u8; 12];
     let got = read_up_to(&mut f, &mut prefix).map_err(|e| IoError::os(path, "cannot read", &e))?;
@@ -279,12 +273,68 @@ impl NpyData {
 /// shape and its elements, keeping their element type. `path` names it in errors. The checks
 /// are those of the file readers.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, NpyData), IoError> {
-    let prefix = &bytes[..bytes.len().min(12)];
-    let mut rest = &bytes[prefix.len()..];
-    let h = parse_prefix_and_header(path, prefix, &mut rest, bytes.len() as u64)?;
-    let nbytes = data_len(path, &h, bytes.len() as u64)?;
-    let data = &bytes[h.data_offset..h.data_offset + nbytes];
-    let data = match h.dtype {
+    let len = bytes.len() as u64;
+    read_stream(path, &mut &bytes[..], len, u64::MAX, len)
+}
+
+/// Reads one `.npy` array from a stream that declares `len` bytes in all (an `.npz` member as
+/// it is decompressed): the header first, checked against `len` and against `cap` bytes of
+/// data, then exactly the data the header declares, in a buffer of at most `reserve` bytes to
+/// start with that grows only as data arrive. A stream that goes on past the data is refused
+/// after one byte too many; nothing beyond that is read.
+pub fn read_stream(
+    path: &Path,
+    r: &mut impl Read,
+    len: u64,
+    cap: u64,
+    reserve: u64,
+) -> Result<(Vec<usize>, NpyData), IoError> {
+    let corrupt = |e: std::io::Error| IoError::new(path, format!("corrupt data: {e}"));
+    let mut prefix = [0u8; 12];
+    let got = read_up_to(r, &mut prefix).map_err(corrupt)?;
+    let h = parse_prefix_and_header(path, &prefix[..got], r, len)?;
+    let nbytes = data_len(path, &h, len)?;
+    if nbytes as u64 > cap {
+        return Err(IoError::new(
+            path,
+            format!(
+                "the header declares a {} {} array of {}, more than the {} limit",
+                show_shape(&h.shape),
+                h.dtype.numpy_name(),
+                super::read::show_bytes(nbytes as u64),
+                super::read::show_bytes(cap),
+            ),
+        ));
+    }
+    let mut data = Vec::with_capacity(nbytes.min(usize::try_from(reserve).unwrap_or(0)));
+    r.take(nbytes as u64)
+        .read_to_end(&mut data)
+        .map_err(corrupt)?;
+    if data.len() < nbytes {
+        return Err(IoError::new(
+            path,
+            format!(
+                "truncated: the data end after {} of the {nbytes} bytes the header declares",
+                data.len()
+            ),
+        ));
+    }
+    if read_up_to(r, &mut [0u8; 1]).map_err(corrupt)? > 0 {
+        return Err(IoError::new(
+            path,
+            format!(
+                "extra bytes after the {} {} array the header declares (a .npy file holds one array)",
+                show_shape(&h.shape),
+                h.dtype.numpy_name()
+            ),
+        ));
+    }
+    Ok((h.shape, decode(h.dtype, &data)))
+}
+
+/// The elements of `data` (little-endian, as the header's dtype says).
+fn decode(dtype: Dtype, data: &[u8]) -> NpyData {
+    match dtype {
         Dtype::F4 => NpyData::F32(
             data.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -307,8 +357,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, NpyData), Io
         ),
         Dtype::I1 => NpyData::I8(data.iter().map(|&b| b as i8).collect()),
         Dtype::U1 => NpyData::U8(data.to_vec()),
-    };
-    Ok((h.shape, data))
+    }
 }
 
 fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -684,6 +733,46 @@ mod tests {
         for n in 0..b.len() {
             assert!(from_bytes(p, &b[..n]).is_err());
         }
+    }
+
+    /// A reader that counts the bytes taken from it.
+    struct Counting<R>(R, u64);
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streams_are_read_header_first_and_no_further_than_one_byte_past_the_data() {
+        let p = Path::new("a.npz/x.npy");
+        let head = header_bytes("|u1", &[16]);
+        let hl = head.len() as u64;
+        let endless = || Counting(head.as_slice().chain(std::io::repeat(7)), 0);
+        // The declared size disagrees with the header: refused before any data are read.
+        let mut r = endless();
+        let e = read_stream(p, &mut r, hl + (1 << 30), u64::MAX, 0).unwrap_err();
+        assert!(e.message.contains("extra bytes"), "{e}");
+        assert_eq!(r.1, hl);
+        // The sizes agree but the stream goes on: refused after one byte too many.
+        let mut r = endless();
+        let e = read_stream(p, &mut r, hl + 16, u64::MAX, 0).unwrap_err();
+        assert!(e.message.contains("extra bytes"), "{e}");
+        assert_eq!(r.1, hl + 17);
+        // More data than the limit: refused from the header.
+        let mut r = endless();
+        let e = read_stream(p, &mut r, hl + 16, 15, 0).unwrap_err();
+        assert!(e.message.contains("limit"), "{e}");
+        assert_eq!(r.1, hl);
+        // Exactly the data: read.
+        let mut b = head.clone();
+        b.extend_from_slice(&[7; 16]);
+        let mut r = Counting(b.as_slice(), 0);
+        let (shape, data) = read_stream(p, &mut r, hl + 16, 16, 16).unwrap();
+        assert_eq!((shape, data), (vec![16], NpyData::U8(vec![7; 16])));
     }
 
     #[test]

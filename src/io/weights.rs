@@ -23,7 +23,7 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView, View};
 
-use super::{IoError, read_file, show_shape, write_atomic};
+use super::{IoError, Kind, read_limited, show_shape, write_atomic};
 use crate::diag::suggest;
 use crate::layer_graph::{DType, LayerGraph, Op, ParamInfo, ParamKind};
 
@@ -116,7 +116,7 @@ impl Weights {
     /// Loads a safetensors file and checks it against the model's parameter table.
     pub fn load(path: impl AsRef<Path>, g: &LayerGraph) -> Result<Weights, IoError> {
         let path = path.as_ref();
-        let bytes = read_file(path)?;
+        let bytes = read_limited(path, Kind::Weights)?;
         if let Some(msg) = sniff_other_format(&bytes) {
             return Err(IoError::new(path, msg));
         }

@@ -645,13 +645,13 @@ pub fn cli(
                     writeln!(w, "{}", r.to_json())
                 })
             {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::diag::escape_controls(&e.to_string()));
                 return 1;
             }
             0
         }
         Err(e) => {
-            eprintln!("{}", e.trim_end());
+            eprintln!("{}", crate::diag::escape_controls(e.trim_end()));
             1
         }
     }

@@ -137,7 +137,7 @@ pub fn save(
 /// tensors of known parameters with their shapes and finite values, a consistent progress.
 pub fn load(path: &Path, lg: &LayerGraph) -> Result<Checkpoint, IoError> {
     let weights = Weights::load(path, lg)?;
-    let bytes = std::fs::read(path).map_err(|e| IoError::new(path, e.to_string()))?;
+    let bytes = crate::io::read_limited(path, crate::io::Kind::Checkpoint)?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| IoError::new(path, format!("not a safetensors file: {e}")))?;
     let progress = match meta
