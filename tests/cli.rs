@@ -541,6 +541,8 @@ fn an_input_given_twice_is_an_error() {
         assert_eq!(o.status.code(), Some(2), "{e}");
         assert!(e.contains("input `image` twice"), "{e}");
     }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hostile files: imports that cannot read secrets, bounded reads, escaped control characters
 
