@@ -316,6 +316,7 @@ pub fn seeds(format: Format) -> Vec<Vec<u8>> {
             optimizer: "sgd".into(),
             seed: 3,
             history: vec![record(1)],
+            ..Progress::default()
         })],
         Format::Npy => {
             let a = ArrayD::from_shape_vec(IxDyn(&[2, 3, 4]), (0..24).map(|i| i as f32).collect());
