@@ -130,6 +130,8 @@ fn inference_is_bit_identical_at_every_thread_count() {
     let cases: &[(&str, &[&str], &[usize])] = &[
         ("lenet5", &[], &[1, 5, 16]),
         ("mini_resnet", &[], &[1, 3, 6]),
+        ("mini_inception", &[], &[1, 3]),
+        ("edge_detect", &["size=40"], &[1, 2]),
         ("vgg_small", &["size=16"], &[1, 3]),
         ("resnet18", &["size=32", "classes=10"], &[1, 3, 16]),
     ];
@@ -149,6 +151,7 @@ fn training_is_bit_identical_at_every_thread_count() {
     let cases: &[(&str, &[&str], &[usize])] = &[
         ("lenet5", &[], &[5, 16]),
         ("mini_resnet", &[], &[3, 8]),
+        ("mini_inception", &[], &[3]),
         ("vgg_small", &["size=16"], &[6]),
         ("resnet18", &["size=32", "classes=10"], &[5]),
     ];
