@@ -2585,7 +2585,9 @@ pub unsafe fn conv_backward_weight(
         unsafe { weight_grad_direct(&full, x, dy, dw, &list, (lo, hi), (c0, c1)) };
         return;
     }
-    if weight_grad_lanes_applies(&full, hi - lo) {
+    // The form is chosen for the whole weight, not the rows this call computes: tasks that
+    // split the output channels then sum in the same order as one task.
+    if weight_grad_lanes_applies(&full, full.o) {
         // SAFETY: forwarded; rows lo..hi and columns c0·taps.. of dw are this call's.
         unsafe { weight_grad_lanes(&full, x, dy, dw, &list, (lo, hi), (c0, c1)) };
         return;
@@ -2601,7 +2603,7 @@ pub unsafe fn conv_backward_weight(
     for grp in 0..full.groups {
         let dwg = unsafe { dw.add(grp * full.og * kdim + c0 * taps) };
         for (k, pack) in list.chunks(per_pack).enumerate() {
-            if npix > BAND_PIXELS && implicit(&g, r1 - r0) {
+            if npix > BAND_PIXELS && implicit(&g, full.og) {
                 // A large image as an implicit GEMM per band: dw += dy_band · slabᵀ, where dy's
                 // band is copied into the slab's pixel numbering (rows WP apart, zeros in the
                 // extra columns, so the slab's extra columns add nothing).

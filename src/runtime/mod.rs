@@ -10,6 +10,7 @@ mod host;
 pub mod pool;
 pub mod post;
 pub mod sgemm;
+mod split;
 mod winograd;
 
 use std::collections::HashMap;
@@ -1078,45 +1079,52 @@ impl Executable {
         })
     }
 
-    /// The weight gradient of a 3×3 stride-1 convolution in Winograd form: each thread sums
-    /// the transformed products of its range of output tiles into its own buffer
-    /// ([`winograd::weight_grad_tiles`]); then the buffers are added (in task order) and
-    /// transformed back, split over output channels.
+    /// The weight gradient of a 3×3 stride-1 convolution in Winograd form: the output tiles
+    /// are cut into chunks chosen from the shapes alone ([`split::chunks`]), each chunk's
+    /// transformed products summed into its own buffer ([`winograd::weight_grad_tiles`],
+    /// cut by output channels when there are fewer chunks than threads, which changes no
+    /// sum); then the buffers are added in chunk order and transformed back, split over
+    /// output channels. The result does not depend on the thread count.
     fn conv_backward_weight_winograd(&self, g: &winograd::Wino, (x, dy): (P, P), out: P) {
         let total = g.n * g.image_tiles();
-        let tasks = self.pool.threads().min(total).max(1);
-        let per = total.div_ceil(tasks);
         let len = g.weight_len();
+        let threads = self.pool.threads();
+        let chunks = split::chunks(total, g.xi() * g.o * g.c, len);
+        let parts = split::parts(chunks.count, threads, g.o);
+        let per_o = g.o.div_ceil(parts);
         WINO_PARTS.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if buf.len() < tasks * len {
-                buf.resize(tasks * len, 0.0);
+            if buf.len() < chunks.count * len {
+                buf.resize(chunks.count * len, 0.0);
             }
-            let parts = P(buf.as_mut_ptr());
-            let used = (0..tasks).filter(|t| t * per < total).count();
-            self.par(used, false, &|t| {
-                let tiles = t * per..((t + 1) * per).min(total);
-                // SAFETY: AVX-512F present (checked by the caller); the batches of x and dy;
-                // each task writes its own part.
-                unsafe {
-                    winograd::weight_grad_tiles(
-                        g,
-                        x.get(),
-                        dy.get(),
-                        parts.get().add(t * len),
-                        tiles,
-                    )
-                };
+            let bufs = P(buf.as_mut_ptr());
+            self.par(chunks.count * parts, false, &|t| {
+                let (k, p) = (t / parts, t % parts);
+                let os = ((p * per_o).min(g.o), ((p + 1) * per_o).min(g.o));
+                if os.0 < os.1 {
+                    // SAFETY: AVX-512F present (checked by the caller); the batches of x and
+                    // dy; each task writes its own output channels of its chunk's buffer.
+                    unsafe {
+                        winograd::weight_grad_tiles(
+                            g,
+                            x.get(),
+                            dy.get(),
+                            bufs.get().add(k * len),
+                            chunks.range(k, total),
+                            os,
+                        )
+                    };
+                }
             });
-            let ptrs: Vec<P> = (0..used)
-                .map(|t| P(parts.get().wrapping_add(t * len)))
+            let ptrs: Vec<P> = (0..chunks.count)
+                .map(|k| P(bufs.get().wrapping_add(k * len)))
                 .collect();
-            let threads = self.pool.threads();
             let per_o = g.o.div_ceil(threads);
             self.par(threads, false, &|t| {
                 let (o0, o1) = ((t * per_o).min(g.o), ((t + 1) * per_o).min(g.o));
                 let parts: Vec<*const f32> = ptrs.iter().map(|p| p.get() as *const f32).collect();
-                // SAFETY: the parts written above; tasks write disjoint output channels of dw.
+                // SAFETY: the buffers written above; tasks write disjoint output channels of
+                // dw.
                 unsafe { winograd::weight_grad_finish(g, &parts, out.get(), o0, o1) };
             });
         });
@@ -1205,12 +1213,12 @@ impl Executable {
         epi.is_some()
     }
 
-    /// `dw = conv_backward_weight(x, dy)`. With enough pixels per thread, each task sums its
-    /// share of the images into its own buffer and the partial sums are added in task order
-    /// (the result depends on the number of threads, not on scheduling). With few pixels
-    /// (small late-stage maps), tasks split the input channels (dw's columns) instead, or
-    /// the output channels when there are too few inputs, and each sees the whole batch, so
-    /// the GEMMs keep a long inner dimension and need no partial sums.
+    /// `dw = conv_backward_weight(x, dy)`: the images are cut into chunks chosen from the
+    /// shapes alone ([`split::chunks`]); each chunk's sum goes to its own buffer (the first
+    /// to `dw`) and the buffers are added in chunk order, so the result does not depend on
+    /// the thread count. When there are fewer chunks than threads, each chunk's task is cut
+    /// further by input channels (the columns of dw, so each packs only its own channels'
+    /// im2col rows), or by output channels when there are few inputs: that changes no sum.
     fn conv_backward_weight(&self, kind: &ContractionKind, ins: &[P], out: P) {
         let ContractionKind::Conv2d {
             n,
@@ -1231,61 +1239,45 @@ impl Executable {
             self.conv_backward_weight_winograd(&g, (x, dy), out);
             return;
         }
-        let pixels = n * conv_pixels(kind);
-        if groups == 1 && threads > 1 && pixels < 1024 * threads && c.max(o) >= 2 * threads {
-            // Few pixels: tasks split the input channels, i.e. the columns of dw, so each packs
-            // only its own channels' im2col rows; with too few input channels, the output
-            // channels (every task then packs all the rows).
-            let inputs = c >= 2 * threads;
-            let total = if inputs { c } else { o };
-            let per = total.div_ceil(threads);
-            self.par(threads, small, &|t| {
-                let part = (t * per, ((t + 1) * per).min(total));
-                if part.0 < part.1 {
-                    let (outs, ins) = if inputs {
-                        ((0, o), part)
-                    } else {
-                        (part, (0, c))
-                    };
-                    // SAFETY: whole batches of x and dy; each task writes its own columns (or
-                    // rows) of dw.
-                    unsafe {
-                        contraction::conv_backward_weight(
-                            kind,
-                            x.get(),
-                            dy.get(),
-                            out.get(),
-                            0..n,
-                            outs,
-                            ins,
-                        )
-                    };
-                }
-            });
-            return;
-        }
-        let tasks = n.min(threads).max(1);
-        let per = n.div_ceil(tasks);
-        let mut partials = vec![0.0f32; len * (tasks - 1)];
+        let chunks = split::chunks(n, conv_macs(kind) / n.max(1), len);
+        let parts = if groups == 1 {
+            split::parts(chunks.count, threads, c.max(o))
+        } else {
+            1
+        };
+        let inputs = c >= 2 * parts || o < parts;
+        let total = if inputs { c } else { o };
+        let per = total.div_ceil(parts);
+        let mut partials = vec![0.0f32; len * (chunks.count - 1)];
         let part = P(partials.as_mut_ptr());
-        self.par(tasks, small, &|t| {
-            let imgs = t * per..((t + 1) * per).min(n);
-            let dst = if t == 0 {
+        self.par(chunks.count * parts, small, &|t| {
+            let (k, p) = (t / parts, t % parts);
+            let piece = ((p * per).min(total), ((p + 1) * per).min(total));
+            if piece.0 >= piece.1 {
+                return;
+            }
+            let (outs, ins) = match (parts, inputs) {
+                (1, _) => ((0, o), (0, c / groups)),
+                (_, true) => ((0, o), piece),
+                (_, false) => (piece, (0, c)),
+            };
+            let dst = if k == 0 {
                 out.get()
             } else {
-                // SAFETY: partial t-1 is len floats inside `partials`.
-                unsafe { part.get().add((t - 1) * len) }
+                // SAFETY: partial k-1 is len floats inside `partials`.
+                unsafe { part.get().add((k - 1) * len) }
             };
-            // SAFETY: whole batches of x and dy; each task writes its own dw buffer.
+            // SAFETY: whole batches of x and dy; each task writes its own piece (rows or
+            // columns) of its chunk's dw buffer.
             unsafe {
                 contraction::conv_backward_weight(
                     kind,
                     x.get(),
                     dy.get(),
                     dst,
-                    imgs,
-                    (0, o),
-                    (0, c / groups),
+                    chunks.range(k, n),
+                    outs,
+                    ins,
                 )
             };
         });

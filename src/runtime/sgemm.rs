@@ -369,7 +369,24 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE
     kc: usize,
     t: &Tile,
 ) {
+    // With `load`, the sums start from dst (the earlier slices of k, or what `accumulate`
+    // adds to), so every element is one chain of multiply-adds over `k` in order, however
+    // `k`, the rows and the columns are cut into slices, tiles and tasks (the result does
+    // not depend on the thread count).
     let mut acc = [[_mm512_setzero_ps(); V]; R];
+    if t.load {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, c) in row.iter_mut().enumerate() {
+                // SAFETY: lanes of row i of the tile (the last vector masked).
+                *c = unsafe {
+                    _mm512_maskz_loadu_ps(
+                        if v + 1 == V { t.mask } else { 0xffff },
+                        t.dst.offset(i as isize * t.dst_rs).add(16 * v),
+                    )
+                };
+            }
+        }
+    }
     let (mut a, mut b) = (t.a, t.b);
     let mut rows = t.b_rows;
     let (a_rs, a_cs, b_rs, mask) = (t.a_rs, t.a_cs, t.b_rs, t.mask);
@@ -435,23 +452,11 @@ unsafe fn kernel<const R: usize, const V: usize, const MASK_B: bool, const TABLE
     for _ in 0..last {
         step!();
     }
-    // With `load`, the partial sums in dst first; then the epilogue, if any (on the last
-    // slice of k): `relu?(((acc (+ dst)) + bias) + res)`, the operations of
-    // [`super::post::Post::value`] on 16 lanes (ReLU is `maxps(0, x)`, whose second operand
-    // wins for NaN and two zeros, as there). One short loop per part: LLVM unrolls each fully,
-    // so the accumulators stay in registers (one loop doing all parts was not unrolled, and
-    // then the tile lived in memory through the whole product).
-    if t.load {
-        for (i, row) in acc.iter_mut().enumerate() {
-            for (v, c) in row.iter_mut().enumerate() {
-                // SAFETY: lanes of row i of the tile (the last vector masked).
-                let d = unsafe { t.dst.offset(i as isize * t.dst_rs).add(16 * v) };
-                *c = _mm512_add_ps(*c, unsafe {
-                    _mm512_maskz_loadu_ps(if v + 1 == V { mask } else { 0xffff }, d)
-                });
-            }
-        }
-    }
+    // The epilogue, if any (on the last slice of k): `relu?((acc + bias) + res)`, the
+    // operations of [`super::post::Post::value`] on 16 lanes (ReLU is `maxps(0, x)`, whose
+    // second operand wins for NaN and two zeros, as there). One short loop per part: LLVM
+    // unrolls each fully, so the accumulators stay in registers (one loop doing all parts was
+    // not unrolled, and then the tile lived in memory through the whole product).
     if let Some(post) = t.post {
         if !post.bias.is_null() {
             for (i, row) in acc.iter_mut().enumerate() {

@@ -503,8 +503,10 @@ pub unsafe fn conv_tiles(
 /// `du[ξ][o][c] = Σ_t (A·dy_t·Aᵀ)[ξ] · (Bᵀ·d_t·B)[ξ]`, where `dy_t` is tile `t` of the output
 /// gradient (2×2, zero past the output's edge) and `d_t` its input tile, as in the forward
 /// pass. Per block of tiles, both transforms, then 16 products `Z[ξ] · V[ξ]ᵀ` (output
-/// channels × tiles × input channels) added into `du`. `du` is written (the first block
-/// overwrites it). [`weight_grad_finish`] turns the sums into the gradient.
+/// channels × tiles × input channels) added into `du`, for output channels `o0..o1` (rows
+/// `o0..o1` of each `du[ξ]` are written; the first block overwrites them). Each sum is one
+/// chain over the tiles in order, however the output channels are cut.
+/// [`weight_grad_finish`] turns the sums into the gradient.
 ///
 /// # Safety
 /// AVX-512F present; `x` the input batch, `dy` the output gradient batch, `du`
@@ -516,12 +518,13 @@ pub unsafe fn weight_grad_tiles(
     dy: *const f32,
     du: *mut f32,
     tiles: std::ops::Range<usize>,
+    (lo, hi): (usize, usize),
 ) {
     // SAFETY: AVX-512F present; the buffers hold a block; x, dy, du by the contract.
     unsafe {
         for_blocks(g, x, tiles.clone(), |v, z, (b0, b1), t| {
-            for o0 in (0..g.o).step_by(CHANNELS) {
-                let os = o0..(o0 + CHANNELS).min(g.o);
+            for o0 in (lo..hi).step_by(CHANNELS) {
+                let os = o0..(o0 + CHANNELS).min(hi);
                 for (run, first) in runs(g, b0, b1) {
                     if g.m == 4 {
                         grad_tiles4(g, dy, run, os.clone(), z.add(first - b0), t);
@@ -532,12 +535,12 @@ pub unsafe fn weight_grad_tiles(
             }
             for xi in 0..g.xi() {
                 let ok = super::sgemm::sgemm(
-                    g.o,
+                    hi - lo,
                     g.c,
                     b1 - b0,
-                    du.add(xi * g.us()),
+                    du.add(xi * g.us() + lo * g.c),
                     g.c as isize,
-                    z.add(xi * g.ms(t)),
+                    z.add(xi * g.ms(t) + lo * t),
                     t as isize,
                     1,
                     v.add(xi * g.vs(t)),
@@ -1449,7 +1452,9 @@ mod tests {
                     continue;
                 }
                 let mut du = vec![f32::NAN; g.weight_len()];
-                unsafe { weight_grad_tiles(&g, x.as_ptr(), dy.as_ptr(), du.as_mut_ptr(), r) };
+                unsafe {
+                    weight_grad_tiles(&g, x.as_ptr(), dy.as_ptr(), du.as_mut_ptr(), r, (0, o))
+                };
                 bufs.push(du);
             }
             let ptrs: Vec<*const f32> = bufs.iter().map(|b| b.as_ptr()).collect();
