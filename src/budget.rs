@@ -543,7 +543,8 @@ fn kernel_scratch(body: &KernelBody, threads: u64) -> (u64, u64, u64) {
 }
 
 /// Inference at `batch` on `threads` threads, from the layer graph to the outputs: the caller's
-/// weights, the executable, the inputs and the outputs. Refused against `limit` (see
+/// weights and their f32 copy (`model::params_f32`), the executable, the inputs and the
+/// outputs. Refused against `limit` (see
 /// [`Estimate::check`]) before lowering when the layer graph alone is too large.
 pub fn check_inference(
     lg: &LayerGraph,
@@ -556,6 +557,7 @@ pub fn check_inference(
     let fused = crate::fuse::fuse(&prims);
     let plan = crate::plan::plan(&fused);
     let mut e = parameters(lg, "the weights");
+    e.extend("", parameters(lg, "their f32 copy for compiling"));
     e.extend("", executable(&fused, &plan, threads, Some(lg)));
     for (name, b) in fused.inputs.iter().chain(&fused.outputs) {
         let s = &fused.buffers[*b].shape;

@@ -236,7 +236,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
         Err(e) => return fail(format!("error: {e}")),
     };
     let t_compile = t1.elapsed();
-    let inputs: Vec<(String, ArrayD<f32>)> = spec
+    let inputs: Result<Vec<(String, ArrayD<f32>)>, String> = spec
         .graph
         .inputs
         .iter()
@@ -244,15 +244,16 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
             let mut shape = vec![batch];
             shape.extend(&i.shape);
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n)
-                .map(|k| ((k * 7919 % 1000) as f32) / 1000.0 - 0.5)
-                .collect();
-            (
-                i.name.clone(),
-                ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape"),
-            )
+            let values = (0..n).map(|k| ((k * 7919 % 1000) as f32) / 1000.0 - 0.5);
+            let data = crate::budget::try_copy(values, &format!("input `{}`", i.name))?;
+            let x = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?;
+            Ok((i.name.clone(), x))
         })
         .collect();
+    let inputs = match inputs {
+        Ok(i) => i,
+        Err(e) => return fail(format!("error: {e}")),
+    };
     let refs: Vec<(&str, &ArrayD<f32>)> = inputs.iter().map(|(n, x)| (n.as_str(), x)).collect();
     for _ in 0..warmup {
         if let Err(e) = exe.run(&refs) {
