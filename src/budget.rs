@@ -342,6 +342,36 @@ fn layer_bound(lg: &LayerGraph, batch: usize) -> Estimate {
     e
 }
 
+/// Refuses `lg` at `batch` when its tensors together reach 64 PiB, so that no size computed
+/// while lowering, fusing or planning it (even for the training graph, a few times more
+/// tensors) can overflow. For commands that only show the graph and allocate nothing big.
+pub fn check_sizes(lg: &LayerGraph, batch: usize) -> Result<(), String> {
+    const MAX: u64 = 1 << 56;
+    let mut total = parameters(lg, "").total();
+    let mut largest: Option<(u64, &str, Vec<usize>)> = None;
+    for n in &lg.nodes {
+        let mut s = vec![batch];
+        s.extend_from_slice(&n.shape);
+        let b = f32_bytes(&s);
+        total = total.saturating_add(b);
+        if largest.as_ref().is_none_or(|l| b > l.0) {
+            largest = Some((b, &n.path, s));
+        }
+    }
+    if total < MAX {
+        return Ok(());
+    }
+    let (b, path, s) = largest.unwrap_or_default();
+    Err(format!(
+        "at batch {batch} this model's tensors come to {} (the largest, \
+         `{path}` {}, {}): more than any size netc computes with\n  help: use a smaller \
+         batch (`--batch`)",
+        bytes_text(total),
+        shape_text(&s),
+        bytes_text(b)
+    ))
+}
+
 /// Refuses `lg` at `batch` when the layer graph alone (one copy of the parameters, the input
 /// and the largest activation) exceeds `limit`: a check cheap enough to run before lowering,
 /// so that lowering never computes sizes that overflow.

@@ -263,6 +263,10 @@ pub fn run(cli: Cli) -> ExitCode {
             ..
         } => match load(&spec, &model) {
             Ok(s) => {
+                if let Err(e) = crate::budget::check_sizes(&s.graph, batch.max(1)) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
                 let (prims, fused) = if train {
                     match crate::model::train_stages(&s, batch.max(1)) {
                         Ok(x) => x,

@@ -466,18 +466,19 @@ fn models_too_large_for_memory_are_refused_before_allocating() {
     ] {
         assert_refused(&netc(cmd), &[big_batch]);
     }
-    // A batch whose sizes overflow 64 bits.
-    assert_refused(
-        &netc(&[
-            "bench",
-            "specs/lenet5.net",
-            "--batch",
-            "18446744073709551615",
-        ]),
-        &["more than 4 EiB"],
-    );
-    // dense(1000000) needs about 5 GiB: refused under an 8 GiB limit as on the machine where
-    // it aborted.
+    // A batch whose sizes overflow 64 bits; `graph`, which allocates nothing big, refuses it
+    // too (its size arithmetic overflowed: a panic).
+    let huge = ["--batch", "18446744073709551615"];
+    let bench = netc(&[&["bench", "specs/lenet5.net"][..], &huge].concat());
+    assert_refused(&bench, &["more than 4 EiB"]);
+    for train in [&[][..], &["--train"]] {
+        let graph = ["graph", "specs/lenet5.net", "--stage", "fused"];
+        let o = netc(&[&graph[..], &huge, train].concat());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("more than any size netc computes with"));
+    }
+    // dense(1000000): its inference needs about 5.4 GiB (weights, their copy, the folded
+    // constants), refused under a 4 GiB limit.
     let dense = mutated_lenet5("dense_1m", "fc1: dense(120)", "fc1: dense(1000000)");
     let o = netc(&["bench", dense.to_str().unwrap(), "--memory-limit", "4G"]);
     assert_refused(
