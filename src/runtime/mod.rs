@@ -203,7 +203,8 @@ fn eval_consts(
                     ));
                 }
                 let what = format!("parameter #{index}");
-                array(&node.shape, p.iter().copied(), &what)?
+                ArrayD::from_shape_vec(p.raw_dim(), copy_of(p, &what)?)
+                    .map_err(|e| e.to_string())?
             }
             // A reshape of a parameter (biases, scales) needs no evaluation beyond a copy.
             op => {
@@ -223,6 +224,15 @@ fn eval_consts(
         vals.insert(v, value);
     }
     Ok(vals)
+}
+
+/// The values of `a` in row-major order, allocated fallibly ([`crate::budget`]); a plain copy
+/// when `a` is contiguous.
+fn copy_of(a: &ArrayD<f32>, what: &str) -> Result<Vec<f32>, String> {
+    match a.as_slice() {
+        Some(s) => crate::budget::try_copy(s.iter().copied(), what),
+        None => crate::budget::try_copy(a.iter().copied(), what),
+    }
 }
 
 /// An array of `shape` from row-major values, allocated fallibly ([`crate::budget`]).
@@ -360,16 +370,13 @@ impl Executable {
                     ));
                 }
                 let what = format!("parameter #{index}");
-                consts.insert(
-                    i,
-                    Arc::new(crate::budget::try_copy(p.iter().copied(), &what)?),
-                );
+                consts.insert(i, Arc::new(copy_of(p, &what)?));
                 continue;
             }
             if let BufKind::Const(v) = b.kind {
                 let a = &vals[&v];
                 let what = format!("a constant of {}", fused.prims.nodes[v].origin);
-                let data = crate::budget::try_copy(a.iter().copied(), &what)?;
+                let data = copy_of(a, &what)?;
                 const_bytes += data.len() * 4;
                 consts.insert(i, Arc::new(data));
             }
