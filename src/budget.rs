@@ -282,6 +282,18 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>, 
     Ok(v)
 }
 
+/// Whether `len` values of `T` can be allocated now (a trial allocation, released at once), for
+/// code that allocates infallibly: the error names `what`.
+pub fn try_reserve<T>(len: usize, what: &str) -> Result<(), String> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        format!(
+            "cannot allocate {} for {what}",
+            bytes_text((len as u64).saturating_mul(std::mem::size_of::<T>() as u64))
+        )
+    })
+}
+
 /// A copy of `src` made with [`try_filled`]'s fallible allocation.
 pub fn try_copy<T: Copy>(
     src: impl ExactSizeIterator<Item = T>,

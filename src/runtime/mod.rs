@@ -215,7 +215,7 @@ fn eval_consts(
                     None => {
                         // The interpreter allocates infallibly: a trial allocation of the
                         // result's size first turns a failure into an error.
-                        drop(crate::budget::try_filled(numel(&node.shape), 0f32, &what)?);
+                        crate::budget::try_reserve::<f32>(numel(&node.shape), &what)?;
                         crate::reference::eval_node(op, &ins, &node.shape)
                     }
                 }
@@ -256,7 +256,8 @@ fn fast_const(
     use ndarray::IxDyn;
     match op {
         Op::Reshape if numel(ins[0].shape()) == numel(shape) => {
-            array(shape, ins[0].iter().copied(), what).map(Some)
+            let data = copy_of(ins[0], what)?;
+            Ok(ArrayD::from_shape_vec(IxDyn(shape), data).ok())
         }
         Op::Unary(u) => array(
             ins[0].shape(),
@@ -439,7 +440,12 @@ impl Executable {
             random_step: 0,
             wino_weights: HashMap::new(),
             _jit: jit_handle,
-            arena: crate::budget::try_filled(plan.arena_len, 0.0, "the arena")?,
+            // A trial allocation first, then a zeroed one, whose pages the system provides
+            // as kernels first write them (not now, while the folded values are still held).
+            arena: {
+                crate::budget::try_reserve::<f32>(plan.arena_len, "the arena")?;
+                vec![0.0; plan.arena_len]
+            },
             fused,
             plan,
             steps,
