@@ -61,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         normalize: Normalize::from_input(&spec.graph.inputs[0])?,
         checkpoint: None,
         max_steps: None,
+        memory_limit: None,
     };
 
     // 1. "Pretrain" the whole network for an epoch.

@@ -84,6 +84,11 @@ pub enum Command {
         /// Seed for the initialization when no weights are given.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// The most memory to use, e.g. `8G`, `512M` (default: the memory available, from
+        /// /proc/meminfo or the cgroup's limit); a model estimated to need more is refused
+        /// before anything is allocated.
+        #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+        memory_limit: Option<u64>,
     },
     /// Measure compile time, latency, throughput and memory.
     Bench {
@@ -114,6 +119,11 @@ pub enum Command {
         /// inference.
         #[arg(long)]
         train: bool,
+        /// The most memory to use, e.g. `8G`, `512M` (default: the memory available, from
+        /// /proc/meminfo or the cgroup's limit); a model estimated to need more is refused
+        /// before anything is allocated.
+        #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+        memory_limit: Option<u64>,
     },
     /// Train a model (defaults from the spec's `train { }` section) on a dataset, with
     /// validation each epoch, checkpoints, curves and a JSON line of final metrics.
@@ -138,6 +148,11 @@ pub enum Command {
         /// mode, cross-entropy, backward) instead of inference
         #[arg(long)]
         train: bool,
+        /// The most memory to use, e.g. `8G`, `512M` (default: the memory available, from
+        /// /proc/meminfo or the cgroup's limit); a model estimated to need more is refused
+        /// before anything is allocated.
+        #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+        memory_limit: Option<u64>,
     },
 }
 
@@ -248,6 +263,10 @@ pub fn run(cli: Cli) -> ExitCode {
             ..
         } => match load(&spec, &model) {
             Ok(s) => {
+                if let Err(e) = crate::budget::check_sizes(&s.graph, batch.max(1)) {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
                 let (prims, fused) = if train {
                     match crate::model::train_stages(&s, batch.max(1)) {
                         Ok(x) => x,
@@ -275,14 +294,15 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             threads,
             seed,
+            memory_limit,
         } => match load(&spec, &model) {
             Ok(s) => crate::cli_run::run(
                 &s,
                 weights.as_deref(),
                 &input,
                 output.as_deref(),
-                threads,
-                seed,
+                (threads, seed),
+                memory_limit,
             ),
             Err(c) => c,
         },
@@ -297,6 +317,7 @@ pub fn run(cli: Cli) -> ExitCode {
             profile,
             profile_json,
             train,
+            memory_limit,
         } => match options(&model) {
             Ok(o) if train => ExitCode::from(crate::train::bench::cli(
                 &spec,
@@ -308,6 +329,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     warmup,
                     profile: profile || profile_json.is_some(),
                     seed: 0,
+                    memory_limit,
                 },
                 json,
                 profile_json.as_deref(),
@@ -323,6 +345,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     json,
                     profile: profile || profile_json.is_some(),
                     profile_json: profile_json.as_deref(),
+                    memory_limit,
                 },
             ),
             Err(e) => {
@@ -340,6 +363,7 @@ pub fn run(cli: Cli) -> ExitCode {
             emit,
             batch,
             train,
+            memory_limit,
         } => match load(&spec, &model) {
             Ok(s) => crate::cli_run::compile_cmd(
                 &s,
@@ -349,6 +373,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     Emit::Asm => "asm",
                 }),
                 train,
+                memory_limit,
             ),
             Err(c) => c,
         },

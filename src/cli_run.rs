@@ -70,13 +70,9 @@ pub fn run(
     weights_path: Option<&Path>,
     inputs: &[String],
     output: Option<&Path>,
-    threads: usize,
-    seed: u64,
+    (threads, seed): (usize, u64),
+    memory_limit: Option<u64>,
 ) -> ExitCode {
-    let w = match weights(spec, weights_path, seed) {
-        Ok(w) => w,
-        Err(c) => return c,
-    };
     // `--input x.npy` for a single-input model, `--input name=path` otherwise.
     let mut named: Vec<(String, ArrayD<f32>)> = Vec::new();
     for s in inputs {
@@ -122,7 +118,20 @@ pub fn run(
             x.shape()[0]
         ));
     }
-    let mut exe = match compile(spec, &params_f32(&w), CompileOptions { batch, threads }) {
+    // Before the weights are read or made: everything must fit.
+    if let Err(e) = crate::budget::check_inference(&spec.graph, batch, threads, memory_limit) {
+        return fail(format!("error: {e}"));
+    }
+    let w = match weights(spec, weights_path, seed) {
+        Ok(w) => w,
+        Err(c) => return c,
+    };
+    let opts = CompileOptions {
+        batch,
+        threads,
+        memory_limit,
+    };
+    let mut exe = match compile(spec, &params_f32(&w), opts) {
         Ok(e) => e,
         Err(e) => return fail(format!("error: {e}")),
     };
@@ -193,6 +202,8 @@ pub struct BenchRun<'a> {
     pub profile: bool,
     /// Also write the JSON report (with the profile) to this file.
     pub profile_json: Option<&'a std::path::Path>,
+    /// The memory budget in bytes (`None`: what is available), see [`crate::budget`].
+    pub memory_limit: Option<u64>,
 }
 
 /// `netc bench`
@@ -206,6 +217,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
         json,
         profile,
         profile_json,
+        memory_limit,
     } = run;
     let t0 = Instant::now();
     let spec = match crate::spec::load_file(path, opts) {
@@ -213,15 +225,25 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
         Err(e) => return fail(e),
     };
     let t_front = t0.elapsed();
+    // Before the weights are made: everything must fit.
+    let estimate = match crate::budget::check_inference(&spec.graph, batch, threads, memory_limit) {
+        Ok(e) => e.total(),
+        Err(e) => return fail(format!("error: {e}")),
+    };
     let w = Weights::init(&spec.graph, 0);
     let params = params_f32(&w);
     let t1 = Instant::now();
-    let mut exe = match compile(&spec, &params, CompileOptions { batch, threads }) {
+    let opts = CompileOptions {
+        batch,
+        threads,
+        memory_limit,
+    };
+    let mut exe = match compile(&spec, &params, opts) {
         Ok(e) => e,
         Err(e) => return fail(format!("error: {e}")),
     };
     let t_compile = t1.elapsed();
-    let inputs: Vec<(String, ArrayD<f32>)> = spec
+    let inputs: Result<Vec<(String, ArrayD<f32>)>, String> = spec
         .graph
         .inputs
         .iter()
@@ -229,15 +251,16 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
             let mut shape = vec![batch];
             shape.extend(&i.shape);
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n)
-                .map(|k| ((k * 7919 % 1000) as f32) / 1000.0 - 0.5)
-                .collect();
-            (
-                i.name.clone(),
-                ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape"),
-            )
+            let values = (0..n).map(|k| ((k * 7919 % 1000) as f32) / 1000.0 - 0.5);
+            let data = crate::budget::try_copy(values, &format!("input `{}`", i.name))?;
+            let x = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?;
+            Ok((i.name.clone(), x))
         })
         .collect();
+    let inputs = match inputs {
+        Ok(i) => i,
+        Err(e) => return fail(format!("error: {e}")),
+    };
     let refs: Vec<(&str, &ArrayD<f32>)> = inputs.iter().map(|(n, x)| (n.as_str(), x)).collect();
     for _ in 0..warmup {
         if let Err(e) = exe.run(&refs) {
@@ -284,7 +307,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
                              "min": min.as_secs_f64() * 1e3, "max": max.as_secs_f64() * 1e3 },
             "images_per_s": ips, "gflops_per_s": gflops,
             "arena_bytes": st.arena_bytes, "unshared_bytes": st.unshared_bytes, "const_bytes": st.const_bytes,
-            "peak_rss_bytes": rss,
+            "estimate_bytes": estimate, "peak_rss_bytes": rss,
         });
         if let Some(peak) = peak {
             v["profile"] = serde_json::json!({
@@ -359,10 +382,11 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
             }
         }
         println!(
-            "memory: arena {:.1} MiB (without reuse {:.1} MiB), constants {:.1} MiB, peak RSS {}",
+            "memory: arena {:.1} MiB (without reuse {:.1} MiB), constants {:.1} MiB, estimate {:.1} MiB, peak RSS {}",
             st.arena_bytes as f64 / 1048576.0,
             st.unshared_bytes as f64 / 1048576.0,
             st.const_bytes as f64 / 1048576.0,
+            estimate as f64 / 1048576.0,
             rss.map_or("unknown".into(), |b| format!(
                 "{:.1} MiB",
                 b as f64 / 1048576.0
@@ -376,19 +400,35 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
 ///
 /// With `train`, the training step `netc bench --train` times (forward in training mode,
 /// cross-entropy, backward, ready for an SGD update) instead of inference.
-pub fn compile_cmd(spec: &Spec, batch: usize, emit: Option<&str>, train: bool) -> ExitCode {
+pub fn compile_cmd(
+    spec: &Spec,
+    batch: usize,
+    emit: Option<&str>,
+    train: bool,
+    memory_limit: Option<u64>,
+) -> ExitCode {
     let t = Instant::now();
     if train {
-        let (_, mut tr) = match crate::train::bench::bench_trainer(spec.graph.clone(), batch, 0, 1)
-        {
-            Ok(t) => t,
-            Err(e) => return fail(format!("error: {e}")),
-        };
+        let (_, mut tr, _) =
+            match crate::train::bench::bench_trainer(spec.graph.clone(), batch, 0, 1, memory_limit)
+            {
+                Ok(t) => t,
+                Err(e) => return fail(format!("error: {e}")),
+            };
         let total = t.elapsed();
         return print_kernels(tr.executable(), total, emit);
     }
+    // Before the weights are made: everything must fit.
+    if let Err(e) = crate::budget::check_inference(&spec.graph, batch, 1, memory_limit) {
+        return fail(format!("error: {e}"));
+    }
     let w = Weights::init(&spec.graph, 0);
-    let exe = match compile(spec, &params_f32(&w), CompileOptions { batch, threads: 1 }) {
+    let opts = CompileOptions {
+        batch,
+        threads: 1,
+        memory_limit,
+    };
+    let exe = match compile(spec, &params_f32(&w), opts) {
         Ok(e) => e,
         Err(e) => return fail(format!("error: {e}")),
     };

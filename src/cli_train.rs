@@ -84,6 +84,11 @@ pub struct TrainArgs {
     /// Only the final JSON line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// The most memory to use, e.g. `8G`, `512M` (default: the memory available, from
+    /// /proc/meminfo or the cgroup's limit); training estimated to need more is refused
+    /// before anything is allocated.
+    #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+    pub memory_limit: Option<u64>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -210,6 +215,18 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         return fail(e);
     }
     let data_seconds = t_data.elapsed().as_secs_f64();
+    // Before the weights are read or made: the whole training must fit.
+    let batch = args.batch.or(cfg.batch).unwrap_or(64).max(1);
+    if let Err(e) = crate::budget::check_training(
+        &lg,
+        (batch, batch.min(data.test.len())),
+        args.threads.max(1),
+        &loss,
+        &settings_opt,
+        args.memory_limit,
+    ) {
+        return fail(e);
+    }
 
     let run_dir = args
         .out
@@ -282,7 +299,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     };
     let settings = Settings {
         epochs: args.epochs.or(cfg.epochs).unwrap_or(5),
-        batch: args.batch.or(cfg.batch).unwrap_or(64).max(1),
+        batch,
         loss,
         optimizer: settings_opt.clone(),
         schedule: cfg
@@ -295,6 +312,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         normalize,
         checkpoint: Some(ckpt_path.clone()),
         max_steps: args.max_steps,
+        memory_limit: args.memory_limit,
     };
     if !args.quiet {
         eprintln!(

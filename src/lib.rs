@@ -6,6 +6,7 @@
 //! out; start at `ARCHITECTURE.md` for the map.
 
 pub mod autodiff;
+pub mod budget;
 pub mod cli;
 pub mod cli_run;
 pub mod cli_train;

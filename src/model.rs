@@ -29,6 +29,9 @@ pub struct CompileOptions {
     /// Threads for running (the calling thread included): `1..=runtime::pool::max_threads()`,
     /// else compiling fails.
     pub threads: usize,
+    /// The most memory the executable may allocate, in bytes; `None`: the memory available
+    /// to the process ([`crate::budget::available`]). Checked before allocating.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for CompileOptions {
@@ -36,6 +39,7 @@ impl Default for CompileOptions {
         CompileOptions {
             batch: 1,
             threads: crate::runtime::pool::default_threads(),
+            memory_limit: None,
         }
     }
 }
@@ -62,14 +66,23 @@ pub fn train_stages(spec: &Spec, batch: usize) -> Result<(Graph, FusedGraph), St
 }
 
 /// Compiles a spec with the given parameter values (indexed like `LayerGraph::params`;
-/// `num_batches_tracked` entries are ignored).
+/// `num_batches_tracked` entries are ignored). What the executable will allocate is checked
+/// against `opts.memory_limit` first ([`crate::budget`]); a model too large for it is an error
+/// naming its largest buffers. Refused before lowering when the layer graph alone cannot fit.
 pub fn compile(
     spec: &Spec,
     params: &[ArrayD<f32>],
     opts: CompileOptions,
 ) -> Result<Executable, String> {
-    let (_, fused) = stages(spec, opts.batch.max(1));
-    Executable::new(fused, params, jit()?, opts.threads)
+    let batch = opts.batch.max(1);
+    crate::budget::check_layers(&spec.graph, batch, opts.memory_limit)?;
+    let (_, fused) = stages(spec, batch);
+    let budget = crate::runtime::Budget {
+        limit: opts.memory_limit,
+        names: Some(&spec.graph),
+        ..Default::default()
+    };
+    Executable::with_budget(fused, params, jit()?, opts.threads, budget)
 }
 
 /// The f32 parameter values of `w` in `LayerGraph::params` order (integer buffers such as

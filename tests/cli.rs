@@ -512,6 +512,7 @@ fn threads_are_bounded() {
     let opts = netc::model::CompileOptions {
         batch: 1,
         threads: max + 1,
+        memory_limit: None,
     };
     let e = netc::model::compile(&spec, &netc::model::params_f32(&w), opts)
         .err()
@@ -804,4 +805,168 @@ fn control_characters_are_escaped_in_every_error() {
     let err = stderr(&o);
     assert!(err.contains("invalid value"), "{err}");
     assert!(!err.contains(['\x1b', '\x07']), "{err:?}");
+}
+
+/// LeNet-5 with `from` replaced by `to`, in a scratch file (a spec that passes `check`).
+fn mutated_lenet5(name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string("specs/lenet5.net").unwrap();
+    assert!(text.contains(from), "{from}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.net"));
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    let ok = netc(&["check", path.to_str().unwrap()]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    path
+}
+
+/// Asserts a refusal for memory: exit 1 (not SIGABRT's 134), the total, the budget, the
+/// largest items (`names` among them) and the fix.
+fn assert_refused(o: &Output, names: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.starts_with("error: this model needs "), "{e}");
+    assert!(e.contains("of memory, more than the memory"), "{e}");
+    assert!(e.contains("largest:"), "{e}");
+    for n in names {
+        assert!(e.contains(n), "{n} not in: {e}");
+    }
+    assert!(
+        e.contains("`--batch`") && e.contains("`--memory-limit SIZE`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn models_too_large_for_memory_are_refused_before_allocating() {
+    // The issue's cases: each passes `check`, then aborted with "memory allocation of N bytes
+    // failed" (exit 134). Each needs terabytes, or more than the limit given.
+    let input = "tests/data/reference/lenet5/input.npy";
+    let classes = ["--set", "classes=2147483647"];
+    let fc3 = "fc3.weight [2147483647, 84] (the weights)";
+    assert_refused(
+        &netc(&[&["bench", "specs/lenet5.net"][..], &classes].concat()),
+        &[fc3],
+    );
+    assert_refused(
+        &netc(&[&["run", "specs/lenet5.net", "--input", input][..], &classes].concat()),
+        &[fc3],
+    );
+    assert_refused(
+        &netc(&[&["compile", "specs/lenet5.net"][..], &classes].concat()),
+        &[fc3],
+    );
+    let big_batch = "input `image` [100000000, 1, 28, 28]";
+    for cmd in [
+        &["bench", "specs/lenet5.net", "--batch", "100000000"][..],
+        &[
+            "bench",
+            "specs/lenet5.net",
+            "--batch",
+            "100000000",
+            "--train",
+        ],
+        &["compile", "specs/lenet5.net", "--batch", "100000000"],
+        &[
+            "compile",
+            "specs/lenet5.net",
+            "--batch",
+            "100000000",
+            "--train",
+        ],
+    ] {
+        assert_refused(&netc(cmd), &[big_batch]);
+    }
+    // A batch whose sizes overflow 64 bits; `graph`, which allocates nothing big, refuses it
+    // too (its size arithmetic overflowed: a panic).
+    let huge = ["--batch", "18446744073709551615"];
+    let bench = netc(&[&["bench", "specs/lenet5.net"][..], &huge].concat());
+    assert_refused(&bench, &["more than 4 EiB"]);
+    for train in [&[][..], &["--train"]] {
+        let graph = ["graph", "specs/lenet5.net", "--stage", "fused"];
+        let o = netc(&[&graph[..], &huge, train].concat());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("more than any size netc computes with"));
+    }
+    // dense(1000000): its inference needs about 5.4 GiB (weights, their copy, the folded
+    // constants), refused under a 4 GiB limit.
+    let dense = mutated_lenet5("dense_1m", "fc1: dense(120)", "fc1: dense(1000000)");
+    let o = netc(&["bench", dense.to_str().unwrap(), "--memory-limit", "4G"]);
+    assert_refused(
+        &o,
+        &["fc1.weight [1000000, 400] (the weights)", "limit, 4.0 GiB"],
+    );
+    // An input of [1000000, 28, 28].
+    let wide = mutated_lenet5(
+        "wide_input",
+        "input image: [1, size, size]",
+        "input image: [1000000, size, size]",
+    );
+    let o = netc(&["bench", wide.to_str().unwrap(), "--memory-limit", "16G"]);
+    assert_refused(&o, &["[1, 1000000, 28, 28]"]);
+}
+
+#[test]
+fn memory_limit_flag_sets_the_budget() {
+    // LeNet-5 at batch 1 fits in a few hundred KiB beside the process itself, and by default.
+    let ok = netc(&["bench", "specs/lenet5.net", "--iters", "1", "--warmup", "0"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let ok = netc(&[
+        "bench",
+        "specs/lenet5.net",
+        "--iters",
+        "1",
+        "--memory-limit",
+        "64M",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let s = stdout(&ok);
+    assert!(s.contains(", estimate ") && s.contains("peak RSS"), "{s}");
+    // A limit below what it needs refuses it, naming the limit.
+    let input = "tests/data/reference/lenet5/input.npy";
+    for cmd in [
+        &["bench", "specs/lenet5.net", "--memory-limit", "100K"][..],
+        &[
+            "run",
+            "specs/lenet5.net",
+            "--input",
+            input,
+            "--memory-limit",
+            "100k",
+        ],
+        &["compile", "specs/lenet5.net", "--memory-limit", "100KiB"],
+        &[
+            "compile",
+            "specs/lenet5.net",
+            "--train",
+            "--memory-limit",
+            "0.09765625M",
+        ],
+        &[
+            "bench",
+            "specs/lenet5.net",
+            "--train",
+            "--memory-limit",
+            "100K",
+        ],
+    ] {
+        assert_refused(
+            &netc(cmd),
+            &["the memory limit, 100.0 KiB", "fc1.weight [120, 400]"],
+        );
+    }
+    // Values that are no size are usage errors naming the flag.
+    for bad in ["0", "0G", "lots", "-1G", "8X", "1.5.2G", "99999999999T"] {
+        let o = netc(&[
+            "bench",
+            "specs/lenet5.net",
+            &format!("--memory-limit={bad}"),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--memory-limit <SIZE>"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }

@@ -53,7 +53,16 @@ fn differing(want: &[(String, Vec<f32>)], got: &[(String, Vec<f32>)]) -> Vec<Str
 /// The model's outputs at batch `batch` with `threads` threads, on a fixed input.
 fn infer(s: &Spec, batch: usize, threads: usize) -> Vec<(String, Vec<f32>)> {
     let w = Weights::init(&s.graph, 7);
-    let mut exe = compile(s, &params_f32(&w), CompileOptions { batch, threads }).unwrap();
+    let mut exe = compile(
+        s,
+        &params_f32(&w),
+        CompileOptions {
+            batch,
+            threads,
+            memory_limit: None,
+        },
+    )
+    .unwrap();
     let mut shape = vec![batch];
     shape.extend(&s.graph.inputs[0].shape);
     let n = shape.iter().product();

@@ -27,6 +27,7 @@ fn reference_models_match_pytorch() {
             let opts = CompileOptions {
                 batch: x.shape()[0],
                 threads,
+                memory_limit: None,
             };
             let mut exe = compile(&spec, &params_f32(&w), opts).unwrap();
             let out = exe.run(&[("image", &x)]).unwrap();
@@ -96,7 +97,16 @@ fn every_spec_matches_the_reference_interpreter() {
             .collect();
         let prims = netc::lower::lower(&spec.graph, batch);
         let want = netc::reference::run::<f32>(&prims, &params, &refs).unwrap();
-        let mut exe = compile(&spec, &params, CompileOptions { batch, threads: 2 }).unwrap();
+        let mut exe = compile(
+            &spec,
+            &params,
+            CompileOptions {
+                batch,
+                threads: 2,
+                memory_limit: None,
+            },
+        )
+        .unwrap();
         let feed: Vec<(&str, &ArrayD<f32>)> = inputs.iter().map(|(n, x)| (n.as_str(), x)).collect();
         let got = exe.run(&feed).unwrap();
         for ((oname, g), w) in got.iter().zip(&want) {
@@ -119,6 +129,7 @@ fn bad_inputs_are_errors_not_panics() {
         CompileOptions {
             batch: 2,
             threads: 2,
+            memory_limit: None,
         },
     )
     .unwrap();

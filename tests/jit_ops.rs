@@ -194,6 +194,7 @@ fn check(case: &Case) -> Result<bool, TestCaseError> {
         let opts = CompileOptions {
             batch: case.batch,
             threads,
+            memory_limit: None,
         };
         let mut exe = compile(&spec, &params, opts)
             .map_err(|e| TestCaseError::fail(format!("compile: {e}")))?;
@@ -532,7 +533,11 @@ fn winograd_transformed_weights_are_reused_across_runs() {
     let params = params_f32(&weights(&spec.graph, 7));
     for batch in [1, 2] {
         let prims = netc::lower::lower(&spec.graph, batch);
-        let opts = CompileOptions { batch, threads: 2 };
+        let opts = CompileOptions {
+            batch,
+            threads: 2,
+            memory_limit: None,
+        };
         let mut exe = compile(&spec, &params, opts).unwrap();
         for seed in [11, 12, 13] {
             let x = input(&[batch, 16, 28, 28], seed);

@@ -20,6 +20,7 @@ fn bench_train_reports_sane_fields() {
             warmup: 1,
             profile: true,
             seed: 7,
+            memory_limit: None,
         },
     )
     .unwrap();

@@ -843,3 +843,73 @@ fn stale_temporary_files_are_removed_at_start() {
         assert!(out.join(f).exists(), "{f} was removed");
     }
 }
+
+/// A refusal for memory: exit 1 (not SIGABRT's 134) with the total, the budget, the largest
+/// items (`names` among them) and the fix; nothing written to `out`.
+fn assert_refused(o: &Output, out: &Path, names: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.starts_with("error: this model needs "), "{e}");
+    assert!(
+        e.contains("largest:") && e.contains("`--memory-limit SIZE`"),
+        "{e}"
+    );
+    for n in names {
+        assert!(e.contains(n), "{n} not in: {e}");
+    }
+    assert_eq!(
+        std::fs::read_dir(out).unwrap().count(),
+        0,
+        "{out:?} written"
+    );
+}
+
+#[test]
+fn training_too_large_for_memory_is_refused_before_allocating() {
+    let out = scratch("too_large");
+    let o = out.to_str().unwrap();
+    // The cases (each aborted with SIGABRT): 2^31 classes, a batch of 10^8.
+    let r = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--set",
+        "classes=2147483647",
+        "--out",
+        o,
+    ]);
+    assert_refused(&r, &out, &["fc3.weight [2147483647, 84] (the weights)"]);
+    let r = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--batch",
+        "100000000",
+        "--out",
+        o,
+    ]);
+    assert_refused(&r, &out, &["input `image` [100000000, 1, 28, 28]"]);
+    // dense(1000000): weights, their copies, the optimizer state and evaluation's model come
+    // to about 17 GiB, more than an 8 GiB limit.
+    let text = std::fs::read_to_string("specs/lenet5.net").unwrap();
+    let dense = out.parent().unwrap().join("lenet5_dense_1m.net");
+    std::fs::write(&dense, text.replace("dense(120)", "dense(1000000)")).unwrap();
+    let spec = dense.to_str().unwrap();
+    let r = netc(&["train", spec, "--memory-limit", "8G", "--out", o]);
+    assert_refused(
+        &r,
+        &out,
+        &[
+            "fc1.weight [1000000, 400] (optimizer state)",
+            "limit, 8.0 GiB",
+        ],
+    );
+    // A model that fits by default, refused by a lower limit.
+    let r = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--memory-limit",
+        "1M",
+        "--out",
+        o,
+    ]);
+    assert_refused(&r, &out, &["the memory limit, 1.0 MiB"]);
+}

@@ -80,6 +80,16 @@ pub struct Executable {
     wino_weights: HashMap<usize, Vec<f32>>,
 }
 
+/// How [`Executable::with_budget`] checks memory: against `limit` bytes (the memory
+/// available when `None`), counting `extra` (the caller's other allocations) too, naming
+/// parameters by `names`' paths when given.
+#[derive(Debug, Clone, Default)]
+pub struct Budget<'a> {
+    pub limit: Option<u64>,
+    pub extra: crate::budget::Estimate,
+    pub names: Option<&'a crate::layer_graph::LayerGraph>,
+}
+
 /// One row of a kernel profile.
 #[derive(Debug, Clone)]
 pub struct KernelProfile {
@@ -193,13 +203,23 @@ fn eval_consts(
                         node.shape
                     ));
                 }
-                p.clone()
+                let what = format!("parameter #{index}");
+                ArrayD::from_shape_vec(p.raw_dim(), copy_of(p, &what)?)
+                    .map_err(|e| e.to_string())?
             }
             // A reshape of a parameter (biases, scales) needs no evaluation beyond a copy.
             op => {
                 let ins: Vec<&ArrayD<f32>> = node.inputs.iter().map(|i| &vals[i]).collect();
-                fast_const(op, &ins, &node.shape)
-                    .unwrap_or_else(|| crate::reference::eval_node(op, &ins, &node.shape))
+                let what = format!("a constant of {}", node.origin);
+                match fast_const(op, &ins, &node.shape, &what)? {
+                    Some(a) => a,
+                    None => {
+                        // The interpreter allocates infallibly: a trial allocation of the
+                        // result's size first turns a failure into an error.
+                        crate::budget::try_reserve::<f32>(numel(&node.shape), &what)?;
+                        crate::reference::eval_node(op, &ins, &node.shape)
+                    }
+                }
             }
         };
         vals.insert(v, value);
@@ -207,17 +227,45 @@ fn eval_consts(
     Ok(vals)
 }
 
+/// The values of `a` in row-major order, allocated fallibly ([`crate::budget`]); a plain copy
+/// when `a` is contiguous.
+fn copy_of(a: &ArrayD<f32>, what: &str) -> Result<Vec<f32>, String> {
+    match a.as_slice() {
+        Some(s) => crate::budget::try_copy(s.iter().copied(), what),
+        None => crate::budget::try_copy(a.iter().copied(), what),
+    }
+}
+
+/// An array of `shape` from row-major values, allocated fallibly ([`crate::budget`]).
+fn array(
+    shape: &[usize],
+    values: impl ExactSizeIterator<Item = f32>,
+    what: &str,
+) -> Result<ArrayD<f32>, String> {
+    let data = crate::budget::try_copy(values, what)?;
+    ArrayD::from_shape_vec(ndarray::IxDyn(shape), data).map_err(|e| format!("{what}: {e}"))
+}
+
 /// The common constant ops (folding batchnorm into weights touches every weight) without the
-/// reference interpreter's per-element overhead; `None` for the rest.
-fn fast_const(op: &Op, ins: &[&ArrayD<f32>], shape: &[usize]) -> Option<ArrayD<f32>> {
-    use ndarray::{IxDyn, Zip};
+/// reference interpreter's per-element overhead; `None` for the rest. Allocates fallibly.
+fn fast_const(
+    op: &Op,
+    ins: &[&ArrayD<f32>],
+    shape: &[usize],
+    what: &str,
+) -> Result<Option<ArrayD<f32>>, String> {
+    use ndarray::IxDyn;
     match op {
-        Op::Reshape => ins[0]
-            .as_standard_layout()
-            .to_owned()
-            .into_shape_with_order(IxDyn(shape))
-            .ok(),
-        Op::Unary(u) => Some(ins[0].mapv(|x| u.apply(x as f64) as f32)),
+        Op::Reshape if numel(ins[0].shape()) == numel(shape) => {
+            let data = copy_of(ins[0], what)?;
+            Ok(ArrayD::from_shape_vec(IxDyn(shape), data).ok())
+        }
+        Op::Unary(u) => array(
+            ins[0].shape(),
+            ins[0].iter().map(|&x| u.apply(x as f64) as f32),
+            what,
+        )
+        .map(Some),
         Op::Binary(b) => {
             // The batchnorm fold: a weight times a per-output-channel scale, on plain slices.
             if let (Some(w), Some(sc)) = (ins[0].as_slice(), ins[1].as_slice())
@@ -228,40 +276,79 @@ fn fast_const(op: &Op, ins: &[&ArrayD<f32>], shape: &[usize]) -> Option<ArrayD<f
                 && ins[1].shape().first() == shape.first()
             {
                 let inner = w.len() / sc.len();
-                let out: Vec<f32> = w
-                    .chunks(inner)
-                    .zip(sc)
-                    .flat_map(|(row, &k)| {
-                        row.iter().map(move |&x| b.apply(x as f64, k as f64) as f32)
-                    })
-                    .collect();
-                return ArrayD::from_shape_vec(IxDyn(shape), out).ok();
+                let mut out = crate::budget::try_filled(w.len(), 0f32, what)?;
+                for ((dst, row), &k) in out.chunks_mut(inner).zip(w.chunks(inner)).zip(sc) {
+                    for (d, &x) in dst.iter_mut().zip(row) {
+                        *d = b.apply(x as f64, k as f64) as f32;
+                    }
+                }
+                return Ok(ArrayD::from_shape_vec(IxDyn(shape), out).ok());
             }
-            let x = ins[0].broadcast(IxDyn(shape))?;
-            let y = ins[1].broadcast(IxDyn(shape))?;
-            Some(
-                Zip::from(&x)
-                    .and(&y)
-                    .map_collect(|&p, &q| b.apply(p as f64, q as f64) as f32),
-            )
+            let (Some(x), Some(y)) = (
+                ins[0].broadcast(IxDyn(shape)),
+                ins[1].broadcast(IxDyn(shape)),
+            ) else {
+                return Ok(None);
+            };
+            let values = x
+                .iter()
+                .zip(y.iter())
+                .map(|(&p, &q)| b.apply(p as f64, q as f64) as f32);
+            array(shape, ExactZip(values, numel(shape)), what).map(Some)
         }
-        _ => None,
+        _ => Ok(None),
     }
 }
+
+/// An iterator of known length (ndarray's zipped iterators do not say theirs).
+struct ExactZip<I>(I, usize);
+
+impl<I: Iterator<Item = f32>> Iterator for ExactZip<I> {
+    type Item = f32;
+    fn next(&mut self) -> Option<f32> {
+        let v = self.0.next()?;
+        self.1 = self.1.saturating_sub(1);
+        Some(v)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator<Item = f32>> ExactSizeIterator for ExactZip<I> {}
 
 impl Executable {
     /// Compiles a fused graph with the given parameter values (indexed like
     /// `LayerGraph::params`).
+    ///
+    /// What it will allocate is checked against the memory available first
+    /// ([`crate::budget`]); see [`Executable::with_budget`] for another limit.
     pub fn new(
         fused: FusedGraph,
         params: &[ArrayD<f32>],
         jit_handle: Arc<Mutex<Jit>>,
         threads: usize,
     ) -> Result<Executable, String> {
+        Self::with_budget(fused, params, jit_handle, threads, Budget::default())
+    }
+
+    /// As [`Executable::new`], with the memory it will allocate, plus `budget.extra` (what
+    /// the caller allocates besides), checked against `budget.limit` before anything is
+    /// allocated.
+    pub fn with_budget(
+        fused: FusedGraph,
+        params: &[ArrayD<f32>],
+        jit_handle: Arc<Mutex<Jit>>,
+        threads: usize,
+        budget: Budget,
+    ) -> Result<Executable, String> {
         pool::check_threads(threads)?;
+        let plan = plan(&fused);
+        let mut estimate = crate::budget::executable(&fused, &plan, threads, budget.names);
+        estimate.extend("", budget.extra);
+        estimate.check(budget.limit)?;
         let mut guard = jit_handle.lock().unwrap_or_else(|p| p.into_inner());
         let jit = &mut *guard;
-        let plan = plan(&fused);
         let wanted: Vec<ValueId> = fused
             .buffers
             .iter()
@@ -285,15 +372,14 @@ impl Executable {
                         b.shape
                     ));
                 }
-                consts.insert(i, Arc::new(p.iter().copied().collect::<Vec<f32>>()));
+                let what = format!("parameter #{index}");
+                consts.insert(i, Arc::new(copy_of(p, &what)?));
                 continue;
             }
             if let BufKind::Const(v) = b.kind {
                 let a = &vals[&v];
-                let data: Vec<f32> = match a.as_slice() {
-                    Some(s) => s.to_vec(),
-                    None => a.iter().copied().collect(),
-                };
+                let what = format!("a constant of {}", fused.prims.nodes[v].origin);
+                let data = copy_of(a, &what)?;
                 const_bytes += data.len() * 4;
                 consts.insert(i, Arc::new(data));
             }
@@ -357,7 +443,12 @@ impl Executable {
             random_step: 0,
             wino_weights: HashMap::new(),
             _jit: jit_handle,
-            arena: vec![0.0; plan.arena_len],
+            // A trial allocation first, then a zeroed one, whose pages the system provides
+            // as kernels first write them (not now, while the folded values are still held).
+            arena: {
+                crate::budget::try_reserve::<f32>(plan.arena_len, "the arena")?;
+                vec![0.0; plan.arena_len]
+            },
             fused,
             plan,
             steps,
@@ -706,7 +797,10 @@ impl Executable {
             let n = self.len_of(b);
             let p = self.ptr(b);
             // SAFETY: the buffer holds n floats (arena slot or constant).
-            let data = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
+            let data = crate::budget::try_copy(
+                unsafe { std::slice::from_raw_parts(p, n) }.iter().copied(),
+                &format!("output `{name}`"),
+            )?;
             outs.push((
                 name,
                 ArrayD::from_shape_vec(shape, data).map_err(|e| e.to_string())?,
@@ -1372,6 +1466,17 @@ fn winograd_forward(kind: &ContractionKind) -> Option<winograd::Wino> {
     winograd::Wino::of(kind).and_then(winograd_tile)
 }
 
+/// The images a convolution's task takes at once (for the memory estimate, [`crate::budget`]).
+pub(crate) fn conv_images_per_task(kind: &ContractionKind, n: usize, threads: usize) -> usize {
+    contraction::images_per_task(kind, n, threads)
+}
+
+/// The floats of a convolution's transformed weight when it runs in Winograd form (for the
+/// memory estimate, [`crate::budget`]).
+pub(crate) fn winograd_weight_len(kind: &ContractionKind) -> Option<usize> {
+    winograd_forward(kind).map(|g| g.weight_len())
+}
+
 /// The Winograd form to run, if any: F(4×4, 3×3) where it pays, else F(2×2, 3×3) where that
 /// does; only with AVX-512F.
 fn winograd_tile(g: winograd::Wino) -> Option<winograd::Wino> {
@@ -1415,7 +1520,7 @@ fn winograd_backward_data(kind: &ContractionKind) -> Option<winograd::Wino> {
 }
 
 /// A convolution's output height and width.
-fn contraction_out_size(kind: &ContractionKind) -> (usize, usize) {
+pub(crate) fn contraction_out_size(kind: &ContractionKind) -> (usize, usize) {
     let ContractionKind::Conv2d {
         h,
         w,

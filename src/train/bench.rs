@@ -38,6 +38,8 @@ pub struct TrainBenchOptions {
     pub profile: bool,
     /// Seed of the weights, inputs and labels.
     pub seed: u64,
+    /// The memory budget in bytes (`None`: what is available), see [`crate::budget`].
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for TrainBenchOptions {
@@ -49,6 +51,7 @@ impl Default for TrainBenchOptions {
             warmup: 3,
             profile: false,
             seed: 0,
+            memory_limit: None,
         }
     }
 }
@@ -133,6 +136,8 @@ pub struct TrainBenchReport {
     pub optimizer_bytes: usize,
     /// Peak resident memory of the process after the timed steps (VmHWM), if known.
     pub peak_rss_bytes: Option<u64>,
+    /// What [`crate::budget`] estimated the step needs, checked before compiling.
+    pub estimate_bytes: u64,
     /// Loss of the first and last step.
     pub first_loss: f32,
     pub last_loss: f32,
@@ -242,12 +247,19 @@ pub fn bench_trainer(
     batch: usize,
     seed: u64,
     threads: usize,
-) -> Result<(crate::layer_graph::LayerGraph, Trainer), String> {
+    memory_limit: Option<u64>,
+) -> Result<
+    (
+        crate::layer_graph::LayerGraph,
+        Trainer,
+        crate::budget::Estimate,
+    ),
+    String,
+> {
     if let Some(cfg) = &lg.train {
         let sel = cfg.freeze.clone();
         crate::train::freeze(&mut lg, &sel)?;
     }
-    let weights = Weights::init(&lg, seed);
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };
@@ -258,8 +270,13 @@ pub fn bench_trainer(
         nesterov: false,
         weight_decay: 0.0,
     };
-    let tr = Trainer::new(&lg, weights, batch, loss, optimizer, threads)?;
-    Ok((lg, tr))
+    // Before the weights are made: the step (its executable, the weights and their copy,
+    // the optimizer state, the random batch) must fit.
+    let est =
+        crate::budget::check_training_step(&lg, batch, threads, &loss, &optimizer, memory_limit)?;
+    let weights = Weights::init(&lg, seed);
+    let tr = Trainer::with_limit(&lg, weights, batch, loss, optimizer, threads, memory_limit)?;
+    Ok((lg, tr, est))
 }
 
 /// Loads `path` (with `opts`' overrides), compiles its training step and times it.
@@ -273,7 +290,8 @@ pub fn bench_train(
     let spec = crate::spec::load_file(path, opts).map_err(|e| e.to_string())?;
     let frontend_time = t0.elapsed();
     let t1 = Instant::now();
-    let (lg, mut tr) = bench_trainer(spec.graph, batch, o.seed, o.threads.max(1))?;
+    let (lg, mut tr, estimate) =
+        bench_trainer(spec.graph, batch, o.seed, o.threads.max(1), o.memory_limit)?;
     let compile_time = t1.elapsed();
 
     let classes = tr.classes();
@@ -360,6 +378,7 @@ pub fn bench_train(
         const_bytes: st.const_bytes,
         optimizer_bytes,
         peak_rss_bytes,
+        estimate_bytes: estimate.total(),
         first_loss,
         last_loss,
         profile,
@@ -477,7 +496,7 @@ impl TrainBenchReport {
             "trained_elements": self.trained_elements,
             "arena_bytes": self.arena_bytes, "unshared_bytes": self.unshared_bytes,
             "param_bytes": self.param_bytes, "const_bytes": self.const_bytes, "optimizer_bytes": self.optimizer_bytes,
-            "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_rss_bytes": self.peak_rss_bytes, "estimate_bytes": self.estimate_bytes,
             "first_loss": self.first_loss, "last_loss": self.last_loss,
         });
         if let Some(p) = &self.profile {
@@ -609,12 +628,13 @@ impl TrainBenchReport {
         }
         let _ = writeln!(
             o,
-            "memory: arena {:.1} MiB (without reuse {:.1} MiB), parameters {:.1} MiB, constants {:.1} MiB, optimizer state {:.1} MiB, peak RSS {}",
+            "memory: arena {:.1} MiB (without reuse {:.1} MiB), parameters {:.1} MiB, constants {:.1} MiB, optimizer state {:.1} MiB, estimate {:.1} MiB, peak RSS {}",
             mib(self.arena_bytes),
             mib(self.unshared_bytes),
             mib(self.param_bytes),
             mib(self.const_bytes),
             mib(self.optimizer_bytes),
+            self.estimate_bytes as f64 / 1048576.0,
             self.peak_rss_bytes.map_or("unknown".into(), |b| format!(
                 "{:.1} MiB",
                 b as f64 / 1048576.0
@@ -650,8 +670,12 @@ pub fn cli(
             }
             0
         }
-        Err(e) => {
+        Err(e) if e.starts_with("error") => {
             eprintln!("{}", crate::diag::escape_controls(e.trim_end()));
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::diag::escape_controls(e.trim_end()));
             1
         }
     }

@@ -85,11 +85,15 @@ pub struct Trainer {
     targets: Vec<f32>,
     /// Seeds the dropout masks (with the step count).
     seed: u64,
+    /// The memory budget of the step's and evaluation's executables (`None`: what is
+    /// available), see [`crate::budget`].
+    memory_limit: Option<u64>,
 }
 
 impl Trainer {
     /// Compiles the training step of `lg` (freeze flags already applied) for batches of
-    /// `batch` samples.
+    /// `batch` samples, if its memory (the executable and the optimizer state) fits in what
+    /// is available ([`crate::budget`]).
     pub fn new(
         lg: &LayerGraph,
         weights: Weights,
@@ -98,20 +102,41 @@ impl Trainer {
         optimizer: Optimizer,
         threads: usize,
     ) -> Result<Trainer, String> {
+        Self::with_limit(lg, weights, batch, loss, optimizer, threads, None)
+    }
+
+    /// As [`Trainer::new`], with the memory budget `memory_limit` in bytes (`None`: what is
+    /// available), checked before anything is allocated and again for each evaluation.
+    pub fn with_limit(
+        lg: &LayerGraph,
+        weights: Weights,
+        batch: usize,
+        loss: Loss,
+        optimizer: Optimizer,
+        threads: usize,
+        memory_limit: Option<u64>,
+    ) -> Result<Trainer, String> {
         if lg.inputs.len() != 1 {
             return Err(format!(
                 "training takes models with one input; this one has {}",
                 lg.inputs.len()
             ));
         }
+        crate::budget::check_layers(lg, batch, memory_limit)?;
         let tg = graph::build(lg, batch, &loss)?;
         let jit = crate::model::jit()?;
         let fused = crate::fuse::fuse_with(&tg.prims, &tg.variable);
-        let exe = Executable::new(
+        let budget = crate::runtime::Budget {
+            limit: memory_limit,
+            extra: crate::budget::optimizer_state(lg, &tg.grads, &optimizer),
+            names: Some(lg),
+        };
+        let exe = Executable::with_budget(
             fused,
             &crate::model::params_f32(&weights),
             jit.clone(),
             threads,
+            budget,
         )?;
         let sizes: Vec<usize> = tg
             .grads
@@ -154,6 +179,7 @@ impl Trainer {
             threads,
             targets: Vec::new(),
             seed: 0,
+            memory_limit,
         })
     }
 
@@ -322,13 +348,15 @@ impl Trainer {
             data,
             self.threads,
             &self.jit,
+            self.memory_limit,
         )
     }
 }
 
 /// Evaluates `weights` in inference mode (batchnorm folded, dropout gone) over one pass of
 /// `data`: the mean loss and the number of correct predictions. Compiles the model for the
-/// loader's batch size, and once more for a shorter last batch.
+/// loader's batch size, and once more for a shorter last batch, each within `memory_limit`
+/// (bytes; `None`: what is available).
 pub fn evaluate(
     lg: &LayerGraph,
     weights: &Weights,
@@ -336,6 +364,7 @@ pub fn evaluate(
     data: &Loader,
     threads: usize,
     jit: &Arc<Mutex<Jit>>,
+    memory_limit: Option<u64>,
 ) -> Result<(f64, usize), String> {
     let params = crate::model::params_f32(weights);
     let input = lg.inputs[0].name.clone();
@@ -344,7 +373,12 @@ pub fn evaluate(
         let n_model = lg.outputs.len();
         graph::attach_loss(&mut g, loss, n_model)?;
         let targets = g.inputs.last().map(|(n, _)| n.clone()).unwrap_or_default();
-        let exe = Executable::new(crate::fuse::fuse(&g), &params, jit.clone(), threads)?;
+        let budget = crate::runtime::Budget {
+            limit: memory_limit,
+            ..Default::default()
+        };
+        let exe =
+            Executable::with_budget(crate::fuse::fuse(&g), &params, jit.clone(), threads, budget)?;
         Ok((exe, targets))
     };
     let classes = classes_of(lg);

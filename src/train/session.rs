@@ -44,6 +44,8 @@ pub struct Settings {
     pub checkpoint: Option<PathBuf>,
     /// Stop after this many steps in all (quick runs and tests).
     pub max_steps: Option<u64>,
+    /// The memory budget in bytes (`None`: what is available), see [`crate::budget`].
+    pub memory_limit: Option<u64>,
 }
 
 /// What happens during training, as it happens.
@@ -137,13 +139,14 @@ pub fn run(
     };
     let mut progress = progress;
     progress.batch_size = Some(settings.batch);
-    let mut trainer = Trainer::new(
+    let mut trainer = Trainer::with_limit(
         lg,
         weights,
         settings.batch,
         settings.loss.clone(),
         settings.optimizer.clone(),
         settings.threads,
+        settings.memory_limit,
     )?;
     trainer.set_seed(progress.seed);
     let tensors: Vec<usize> = trainer.graph().grads.iter().map(|&(i, _)| i).collect();
