@@ -577,8 +577,11 @@ fn kernel_scratch(body: &KernelBody, threads: u64) -> (u64, u64, u64) {
             let weight = (o as u64)
                 .saturating_mul(c as u64 / groups.max(1) as u64)
                 .saturating_mul(kernel[0] as u64 * kernel[1] as u64);
-            // Per-thread partial sums of the gradient (of its Winograd transform).
-            (t, threads.saturating_mul(weight.max(wino)), 0)
+            // The partial sums of the gradient (of its Winograd transform), in chunks chosen
+            // from the shapes (`runtime::split`), or one per thread if that is more.
+            let len = weight.max(wino);
+            let chunks = crate::runtime::split::most_partial_floats(len as usize) as u64;
+            (t, chunks.max(threads.saturating_mul(len)), 0)
         }
         _ => (0, 0, 0),
     }

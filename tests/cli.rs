@@ -877,13 +877,27 @@ fn models_too_large_for_memory_are_refused_before_allocating() {
     ] {
         assert_refused(&netc(cmd), &[big_batch]);
     }
-    // A batch whose sizes overflow 64 bits; `graph`, which allocates nothing big, refuses it
-    // too (its size arithmetic overflowed: a panic).
-    let huge = ["--batch", "18446744073709551615"];
-    let bench = netc(&[&["bench", "specs/lenet5.net"][..], &huge].concat());
+    // A batch past the spec's limit is a usage error; the largest batch allowed, on a model
+    // whose sizes then overflow 64 bits, is refused for memory, and `graph`, which allocates
+    // nothing big, refuses it too (its size arithmetic overflowed: a panic).
+    let o = netc(&[
+        "bench",
+        "specs/lenet5.net",
+        "--batch",
+        "18446744073709551615",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let wide = mutated_lenet5(
+        "wide_input",
+        "input image: [1, size, size]",
+        "input image: [1000000, size, size]",
+    );
+    let wide = wide.to_str().unwrap();
+    let huge = ["--batch", "2147483648"];
+    let bench = netc(&[&["bench", wide][..], &huge].concat());
     assert_refused(&bench, &["more than 4 EiB"]);
     for train in [&[][..], &["--train"]] {
-        let graph = ["graph", "specs/lenet5.net", "--stage", "fused"];
+        let graph = ["graph", wide, "--stage", "fused"];
         let o = netc(&[&graph[..], &huge, train].concat());
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         assert!(stderr(&o).contains("more than any size netc computes with"));
@@ -897,12 +911,7 @@ fn models_too_large_for_memory_are_refused_before_allocating() {
         &["fc1.weight [1000000, 400] (the weights)", "limit, 4.0 GiB"],
     );
     // An input of [1000000, 28, 28].
-    let wide = mutated_lenet5(
-        "wide_input",
-        "input image: [1, size, size]",
-        "input image: [1000000, size, size]",
-    );
-    let o = netc(&["bench", wide.to_str().unwrap(), "--memory-limit", "16G"]);
+    let o = netc(&["bench", wide, "--memory-limit", "16G"]);
     assert_refused(&o, &["[1, 1000000, 28, 28]"]);
 }
 

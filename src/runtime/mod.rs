@@ -10,7 +10,7 @@ mod host;
 pub mod pool;
 pub mod post;
 pub mod sgemm;
-mod split;
+pub(crate) mod split;
 mod winograd;
 
 use std::collections::HashMap;

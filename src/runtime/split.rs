@@ -51,6 +51,14 @@ pub fn chunks(items: usize, macs: usize, len: usize) -> Chunks {
     }
 }
 
+/// The most floats the partial sums of one reduction with partial sums of `len` floats can
+/// hold, whatever the items ([`chunks`]' bounds): what the memory budget counts.
+pub fn most_partial_floats(len: usize) -> usize {
+    MAX_CHUNKS
+        .saturating_mul(len)
+        .min(MAX_PARTIAL_FLOATS.max(len))
+}
+
 /// Into how many pieces (of at most `most`) each of `chunks` tasks is cut so that the
 /// `chunks × pieces` tasks divide evenly over `threads` (none with one thread; none when
 /// there are many chunks per thread anyway).
