@@ -686,6 +686,21 @@ fn data_files_that_are_not_regular_files_are_refused() {
         "/dev/zero",
         &["character device"],
     );
+    // Named like an IDX file, a FIFO is still reported as a FIFO (not as "a single data
+    // file" to be replaced by its directory).
+    let idx_fifo = t.join("train-images-idx3-ubyte");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&idx_fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    expect_err(
+        data::open(idx_fifo.to_str().unwrap(), &input([1, 4, 4])),
+        "train-images-idx3-ubyte",
+        &["FIFO", "regular files"],
+    );
 }
 
 #[test]

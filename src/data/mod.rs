@@ -306,7 +306,9 @@ fn open_path(path: &Path, input: &InputInfo, shape: [usize; 3]) -> Result<Split,
     // Not a directory: a file, read as an `.npz` (a FIFO or device is refused there).
     if !meta.is_dir() {
         return npz::load_file(path, shape).map_err(|e| {
-            if is_idx_or_cifar_file(path) {
+            // A regular IDX or CIFAR file given where a split was expected; any other
+            // refusal (a FIFO or device so named, a file too large) is reported as it is.
+            if meta.is_file() && is_idx_or_cifar_file(path) {
                 DataError::new(path, "a single data file, not a training/test split").with_help(
                     match path.parent() {
                         Some(d) if !d.as_os_str().is_empty() => {
