@@ -51,8 +51,8 @@ pub struct TrainArgs {
     pub weights: Option<PathBuf>,
     /// Where to write the checkpoint. Without it: OUT/checkpoint.safetensors when --out is
     /// given, else the --resume file (updated in place), else runs/MODEL/checkpoint.safetensors.
-    /// The header line `checkpoint: PATH` says which; the curves go beside it (NAME.curves.png,
-    /// or curves.png in OUT).
+    /// The header line `checkpoint: PATH` says which; the curves go beside it (curves.png
+    /// beside a checkpoint.safetensors, else NAME.curves.png).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Continue from a checkpoint exactly where it stopped (it is overwritten only when
@@ -239,9 +239,10 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         (None, None, Some(r)) => r.clone(),
         (None, None, None) => run_dir.join("checkpoint.safetensors"),
     };
-    // Beside the checkpoint: the run directory's, or `NAME.curves.png` for a named file.
-    let curves_path = if ckpt_path == run_dir.join("checkpoint.safetensors") {
-        run_dir.join("curves.png")
+    // Beside the checkpoint: `curves.png` beside a `checkpoint.safetensors` (a run
+    // directory's, resumed or not), else `NAME.curves.png` for a named file.
+    let curves_path = if ckpt_path.file_name() == Some("checkpoint.safetensors".as_ref()) {
+        ckpt_path.with_file_name("curves.png")
     } else {
         ckpt_path.with_extension("curves.png")
     };

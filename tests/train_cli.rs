@@ -782,6 +782,29 @@ fn resume_writes_where_the_header_says() {
     let o = run(&[]);
     assert_eq!(header(&o), x.display().to_string());
     assert_eq!(progress(&x).step, 3);
+    // Resuming a run directory's `checkpoint.safetensors` in place finishes its epoch and puts
+    // the curves beside it as `curves.png`, where the first run would have.
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--data",
+        s(&data),
+        "--batch",
+        "32",
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--resume",
+        s(&want),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        metrics(&o)["curves"],
+        out.join("curves.png").display().to_string()
+    );
+    assert!(out.join("curves.png").exists());
     let help = netc(&["train", "--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("else the --resume file"), "{help}");
