@@ -632,10 +632,11 @@ fn training_step(
     e.extend("", parameters(lg, "their copy for compiling"));
     e.extend("", executable(&fused, &plan, threads, Some(lg)));
     e.extend("", optimizer_state(lg, &tg.grads, optimizer));
-    let classes = lg
-        .outputs
-        .first()
-        .map_or(1, |(_, n)| lg.nodes[*n].shape.last().copied().unwrap_or(1));
+    let classes = if lg.outputs.is_empty() {
+        1
+    } else {
+        crate::train::classes_of(lg)
+    };
     e.add(
         format!("one-hot targets [{batch}, {classes}]"),
         f32_bytes(&[batch, classes]),

@@ -210,7 +210,16 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let out_name = lg.outputs[0].0.clone();
-    let classes = lg.nodes[lg.outputs[0].1].shape.last().copied().unwrap_or(1);
+    let out_shape = &lg.nodes[lg.outputs[0].1].shape;
+    if crate::loss::class_count(out_shape).is_none() {
+        return fail(format!(
+            "the model's output `{out_name}` is {}; training with labels needs class scores \
+             [K] or [K, 1, 1]\n  help: end the model with `global_avgpool` (or `flatten`; \
+             `dense(K)`), or with a convolution that covers the whole remaining map",
+            crate::io::show_shape(out_shape)
+        ));
+    }
+    let classes = crate::train::classes_of(&lg);
     if let Err(e) = data.check_classes(classes, &out_name) {
         return fail(e);
     }

@@ -21,6 +21,16 @@ pub const PAIRWISE_EPS: f64 = 1e-6;
 /// The origin of every node this module adds.
 const O: &str = "loss";
 
+/// The number of classes of a classifier's output of one sample: `[K]`, or `[K, 1, 1]` (a
+/// fully convolutional classifier, whose last layer is a convolution over the whole map); `None`
+/// for any other shape.
+pub fn class_count(sample_shape: &[usize]) -> Option<usize> {
+    match sample_shape.split_first() {
+        Some((&k, rest)) if rest.iter().all(|&d| d == 1) => Some(k),
+        _ => None,
+    }
+}
+
 /// Softmax cross-entropy of `logits` `[N, K]` against one-hot targets given as a new input
 /// `targets` `[N, K]`, with label smoothing `eps` (targets become `(1 - eps) * onehot + eps / K`):
 /// `mean_n( -Σ_k t_nk · log_softmax(logits)_nk )`.
@@ -258,11 +268,27 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
     };
     match *loss {
         Loss::CrossEntropy { label_smoothing } => {
-            if outputs.len() != 1 || g.shape(outputs[0]).len() != 2 {
-                return Err(wrong(g, "one output [N, K] of class scores"));
-            }
+            let shape = outputs.first().map(|&v| g.shape(v).to_vec());
+            let scores = match shape.as_deref() {
+                Some([n, sample @ ..]) if outputs.len() == 1 && !sample.is_empty() => {
+                    class_count(sample).map(|k| (*n, k))
+                }
+                _ => None,
+            };
+            let Some((n, k)) = scores else {
+                return Err(wrong(
+                    g,
+                    "one output [N, K] (or [N, K, 1, 1]) of class scores",
+                ));
+            };
             new_input(g, "targets")?;
-            Ok(cross_entropy(g, outputs[0], label_smoothing))
+            // A fully convolutional classifier's [N, K, 1, 1] scores, as rows of [N, K].
+            let logits = if g.shape(outputs[0]).len() == 2 {
+                outputs[0]
+            } else {
+                g.push(Op::Reshape, vec![outputs[0]], vec![n, k], O)
+            };
+            Ok(cross_entropy(g, logits, label_smoothing))
         }
         Loss::Mse | Loss::L1 | Loss::BceWithLogits => {
             if outputs.len() != 1 {

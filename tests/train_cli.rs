@@ -936,3 +936,53 @@ fn training_too_large_for_memory_is_refused_before_allocating() {
     ]);
     assert_refused(&r, &out, &["the memory limit, 1.0 MiB"]);
 }
+
+/// A fully convolutional classifier (its last layer a convolution over the whole remaining
+/// map, output `[K, 1, 1]`) trains with cross-entropy on class labels; an output that is a map
+/// of scores (`[K, 3, 3]`) is refused with the shapes that would work.
+#[test]
+fn a_fully_convolutional_classifier_trains() {
+    let d = scratch("fully_conv");
+    let data = tiny_data(&d);
+    let spec = |last: &str| {
+        let p = d.join(format!("fc{last}.net"));
+        std::fs::write(
+            &p,
+            format!(
+                "model fcn(classes: int = 10) {{\n  input image: [1, 28, 28]\n  \
+                 conv1: conv(6, 5, pad=2)\n  relu\n  maxpool(2)\n  conv2: conv(16, 5)\n  \
+                 relu\n  maxpool(2)\n  fc: conv(classes, {last})\n}}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let whole = spec("5");
+    let o = netc(&[
+        "train",
+        s(&whole),
+        "--data",
+        s(&data),
+        "--batch",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        s(&d.join("run")),
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = metrics(&o);
+    assert_eq!(m["outcome"], "finished");
+    let loss = m["train_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss < 2.3, "{m}");
+    assert!(m["test_accuracy"].as_f64().unwrap() > 0.2, "{m}");
+    let map = spec("3");
+    let o = netc(&["train", s(&map), "--data", s(&data), "-q"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("is [10, 3, 3]; training with labels needs class scores [K] or [K, 1, 1]"),
+        "{e}"
+    );
+}

@@ -409,9 +409,12 @@ pub fn evaluate(
 }
 
 /// The number of classes of a model's first output (`[N, classes]`).
-fn classes_of(lg: &LayerGraph) -> usize {
+/// The classes of the model's first output (`[K]` or `[K, 1, 1]`, see
+/// [`crate::loss::class_count`]); its last size for any other shape.
+pub fn classes_of(lg: &LayerGraph) -> usize {
     let (_, node) = &lg.outputs[0];
-    lg.nodes[*node].shape.last().copied().unwrap_or(1)
+    let shape = &lg.nodes[*node].shape;
+    crate::loss::class_count(shape).unwrap_or_else(|| shape.last().copied().unwrap_or(1))
 }
 
 /// Fills `out` with one-hot rows (`labels.len() × classes`) for cross-entropy; a label outside
