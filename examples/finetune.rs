@@ -23,7 +23,7 @@ struct Logger {
 impl Observer for Logger {
     fn event(&mut self, e: &Event<'_>) {
         match e {
-            Event::Step { accuracy, .. } => self.last_accuracy = *accuracy,
+            Event::Step { accuracy, .. } => self.last_accuracy = accuracy.unwrap_or(0.0),
             Event::Epoch(r) => println!(
                 "epoch {}: train loss {:.4}, test accuracy {:.2}%",
                 r.epoch,
@@ -44,9 +44,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         epochs: 1,
         batch: 64,
-        loss: Loss::CrossEntropy {
+        objective: Loss::CrossEntropy {
             label_smoothing: 0.0,
-        },
+        }
+        .into(),
         optimizer: Optimizer::Sgd {
             lr: 0.05,
             momentum: 0.9,

@@ -24,7 +24,7 @@ use crate::fuse::{BufKind, FusedGraph, HostOp, KernelBody};
 use crate::graph::ValueId;
 use crate::layer_graph::LayerGraph;
 use crate::plan::Plan;
-use crate::train_config::{Loss, Optimizer};
+use crate::train_config::{Objective, Optimizer};
 
 /// One thing that takes memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -622,25 +622,25 @@ fn training_step(
     lg: &LayerGraph,
     batch: usize,
     threads: usize,
-    loss: &Loss,
+    objective: &Objective,
     optimizer: &Optimizer,
 ) -> Result<Estimate, String> {
-    let tg = crate::train::build(lg, batch, loss)?;
+    let tg = crate::train::build(lg, batch, objective)?;
     let fused = crate::fuse::fuse_with(&tg.prims, &tg.variable);
     let plan = crate::plan::plan(&fused);
     let mut e = parameters(lg, "the weights");
     e.extend("", parameters(lg, "their copy for compiling"));
     e.extend("", executable(&fused, &plan, threads, Some(lg)));
     e.extend("", optimizer_state(lg, &tg.grads, optimizer));
-    let classes = if lg.outputs.is_empty() {
-        1
-    } else {
-        crate::train::classes_of(lg)
-    };
-    e.add(
-        format!("one-hot targets [{batch}, {classes}]"),
-        f32_bytes(&[batch, classes]),
-    );
+    for name in &tg.target_inputs {
+        if let Some(&(_, v)) = tg.prims.inputs.iter().find(|(n, _)| n == name) {
+            let shape = tg.prims.shape(v);
+            e.add(
+                format!("targets `{name}` {}", shape_text(shape)),
+                f32_bytes(shape),
+            );
+        }
+    }
     if let Some(i) = lg.inputs.first() {
         let mut s = vec![batch];
         s.extend_from_slice(&i.shape);
@@ -659,12 +659,12 @@ pub fn check_training_step(
     lg: &LayerGraph,
     batch: usize,
     threads: usize,
-    loss: &Loss,
+    objective: &Objective,
     optimizer: &Optimizer,
     limit: Option<u64>,
 ) -> Result<Estimate, String> {
     layer_bound(lg, batch).check(limit)?;
-    let e = training_step(lg, batch, threads, loss, optimizer)?;
+    let e = training_step(lg, batch, threads, objective, optimizer)?;
     e.check(limit)?;
     Ok(e)
 }
@@ -677,12 +677,12 @@ pub fn check_training(
     lg: &LayerGraph,
     (batch, eval_batch): (usize, usize),
     threads: usize,
-    loss: &Loss,
+    objective: &Objective,
     optimizer: &Optimizer,
     limit: Option<u64>,
 ) -> Result<Estimate, String> {
     layer_bound(lg, batch).check(limit)?;
-    let mut e = training_step(lg, batch, threads, loss, optimizer)?;
+    let mut e = training_step(lg, batch, threads, objective, optimizer)?;
     if let Some(i) = lg.inputs.first() {
         let mut s = vec![batch];
         s.extend_from_slice(&i.shape);
@@ -699,7 +699,7 @@ pub fn check_training(
     }
     // Evaluation: the inference graph with the loss, at the evaluation batch.
     let mut g = crate::lower::lower(lg, eval_batch.max(1));
-    crate::train::graph::attach_loss(&mut g, loss, lg.outputs.len())?;
+    crate::train::graph::attach_loss(&mut g, objective, lg.outputs.len())?;
     let fused = crate::fuse::fuse(&g);
     let plan = crate::plan::plan(&fused);
     let mut two = parameters(lg, "two copies while evaluating");

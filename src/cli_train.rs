@@ -154,13 +154,6 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     let stop = install_ctrl_c();
     let mut lg = spec.graph.clone();
     let cfg = lg.train.clone().unwrap_or_default();
-    if lg.inputs.len() != 1 {
-        return fail(format!(
-            "`netc train` trains models with one input; `{}` has {}",
-            lg.name,
-            lg.inputs.len()
-        ));
-    }
     // Freeze: the spec's selectors, then the command line's.
     let mut selectors = cfg.freeze.clone();
     selectors.extend(args.freeze.iter().cloned());
@@ -168,15 +161,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
-    let loss = cfg.loss.clone().unwrap_or(Loss::CrossEntropy {
-        label_smoothing: 0.0,
-    });
-    if !matches!(loss, Loss::CrossEntropy { .. }) {
-        return fail(format!(
-            "`netc train` feeds class labels, which only the cross_entropy loss takes; `{loss}` \
-             needs pairs or triplets of samples (use the library's training API)"
-        ));
-    }
+    let objective = crate::train::graph::objective_of(&lg);
     let settings_opt = optimizer(cfg.optimizer.as_ref(), args.optimizer.as_deref(), args.lr);
     let source = args
         .data
@@ -209,20 +194,36 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let out_name = lg.outputs[0].0.clone();
-    let out_shape = &lg.nodes[lg.outputs[0].1].shape;
-    if crate::loss::class_count(out_shape).is_none() {
-        return fail(format!(
-            "the model's output `{out_name}` is {}; training with labels needs class scores \
-             [K] or [K, 1, 1]\n  help: end the model with `global_avgpool` (or `flatten`; \
-             `dense(K)`), or with a convolution that covers the whole remaining map",
-            crate::io::show_shape(out_shape)
-        ));
+    // Each cross-entropy term's output must be class scores for the data's labels.
+    for term in &objective.terms {
+        if !matches!(term.loss, Loss::CrossEntropy { .. }) {
+            continue;
+        }
+        let out_name = term
+            .outputs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| lg.outputs[0].0.clone());
+        let Some(&(_, node)) = lg.outputs.iter().find(|(n, _)| *n == out_name) else {
+            continue;
+        };
+        let out_shape = &lg.nodes[node].shape;
+        let Some(classes) = crate::loss::class_count(out_shape) else {
+            return fail(format!(
+                "the model's output `{out_name}` is {}; training with labels needs class scores \
+                 [K] or [K, 1, 1]\n  help: end the model with `global_avgpool` (or `flatten`; \
+                 `dense(K)`), or with a convolution that covers the whole remaining map",
+                crate::io::show_shape(out_shape)
+            ));
+        };
+        if let Err(e) = data.check_classes(classes, &out_name) {
+            return fail(e);
+        }
     }
-    let classes = crate::train::classes_of(&lg);
-    if let Err(e) = data.check_classes(classes, &out_name) {
-        return fail(e);
-    }
+    let classifies = match crate::train::task::Task::new(&lg, &objective, &data.train) {
+        Ok(t) => t.classifies(),
+        Err(e) => return fail(e),
+    };
     let data_seconds = t_data.elapsed().as_secs_f64();
     // Before the weights are read or made: the whole training must fit.
     let batch = args.batch.or(cfg.batch).unwrap_or(64).max(1);
@@ -230,7 +231,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         &lg,
         (batch, batch.min(data.test.len())),
         args.threads.max(1),
-        &loss,
+        &objective,
         &settings_opt,
         args.memory_limit,
     ) {
@@ -310,7 +311,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     let settings = Settings {
         epochs: args.epochs.or(cfg.epochs).unwrap_or(5),
         batch,
-        loss,
+        objective,
         optimizer: settings_opt.clone(),
         schedule: cfg
             .schedule
@@ -366,13 +367,14 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                 );
             }
         }
+        eprintln!("  loss: {}", settings.objective);
         eprintln!("  checkpoint: {}", ckpt_path.display());
     }
 
     let mut history = History::new(format!("{} on {source}", lg.name), Unit::Epoch);
     if let Some(p) = resume.as_ref().and_then(|c| c.progress.as_ref()) {
         for r in &p.history {
-            history.push(record(r));
+            history.push(record(r, classifies));
         }
     }
     let mut obs = Progress {
@@ -385,6 +387,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         curve_error: None,
         curves_written: false,
         saved: false,
+        classifies,
     };
     let report = match session::run(&lg, weights, resume, &data, &settings, &mut obs) {
         Ok(r) => r,
@@ -392,7 +395,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     };
     obs.clear_line();
     let last = report.progress.history.last();
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "model": lg.name,
         "data": source,
         "outcome": match &report.outcome {
@@ -403,7 +406,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         "epochs": report.progress.epoch,
         "steps": report.progress.step,
         "train_loss": last.map(|r| r.train_loss),
-        "train_accuracy": last.map(|r| r.train_accuracy),
+        "train_accuracy": last.filter(|_| classifies).map(|r| r.train_accuracy),
         "test_loss": last.and_then(|r| r.test_loss),
         "test_accuracy": last.and_then(|r| r.test_accuracy),
         "seconds": report.seconds,
@@ -416,6 +419,12 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             .then(|| ckpt_path.display().to_string()),
         "curves": obs.curves_written.then(|| curves_path.display().to_string()),
     });
+    // The task's other metrics (top-5, MSE/MAE, verification), under their own names.
+    if let (Some(r), Some(map)) = (last, metrics.as_object_mut()) {
+        for (k, v) in &r.metrics {
+            map.insert(k.clone(), serde_json::json!(v));
+        }
+    }
     let line = metrics.to_string();
     println!("{line}");
     let _ = std::io::stdout().flush();
@@ -505,11 +514,11 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     }
 }
 
-fn record(r: &EpochRecord) -> Record {
+fn record(r: &EpochRecord, classifies: bool) -> Record {
     Record {
         x: r.epoch as f64,
         train_loss: Some(r.train_loss),
-        train_accuracy: Some(r.train_accuracy),
+        train_accuracy: classifies.then_some(r.train_accuracy),
         val_loss: r.test_loss,
         val_accuracy: r.test_accuracy,
     }
@@ -542,6 +551,8 @@ struct Progress {
     /// Whether the curves and a checkpoint were written in this run.
     curves_written: bool,
     saved: bool,
+    /// Whether the task measures accuracy (else no accuracy is shown).
+    classifies: bool,
 }
 
 impl Progress {
@@ -592,7 +603,7 @@ impl Observer for Progress {
                 let width = 24;
                 let filled = (batch + 1) * width / batches.max(&1);
                 eprint!(
-                    "\r\x1b[2Kepoch {}/{} [{}{}] {}/{}  loss {:.4}  acc {:.1}%  {:.0} img/s  ETA {}",
+                    "\r\x1b[2Kepoch {}/{} [{}{}] {}/{}  loss {:.4}{}  {:.0} img/s  ETA {}",
                     epoch + 1,
                     epochs,
                     "=".repeat(filled),
@@ -600,7 +611,9 @@ impl Observer for Progress {
                     batch + 1,
                     batches,
                     loss,
-                    accuracy * 100.0,
+                    accuracy
+                        .map(|a| format!("  acc {:.1}%", a * 100.0))
+                        .unwrap_or_default(),
                     images_per_second,
                     duration(*eta)
                 );
@@ -609,23 +622,36 @@ impl Observer for Progress {
             Event::Epoch(r) => {
                 self.clear_line();
                 if !self.quiet {
-                    let test = match (r.test_loss, r.test_accuracy) {
+                    let mut test = match (r.test_loss, r.test_accuracy) {
                         (Some(l), Some(a)) => {
                             format!("  test loss {l:.4}  test acc {:.2}%", a * 100.0)
                         }
+                        (Some(l), None) => format!("  test loss {l:.4}"),
                         _ => String::new(),
                     };
+                    for (k, v) in r.metrics.iter().filter(|(k, _)| !k.starts_with("train_")) {
+                        let name = k.strip_prefix("test_").unwrap_or(k).replace('_', " ");
+                        if k.contains("accuracy") {
+                            test += &format!("  {name} {:.2}%", v * 100.0);
+                        } else {
+                            test += &format!("  {name} {v:.4}");
+                        }
+                    }
+                    let acc = if self.classifies {
+                        format!("  acc {:.2}%", r.train_accuracy * 100.0)
+                    } else {
+                        String::new()
+                    };
                     eprintln!(
-                        "epoch {:>3}  loss {:.4}  acc {:.2}%{test}  lr {:.3e}  {:.0} img/s  {}",
+                        "epoch {:>3}  loss {:.4}{acc}{test}  lr {:.3e}  {:.0} img/s  {}",
                         r.epoch,
                         r.train_loss,
-                        r.train_accuracy * 100.0,
                         r.lr,
                         r.images_per_second,
                         duration(r.seconds)
                     );
                 }
-                self.history.push(record(r));
+                self.history.push(record(r, self.classifies));
                 match write_curves(&self.curves, &self.history) {
                     Ok(()) => self.curves_written = true,
                     Err(e) => self.curve_error = Some(e.to_string()),

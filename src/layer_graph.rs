@@ -212,6 +212,11 @@ pub fn fmt_f64(f: f64) -> String {
 }
 
 impl Op {
+    /// Whether the layer computes a loss (its value is one number per sample to minimize).
+    pub fn is_loss(&self) -> bool {
+        matches!(self, Op::TripletLoss { .. })
+    }
+
     /// The short name shown in summaries and graphs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -13,7 +13,7 @@
 //! constant of the IR.
 
 use crate::graph::{BinaryOp, Graph, Op, ReduceOp, UnaryOp, ValueId};
-use crate::train_config::Loss;
+use crate::train_config::{Loss, Objective, Term};
 
 /// The `eps` PyTorch's `pairwise_distance` adds to the difference of the two vectors.
 pub const PAIRWISE_EPS: f64 = 1e-6;
@@ -35,11 +35,23 @@ pub fn class_count(sample_shape: &[usize]) -> Option<usize> {
 /// `targets` `[N, K]`, with label smoothing `eps` (targets become `(1 - eps) * onehot + eps / K`):
 /// `mean_n( -Σ_k t_nk · log_softmax(logits)_nk )`.
 pub fn cross_entropy(g: &mut Graph, logits: ValueId, label_smoothing: f64) -> ValueId {
+    let loss = cross_entropy_value(g, logits, label_smoothing, "targets");
+    register(g, loss)
+}
+
+/// [`cross_entropy`]'s value, with the one-hot targets in the new input `target`, not
+/// registered as the output `loss`.
+fn cross_entropy_value(
+    g: &mut Graph,
+    logits: ValueId,
+    label_smoothing: f64,
+    target: &str,
+) -> ValueId {
     let o = O;
     let shape = g.shape(logits).to_vec();
     assert_eq!(shape.len(), 2, "cross-entropy takes [N, K] logits");
     let (n, k) = (shape[0], shape[1]);
-    let t = input(g, "targets", shape);
+    let t = input(g, target, shape);
     let t = if label_smoothing > 0.0 {
         let keep = scalar(g, 1.0 - label_smoothing);
         let spread = scalar(g, label_smoothing / k as f64);
@@ -87,26 +99,33 @@ pub fn cross_entropy(g: &mut Graph, logits: ValueId, label_smoothing: f64) -> Va
         o,
     );
     let loss = g.add(Op::Binary(BinaryOp::Mul), vec![per, scale], o);
-    let loss = g.push(Op::Reshape, vec![loss], vec![1], o);
-    register(g, loss)
+    g.push(Op::Reshape, vec![loss], vec![1], o)
 }
 
 /// Mean squared error of `pred` against a new input `target` of the same shape:
 /// `mean((pred - target)^2)` over every element (PyTorch's `F.mse_loss`).
 pub fn mse(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
+    let loss = mse_value(g, pred, target);
+    register(g, loss)
+}
+
+fn mse_value(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
     let d = difference(g, pred, target);
     let sq = bin(g, BinaryOp::Mul, d, d);
-    let loss = mean_all(g, sq);
-    register(g, loss)
+    mean_all(g, sq)
 }
 
 /// Mean absolute error of `pred` against a new input `target` of the same shape:
 /// `mean(|pred - target|)` over every element (PyTorch's `F.l1_loss`).
 pub fn l1(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
+    let loss = l1_value(g, pred, target);
+    register(g, loss)
+}
+
+fn l1_value(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
     let d = difference(g, pred, target);
     let a = un(g, UnaryOp::Abs, d);
-    let loss = mean_all(g, a);
-    register(g, loss)
+    mean_all(g, a)
 }
 
 /// Binary cross-entropy of the logits `x` against a new input `target` `t` of the same shape
@@ -115,6 +134,11 @@ pub fn l1(g: &mut Graph, pred: ValueId, target: &str) -> ValueId {
 /// `exp` only ever sees non-positive arguments, so large `|x|` neither overflows nor loses the
 /// linear term.
 pub fn bce_with_logits(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
+    let loss = bce_value(g, logits, target);
+    register(g, loss)
+}
+
+fn bce_value(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
     let shape = g.shape(logits).to_vec();
     let t = input(g, target, shape);
     let pos = un(g, UnaryOp::Relu, logits);
@@ -127,8 +151,7 @@ pub fn bce_with_logits(g: &mut Graph, logits: ValueId, target: &str) -> ValueId 
     let softplus = un(g, UnaryOp::Log, e1);
     let l = bin(g, BinaryOp::Sub, pos, xt);
     let l = bin(g, BinaryOp::Add, l, softplus);
-    let loss = mean_all(g, l);
-    register(g, loss)
+    mean_all(g, l)
 }
 
 /// Triplet margin loss of embeddings `anchor`, `positive`, `negative` (each `[N, D]`), exactly
@@ -142,14 +165,24 @@ pub fn triplet_margin(
     negative: ValueId,
     margin: f64,
 ) -> ValueId {
+    let loss = triplet_value(g, anchor, positive, negative, margin);
+    register(g, loss)
+}
+
+fn triplet_value(
+    g: &mut Graph,
+    anchor: ValueId,
+    positive: ValueId,
+    negative: ValueId,
+    margin: f64,
+) -> ValueId {
     let dp = pairwise_distance(g, anchor, positive);
     let dn = pairwise_distance(g, anchor, negative);
     let diff = bin(g, BinaryOp::Sub, dp, dn);
     let m = scalar(g, margin);
     let t = bin(g, BinaryOp::Add, diff, m);
     let hinge = un(g, UnaryOp::Relu, t);
-    let loss = mean_all(g, hinge);
-    register(g, loss)
+    mean_all(g, hinge)
 }
 
 /// Contrastive loss of embedding pairs `x1`, `x2` (each `[N, D]`) after Hadsell, Chopra &
@@ -165,8 +198,17 @@ pub fn triplet_margin(
 /// its gradient and nothing else, the same as halving the learning rate. Note the paper's label
 /// is the other way round (its `Y = 0` means similar); `same` says what it means.
 pub fn contrastive(g: &mut Graph, x1: ValueId, x2: ValueId, margin: f64) -> ValueId {
+    let loss = contrastive_value(g, x1, x2, margin);
+    register(g, loss)
+}
+
+/// [`contrastive`]'s value; the input `same` is made, or reused when another term made it.
+fn contrastive_value(g: &mut Graph, x1: ValueId, x2: ValueId, margin: f64) -> ValueId {
     let n = g.shape(x1)[0];
-    let same = input(g, "same", vec![n]);
+    let same = match g.inputs.iter().find(|(name, _)| name == "same") {
+        Some(&(_, v)) => v,
+        None => input(g, "same", vec![n]),
+    };
     let same = g.push(Op::Reshape, vec![same], vec![n, 1], O);
     let d = pairwise_distance(g, x1, x2);
     let d2 = bin(g, BinaryOp::Mul, d, d);
@@ -179,8 +221,7 @@ pub fn contrastive(g: &mut Graph, x1: ValueId, x2: ValueId, margin: f64) -> Valu
     let other = bin(g, BinaryOp::Sub, one, same);
     let neg = bin(g, BinaryOp::Mul, other, gap2);
     let per = bin(g, BinaryOp::Add, pos, neg);
-    let loss = mean_all(g, per);
-    register(g, loss)
+    mean_all(g, per)
 }
 
 /// Gram matrices of feature maps `[N, C, H, W]`: `[N, C, C]`, `G_n = F_n F_nᵀ / (C·H·W)` with
@@ -227,50 +268,123 @@ pub fn content_loss(g: &mut Graph, features: ValueId, target: &str) -> ValueId {
     mse(g, features, target)
 }
 
-/// Attaches the loss of a model's `train { loss: .. }` to its lowered graph, after checking that
-/// the model's `outputs` fit it:
-///
-/// - `cross_entropy`: one output `[N, K]` (class scores), one-hot input `targets` `[N, K]`;
-/// - `mse`, `l1`, `bce_with_logits`: one output of any shape, input `targets` of that shape;
-/// - `triplet`: three outputs `[N, D]` (anchor, positive, negative embeddings, in that order);
-/// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`.
-///
-/// Returns the `[1]` value registered as the graph output `loss`, or a message saying what the
-/// loss expects and what the model has.
+/// Attaches one loss to a lowered graph, on `outputs` (the model's outputs in order), with
+/// the target input names of a plain `loss: NAME` (`targets`, `same`): [`attach_objective`]
+/// with that single term.
 pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId, String> {
-    if g.outputs.iter().any(|(n, _)| n == "loss") {
+    let named: Vec<(String, ValueId)> = outputs
+        .iter()
+        .map(|&v| {
+            let name = g
+                .outputs
+                .iter()
+                .find(|(_, o)| *o == v)
+                .map(|(n, _)| n.clone());
+            (name.unwrap_or_default(), v)
+        })
+        .collect();
+    attach_objective(g, &Objective::from(loss.clone()), &named)
+}
+
+/// Attaches a model's training objective to its lowered graph, after checking that the
+/// outputs each term reads (`outputs`: the model's, by name, in order) fit it:
+///
+/// - `cross_entropy`: one output `[N, K]` or `[N, K, 1, 1]` (class scores), one-hot targets
+///   `[N, K]`;
+/// - `mse`, `l1`, `bce_with_logits`, `content`: one output of any shape, targets of that shape;
+/// - `style`: one output `[N, C, H, W]`, targets `[N, C, C]` (the Gram matrices to match);
+/// - `triplet`: three outputs `[N, D]` of one shape (anchor, positive, negative embeddings);
+/// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`;
+/// - an output used as a loss (`Loss::Value`): its mean over every element.
+///
+/// Each term's targets are the new input [`Term::target_input`]. The weighted sum is the `[1]`
+/// output `loss`; a model output read as a loss stops being a separate output. Returns the
+/// loss value, or a message saying what a term expects and what the model has.
+pub fn attach_objective(
+    g: &mut Graph,
+    objective: &Objective,
+    outputs: &[(String, ValueId)],
+) -> Result<ValueId, String> {
+    let values: Vec<&str> = objective
+        .terms
+        .iter()
+        .filter(|t| t.loss == Loss::Value)
+        .flat_map(|t| t.outputs.iter().map(String::as_str))
+        .collect();
+    if g.outputs
+        .iter()
+        .any(|(n, _)| n == "loss" && !values.contains(&"loss"))
+    {
         return Err(format!(
-            "the model already has an output named `loss`; the `{loss}` loss adds its own"
+            "the model already has an output named `loss`; the `{objective}` objective adds \
+             its own (train that output itself with `loss: loss`, or rename it)"
         ));
     }
-    let new_input = |g: &Graph, name: &str| -> Result<(), String> {
-        if g.inputs.iter().any(|(n, _)| n == name) {
-            Err(format!(
-                "the `{loss}` loss takes its targets as an input `{name}`, but the model already \
-                 has an input of that name"
-            ))
+    let mut total: Option<ValueId> = None;
+    for term in &objective.terms {
+        let reads: Vec<ValueId> = if term.outputs.is_empty() {
+            outputs.iter().map(|(_, v)| *v).collect()
         } else {
-            Ok(())
-        }
-    };
+            term.outputs
+                .iter()
+                .map(|name| {
+                    outputs
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| *v)
+                        .ok_or_else(|| format!("the model has no output `{name}`"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let value = term_value(g, term, &reads)?;
+        let value = if term.weight == 1.0 {
+            value
+        } else {
+            let w = scalar(g, term.weight);
+            bin(g, BinaryOp::Mul, value, w)
+        };
+        total = Some(match total {
+            None => value,
+            Some(acc) => bin(g, BinaryOp::Add, acc, value),
+        });
+    }
+    let total = total.ok_or("the training objective has no terms")?;
+    // Outputs read as losses are part of `loss` now.
+    g.outputs.retain(|(n, _)| !values.contains(&n.as_str()));
+    Ok(register(g, total))
+}
+
+/// The unweighted value (`[1]`) of one term on the values `reads`.
+fn term_value(g: &mut Graph, term: &Term, reads: &[ValueId]) -> Result<ValueId, String> {
+    let target = term.target_input();
+    if let Some(t) = target.as_deref()
+        && t != "same"
+        && g.inputs.iter().any(|(n, _)| n == t)
+    {
+        return Err(format!(
+            "the `{term}` loss takes its targets as an input `{t}`, but the model already \
+             has an input of that name"
+        ));
+    }
     let wrong = |g: &Graph, expected: &str| -> String {
         format!(
-            "the `{loss}` loss needs {expected}; the model has {}",
-            describe_outputs(g, outputs)
+            "the `{term}` loss needs {expected}; the model has {}",
+            describe_outputs(g, reads)
         )
     };
     let embeddings = |g: &Graph, count: usize, what: &str| -> Result<(), String> {
-        let s0 = outputs.first().map(|&v| g.shape(v));
-        let ok = outputs.len() == count
+        let s0 = reads.first().map(|&v| g.shape(v));
+        let ok = reads.len() == count
             && s0.is_some_and(|s| s.len() == 2)
-            && outputs.iter().all(|&v| Some(g.shape(v)) == s0);
+            && reads.iter().all(|&v| Some(g.shape(v)) == s0);
         if ok { Ok(()) } else { Err(wrong(g, what)) }
     };
-    match *loss {
+    let target = target.unwrap_or_default();
+    Ok(match term.loss {
         Loss::CrossEntropy { label_smoothing } => {
-            let shape = outputs.first().map(|&v| g.shape(v).to_vec());
+            let shape = reads.first().map(|&v| g.shape(v).to_vec());
             let scores = match shape.as_deref() {
-                Some([n, sample @ ..]) if outputs.len() == 1 && !sample.is_empty() => {
+                Some([n, sample @ ..]) if reads.len() == 1 && !sample.is_empty() => {
                     class_count(sample).map(|k| (*n, k))
                 }
                 _ => None,
@@ -281,25 +395,32 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
                     "one output [N, K] (or [N, K, 1, 1]) of class scores",
                 ));
             };
-            new_input(g, "targets")?;
             // A fully convolutional classifier's [N, K, 1, 1] scores, as rows of [N, K].
-            let logits = if g.shape(outputs[0]).len() == 2 {
-                outputs[0]
+            let logits = if g.shape(reads[0]).len() == 2 {
+                reads[0]
             } else {
-                g.push(Op::Reshape, vec![outputs[0]], vec![n, k], O)
+                g.push(Op::Reshape, vec![reads[0]], vec![n, k], O)
             };
-            Ok(cross_entropy(g, logits, label_smoothing))
+            cross_entropy_value(g, logits, label_smoothing, &target)
         }
-        Loss::Mse | Loss::L1 | Loss::BceWithLogits => {
-            if outputs.len() != 1 {
+        Loss::Mse | Loss::L1 | Loss::BceWithLogits | Loss::Content => {
+            if reads.len() != 1 {
                 return Err(wrong(g, "one output (the prediction)"));
             }
-            new_input(g, "targets")?;
-            Ok(match loss {
-                Loss::Mse => mse(g, outputs[0], "targets"),
-                Loss::L1 => l1(g, outputs[0], "targets"),
-                _ => bce_with_logits(g, outputs[0], "targets"),
-            })
+            match term.loss {
+                Loss::Mse | Loss::Content => mse_value(g, reads[0], &target),
+                Loss::L1 => l1_value(g, reads[0], &target),
+                _ => bce_value(g, reads[0], &target),
+            }
+        }
+        Loss::Style => {
+            if reads.len() != 1 || g.shape(reads[0]).len() != 4 {
+                return Err(wrong(g, "one output [N, C, H, W] (feature maps)"));
+            }
+            let gm = gram(g, reads[0]);
+            let d = difference(g, gm, &target);
+            let sq = bin(g, BinaryOp::Mul, d, d);
+            mean_all(g, sq)
         }
         Loss::Triplet { margin } => {
             embeddings(
@@ -308,9 +429,7 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
                 "three outputs [N, D] of the same shape (anchor, positive and negative \
                  embeddings)",
             )?;
-            Ok(triplet_margin(
-                g, outputs[0], outputs[1], outputs[2], margin,
-            ))
+            triplet_value(g, reads[0], reads[1], reads[2], margin)
         }
         Loss::Contrastive { margin } => {
             embeddings(
@@ -318,10 +437,22 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
                 2,
                 "two outputs [N, D] of the same shape (the embeddings of a pair)",
             )?;
-            new_input(g, "same")?;
-            Ok(contrastive(g, outputs[0], outputs[1], margin))
+            if let Some(&(_, v)) = g.inputs.iter().find(|(n, _)| n == "same")
+                && g.shape(v) != [g.shape(reads[0])[0]]
+            {
+                return Err("the model already has an input named `same`, which the \
+                            contrastive loss takes its pair labels in"
+                    .into());
+            }
+            contrastive_value(g, reads[0], reads[1], margin)
         }
-    }
+        Loss::Value => {
+            if reads.len() != 1 {
+                return Err(wrong(g, "one output (a loss the model computes)"));
+            }
+            mean_all(g, reads[0])
+        }
+    })
 }
 
 /// One-hot targets `[N, K]` for class labels.

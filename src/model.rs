@@ -51,16 +51,14 @@ pub fn stages(spec: &Spec, batch: usize) -> (Graph, FusedGraph) {
     (prims, fused)
 }
 
-/// The training graph of a spec (its `train` section's loss, cross-entropy by default; freeze
+/// The training graph of a spec (its objective, [`crate::train::graph::objective_of`]; freeze
 /// selectors applied) and its fusion, for inspection (`netc graph --train`).
 pub fn train_stages(spec: &Spec, batch: usize) -> Result<(Graph, FusedGraph), String> {
     let mut lg = spec.graph.clone();
     let cfg = lg.train.clone().unwrap_or_default();
     crate::train::freeze(&mut lg, &cfg.freeze)?;
-    let loss = cfg.loss.unwrap_or(crate::train_config::Loss::CrossEntropy {
-        label_smoothing: 0.0,
-    });
-    let tg = crate::train::build(&lg, batch, &loss)?;
+    let objective = crate::train::graph::objective_of(&lg);
+    let tg = crate::train::build(&lg, batch, &objective)?;
     let fused = crate::fuse::fuse_with(&tg.prims, &tg.variable);
     Ok((tg.prims, fused))
 }

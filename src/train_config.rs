@@ -7,7 +7,7 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainConfig {
-    pub loss: Option<Loss>,
+    pub loss: Option<Objective>,
     pub optimizer: Option<Optimizer>,
     pub schedule: Option<Schedule>,
     pub batch: Option<usize>,
@@ -21,12 +21,82 @@ pub struct TrainConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loss {
-    CrossEntropy { label_smoothing: f64 },
+    CrossEntropy {
+        label_smoothing: f64,
+    },
     Mse,
     L1,
     BceWithLogits,
-    Triplet { margin: f64 },
-    Contrastive { margin: f64 },
+    Triplet {
+        margin: f64,
+    },
+    Contrastive {
+        margin: f64,
+    },
+    /// Gatys' style loss at one layer: the mean squared difference of the output's Gram
+    /// matrices `[N, C, C]` from targets of that shape.
+    Style,
+    /// Gatys' content loss at one layer: the MSE of the output's features against targets.
+    Content,
+    /// An output that already is a loss (a `[1]` value the model body computes, e.g.
+    /// `loss = triplet_loss(...)`), used as it is.
+    Value,
+}
+
+/// What training minimizes: the sum of weighted loss terms, each on named model outputs
+/// (`loss: cross_entropy(output=cls) + 5 * mse(output=box)` in a spec).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub terms: Vec<Term>,
+}
+
+/// One weighted loss of an [`Objective`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Term {
+    pub weight: f64,
+    pub loss: Loss,
+    /// The model outputs it reads, in order; empty means the model's outputs in order (a
+    /// spec's plain `loss: cross_entropy`).
+    pub outputs: Vec<String>,
+}
+
+impl Term {
+    /// The graph input holding this term's targets, if it takes any: `targets` for a term
+    /// on the model's outputs in order, `targets:<output>` for a term on a named output,
+    /// `same` for the contrastive loss's pair labels.
+    pub fn target_input(&self) -> Option<String> {
+        match self.loss {
+            Loss::Triplet { .. } | Loss::Value => None,
+            Loss::Contrastive { .. } => Some("same".into()),
+            _ => Some(match self.outputs.first() {
+                None => "targets".into(),
+                Some(o) => format!("targets:{o}"),
+            }),
+        }
+    }
+}
+
+impl From<Loss> for Objective {
+    /// One term of weight 1 on the model's outputs in order.
+    fn from(loss: Loss) -> Objective {
+        Objective {
+            terms: vec![Term {
+                weight: 1.0,
+                loss,
+                outputs: vec![],
+            }],
+        }
+    }
+}
+
+impl Objective {
+    /// The cross-entropy on the model's first output, netc's default.
+    pub fn classification() -> Objective {
+        Loss::CrossEntropy {
+            label_smoothing: 0.0,
+        }
+        .into()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +175,41 @@ impl fmt::Display for Loss {
             Loss::BceWithLogits => write!(f, "bce_with_logits"),
             Loss::Triplet { margin } => write!(f, "triplet(margin={})", F(*margin)),
             Loss::Contrastive { margin } => write!(f, "contrastive(margin={})", F(*margin)),
+            Loss::Style => write!(f, "style"),
+            Loss::Content => write!(f, "content"),
+            Loss::Value => write!(f, "value"),
         }
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.weight != 1.0 {
+            write!(f, "{} * ", F(self.weight))?;
+        }
+        let loss = self.loss.to_string();
+        let outputs = match self.outputs.as_slice() {
+            [] => return f.write_str(&loss),
+            [o] if self.loss == Loss::Value => return f.write_str(o),
+            [o] => format!("output={o}"),
+            many => format!("outputs=[{}]", many.join(", ")),
+        };
+        match loss.split_once('(') {
+            Some((name, rest)) => write!(f, "{name}({outputs}, {rest}"),
+            None => write!(f, "{loss}({outputs})"),
+        }
+    }
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.terms.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" + ")?;
+            }
+            write!(f, "{t}")?;
+        }
+        Ok(())
     }
 }
 

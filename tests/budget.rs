@@ -61,7 +61,7 @@ fn inference_estimate_is_within_3x_of_arena_constants_and_parameters() {
 #[test]
 fn training_estimate_is_within_3x_of_what_the_trainer_holds() {
     let s = spec("specs/lenet5.net", &[]);
-    let est = check_training_step(&s.graph, 32, 2, &CE, &sgd(), None)
+    let est = check_training_step(&s.graph, 32, 2, &CE.into(), &sgd(), None)
         .unwrap()
         .total();
     let w = Weights::init(&s.graph, 0);

@@ -806,6 +806,7 @@ fn synthetic(n: usize, shape: [usize; 3]) -> Arc<Dataset> {
         labels: (0..n).map(|i| (i % 10) as i64).collect(),
         classes: 10,
         class_names: vec![],
+        fields: Vec::new(),
     })
 }
 

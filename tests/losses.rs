@@ -578,7 +578,7 @@ model siamese() {
     let spec = netc::load_str("siamese.net", src, &netc::Options::default()).unwrap();
     let lg = &spec.graph;
     let cfg = lg.train.as_ref().unwrap().loss.clone().unwrap();
-    assert_eq!(cfg, Loss::Triplet { margin: 0.5 });
+    assert_eq!(cfg, Loss::Triplet { margin: 0.5 }.into());
     let batch = 5;
     let mut g = netc::lower::lower_with(lg, batch, netc::lower::Mode::Training);
     let outs: Vec<ValueId> = g.outputs[..lg.outputs.len()]
@@ -586,7 +586,9 @@ model siamese() {
         .map(|(_, v)| *v)
         .collect();
     assert_eq!(outs.len(), 3);
-    loss::attach(&mut g, &cfg, &outs).unwrap();
+    let named: Vec<(String, ValueId)> = g.outputs[..lg.outputs.len()].to_vec();
+    assert_eq!(named.len(), outs.len());
+    loss::attach_objective(&mut g, &cfg, &named).unwrap();
 
     let mut rng = Rng(9);
     let params: Vec<ArrayD<f64>> = lg.params.iter().map(|p| rng.array(&p.shape, 0.5)).collect();

@@ -81,7 +81,8 @@ fn model_gradients_match_pytorch_through_oracle_and_jit() {
             n,
             &Loss::CrossEntropy {
                 label_smoothing: 0.0,
-            },
+            }
+            .into(),
         )
         .unwrap();
         let want = tensors(&format!("{}/grads.safetensors", c.dir));
@@ -522,8 +523,8 @@ fn frozen_layers_get_no_gradient_keep_their_statistics_and_cost_no_backward_work
     let loss = Loss::CrossEntropy {
         label_smoothing: 0.0,
     };
-    let full = build(&c.spec.graph, 4, &loss).unwrap();
-    let tg = build(&g, 4, &loss).unwrap();
+    let full = build(&c.spec.graph, 4, &loss.clone().into()).unwrap();
+    let tg = build(&g, 4, &loss.clone().into()).unwrap();
     // No gradient output, no running-statistic output for the frozen layers...
     for (i, _) in tg.grads.iter().chain(&tg.stats) {
         let p = &g.params[*i].path;

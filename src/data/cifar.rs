@@ -84,6 +84,7 @@ pub fn load_files(name: String, paths: &[PathBuf]) -> Result<Dataset, DataError>
         labels,
         classes: 10,
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+        fields: Vec::new(),
     })
 }
 

@@ -179,6 +179,7 @@ fn load_labelled(
         labels,
         classes: class_names.len(),
         class_names: class_names.to_vec(),
+        fields: Vec::new(),
     })
 }
 

@@ -308,6 +308,7 @@ pub fn dataset(
         labels,
         classes,
         class_names: Vec::new(),
+        fields: Vec::new(),
     })
 }
 

@@ -134,6 +134,18 @@ pub struct Batch {
     pub sample_shape: [usize; 3],
     /// Which dataset samples these are, in batch order.
     pub indices: Vec<usize>,
+    /// The dataset's [`super::Field`]s for these samples, by name, in batch order.
+    pub fields: Vec<(String, Vec<f32>)>,
+}
+
+impl Batch {
+    /// The values of field `name`, if the data have it.
+    pub fn field(&self, name: &str) -> Option<&[f32]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 impl Batch {
@@ -220,13 +232,18 @@ impl Loader {
         order
     }
 
-    /// Batch `b` of `epoch` given the epoch's `order`: the one function every path uses.
+    /// Batch `b` of `epoch` given the epoch's `order`.
     pub fn batch(&self, epoch: u64, order: &[usize], b: usize) -> Batch {
-        let s = &*self.shared;
-        let bs = s.opts.batch_size;
+        let bs = self.shared.opts.batch_size;
         let start = (b * bs).min(order.len());
         let end = (start + bs).min(order.len());
-        let indices = order[start..end].to_vec();
+        self.gather(epoch, order[start..end].to_vec())
+    }
+
+    /// The samples `indices` (each below the dataset's length) as one batch, augmented as in
+    /// `epoch`: the one function every path uses.
+    pub fn gather(&self, epoch: u64, indices: Vec<usize>) -> Batch {
+        let s = &*self.shared;
         let shape = s.data.sample_shape;
         let n = s.data.sample_len();
         let plane = shape[1] * shape[2];
@@ -257,12 +274,27 @@ impl Loader {
             }
             labels.push(s.data.labels[i]);
         }
+        let fields = s
+            .data
+            .fields
+            .iter()
+            .map(|f| {
+                let w = f.width();
+                let values = indices
+                    .iter()
+                    .flat_map(|&i| &f.values[i * w..(i + 1) * w])
+                    .copied()
+                    .collect();
+                (f.name.clone(), values)
+            })
+            .collect();
         Batch {
             x,
             labels,
             len: indices.len(),
             sample_shape: shape,
             indices,
+            fields,
         }
     }
 
@@ -409,6 +441,7 @@ mod tests {
             labels: (0..n as i64).map(|i| i % 3).collect(),
             classes: 3,
             class_names: Vec::new(),
+            fields: Vec::new(),
         })
     }
 
@@ -437,6 +470,7 @@ mod tests {
             labels: vec![0],
             classes: 1,
             class_names: Vec::new(),
+            fields: Vec::new(),
         });
         let norm = Normalize::new(&[0.5, 0.25], &[0.5, 0.25], 2).unwrap();
         let l = Loader::new(d, norm, LoaderOptions::eval(1)).unwrap();

@@ -61,11 +61,34 @@ pub struct Dataset {
     /// One label per sample, each in `0..classes`.
     pub labels: Vec<i64>,
     /// The number of classes: the class folders of an image folder, 10 for CIFAR-10, and
-    /// otherwise one more than the largest label of the split.
+    /// otherwise one more than the largest label of the split; 0 when the data have no labels
+    /// (an `.npz` of inputs and targets without `y`).
     pub classes: usize,
     /// Class names by label when the source has them (image folders, Fashion-MNIST,
     /// CIFAR-10); empty otherwise.
     pub class_names: Vec<String>,
+    /// Per-sample values beside the images and labels: the targets of named model outputs
+    /// (regression vectors, multi-label vectors) and the values of further model inputs, each
+    /// named as the output or input it feeds (`.npz` arrays, an image folder's targets file).
+    pub fields: Vec<Field>,
+}
+
+/// Named per-sample values of a [`Dataset`]: `shape` per sample, `values` the samples one
+/// after another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+    /// Where the values came from (for messages): a file, or a file and a key.
+    pub source: String,
+}
+
+impl Field {
+    /// Values per sample.
+    pub fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 impl Dataset {
@@ -113,6 +136,21 @@ impl Dataset {
                     .collect(),
             ),
         };
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| {
+                let w = f.width();
+                Field {
+                    values: indices
+                        .iter()
+                        .flat_map(|&i| &f.values[i * w..(i + 1) * w])
+                        .copied()
+                        .collect(),
+                    ..f.clone()
+                }
+            })
+            .collect();
         Dataset {
             name: name.into(),
             sample_shape: self.sample_shape,
@@ -120,6 +158,7 @@ impl Dataset {
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             classes: self.classes,
             class_names: self.class_names.clone(),
+            fields,
         }
     }
 }

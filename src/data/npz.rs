@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use zip::ZipArchive;
 
-use super::{DataError, Dataset, Pixels, Split, check_labels, file_name};
+use super::{DataError, Dataset, Field, Pixels, Split, check_labels, file_name};
 use crate::io::Kind;
 use crate::io::npy::{NpyData, read_stream};
 
@@ -180,7 +180,9 @@ impl Archive {
         Ok((mpath, shape, data))
     }
 
-    /// The dataset of images `xk` and labels `yk`.
+    /// The dataset of images `xk` and labels `yk`, with every other array of the same
+    /// suffix (`box` beside `x` and `y`, `box_train` beside `x_train`) as a [`Field`] named
+    /// without it. Labels may be missing when there are fields (targets only).
     fn dataset(
         &mut self,
         name: String,
@@ -188,8 +190,20 @@ impl Archive {
         yk: &str,
         model: [usize; 3],
     ) -> Result<Dataset, DataError> {
+        let suffix = xk.strip_prefix('x').unwrap_or("");
+        let others: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| n.strip_suffix(".npy").unwrap_or(n).to_string())
+            .filter(|k| k != xk && k != yk)
+            .filter(|k| match suffix {
+                "" => !k.ends_with("_train") && !k.ends_with("_test"),
+                s => k.ends_with(s),
+            })
+            .collect();
         for k in [xk, yk] {
-            if !self.has(k) {
+            let optional = k == yk && !others.is_empty();
+            if !self.has(k) && !optional {
                 return Err(DataError::new(
                     &self.path,
                     format!(
@@ -200,8 +214,57 @@ impl Archive {
             }
         }
         let (xpath, xshape, x) = self.array(xk)?;
-        let (ypath, yshape, y) = self.array(yk)?;
-        images_and_labels(name, &xpath, &xshape, x, &ypath, &yshape, y, model)
+        let mut ds = if self.has(yk) {
+            let (ypath, yshape, y) = self.array(yk)?;
+            images_and_labels(name, &xpath, &xshape, x, &ypath, &yshape, y, model)?
+        } else {
+            // No labels: the images with label 0 and no classes; the targets are fields.
+            let n = xshape.first().copied().unwrap_or(0);
+            let y = NpyData::I64(vec![0; n]);
+            let mut ds = images_and_labels(name, &xpath, &xshape, x, &xpath, &[n], y, model)?;
+            ds.classes = 0;
+            ds
+        };
+        for k in others {
+            let field = k[..k.len() - suffix.len()].to_string();
+            let (path, shape, data) = self.array(&k)?;
+            let n = ds.len();
+            if shape.first() != Some(&n) {
+                return Err(DataError::new(
+                    &path,
+                    format!(
+                        "`{k}` has shape {}, but there are {n} images: every array beside the \
+                         images holds one row per image",
+                        crate::io::show_shape(&shape)
+                    ),
+                ));
+            }
+            let values: Vec<f32> = match data {
+                NpyData::F32(v) => v,
+                NpyData::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+                NpyData::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+                NpyData::I32(v) => v.into_iter().map(|x| x as f32).collect(),
+                NpyData::I8(v) => v.into_iter().map(f32::from).collect(),
+                NpyData::U8(v) => v.into_iter().map(f32::from).collect(),
+            };
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(DataError::new(
+                    &path,
+                    format!("`{k}` has a value that is not finite at position {i}"),
+                ));
+            }
+            let per: Vec<usize> = match &shape[1..] {
+                [] => vec![1],
+                rest => rest.to_vec(),
+            };
+            ds.fields.push(Field {
+                name: field,
+                shape: per,
+                values,
+                source: format!("{} (`{k}`)", self.path.display()),
+            });
+        }
+        Ok(ds)
     }
 }
 
@@ -327,6 +390,7 @@ fn images_and_labels(
         labels,
         classes,
         class_names: Vec::new(),
+        fields: Vec::new(),
     })
 }
 

@@ -11,6 +11,7 @@
 //! BasicBlock and Inception modules name theirs) and its unnamed ones under its own index.
 
 mod layers;
+mod objective;
 mod train;
 
 pub use train::select as select_params;

@@ -9,7 +9,7 @@ use super::{Elab, R, Scope};
 use crate::diag::{Diagnostic, Span, codes, suggest};
 use crate::layer_graph::LayerGraph;
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, TrainSection};
-use crate::train_config::{Augment, Loss, Optimizer, Schedule, TrainConfig};
+use crate::train_config::{Augment, Optimizer, Schedule, TrainConfig};
 
 const KEYS: &[&str] = &[
     "loss",
@@ -80,7 +80,7 @@ impl Elab<'_> {
             seen.push((key, e.key.span));
             let v = &e.value;
             match key {
-                "loss" => cfg.loss = Some(self.loss(v, scope)?),
+                "loss" => cfg.loss = Some(self.objective(v, scope)?),
                 "optimizer" => cfg.optimizer = Some(self.optimizer(v, scope)?),
                 "schedule" => cfg.schedule = Some(self.schedule(v, scope)?),
                 "batch" => cfg.batch = Some(self.size(v, scope, "the batch size")?),
@@ -133,56 +133,6 @@ impl Elab<'_> {
             }
         }
         Ok(cfg)
-    }
-
-    fn loss(&mut self, v: &Expr, scope: &Scope) -> R<Loss> {
-        const CHOICES: &[&str] = &[
-            "cross_entropy",
-            "mse",
-            "l1",
-            "bce_with_logits",
-            "triplet",
-            "contrastive",
-        ];
-        let Some((name, args)) = callish(v) else {
-            return Err(train_err(v.span, "expected a loss such as `cross_entropy`"));
-        };
-        let names: &[&str] = match name.name.as_str() {
-            "cross_entropy" => &["label_smoothing"],
-            "triplet" | "contrastive" => &["margin"],
-            "mse" | "l1" | "bce_with_logits" => &[],
-            _ => return Err(unknown_choice("loss", &name, CHOICES)),
-        };
-        let s = bind_args(&name, args, names, v.span, "loss")?;
-        let f = |e: &mut Self, i: usize, d: f64| -> R<f64> {
-            match s.get(i).copied().flatten() {
-                Some(a) => e.eval_f64(&a.value, scope),
-                None => Ok(d),
-            }
-        };
-        Ok(match name.name.as_str() {
-            "cross_entropy" => {
-                let ls = f(self, 0, 0.0)?;
-                if !(0.0..1.0).contains(&ls) {
-                    return Err(train_err(
-                        v.span,
-                        format!("label_smoothing must be in [0, 1), found {ls}"),
-                    ));
-                }
-                Loss::CrossEntropy {
-                    label_smoothing: ls,
-                }
-            }
-            "triplet" => Loss::Triplet {
-                margin: f(self, 0, 1.0)?,
-            },
-            "contrastive" => Loss::Contrastive {
-                margin: f(self, 0, 1.0)?,
-            },
-            "mse" => Loss::Mse,
-            "l1" => Loss::L1,
-            _ => Loss::BceWithLogits,
-        })
     }
 
     fn optimizer(&mut self, v: &Expr, scope: &Scope) -> R<Optimizer> {

@@ -140,6 +140,64 @@ pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError>
     })
 }
 
+/// One array of an `.npz` archive written by [`write_npz`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum NpzArray<'a> {
+    F32(&'a [usize], &'a [f32]),
+    I64(&'a [usize], &'a [i64]),
+}
+
+/// Writes an `.npz` archive (uncompressed, as `np.savez`) of named arrays, atomically: `x`
+/// becomes the member `x.npy`. Each array's values must fill its shape.
+pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, NpzArray<'_>)]) -> Result<(), IoError> {
+    let path = path.as_ref();
+    for (name, a) in arrays {
+        let (shape, len) = match a {
+            NpzArray::F32(s, v) => (*s, v.len()),
+            NpzArray::I64(s, v) => (*s, v.len()),
+        };
+        if shape.iter().product::<usize>() != len {
+            return Err(IoError::new(
+                path,
+                format!("array `{name}` has {len} values for the shape {shape:?}"),
+            ));
+        }
+    }
+    write_atomic(path, |w| {
+        let mut z = zip::ZipWriter::new_stream(w);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, a) in arrays {
+            z.start_file(format!("{name}.npy"), opts)
+                .map_err(std::io::Error::other)?;
+            let mut buf = Vec::with_capacity(64 * 1024);
+            match a {
+                NpzArray::F32(shape, v) => {
+                    z.write_all(&header_bytes("<f4", shape))?;
+                    for c in v.chunks(16 * 1024) {
+                        buf.clear();
+                        c.iter()
+                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+                        z.write_all(&buf)?;
+                    }
+                }
+                NpzArray::I64(shape, v) => {
+                    z.write_all(&header_bytes("<i8", shape))?;
+                    for c in v.chunks(8 * 1024) {
+                        buf.clear();
+                        c.iter()
+                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
+                        z.write_all(&buf)?;
+                    }
+                }
+            }
+        }
+        z.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    })
+}
+
 /// Magic, version, length and the padded dict, as numpy writes them: the data starts at a
 /// multiple of 64 bytes and the header ends with a newline.
 fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {

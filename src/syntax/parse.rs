@@ -460,7 +460,7 @@ impl Builder {
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
-        debug_assert_eq!(p.as_rule(), Rule::ident);
+        debug_assert!(matches!(p.as_rule(), Rule::ident | Rule::arg_name));
         Ident {
             name: p.as_str().to_string(),
             span: self.span(&p),
@@ -732,7 +732,7 @@ impl Builder {
         let mut value = None;
         for q in p.into_inner() {
             match q.as_rule() {
-                Rule::ident => name = Some(self.ident(q)),
+                Rule::ident | Rule::arg_name => name = Some(self.ident(q)),
                 Rule::expr => value = Some(self.expr(q, 0)?),
                 r => unreachable!("arg part {r:?}"),
             }

@@ -23,7 +23,7 @@ use crate::fuse::{HostOp, KernelBody};
 use crate::io::weights::Weights;
 use crate::runtime::KernelProfile;
 use crate::train::Trainer;
-use crate::train_config::{Loss, Optimizer};
+use crate::train_config::{Objective, Optimizer};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -260,9 +260,7 @@ pub fn bench_trainer(
         let sel = cfg.freeze.clone();
         crate::train::freeze(&mut lg, &sel)?;
     }
-    let loss = Loss::CrossEntropy {
-        label_smoothing: 0.0,
-    };
+    let loss = Objective::classification();
     let optimizer = Optimizer::Sgd {
         lr: 0.01,
         momentum: 0.9,

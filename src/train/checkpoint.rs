@@ -16,7 +16,7 @@
 //! consistent in itself ([`load`]) and with the spec and the data of the resumed run
 //! ([`check_progress`]); errors name the field or the tensor (and the first bad element).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
@@ -50,13 +50,16 @@ pub struct Progress {
     pub history: Vec<EpochRecord>,
 }
 
-/// The sums behind an epoch's training loss and accuracy, over its batches so far.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// The sums behind an epoch's training loss and metrics, over its batches so far.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EpochSums {
     /// Σ batch mean loss × batch size.
     pub loss_sum: f64,
     pub correct: u64,
     pub seen: u64,
+    /// The sums of the other metrics, by name (see [`crate::train::task::Task::measure`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// The metrics of one finished epoch.
@@ -69,6 +72,10 @@ pub struct EpochRecord {
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub lr: f64,
+    /// The task's other metrics (`train_top5_accuracy`, `test_mse`, `verification_accuracy`,
+    /// ...), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
     /// Wall-clock figures of the run that trained the epoch: not saved in checkpoints (0 after
     /// loading one), which hold only what the training computed.
     #[serde(skip)]

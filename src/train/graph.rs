@@ -13,7 +13,7 @@ use crate::autodiff::backward;
 use crate::graph::{Graph, Op, ValueId};
 use crate::layer_graph::LayerGraph;
 use crate::lower::{Mode, lower_with};
-use crate::train_config::Loss;
+use crate::train_config::{Loss, Objective, Term};
 
 /// A training graph and what its outputs mean.
 #[derive(Debug, Clone)]
@@ -32,21 +32,45 @@ pub struct TrainGraph {
     pub target_inputs: Vec<String>,
 }
 
-/// Attaches `loss` to the model outputs of `g` (its first `n_model` outputs) and returns the
-/// loss value (see [`crate::loss::attach`]).
-pub fn attach_loss(g: &mut Graph, loss: &Loss, n_model: usize) -> Result<ValueId, String> {
-    let outs: Vec<ValueId> = g.outputs[..n_model].iter().map(|(_, v)| *v).collect();
-    crate::loss::attach(g, loss, &outs)
+/// Attaches `objective` to the model outputs of `g` (its first `n_model` outputs) and
+/// returns the loss value (see [`crate::loss::attach_objective`]).
+pub fn attach_loss(
+    g: &mut Graph,
+    objective: &Objective,
+    n_model: usize,
+) -> Result<ValueId, String> {
+    let outs = g.outputs[..n_model].to_vec();
+    crate::loss::attach_objective(g, objective, &outs)
+}
+
+/// What `lg` is trained to minimize: its `train` section's `loss:`; else the outputs its body
+/// computes as losses (`loss = triplet_loss(...)`, `output loss`), summed; else cross-entropy
+/// on its first output.
+pub fn objective_of(lg: &LayerGraph) -> Objective {
+    if let Some(o) = lg.train.as_ref().and_then(|t| t.loss.clone()) {
+        return o;
+    }
+    let terms: Vec<Term> = lg
+        .outputs
+        .iter()
+        .filter(|(_, node)| lg.nodes[*node].op.is_loss())
+        .map(|(name, _)| Term {
+            weight: 1.0,
+            loss: Loss::Value,
+            outputs: vec![name.clone()],
+        })
+        .collect();
+    if terms.is_empty() {
+        Objective::classification()
+    } else {
+        Objective { terms }
+    }
 }
 
 /// Builds the training graph of `lg` for batches of `batch` samples.
-pub fn build(lg: &LayerGraph, batch: usize, loss: &Loss) -> Result<TrainGraph, String> {
+pub fn build(lg: &LayerGraph, batch: usize, objective: &Objective) -> Result<TrainGraph, String> {
     let mut g = lower_with(lg, batch, Mode::Training);
     let n_model = lg.outputs.len();
-    let predictions: Vec<String> = g.outputs[..n_model]
-        .iter()
-        .map(|(n, _)| n.clone())
-        .collect();
     let stats: Vec<(usize, String)> = g.outputs[n_model..]
         .iter()
         .map(|(name, _)| {
@@ -59,7 +83,14 @@ pub fn build(lg: &LayerGraph, batch: usize, loss: &Loss) -> Result<TrainGraph, S
         })
         .collect::<Result<_, String>>()?;
     let inputs_before = g.inputs.len();
-    let loss_v = attach_loss(&mut g, loss, n_model)?;
+    let loss_v = attach_loss(&mut g, objective, n_model)?;
+    // The model's outputs that remain (an output read as a loss is part of `loss` now).
+    let predictions: Vec<String> = lg
+        .outputs
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| g.outputs.iter().any(|(o, _)| o == n))
+        .collect();
     let target_inputs = g.inputs[inputs_before..]
         .iter()
         .map(|(n, _)| n.clone())

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod graph;
 pub mod optim;
 pub mod session;
+pub mod task;
 
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,10 @@ use crate::data::Loader;
 use crate::io::weights::{Value, Weights};
 use crate::layer_graph::{LayerGraph, ParamKind};
 use crate::runtime::Executable;
-use crate::train_config::{Loss, Optimizer};
+use crate::train_config::{Objective, Optimizer};
+
+use checkpoint::EpochSums;
+use task::Task;
 
 pub use graph::{TrainGraph, build, freeze};
 pub use optim::{OptimState, learning_rate};
@@ -74,13 +78,12 @@ pub struct Trainer {
     jit: Arc<Mutex<Jit>>,
     pub optim: OptimState,
     batch: usize,
-    loss: Loss,
+    objective: Objective,
     /// The values of parameters that do not change (frozen, fixed, integer buffers): the
     /// executable holds the variable ones.
     base: Weights,
     /// `num_batches_tracked` of every batchnorm in training mode, incremented per step.
     tracked: Vec<usize>,
-    input_name: String,
     threads: usize,
     targets: Vec<f32>,
     /// Seeds the dropout masks (with the step count).
@@ -98,11 +101,11 @@ impl Trainer {
         lg: &LayerGraph,
         weights: Weights,
         batch: usize,
-        loss: Loss,
+        objective: impl Into<Objective>,
         optimizer: Optimizer,
         threads: usize,
     ) -> Result<Trainer, String> {
-        Self::with_limit(lg, weights, batch, loss, optimizer, threads, None)
+        Self::with_limit(lg, weights, batch, objective, optimizer, threads, None)
     }
 
     /// As [`Trainer::new`], with the memory budget `memory_limit` in bytes (`None`: what is
@@ -111,19 +114,14 @@ impl Trainer {
         lg: &LayerGraph,
         weights: Weights,
         batch: usize,
-        loss: Loss,
+        objective: impl Into<Objective>,
         optimizer: Optimizer,
         threads: usize,
         memory_limit: Option<u64>,
     ) -> Result<Trainer, String> {
-        if lg.inputs.len() != 1 {
-            return Err(format!(
-                "training takes models with one input; this one has {}",
-                lg.inputs.len()
-            ));
-        }
+        let objective = objective.into();
         crate::budget::check_layers(lg, batch, memory_limit)?;
-        let tg = graph::build(lg, batch, &loss)?;
+        let tg = graph::build(lg, batch, &objective)?;
         let jit = crate::model::jit()?;
         let fused = crate::fuse::fuse_with(&tg.prims, &tg.variable);
         let budget = crate::runtime::Budget {
@@ -166,14 +164,13 @@ impl Trainer {
             }
         }
         Ok(Trainer {
-            input_name: lg.inputs[0].name.clone(),
             lg: lg.clone(),
             tg,
             exe,
             jit,
             optim: OptimState::new(optimizer, &sizes),
             batch,
-            loss,
+            objective,
             base: weights,
             tracked,
             threads,
@@ -215,10 +212,14 @@ impl Trainer {
             .sum()
     }
 
-    /// One step on a batch: `x` holds `batch` samples (row-major, the model input's shape),
-    /// `labels` their classes. With a non-finite loss nothing is updated; an update that
-    /// leaves a parameter NaN or infinite is an error too (the parameters are then those
-    /// after it: a caller must not save them).
+    /// The training objective.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// One step of a classifier trained with cross-entropy on its first output: `x` holds
+    /// `batch` samples (row-major, the model input's shape), `labels` their classes. See
+    /// [`Trainer::step_feed`].
     pub fn step(&mut self, x: &[f32], labels: &[i64], lr: f64) -> Result<StepStats, StepError> {
         let n = self.batch;
         if labels.len() != n {
@@ -227,28 +228,44 @@ impl Trainer {
                 labels.len()
             )));
         }
-        self.fill_targets(labels)?;
+        let targets = self
+            .tg
+            .target_inputs
+            .first()
+            .cloned()
+            .ok_or_else(|| StepError::Other("the objective takes no class labels".into()))?;
+        let classes = self.classes();
+        let mut onehot = std::mem::take(&mut self.targets);
+        task::one_hot_into(&mut onehot, labels, classes, "sample", 0).map_err(StepError::Other)?;
+        let input = self.lg.inputs[0].name.clone();
+        let result = self.step_feed(&[(input.as_str(), x), (targets.as_str(), &onehot)], lr);
+        self.targets = onehot;
+        let loss = result?;
+        let correct = match self.tg.predictions.first() {
+            Some(p) => count_correct(self.exe.output(p).unwrap_or(&[]), labels),
+            None => 0,
+        };
+        Ok(StepStats { loss, correct })
+    }
+
+    /// One step: `feed` gives every input of the training graph by name (the model's inputs,
+    /// `batch` samples each, and the objective's targets, see [`task::Task`]). Returns the
+    /// loss. With a non-finite loss nothing is updated; an update that leaves a parameter NaN
+    /// or infinite is an error too (the parameters are then those after it: a caller must
+    /// not save them). The outputs of the step stay readable with [`Trainer::output`].
+    pub fn step_feed(&mut self, feed: &[(&str, &[f32])], lr: f64) -> Result<f32, StepError> {
         // A new dropout mask every step, reproducible from the seed and the step count.
         self.exe.set_random_step(crate::reference::ops::splitmix64(
             self.seed,
             self.optim.step + 1,
         ));
-        let input = self.input_name.clone();
-        let mut feed: Vec<(&str, &[f32])> = vec![(input.as_str(), x)];
-        if let Some(t) = self.tg.target_inputs.first() {
-            feed.push((t.as_str(), &self.targets));
-        }
-        self.exe.run_in_place(&feed).map_err(StepError::Other)?;
+        self.exe.run_in_place(feed).map_err(StepError::Other)?;
         let (mut params, outs) = self.exe.params_and_outputs().map_err(StepError::Other)?;
         let loss = outs["loss"][0];
         if !loss.is_finite() {
             let params = self.non_finite_params();
             return Err(StepError::NonFinite { loss, params });
         }
-        let correct = match self.tg.predictions.first() {
-            Some(p) => count_correct(outs[p], labels),
-            None => 0,
-        };
         // Parameters in the order of the optimizer's tensors (the gradient list).
         let mut by_index: Vec<Option<&mut [f32]>> =
             (0..self.lg.params.len()).map(|_| None).collect();
@@ -282,7 +299,12 @@ impl Trainer {
                 a.iter_mut().for_each(|v| *v += 1);
             }
         }
-        Ok(StepStats { loss, correct })
+        Ok(loss)
+    }
+
+    /// An output of the last step: a model output (`predictions`), `loss`, a gradient.
+    pub fn output(&self, name: &str) -> Option<&[f32]> {
+        self.exe.output(name)
     }
 
     /// The paths of the parameters (and buffers) holding a NaN or an infinity.
@@ -308,19 +330,6 @@ impl Trainer {
             .collect()
     }
 
-    fn fill_targets(&mut self, labels: &[i64]) -> Result<(), StepError> {
-        match &self.loss {
-            Loss::CrossEntropy { .. } => {
-                let classes = self.classes();
-                one_hot_into(&mut self.targets, labels, classes, "sample", 0)
-                    .map_err(StepError::Other)
-            }
-            other => Err(StepError::Other(format!(
-                "training with `{other}` needs targets netc cannot build from labels yet"
-            ))),
-        }
-    }
-
     /// The number of classes of the model's first output (`[N, classes]`).
     pub fn classes(&self) -> usize {
         classes_of(&self.lg)
@@ -339,12 +348,13 @@ impl Trainer {
     }
 
     /// Evaluates the current weights in inference mode over every batch of `data` (an
-    /// evaluation loader): mean loss and the number of correct predictions.
-    pub fn evaluate(&self, data: &Loader) -> Result<(f64, usize), String> {
+    /// evaluation loader) fed as `task` says: the loss and metric sums.
+    pub fn evaluate(&self, data: &Loader, task: &Task) -> Result<EpochSums, String> {
         evaluate(
             &self.lg,
             &self.weights(),
-            &self.loss,
+            &self.objective,
+            task,
             data,
             self.threads,
             &self.jit,
@@ -354,58 +364,49 @@ impl Trainer {
 }
 
 /// Evaluates `weights` in inference mode (batchnorm folded, dropout gone) over one pass of
-/// `data`: the mean loss and the number of correct predictions. Compiles the model for the
-/// loader's batch size, and once more for a shorter last batch, each within `memory_limit`
-/// (bytes; `None`: what is available).
+/// `data` fed as `task` says: the loss and metric sums. Compiles the model for the loader's
+/// batch size, and once more for a shorter last batch, each within `memory_limit` (bytes;
+/// `None`: what is available).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     lg: &LayerGraph,
     weights: &Weights,
-    loss: &Loss,
+    objective: &Objective,
+    task: &Task,
     data: &Loader,
     threads: usize,
     jit: &Arc<Mutex<Jit>>,
     memory_limit: Option<u64>,
-) -> Result<(f64, usize), String> {
+) -> Result<EpochSums, String> {
     let params = crate::model::params_f32(weights);
-    let input = lg.inputs[0].name.clone();
-    let compile = |b: usize| -> Result<(Executable, String), String> {
+    let compile = |b: usize| -> Result<Executable, String> {
         let mut g = crate::lower::lower(lg, b);
         let n_model = lg.outputs.len();
-        graph::attach_loss(&mut g, loss, n_model)?;
-        let targets = g.inputs.last().map(|(n, _)| n.clone()).unwrap_or_default();
+        graph::attach_loss(&mut g, objective, n_model)?;
         let budget = crate::runtime::Budget {
             limit: memory_limit,
             ..Default::default()
         };
-        let exe =
-            Executable::with_budget(crate::fuse::fuse(&g), &params, jit.clone(), threads, budget)?;
-        Ok((exe, targets))
+        Executable::with_budget(crate::fuse::fuse(&g), &params, jit.clone(), threads, budget)
     };
-    let classes = classes_of(lg);
-    let pred_name = lg.outputs[0].0.clone();
-    let mut exes: Vec<(usize, Executable, String)> = Vec::new();
-    let (mut total_loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
-    let mut onehot = Vec::new();
+    let mut exes: Vec<(usize, Executable)> = Vec::new();
+    let mut sums = EpochSums::default();
+    let mut bufs = Vec::new();
     for batch in data.epoch(0) {
         let len = batch.len;
-        if !exes.iter().any(|(b, _, _)| *b == len) {
-            let (exe, t) = compile(len)?;
-            exes.push((len, exe, t));
+        if !exes.iter().any(|(b, _)| *b == len) {
+            exes.push((len, compile(len)?));
         }
-        let (_, exe, targets_name) = exes
+        let (_, exe) = exes
             .iter_mut()
-            .find(|(b, _, _)| *b == len)
+            .find(|(b, _)| *b == len)
             .expect("compiled above");
-        one_hot_into(&mut onehot, &batch.labels, classes, "test sample", n)?;
-        exe.run_in_place(&[(input.as_str(), &batch.x), (targets_name.as_str(), &onehot)])?;
-        total_loss += exe.output("loss").ok_or("no loss output")?[0] as f64 * len as f64;
-        correct += count_correct(
-            exe.output(&pred_name).ok_or("no prediction")?,
-            &batch.labels,
-        );
-        n += len;
+        task.fill(&batch, &mut bufs, "test sample", sums.seen as usize)?;
+        exe.run_in_place(&task.feed(&bufs))?;
+        let loss = exe.output("loss").ok_or("no loss output")?[0];
+        task.measure(&batch, loss, |n| exe.output(n), &mut sums);
     }
-    Ok((total_loss / n.max(1) as f64, correct))
+    Ok(sums)
 }
 
 /// The number of classes of a model's first output (`[N, classes]`).
@@ -415,29 +416,6 @@ pub fn classes_of(lg: &LayerGraph) -> usize {
     let (_, node) = &lg.outputs[0];
     let shape = &lg.nodes[*node].shape;
     crate::loss::class_count(shape).unwrap_or_else(|| shape.last().copied().unwrap_or(1))
-}
-
-/// Fills `out` with one-hot rows (`labels.len() × classes`) for cross-entropy; a label outside
-/// the classes is an error naming the sample (`what` and its index counted from `first`).
-fn one_hot_into(
-    out: &mut Vec<f32>,
-    labels: &[i64],
-    classes: usize,
-    what: &str,
-    first: usize,
-) -> Result<(), String> {
-    out.clear();
-    out.resize(labels.len() * classes, 0.0);
-    for (i, &l) in labels.iter().enumerate() {
-        if l < 0 || l as usize >= classes {
-            return Err(format!(
-                "label {l} of {what} {} is not a class of this model (0..{classes})",
-                first + i
-            ));
-        }
-        out[i * classes + l as usize] = 1.0;
-    }
-    Ok(())
 }
 
 /// How many rows of `logits` (`[N, K]`, row-major) have their largest value at the label

@@ -23,9 +23,10 @@ use std::time::Instant;
 use crate::data::{Loader, LoaderOptions, Normalize, Split};
 use crate::io::weights::Weights;
 use crate::layer_graph::LayerGraph;
-use crate::train_config::{Augment, Loss, Optimizer, Schedule};
+use crate::train_config::{Augment, Objective, Optimizer, Schedule};
 
-use super::checkpoint::{self, Checkpoint, EpochRecord, EpochSums, Progress, RunShape};
+use super::checkpoint::{self, Checkpoint, EpochRecord, Progress, RunShape};
+use super::task::Task;
 use super::{StepError, Trainer, learning_rate};
 
 /// How to train.
@@ -33,7 +34,7 @@ use super::{StepError, Trainer, learning_rate};
 pub struct Settings {
     pub epochs: usize,
     pub batch: usize,
-    pub loss: Loss,
+    pub objective: Objective,
     pub optimizer: Optimizer,
     pub schedule: Schedule,
     pub seed: u64,
@@ -58,7 +59,8 @@ pub enum Event<'a> {
         batch: usize,
         batches: usize,
         loss: f64,
-        accuracy: f64,
+        /// Top-1 accuracy so far, when the task classifies.
+        accuracy: Option<f64>,
         images_per_second: f64,
         lr: f64,
         /// Seconds left in this epoch at the current speed.
@@ -143,7 +145,7 @@ pub fn run(
         lg,
         weights,
         settings.batch,
-        settings.loss.clone(),
+        settings.objective.clone(),
         settings.optimizer.clone(),
         settings.threads,
         settings.memory_limit,
@@ -155,6 +157,7 @@ pub fn run(
     {
         checkpoint::restore_optimizer(&mut trainer.optim, lg, &tensors, ck, progress.step)?;
     }
+    let task = Task::new(lg, &settings.objective, &data.train)?;
     let seed = progress.seed;
     let train = Loader::new(
         Arc::new(data.train.clone()),
@@ -211,8 +214,8 @@ pub fn run(
         let t0 = Instant::now();
         // The running sums: restored when the epoch was stopped midway, so the epoch's
         // figures are those of a run straight through.
-        let sums = progress.epoch_sums.take().unwrap_or_default();
-        let (mut loss_sum, mut correct, mut seen) = (sums.loss_sum, sums.correct, sums.seen);
+        let mut sums = progress.epoch_sums.take().unwrap_or_default();
+        let mut bufs = Vec::new();
         // Samples of this epoch in this run (for the speed).
         let mut seen_here = 0u64;
         let first = progress.batch;
@@ -222,11 +225,7 @@ pub fn run(
                 || settings.max_steps.is_some_and(|m| steps_this_run >= m);
             if stop {
                 progress.batch = b;
-                progress.epoch_sums = (b > 0).then_some(EpochSums {
-                    loss_sum,
-                    correct,
-                    seen,
-                });
+                progress.epoch_sums = (b > 0).then_some(sums);
                 save(&trainer, &progress, observer)?;
                 return Ok(Report {
                     outcome: Outcome::Stopped { epoch, batch: b },
@@ -243,11 +242,10 @@ pub fn run(
                 epoch,
                 b as f64 / batches as f64,
             );
-            match trainer.step(&batch.x, &batch.labels, lr) {
-                Ok(s) => {
-                    loss_sum += s.loss as f64 * batch.len as f64;
-                    correct += s.correct as u64;
-                    seen += batch.len as u64;
+            task.fill(&batch, &mut bufs, "sample", b * settings.batch)?;
+            match trainer.step_feed(&task.feed(&bufs), lr) {
+                Ok(loss) => {
+                    task.measure(&batch, loss, |n| trainer.output(n), &mut sums);
                     seen_here += batch.len as u64;
                 }
                 Err(StepError::NonFinite { loss, params }) => {
@@ -276,23 +274,45 @@ pub fn run(
                 epochs: settings.epochs,
                 batch: b,
                 batches,
-                loss: loss_sum / seen as f64,
-                accuracy: correct as f64 / seen as f64,
+                loss: sums.loss_sum / sums.seen.max(1) as f64,
+                accuracy: task
+                    .classifies()
+                    .then(|| sums.correct as f64 / sums.seen.max(1) as f64),
                 images_per_second: seen_here as f64 / elapsed,
                 lr,
                 eta: elapsed / done as f64 * (batches - b - 1) as f64,
             });
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let (test_loss, test_correct) = trainer.evaluate(&test)?;
-        let n_test = data.test.len();
+        let test_sums = if data.test.is_empty() {
+            None
+        } else {
+            Some(trainer.evaluate(&test, &task)?)
+        };
+        let mut metrics = std::collections::BTreeMap::new();
+        let mut train_metrics = task.summarize(&sums);
+        let train_accuracy = train_metrics.remove("accuracy").unwrap_or(0.0);
+        for (k, v) in train_metrics {
+            metrics.insert(format!("train_{k}"), v);
+        }
+        let mut test_accuracy = None;
+        if let Some(t) = &test_sums {
+            let mut m = task.summarize(t);
+            test_accuracy = m.remove("accuracy");
+            for (k, v) in m {
+                metrics.insert(format!("test_{k}"), v);
+            }
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            test_loss: (n_test > 0).then_some(test_loss),
-            test_accuracy: (n_test > 0).then(|| test_correct as f64 / n_test as f64),
+            train_loss: sums.loss_sum / sums.seen.max(1) as f64,
+            train_accuracy,
+            test_loss: test_sums
+                .as_ref()
+                .map(|t| t.loss_sum / t.seen.max(1) as f64),
+            test_accuracy,
             lr,
+            metrics,
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: seen_here as f64 / train_seconds.max(1e-9),
         };

@@ -359,6 +359,7 @@ pub fn record(epoch: usize) -> EpochRecord {
         test_loss: Some(0.6),
         test_accuracy: Some(0.7),
         lr: 0.05,
+        metrics: Default::default(),
         seconds: 1.0,
         images_per_second: 100.0,
     }

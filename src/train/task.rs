@@ -1,0 +1,421 @@
+//! A task: how a batch of data becomes the inputs of the training graph, and what is
+//! measured (DESIGN §9: a task is data + targets + loss + metrics; there is one trainer).
+//!
+//! In: the model ([`LayerGraph`]), its [`Objective`] and the data's description (the
+//! dataset's fields and classes). Out: per batch, the named buffers the compiled step (or the
+//! evaluation model) takes — model inputs from the images or from fields named after them,
+//! each loss term's targets from the labels (one-hot for cross-entropy) or from the field
+//! named after the output it reads — and, per step, the metric sums that fit the objective:
+//! top-1 (and top-5 when there are more than 5 classes) for a cross-entropy output, MSE and
+//! MAE for a regression output.
+
+use std::collections::BTreeMap;
+
+use crate::data::{Batch, Dataset};
+use crate::layer_graph::LayerGraph;
+use crate::train::checkpoint::EpochSums;
+use crate::train_config::{Loss, Objective};
+
+/// Where one graph input's values come from.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// The batch's images.
+    Images,
+    /// The batch's field of that name.
+    Field(String),
+    /// One-hot rows of the labels, `classes` wide.
+    OneHot(usize),
+    /// The labels as 0/1 values (binary cross-entropy on a one-value output).
+    Binary,
+}
+
+/// What is measured on one model output.
+#[derive(Debug, Clone, PartialEq)]
+enum Metric {
+    /// Class scores against the labels.
+    Classes { output: String, classes: usize },
+    /// A prediction against the field of targets.
+    Regression { output: String, field: String },
+}
+
+/// How batches feed a model and what its steps measure.
+#[derive(Debug, Clone)]
+pub struct Task {
+    feeds: Vec<(String, Source)>,
+    metrics: Vec<Metric>,
+}
+
+impl Task {
+    /// The task of training `lg` on `objective` with batches of `data` (its fields and
+    /// classes; the samples are not read). Errors say which input or target has no data and
+    /// how to give it.
+    pub fn new(lg: &LayerGraph, objective: &Objective, data: &Dataset) -> Result<Task, String> {
+        let mut feeds = Vec::new();
+        let field = |name: &str| data.fields.iter().find(|f| f.name == name);
+        let mut images_used = false;
+        for input in &lg.inputs {
+            let size: usize = input.shape.iter().product();
+            if let Some(f) = field(&input.name) {
+                if f.width() != size {
+                    return Err(format!(
+                        "{}: `{}` holds {} values per sample, but the model's input `{}` is {}",
+                        f.source,
+                        f.name,
+                        f.width(),
+                        input.name,
+                        crate::io::show_shape(&input.shape)
+                    ));
+                }
+                feeds.push((input.name.clone(), Source::Field(input.name.clone())));
+            } else if !images_used {
+                images_used = true;
+                feeds.push((input.name.clone(), Source::Images));
+            } else {
+                return Err(format!(
+                    "the model's input `{}` has no data: {} feeds only the first input \
+                     without an array of its own\n  help: give the .npz an array `{}` of shape \
+                     [N, {}]",
+                    input.name,
+                    data.name,
+                    input.name,
+                    input
+                        .shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let mut metrics = Vec::new();
+        for term in &objective.terms {
+            let Some(target) = term.target_input() else {
+                continue;
+            };
+            let output = term
+                .outputs
+                .first()
+                .cloned()
+                .or_else(|| lg.outputs.first().map(|(n, _)| n.clone()))
+                .ok_or("the model has no outputs")?;
+            let node = lg
+                .outputs
+                .iter()
+                .find(|(n, _)| *n == output)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| format!("the model has no output `{output}`"))?;
+            let shape = &lg.nodes[node].shape;
+            let width: usize = shape.iter().product();
+            let source = match &term.loss {
+                Loss::CrossEntropy { .. } => {
+                    let k = crate::loss::class_count(shape).unwrap_or(width);
+                    if data.classes == 0 {
+                        return Err(format!(
+                            "the `{term}` loss needs class labels, and {} has none\n  help: \
+                             give the .npz an array `y` of class numbers",
+                            data.name
+                        ));
+                    }
+                    metrics.push(Metric::Classes {
+                        output: output.clone(),
+                        classes: k,
+                    });
+                    Source::OneHot(k)
+                }
+                Loss::Contrastive { .. } => {
+                    return Err(format!(
+                        "the `{term}` loss needs pairs of samples, and this model is not \
+                         trained on pairs (a pair model has two inputs of one shape)"
+                    ));
+                }
+                _ => match field(&output) {
+                    Some(f) => {
+                        let want = match term.loss {
+                            Loss::Style => shape.first().map_or(0, |c| c * c),
+                            _ => width,
+                        };
+                        if f.width() != want {
+                            return Err(format!(
+                                "{}: `{}` holds {} values per sample, but the `{term}` loss \
+                                 compares the output `{output}` ({}) with {want}\n  help: \
+                                 give `{}` the shape [N, {}]",
+                                f.source,
+                                f.name,
+                                f.width(),
+                                crate::io::show_shape(shape),
+                                f.name,
+                                if matches!(term.loss, Loss::Style) {
+                                    format!("{c}, {c}", c = shape[0])
+                                } else {
+                                    shape
+                                        .iter()
+                                        .map(|d| d.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                }
+                            ));
+                        }
+                        if matches!(term.loss, Loss::Mse | Loss::L1) {
+                            metrics.push(Metric::Regression {
+                                output: output.clone(),
+                                field: f.name.clone(),
+                            });
+                        }
+                        Source::Field(f.name.clone())
+                    }
+                    None if term.loss == Loss::BceWithLogits && width == 1 && data.classes > 0 => {
+                        Source::Binary
+                    }
+                    None => {
+                        let have: Vec<String> = data
+                            .fields
+                            .iter()
+                            .map(|f| format!("`{}`", f.name))
+                            .collect();
+                        return Err(format!(
+                            "the `{term}` loss needs targets for the output `{output}` ({}), \
+                             and {} has no values named `{output}`{}\n  help: give the data \
+                             an array `{output}` of shape [N, {}] (an .npz key; for an image \
+                             folder a column of its targets.csv)",
+                            crate::io::show_shape(shape),
+                            data.name,
+                            if have.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (it has {})", have.join(", "))
+                            },
+                            shape
+                                .iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                },
+            };
+            if !feeds.iter().any(|(n, _)| *n == target) {
+                feeds.push((target, source));
+            }
+        }
+        Ok(Task { feeds, metrics })
+    }
+
+    /// The graph inputs this task fills, in order.
+    pub fn inputs(&self) -> impl Iterator<Item = &str> {
+        self.feeds.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Whether the task measures classification accuracy.
+    pub fn classifies(&self) -> bool {
+        self.metrics
+            .iter()
+            .any(|m| matches!(m, Metric::Classes { .. }))
+    }
+
+    /// Fills `bufs` (one per [`Task::inputs`], reused between batches) from `batch`. A label
+    /// outside the classes is an error naming the sample (`what` and its index from `first`).
+    pub fn fill(
+        &self,
+        batch: &Batch,
+        bufs: &mut Vec<Vec<f32>>,
+        what: &str,
+        first: usize,
+    ) -> Result<(), String> {
+        bufs.resize_with(self.feeds.len(), Vec::new);
+        for ((_, source), buf) in self.feeds.iter().zip(bufs.iter_mut()) {
+            buf.clear();
+            match source {
+                Source::Images => buf.extend_from_slice(&batch.x),
+                Source::Field(f) => buf.extend_from_slice(
+                    batch
+                        .field(f)
+                        .ok_or_else(|| format!("the batch has no values `{f}`"))?,
+                ),
+                Source::OneHot(k) => one_hot_into(buf, &batch.labels, *k, what, first)?,
+                Source::Binary => {
+                    for (i, &l) in batch.labels.iter().enumerate() {
+                        if !(0..=1).contains(&l) {
+                            return Err(format!(
+                                "label {l} of {what} {}: binary cross-entropy on one value \
+                                 takes labels 0 and 1",
+                                first + i
+                            ));
+                        }
+                        buf.push(l as f32);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The feeds for a compiled model: `(input name, values)` pairs over `bufs`.
+    pub fn feed<'a>(&'a self, bufs: &'a [Vec<f32>]) -> Vec<(&'a str, &'a [f32])> {
+        self.feeds
+            .iter()
+            .zip(bufs)
+            .map(|((n, _), b)| (n.as_str(), b.as_slice()))
+            .collect()
+    }
+
+    /// Adds a step's figures to `sums`: `loss` (the batch mean) and each metric of the
+    /// outputs `output(name)` against `batch`.
+    pub fn measure<'o>(
+        &self,
+        batch: &Batch,
+        loss: f32,
+        output: impl Fn(&str) -> Option<&'o [f32]>,
+        sums: &mut EpochSums,
+    ) {
+        let n = batch.len;
+        sums.loss_sum += loss as f64 * n as f64;
+        sums.seen += n as u64;
+        for m in &self.metrics {
+            let several = self.several(m);
+            match m {
+                Metric::Classes { output: o, classes } => {
+                    let Some(scores) = output(o) else { continue };
+                    let (top1, top5) = count_top(scores, &batch.labels);
+                    if several {
+                        *sums.extra.entry(format!("{o}_correct")).or_default() += top1 as f64;
+                    } else {
+                        sums.correct += top1 as u64;
+                    }
+                    if *classes > 5 {
+                        let key = prefixed(several, o, "correct5");
+                        *sums.extra.entry(key).or_default() += top5 as f64;
+                    }
+                }
+                Metric::Regression { output: o, field } => {
+                    let (Some(pred), Some(target)) = (output(o), batch.field(field)) else {
+                        continue;
+                    };
+                    let (mut sq, mut abs) = (0f64, 0f64);
+                    for (&p, &t) in pred.iter().zip(target) {
+                        let d = (p - t) as f64;
+                        sq += d * d;
+                        abs += d.abs();
+                    }
+                    *sums
+                        .extra
+                        .entry(prefixed(several, o, "sq_err"))
+                        .or_default() += sq;
+                    *sums
+                        .extra
+                        .entry(prefixed(several, o, "abs_err"))
+                        .or_default() += abs;
+                    *sums.extra.entry(prefixed(several, o, "elems")).or_default() +=
+                        pred.len() as f64;
+                }
+            }
+        }
+    }
+
+    /// Whether another output is measured the same way as `m`'s (its metric names then
+    /// start with its output's name).
+    fn several(&self, m: &Metric) -> bool {
+        let same = |a: &Metric| std::mem::discriminant(a) == std::mem::discriminant(m);
+        self.metrics.iter().filter(|a| same(a)).count() > 1
+    }
+
+    /// The metrics of `sums` by name: `accuracy`, `top5_accuracy`, `mse`, `mae` (each
+    /// prefixed by the output's name and `_` when several outputs are measured the same way:
+    /// `cls_accuracy`).
+    pub fn summarize(&self, sums: &EpochSums) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let seen = sums.seen.max(1) as f64;
+        let get = |k: &str| sums.extra.get(k).copied().unwrap_or(0.0);
+        for m in &self.metrics {
+            let several = self.several(m);
+            match m {
+                Metric::Classes { output: o, classes } => {
+                    let top1 = if several {
+                        get(&format!("{o}_correct"))
+                    } else {
+                        sums.correct as f64
+                    };
+                    out.insert(prefixed(several, o, "accuracy"), top1 / seen);
+                    if *classes > 5 {
+                        out.insert(
+                            prefixed(several, o, "top5_accuracy"),
+                            get(&prefixed(several, o, "correct5")) / seen,
+                        );
+                    }
+                }
+                Metric::Regression { output: o, .. } => {
+                    let elems = get(&prefixed(several, o, "elems")).max(1.0);
+                    out.insert(
+                        prefixed(several, o, "mse"),
+                        get(&prefixed(several, o, "sq_err")) / elems,
+                    );
+                    out.insert(
+                        prefixed(several, o, "mae"),
+                        get(&prefixed(several, o, "abs_err")) / elems,
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn prefixed(several: bool, output: &str, key: &str) -> String {
+    if several {
+        format!("{output}_{key}")
+    } else {
+        key.to_string()
+    }
+}
+
+/// Fills `out` with one-hot rows (`labels.len() × classes`) for cross-entropy; a label outside
+/// the classes is an error naming the sample (`what` and its index counted from `first`).
+pub(crate) fn one_hot_into(
+    out: &mut Vec<f32>,
+    labels: &[i64],
+    classes: usize,
+    what: &str,
+    first: usize,
+) -> Result<(), String> {
+    out.clear();
+    out.resize(labels.len() * classes, 0.0);
+    for (i, &l) in labels.iter().enumerate() {
+        if l < 0 || l as usize >= classes {
+            return Err(format!(
+                "label {l} of {what} {} is not a class of this model (0..{classes})",
+                first + i
+            ));
+        }
+        out[i * classes + l as usize] = 1.0;
+    }
+    Ok(())
+}
+
+/// How many rows of `scores` (`[N, K]`, row-major) have their label as the largest value
+/// (the first largest, as `torch.argmax`), and how many among their 5 largest (ties counted
+/// as `torch.topk` breaks them: the lower index first).
+pub fn count_top(scores: &[f32], labels: &[i64]) -> (usize, usize) {
+    if labels.is_empty() {
+        return (0, 0);
+    }
+    let k = scores.len() / labels.len();
+    let (mut top1, mut top5) = (0, 0);
+    for (i, &l) in labels.iter().enumerate() {
+        let row = &scores[i * k..(i + 1) * k];
+        let Some(&mine) = usize::try_from(l).ok().and_then(|l| row.get(l)) else {
+            continue;
+        };
+        // Classes ranked above the label: larger scores, or equal scores at lower indices.
+        let above = row
+            .iter()
+            .enumerate()
+            .filter(|&(j, &v)| v > mine || (v == mine && (j as i64) < l))
+            .count();
+        if above == 0 {
+            top1 += 1;
+        }
+        if above < 5 {
+            top5 += 1;
+        }
+    }
+    (top1, top5)
+}
