@@ -13,6 +13,7 @@
 mod layers;
 mod train;
 
+pub use train::numbered_layers;
 pub use train::select as select_params;
 pub mod value;
 
