@@ -59,8 +59,16 @@ pub struct TrainArgs {
     /// neither --save nor --out is given).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Freeze parameters: names (`conv1`), prefixes (`layer1`), ranges (`features.0..7`,
-    /// `..2` for the first two layers).
+    /// With --weights: initialize these modules afresh instead of loading them, e.g. a new
+    /// head with `--set classes=3 --reinit fc` (the file's tensors under them are not used;
+    /// every other tensor must fit). Names are module paths as `netc summary` prints them;
+    /// what was reinitialized is listed.
+    #[arg(long, num_args = 1.., value_name = "NAME")]
+    pub reinit: Vec<String>,
+    /// Freeze parameters: names (`conv1`), prefixes (`layer1`), ranges (`features.0..7`), or
+    /// `..N` for the first N layers as `netc summary` numbers them (its # column: the
+    /// top-level modules with parameters; `..6` on ResNet-18 freezes all but `fc`). Freezing
+    /// every trainable parameter is an error.
     #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
     /// Worker threads (default: all cores; at most 4 × the cores, and 256).
@@ -161,6 +169,9 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
+    if let Err(e) = check_not_all_frozen(&lg, &cfg.freeze, &args.freeze) {
+        return fail(e);
+    }
     let objective = crate::train::graph::objective_of(&lg);
     let settings_opt = optimizer(cfg.optimizer.as_ref(), args.optimizer.as_deref(), args.lr);
     let source = args
@@ -301,7 +312,18 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             .and_then(|c| c.progress.as_ref().map(|p| p.seed)))
         .or(cfg.seed)
         .unwrap_or(0);
+    if !args.reinit.is_empty() && (args.weights.is_none() || resume.is_some()) {
+        return fail(
+            "--reinit reinitializes parts of the weights given with --weights, and is only \
+             for starting a new training\n  help: add --weights FILE (and drop --resume)",
+        );
+    }
     let weights = match (&args.weights, &resume) {
+        (Some(p), None) if !args.reinit.is_empty() => match load_reinit(p, &lg, &args.reinit, seed)
+        {
+            Ok(w) => w,
+            Err(e) => return fail(e),
+        },
         (Some(p), None) => match Weights::load(p, &lg) {
             Ok(w) => w,
             Err(e) => return fail(e),
@@ -512,6 +534,79 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             ))
         }
     }
+}
+
+/// Freezing every trainable parameter leaves nothing to train (an evaluation is `netc run`'s
+/// job, and features are `netc features`'): an error naming the selectors, with the largest
+/// `..N` that still trains something.
+fn check_not_all_frozen(
+    lg: &crate::layer_graph::LayerGraph,
+    spec: &[String],
+    flags: &[String],
+) -> Result<(), String> {
+    let trainable = lg.params.iter().any(|p| p.trainable && !p.kind.is_buffer());
+    let had = lg
+        .params
+        .iter()
+        .any(|p| !p.kind.is_buffer() && p.fixed.is_none());
+    if trainable || !had || (spec.is_empty() && flags.is_empty()) {
+        return Ok(());
+    }
+    let layers = crate::elab::numbered_layers(lg);
+    let mut by = Vec::new();
+    if !flags.is_empty() {
+        by.push(format!("--freeze {}", flags.join(" ")));
+    }
+    if !spec.is_empty() {
+        by.push(format!("the spec's `freeze: [{}]`", spec.join(", ")));
+    }
+    Err(format!(
+        "{} freezes every trainable parameter of `{}`: nothing would be trained\n  help: freeze \
+         fewer layers, e.g. `--freeze ..{}` trains only `{}` (layers are numbered in `netc \
+         summary`'s # column); to compute a layer's outputs, use `netc features`",
+        by.join(" with "),
+        lg.name,
+        layers.len().saturating_sub(1),
+        layers.last().copied().unwrap_or("")
+    ))
+}
+
+/// `--weights FILE --reinit NAME...`: loads the file except the named modules, which are
+/// initialized from `seed`, and lists them (and the file's tensors not used) on stderr.
+fn load_reinit(
+    path: &std::path::Path,
+    lg: &crate::layer_graph::LayerGraph,
+    names: &[String],
+    seed: u64,
+) -> Result<Weights, String> {
+    let picked = crate::io::weights::select_reinit(lg, names)?;
+    let (w, unused) = Weights::load_reinit(path, lg, &picked, seed).map_err(|e| e.to_string())?;
+    let list: Vec<String> = picked
+        .iter()
+        .map(|&i| {
+            let p = &lg.params[i];
+            format!("{} {}", p.path, crate::io::show_shape(&p.shape))
+        })
+        .collect();
+    eprintln!(
+        "reinitialized {} tensor{} (--reinit {}): {}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" },
+        names.join(" "),
+        list.join(", ")
+    );
+    if !unused.is_empty() {
+        let unused: Vec<String> = unused
+            .iter()
+            .map(|(n, s)| format!("{n} {}", crate::io::show_shape(s)))
+            .collect();
+        eprintln!(
+            "  not loaded from {}: {}",
+            crate::diag::escape_controls(&path.display().to_string()),
+            crate::diag::escape_controls(&unused.join(", "))
+        );
+    }
+    Ok(w)
 }
 
 fn record(r: &EpochRecord, classifies: bool) -> Record {

@@ -55,9 +55,30 @@ fn header(g: &LayerGraph) -> String {
     format!("model {}({})", g.name, params.join(", "))
 }
 
-/// The `netc summary` table: one row per layer, then totals.
+/// Per node: its number as `--freeze ..N` counts layers (1-based, on the first node of each
+/// top-level module with parameters, see [`crate::elab::numbered_layers`]), else `None`.
+fn layer_numbers(g: &LayerGraph) -> Vec<Option<usize>> {
+    let tops = crate::elab::numbered_layers(g);
+    let mut done = vec![false; tops.len()];
+    g.nodes
+        .iter()
+        .map(|n| {
+            if n.params.is_empty() {
+                return None;
+            }
+            let top = n.path.split('.').next().unwrap_or("");
+            let k = tops.iter().position(|t| *t == top)?;
+            (!std::mem::replace(&mut done[k], true)).then_some(k + 1)
+        })
+        .collect()
+}
+
+/// The `netc summary` table: one row per layer, then totals. The `#` column numbers the
+/// layers as `--freeze ..N` counts them.
 pub fn summary(g: &LayerGraph) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
+    let numbers = layer_numbers(g);
+    let mut rows: Vec<[String; 6]> = vec![[
+        "#".into(),
         "layer".into(),
         "op".into(),
         "output".into(),
@@ -66,7 +87,7 @@ pub fn summary(g: &LayerGraph) -> String {
     ]];
     let mut total_flops = 0u64;
     let mut shared_seen = std::collections::HashSet::new();
-    for n in &g.nodes {
+    for (n, number) in g.nodes.iter().zip(&numbers) {
         let f = g.flops(n);
         total_flops = total_flops.saturating_add(f);
         // Shared modules' parameters count once.
@@ -84,6 +105,7 @@ pub fn summary(g: &LayerGraph) -> String {
             n.path.clone()
         };
         rows.push([
+            number.map(|k| k.to_string()).unwrap_or_default(),
             path,
             n.op.describe(),
             show_shape(&n.shape),
@@ -95,7 +117,7 @@ pub fn summary(g: &LayerGraph) -> String {
             },
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -106,20 +128,22 @@ pub fn summary(g: &LayerGraph) -> String {
     for (i, r) in rows.iter().enumerate() {
         let _ = writeln!(
             out,
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}",
+            "{:>w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {:>w5$}",
             r[0],
             r[1],
             r[2],
             r[3],
             r[4],
+            r[5],
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
             w3 = widths[3],
-            w4 = widths[4]
+            w4 = widths[4],
+            w5 = widths[5]
         );
         if i == 0 {
-            let total: usize = widths.iter().sum::<usize>() + 8;
+            let total: usize = widths.iter().sum::<usize>() + 10;
             let _ = writeln!(out, "{}", "-".repeat(total));
         }
     }
@@ -381,11 +405,14 @@ pub fn graph_json(g: &LayerGraph) -> Json {
 
 /// `netc summary --json`: per-layer rows and totals.
 pub fn summary_json(g: &LayerGraph) -> Json {
+    let numbers = layer_numbers(g);
     let layers: Vec<Json> = g
         .nodes
         .iter()
-        .map(|n| {
+        .zip(numbers)
+        .map(|(n, number)| {
             json!({
+                "number": number,
                 "path": n.path,
                 "op": n.op.describe(),
                 "shape": n.shape,

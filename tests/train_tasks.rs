@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use netc::data::rng::Rng;
-use netc::io::npy::{NpzArray, write_npz};
+use netc::io::npy::{NpzArray, write_arrays};
 
 fn netc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netc"))
@@ -88,7 +88,7 @@ fn a_class_head_and_a_box_head_train_on_a_weighted_sum() {
     let (x, y, boxes) = squares(960, 1);
     let n = y.len();
     let data = d.join("squares.npz");
-    write_npz(
+    write_arrays(
         &data,
         &[
             ("x", NpzArray::F32(&[n, 1, 8, 8], &x)),
@@ -137,7 +137,7 @@ fn a_regression_target_of_the_wrong_width_is_refused_naming_the_key() {
     let n = y.len();
     let wrong = vec![0f32; n * 3];
     let data = d.join("wrong.npz");
-    write_npz(
+    write_arrays(
         &data,
         &[
             ("x", NpzArray::F32(&[n, 1, 8, 8], &x)),
@@ -156,7 +156,7 @@ fn a_regression_target_of_the_wrong_width_is_refused_naming_the_key() {
 
     // Without the key at all.
     let missing = d.join("missing.npz");
-    write_npz(
+    write_arrays(
         &missing,
         &[
             ("x", NpzArray::F32(&[n, 1, 8, 8], &x)),
@@ -234,7 +234,7 @@ model twin {
     let (x, y, _) = squares(120, 3);
     let (right, _, _) = squares(120, 4);
     let data = d.join("twin.npz");
-    write_npz(
+    write_arrays(
         &data,
         &[
             ("x", NpzArray::F32(&[120, 1, 8, 8], &x)),
@@ -260,7 +260,7 @@ model twin {
 
     // Without `right`, the second input has no data: a clear error.
     let data2 = d.join("left-only.npz");
-    write_npz(
+    write_arrays(
         &data2,
         &[
             ("x", NpzArray::F32(&[120, 1, 8, 8], &x)),

@@ -14,6 +14,7 @@ mod layers;
 mod objective;
 mod train;
 
+pub use train::numbered_layers;
 pub use train::select as select_params;
 pub mod value;
 

@@ -371,10 +371,26 @@ impl Elab<'_> {
     }
 }
 
+/// The layers `..N` counts and `netc summary` numbers (1, 2, ...): the top-level modules
+/// that have parameters (the first part of the parameter paths: `conv1`, `bn1`, `layer1`, ...,
+/// `fc` on ResNet-18), in parameter order.
+pub fn numbered_layers(g: &LayerGraph) -> Vec<&str> {
+    let mut tops: Vec<&str> = Vec::new();
+    for p in &g.params {
+        let top = p.path.split('.').next().unwrap_or("");
+        if !tops.contains(&top) {
+            tops.push(top);
+        }
+    }
+    tops
+}
+
 /// The parameter indices a freeze selector picks:
 /// - `PATH`: the module at PATH and everything inside it (`conv1`, `layer1`, `features.0`);
 /// - `PATH.A..B`: children A to B-1 of PATH (`features.0..7`);
-/// - `..N`: the first N top-level modules that have parameters (`..2` on LeNet-5: conv1, conv2).
+/// - `..N`: the first N layers as `netc summary` numbers them ([`numbered_layers`]: the
+///   top-level modules that have parameters; `..2` on LeNet-5: conv1, conv2; `..6` on
+///   ResNet-18: everything but `fc`).
 ///
 /// Errors carry a message and an optional help line.
 pub fn select(g: &LayerGraph, sel: &str) -> Result<Vec<usize>, (String, Option<String>)> {
@@ -409,13 +425,23 @@ pub fn select(g: &LayerGraph, sel: &str) -> Result<Vec<usize>, (String, Option<S
             ));
         }
         if parent.is_empty() && base.is_empty() {
-            // The first N top-level modules with parameters.
-            let mut tops: Vec<&str> = Vec::new();
-            for p in &g.params {
-                let top = p.path.split('.').next().unwrap_or("");
-                if !tops.contains(&top) {
-                    tops.push(top);
-                }
+            // The first N layers as `summary` numbers them.
+            let tops = numbered_layers(g);
+            if end > tops.len() {
+                return Err((
+                    format!(
+                        "`{sel}` asks for {end} layers, but model `{}` has {} (numbered 1 to {} \
+                         in `netc summary`)",
+                        g.name,
+                        tops.len(),
+                        tops.len()
+                    ),
+                    Some(format!(
+                        "`..{}` freezes every layer but the last ({})",
+                        tops.len().saturating_sub(1),
+                        tops.last().copied().unwrap_or("")
+                    )),
+                ));
             }
             let chosen: Vec<&str> = tops.iter().skip(start).take(end - start).copied().collect();
             for (i, p) in g.params.iter().enumerate() {

@@ -6,7 +6,8 @@
 //! version 1 (version 2 if the header needs it), atomically. [`read_stream`] reads a `.npy`
 //! from a stream (an `.npz` member as it is decompressed: header first, then exactly the data
 //! it declares) into its shape and [`NpyData`] in the file's own dtype; [`from_bytes`] does
-//! the same for one held in memory.
+//! the same for one held in memory. [`write_npz`] writes an `.npz` archive (uncompressed, as
+//! `np.savez`) member by member, streaming each array's values, atomically.
 //!
 //! The file is untrusted: the header is bounded in size and parsed by a small parser of the
 //! Python dict literal numpy writes; the size the header declares is checked against the
@@ -140,16 +141,21 @@ pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError>
     })
 }
 
-/// One array of an `.npz` archive written by [`write_npz`].
+/// Writes the members of an `.npz` archive (an uncompressed zip of `.npy` files, what
+/// `np.savez` writes), streamed: each array's header, then its values as they are given.
+/// One array of an `.npz` archive written by [`write_arrays`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum NpzArray<'a> {
     F32(&'a [usize], &'a [f32]),
     I64(&'a [usize], &'a [i64]),
 }
 
-/// Writes an `.npz` archive (uncompressed, as `np.savez`) of named arrays, atomically: `x`
+/// Writes named arrays held in memory as an `.npz` archive, atomically ([`write_npz`]): `x`
 /// becomes the member `x.npy`. Each array's values must fill its shape.
-pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, NpzArray<'_>)]) -> Result<(), IoError> {
+pub fn write_arrays(
+    path: impl AsRef<Path>,
+    arrays: &[(&str, NpzArray<'_>)],
+) -> Result<(), IoError> {
     let path = path.as_ref();
     for (name, a) in arrays {
         let (shape, len) = match a {
@@ -163,37 +169,72 @@ pub fn write_npz(path: impl AsRef<Path>, arrays: &[(&str, NpzArray<'_>)]) -> Res
             ));
         }
     }
-    write_atomic(path, |w| {
-        let mut z = zip::ZipWriter::new_stream(w);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(true);
+    write_npz(path, |w| {
         for (name, a) in arrays {
-            z.start_file(format!("{name}.npy"), opts)
-                .map_err(std::io::Error::other)?;
-            let mut buf = Vec::with_capacity(64 * 1024);
             match a {
                 NpzArray::F32(shape, v) => {
-                    z.write_all(&header_bytes("<f4", shape))?;
-                    for c in v.chunks(16 * 1024) {
-                        buf.clear();
-                        c.iter()
-                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
-                        z.write_all(&buf)?;
-                    }
+                    w.begin(name, "<f4", shape)?;
+                    w.f32s(v)?;
                 }
                 NpzArray::I64(shape, v) => {
-                    z.write_all(&header_bytes("<i8", shape))?;
-                    for c in v.chunks(8 * 1024) {
-                        buf.clear();
-                        c.iter()
-                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes()));
-                        z.write_all(&buf)?;
-                    }
+                    w.begin(name, "<i8", shape)?;
+                    w.i64s(v)?;
                 }
             }
         }
-        z.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    })
+}
+
+pub struct NpzWriter<'a, W: Write + std::io::Seek> {
+    zip: &'a mut zip::ZipWriter<W>,
+}
+
+impl<W: Write + std::io::Seek> NpzWriter<'_, W> {
+    /// Starts member `name.npy`: an array of `shape` with numpy dtype `descr` (`<f4`, `<i8`);
+    /// its values follow through [`NpzWriter::f32s`] / [`NpzWriter::i64s`], exactly
+    /// `shape.iter().product()` of them (the caller's to get right: nothing checks it).
+    pub fn begin(&mut self, name: &str, descr: &str, shape: &[usize]) -> std::io::Result<()> {
+        let elem = if descr.ends_with('8') { 8u64 } else { 4 };
+        let bytes = shape.iter().fold(elem, |a, &d| a.saturating_mul(d as u64));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(bytes >= u32::MAX as u64 - 1024);
+        self.zip
+            .start_file(format!("{name}.npy"), opts)
+            .map_err(std::io::Error::other)?;
+        self.zip.write_all(&header_bytes(descr, shape))
+    }
+
+    pub fn f32s(&mut self, v: &[f32]) -> std::io::Result<()> {
+        for chunk in v.chunks(16 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.zip.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn i64s(&mut self, v: &[i64]) -> std::io::Result<()> {
+        for chunk in v.chunks(8 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.zip.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an `.npz` archive atomically (nothing at `path` changes unless all of it was
+/// written): `members` writes the arrays through the [`NpzWriter`] it is given.
+pub fn write_npz(
+    path: impl AsRef<Path>,
+    members: impl FnOnce(
+        &mut NpzWriter<'_, &mut std::io::BufWriter<&std::fs::File>>,
+    ) -> std::io::Result<()>,
+) -> Result<(), IoError> {
+    write_atomic(path, |w| {
+        let mut zip = zip::ZipWriter::new(w);
+        members(&mut NpzWriter { zip: &mut zip })?;
+        zip.finish().map_err(std::io::Error::other)?;
         Ok(())
     })
 }

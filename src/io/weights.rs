@@ -13,6 +13,10 @@
 //! (`ParamInfo::fixed`) come from the spec; a file may contain them too, but then its values
 //! must equal the spec's.
 //!
+//! [`Weights::load_reinit`] is the transfer-learning load: the parameters under the given
+//! module paths (`fc`) are initialized afresh and the file's tensors under them are not used
+//! (a head of another class count); everything else is matched as strictly as by `load`.
+//!
 //! Saving writes safetensors with the parameter paths as keys (`num_batches_tracked` as I64), in
 //! the form `safetensors.torch.load_file` + `load_state_dict` accept, atomically (see
 //! [`super::write_atomic`]).
@@ -100,6 +104,9 @@ impl Value {
     }
 }
 
+/// A tensor's name and shape.
+pub type Named = (String, Vec<usize>);
+
 /// The values of all of a model's parameters and buffers, indexed like `LayerGraph::params`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weights {
@@ -124,6 +131,40 @@ impl Weights {
             .map_err(|e| IoError::new(path, explain_format_error(&bytes, &e)))?;
         match_tensors(g, &st)
             .map_err(|(message, details)| IoError::new(path, message).with_details(details))
+    }
+
+    /// Loads like [`Weights::load`], except that the parameters at `reinit` indices take their
+    /// values from `Weights::init(g, seed)` and the file's tensors of those paths are not
+    /// used (they may be absent or of another shape, as a 1000-class head when the model has
+    /// 3 classes). Every other parameter must be in the file with its shape. Also returns
+    /// the file's tensors that were not used, with their shapes, for the caller to list.
+    pub fn load_reinit(
+        path: impl AsRef<Path>,
+        g: &LayerGraph,
+        reinit: &[usize],
+        seed: u64,
+    ) -> Result<(Weights, Vec<Named>), IoError> {
+        let path = path.as_ref();
+        let bytes = read_limited(path, Kind::Weights)?;
+        if let Some(msg) = sniff_other_format(&bytes) {
+            return Err(IoError::new(path, msg));
+        }
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| IoError::new(path, explain_format_error(&bytes, &e)))?;
+        let skip: HashSet<&str> = reinit.iter().map(|&i| g.params[i].path.as_str()).collect();
+        let mut w = match_tensors_skipping(g, &st, &skip)
+            .map_err(|(message, details)| IoError::new(path, message).with_details(details))?;
+        let fresh = Weights::init(g, seed);
+        for &i in reinit {
+            w.values[i] = fresh.values[i].clone();
+        }
+        let mut unused: Vec<Named> = st
+            .iter()
+            .filter(|(name, _)| skip.contains(name))
+            .map(|(name, v)| (name.to_string(), v.shape().to_vec()))
+            .collect();
+        unused.sort();
+        Ok((w, unused))
     }
 
     /// Saves as safetensors keyed by parameter path, atomically. Fails (writing nothing) if
@@ -521,8 +562,62 @@ fn f16_to_f32(h: u16) -> f32 {
 
 type Problems = (String, Vec<String>);
 
+/// The parameter indices `--reinit` names pick: each name is a module path (`fc`,
+/// `layer4.1`) or a parameter path (`fc.weight`), taking every parameter at or under it. A
+/// name that picks nothing is an error naming the flag, with the nearest module paths.
+pub fn select_reinit(g: &LayerGraph, names: &[String]) -> Result<Vec<usize>, String> {
+    let mut picked: Vec<usize> = Vec::new();
+    for name in names {
+        let name = name.trim().trim_end_matches('.');
+        let under = |p: &str| p == name || p.strip_prefix(name).is_some_and(|r| r.starts_with('.'));
+        let these: Vec<usize> = (0..g.params.len())
+            .filter(|&i| under(&g.params[i].path))
+            .collect();
+        if these.is_empty() {
+            let modules = g.module_paths();
+            let mut near: Vec<&str> = Vec::new();
+            if let Some(h) = suggest(name, modules.iter().map(String::as_str)) {
+                near.push(h);
+            }
+            // The last module with parameters: usually the head to replace.
+            if let Some(last) = modules.last().filter(|m| !near.contains(&m.as_str())) {
+                near.push(last);
+            }
+            let near: Vec<String> = near.iter().map(|n| format!("`{n}`")).collect();
+            return Err(format!(
+                "--reinit {}: matches no parameter of model `{}`\n  help: give module paths \
+                 as `netc summary` prints them{}",
+                crate::diag::escape_controls(name),
+                g.name,
+                if near.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {}", near.join(" or "))
+                }
+            ));
+        }
+        for i in these {
+            if !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+    }
+    picked.sort_unstable();
+    Ok(picked)
+}
+
 /// Matches the file's tensors to the model's parameters, collecting every problem.
 fn match_tensors(g: &LayerGraph, st: &SafeTensors<'_>) -> Result<Weights, Problems> {
+    match_tensors_skipping(g, st, &HashSet::new())
+}
+
+/// [`match_tensors`], ignoring the parameters at `skip` paths and the file's tensors of
+/// those names (their values are zeros: the caller fills them).
+fn match_tensors_skipping(
+    g: &LayerGraph,
+    st: &SafeTensors<'_>,
+    skip: &HashSet<&str>,
+) -> Result<Weights, Problems> {
     let expected: HashSet<&str> = g.params.iter().map(|p| p.path.as_str()).collect();
     let mut values = Vec::with_capacity(g.params.len());
     let mut missing: Vec<&ParamInfo> = Vec::new();
@@ -531,6 +626,13 @@ fn match_tensors(g: &LayerGraph, st: &SafeTensors<'_>) -> Result<Weights, Proble
     let mut wrong_fixed = Vec::new();
     let mut found = 0usize;
     for p in &g.params {
+        if skip.contains(p.path.as_str()) {
+            values.push(match p.dtype {
+                DType::F32 => Value::F32(ArrayD::zeros(IxDyn(&p.shape))),
+                DType::I64 => Value::I64(ArrayD::zeros(IxDyn(&p.shape))),
+            });
+            continue;
+        }
         let view = match st.tensor(&p.path) {
             Ok(v) => v,
             Err(_) => {
@@ -598,7 +700,9 @@ fn match_tensors(g: &LayerGraph, st: &SafeTensors<'_>) -> Result<Weights, Proble
     }
     let mut unexpected: Vec<(&str, Vec<usize>)> = st
         .iter()
-        .filter(|(name, _)| !expected.contains(name) && !name.starts_with(CHECKPOINT_PREFIX))
+        .filter(|(name, _)| {
+            !expected.contains(name) && !skip.contains(name) && !name.starts_with(CHECKPOINT_PREFIX)
+        })
         .map(|(name, v)| (name, v.shape().to_vec()))
         .collect();
     unexpected.sort();

@@ -1,0 +1,381 @@
+//! Transfer learning through `netc`: vector inputs on NPZ features, `--reinit`, `--freeze ..N`,
+//! `netc features`, the frozen-prefix feature cache, and their errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The JSON line netc prints last on stdout.
+fn metrics(o: &Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// A fresh directory under target/.
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-scratch/transfer")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The training loss of each epoch, from the `epoch   N  loss X` lines.
+fn epoch_losses(o: &Output) -> Vec<f64> {
+    stderr(o)
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("epoch"))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.next()?.parse::<usize>().ok()?;
+            (w.next()? == "loss").then_some(())?;
+            w.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Small pseudo-random numbers in [-1, 1).
+struct Rand(u64);
+impl Rand {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Feature vectors of `f` values in `classes` separable clusters, as an NPZ with train and
+/// test keys.
+fn write_clusters(path: &Path, f: usize, classes: usize, n_train: usize, n_test: usize) {
+    let mut r = Rand(0x5eed);
+    let centers: Vec<Vec<f32>> = (0..classes)
+        .map(|_| (0..f).map(|_| r.next()).collect())
+        .collect();
+    let mut make = |n: usize| {
+        let mut x = Vec::with_capacity(n * f);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % classes;
+            x.extend(centers[c].iter().map(|&m| m + 0.5 * r.next()));
+            y.push(c as i64);
+        }
+        (x, y)
+    };
+    let (xt, yt) = make(n_train);
+    let (xs, ys) = make(n_test);
+    netc::io::npy::write_npz(path, |z| {
+        z.begin("x_train", "<f4", &[n_train, f])?;
+        z.f32s(&xt)?;
+        z.begin("y_train", "<i8", &[n_train])?;
+        z.i64s(&yt)?;
+        z.begin("x_test", "<f4", &[n_test, f])?;
+        z.f32s(&xs)?;
+        z.begin("y_test", "<i8", &[n_test])?;
+        z.i64s(&ys)
+    })
+    .unwrap();
+}
+
+const MLP: &str = "model mlp(classes: int = 3) {
+  input feat: [84]
+  fc1: dense(32)
+  relu
+  fc2: dense(classes)
+}
+";
+
+#[test]
+fn a_vector_input_spec_trains_on_npz_features() {
+    let d = scratch("vector");
+    let spec = d.join("mlp.net");
+    std::fs::write(&spec, MLP).unwrap();
+    let data = d.join("feats.npz");
+    write_clusters(&data, 84, 3, 600, 150);
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--data",
+        s(&data),
+        "--epochs",
+        "3",
+        "--batch",
+        "32",
+        "--lr",
+        "0.01",
+        "--out",
+        s(&d),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let losses = epoch_losses(&o);
+    assert_eq!(losses.len(), 3, "{}", stderr(&o));
+    assert!(losses[2] < losses[0] * 0.5, "loss did not fall: {losses:?}");
+    let acc = metrics(&o)["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.9, "test accuracy {acc}");
+
+    // Augmentation on vector samples: an error naming the setting.
+    let aug = d.join("mlp_aug.net");
+    std::fs::write(
+        &aug,
+        MLP.replace(
+            "fc2: dense(classes)",
+            "fc2: dense(classes)\n  train { augment: [mirror] }",
+        ),
+    )
+    .unwrap();
+    let o = netc(&["train", s(&aug), "--data", s(&data), "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("augmentations act on images [C, H, W]"), "{e}");
+    assert!(e.contains("help: remove `augment`"), "{e}");
+
+    // Image data for a vector input: the shapes, both named.
+    let o = netc(&["train", s(&spec), "--data", "bundled", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("1×28×28 images") && e.contains("`feat` is 84"),
+        "{e}"
+    );
+}
+
+/// An image folder `<class>/*.png` of `per` images per class, `size`×`size`, `channels` 1 or 3:
+/// class `c` is a bright band at a class-dependent place, plus noise.
+fn write_image_folder(dir: &Path, classes: usize, per: usize, size: u32, channels: u8) {
+    let mut r = Rand(7);
+    for c in 0..classes {
+        let cd = dir.join(format!("class{c}"));
+        std::fs::create_dir_all(&cd).unwrap();
+        for i in 0..per {
+            let mut band = |x: u32, y: u32| {
+                let v = match c % 3 {
+                    0 => x < size / 3,
+                    1 => y < size / 3,
+                    _ => x + y > size,
+                };
+                let base = if v { 200.0 } else { 40.0 };
+                (base + 30.0 * r.next()).clamp(0.0, 255.0) as u8
+            };
+            let path = cd.join(format!("{i:03}.png"));
+            if channels == 1 {
+                image::GrayImage::from_fn(size, size, |x, y| image::Luma([band(x, y)]))
+                    .save(&path)
+                    .unwrap();
+            } else {
+                image::RgbImage::from_fn(size, size, |x, y| {
+                    let v = band(x, y);
+                    image::Rgb([v, v / 2, 255 - v])
+                })
+                .save(&path)
+                .unwrap();
+            }
+        }
+    }
+}
+
+fn lenet_weights(path: &Path, classes: usize) -> netc::io::weights::Weights {
+    let spec = netc::load_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/lenet5.net"),
+        &netc::Options::with_sets(&[format!("classes={classes}")]).unwrap(),
+    )
+    .unwrap();
+    let w = netc::io::weights::Weights::init(&spec.graph, 11);
+    w.save(path, &spec.graph).unwrap();
+    w
+}
+
+#[test]
+fn reinit_replaces_the_head_and_lists_it() {
+    let d = scratch("reinit");
+    let imgs = d.join("imgs");
+    write_image_folder(&imgs, 3, 12, 28, 1);
+    let pre = d.join("pre.safetensors");
+    let w10 = lenet_weights(&pre, 10);
+    let base = [
+        "train",
+        "specs/lenet5.net",
+        "--data",
+        s(&imgs),
+        "--set",
+        "classes=3",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        netc(&a)
+    };
+    // Without --reinit: strict, the head's shape is an error.
+    let o = with(&["--weights", s(&pre)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("wrong shape `fc3.weight`"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ck = d.join("ck.safetensors");
+    let o = with(&[
+        "--weights",
+        s(&pre),
+        "--reinit",
+        "fc3",
+        "--freeze",
+        "..4",
+        "--save",
+        s(&ck),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("reinitialized 2 tensors (--reinit fc3): fc3.weight [3, 84], fc3.bias [3]"),
+        "{e}"
+    );
+    assert!(
+        e.contains("not loaded from") && e.contains("fc3.bias [10], fc3.weight [10, 84]"),
+        "{e}"
+    );
+    // The frozen layers are the file's, the head was trained from a fresh start.
+    let spec3 = netc::load_file(
+        "specs/lenet5.net",
+        &netc::Options::with_sets(&["classes=3"]).unwrap(),
+    )
+    .unwrap();
+    let got = netc::io::weights::Weights::load(&ck, &spec3.graph).unwrap();
+    let spec10 = netc::load_file("specs/lenet5.net", &netc::Options::default()).unwrap();
+    for p in ["conv1.weight", "conv2.bias", "fc2.weight"] {
+        assert_eq!(
+            got.get(&spec3.graph, p),
+            w10.get(&spec10.graph, p),
+            "{p} should be loaded and frozen"
+        );
+    }
+    assert_eq!(
+        got.get(&spec3.graph, "fc3.weight").unwrap().shape(),
+        &[3, 84]
+    );
+
+    // A name that matches nothing: the flag, the nearest names.
+    let o = with(&["--weights", s(&pre), "--reinit", "fc9"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--reinit fc9: matches no parameter of model `lenet5`"),
+        "{e}"
+    );
+    assert!(e.contains("help:") && e.contains("`fc3`"), "{e}");
+    // --reinit without --weights.
+    let o = with(&["--reinit", "fc3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("help: add --weights FILE"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn freeze_counts_layers_as_summary_numbers_them() {
+    let o = netc(&["summary", "specs/resnet18.net", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let numbered: Vec<(String, String)> = j["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !l["number"].is_null())
+        .map(|l| {
+            (
+                l["number"].to_string(),
+                l["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // The table shows the same numbers in its # column.
+    let o = netc(&["summary", "specs/resnet18.net"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("\n7  fc "), "{out}");
+    assert!(out.contains("\n   2    "), "{out}");
+    let want = [
+        "conv1",
+        "bn1",
+        "layer1.0.conv1",
+        "layer2.0.conv1",
+        "layer3.0.conv1",
+        "layer4.0.conv1",
+        "fc",
+    ];
+    assert_eq!(numbered.len(), 7, "{numbered:?}");
+    for (i, ((n, path), w)) in numbered.iter().zip(want).enumerate() {
+        assert_eq!(n, &(i + 1).to_string());
+        assert_eq!(path, w);
+    }
+    // `..6` freezes what the table numbers 1 to 6: everything but fc.
+    let mut lg = netc::load_file("specs/resnet18.net", &netc::Options::default())
+        .unwrap()
+        .graph;
+    netc::train::freeze(&mut lg, &["..6".to_string()]).unwrap();
+    let trainable: Vec<&str> = lg
+        .params
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(trainable, ["fc.weight", "fc.bias"]);
+
+    // Freezing everything, or more layers than there are: errors naming the flag and the fix.
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--freeze",
+        "..5",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--freeze ..5 freezes every trainable parameter of `lenet5`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("help: freeze fewer layers, e.g. `--freeze ..4` trains only `fc3`"),
+        "{e}"
+    );
+    let o = netc(&[
+        "train",
+        "specs/lenet5.net",
+        "--freeze",
+        "..9",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("`..9` asks for 9 layers, but model `lenet5` has 5"),
+        "{e}"
+    );
+}
