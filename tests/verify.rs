@@ -204,3 +204,308 @@ fn metric_errors_say_what_is_wrong() {
     let e = roc_auc(&[], &[]).unwrap_err();
     assert!(e.contains("both"), "{e}");
 }
+
+// ---- samplers ----
+
+use netc::data::{Dataset, Pixels, Split};
+use netc::verify::{
+    IdentitySplit, PkSampler, eval_pairs, open_set, random_triplets, split_identities,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A dataset of one-pixel samples whose pixel is the sample's index (mod 256), with the given
+/// labels.
+fn labelled(name: &str, labels: &[i64]) -> Dataset {
+    Dataset {
+        name: name.to_string(),
+        sample_shape: [1, 1, 1],
+        pixels: Pixels::U8((0..labels.len()).map(|i| i as u8).collect()),
+        labels: labels.to_vec(),
+        classes: labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0),
+        class_names: vec![],
+    }
+}
+
+/// `counts[id]` samples of each identity, interleaved.
+fn with_counts(counts: &[usize]) -> Dataset {
+    let mut labels = Vec::new();
+    let max = counts.iter().copied().max().unwrap_or(0);
+    for r in 0..max {
+        for (id, &c) in counts.iter().enumerate() {
+            if r < c {
+                labels.push(id as i64);
+            }
+        }
+    }
+    labelled("synthetic", &labels)
+}
+
+#[test]
+fn identity_split_parses_and_prints() {
+    let s = IdentitySplit::parse("0-6/7-9").unwrap();
+    assert_eq!(s.train, (0..7).collect::<Vec<_>>());
+    assert_eq!(s.eval, vec![7, 8, 9]);
+    assert_eq!(s.to_string(), "0-6/7-9");
+    let s = IdentitySplit::parse(" 4-5, 0,2 ,2 / 1,3 ").unwrap();
+    assert_eq!(s.train, vec![0, 2, 4, 5]);
+    assert_eq!(s.eval, vec![1, 3]);
+    assert_eq!(s.to_string(), "0,2,4-5/1,3");
+    assert_eq!(
+        IdentitySplit::default_for(10).unwrap().to_string(),
+        "0-6/7-9"
+    );
+    assert_eq!(
+        IdentitySplit::default_for(4).unwrap().to_string(),
+        "0-1/2-3"
+    );
+    assert_eq!(
+        IdentitySplit::default_for(100).unwrap().to_string(),
+        "0-69/70-99"
+    );
+    let e = IdentitySplit::default_for(3).unwrap_err();
+    assert!(
+        e.contains("3 identities") && e.contains("at least four"),
+        "{e}"
+    );
+
+    for (text, want) in [
+        ("0-6", "has no `/`"),
+        ("0-6/7-9/10", "more than one `/`"),
+        ("/7-9", "training identities are empty"),
+        ("0-6/ ", "evaluation identities are empty"),
+        ("6-0/7", "runs backwards; write `0-6`"),
+        ("0-6/6-9", "identity 6 is both"),
+        (
+            "a/1",
+            "`a` in the training identities is not an identity number",
+        ),
+        ("0-/1", "`0-` in the training identities"),
+        ("0/-1", "`-1` in the evaluation identities"),
+        (
+            "0/99999999",
+            "identity 99999999 in the evaluation identities is too large",
+        ),
+        ("0,,1/2", "`` in the training"),
+    ] {
+        let e = IdentitySplit::parse(text).unwrap_err();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
+
+#[test]
+fn identities_split_a_dataset() {
+    let ds = with_counts(&[3, 2, 4, 1]);
+    let (a, b) = split_identities(&ds, &IdentitySplit::parse("0,3/1-2").unwrap()).unwrap();
+    assert_eq!(a.labels.iter().filter(|&&l| l == 0).count(), 3);
+    assert!(a.labels.iter().all(|&l| l == 0 || l == 3));
+    assert_eq!(a.len(), 4);
+    assert_eq!(b.len(), 6);
+    assert!(b.labels.iter().all(|&l| l == 1 || l == 2));
+    assert_eq!(a.name, "synthetic identities 0,3");
+    // Samples keep their pixels (the pixel is the original index).
+    let Pixels::U8(p) = &b.pixels else { panic!() };
+    for (k, &px) in p.iter().enumerate() {
+        assert_eq!(ds.labels[px as usize], b.labels[k]);
+    }
+
+    let e = split_identities(&ds, &IdentitySplit::parse("0/5-7").unwrap()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("identities 5-7 asked for but synthetic has no samples of them")
+            && text.contains("choose among the identities it has: 0-3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn open_set_evaluates_on_unseen_identities_from_both_halves() {
+    let split = Split {
+        train: labelled("tr", &[0, 1, 2, 3, 0, 1, 2, 3, 3]),
+        test: labelled("te", &[0, 3, 2]),
+    };
+    let (train, eval) = open_set(&split, &IdentitySplit::parse("0-1/2-3").unwrap()).unwrap();
+    assert_eq!(train.labels, vec![0, 1, 0, 1]);
+    assert_eq!(eval.labels, vec![2, 3, 2, 3, 3, 3, 2]);
+    assert_eq!(eval.name, "tr + te identities 2-3");
+    let e = open_set(&split, &IdentitySplit::parse("0-1/2-4").unwrap()).unwrap_err();
+    assert!(e.to_string().contains("identity 4 asked for"), "{e}");
+    // The bundled data with the default protocol.
+    let split = netc::data::bundled().unwrap();
+    let ids = IdentitySplit::default_for(split.train.classes).unwrap();
+    let (train, eval) = open_set(&split, &ids).unwrap();
+    assert!(train.labels.iter().all(|&l| (0..7).contains(&l)));
+    assert!(eval.labels.iter().all(|&l| (7..10).contains(&l)));
+    let in_eval = |d: &Dataset| d.labels.iter().filter(|&&l| l >= 7).count();
+    assert_eq!(eval.len(), in_eval(&split.train) + in_eval(&split.test));
+    assert_eq!(train.len(), split.train.len() - in_eval(&split.train));
+}
+
+#[test]
+fn pk_batches_hold_p_identities_of_k_samples() {
+    // Identity 4 has fewer samples than K; identity 5 one sample (skipped).
+    let ds = with_counts(&[9, 6, 7, 12, 3, 1, 8]);
+    let (p, k) = (3, 4);
+    let s = PkSampler::new(&ds, p, k, 11).unwrap();
+    assert_eq!(s.skipped(), &[5]);
+    assert_eq!(s.batches_per_epoch(), (9 + 6 + 7 + 12 + 3 + 8) / 12);
+    let e0 = s.epoch(0);
+    assert_eq!(e0, s.epoch(0), "deterministic");
+    assert_ne!(e0, s.epoch(1), "epochs differ");
+    assert_ne!(
+        e0,
+        PkSampler::new(&ds, p, k, 12).unwrap().epoch(0),
+        "seeds differ"
+    );
+    let mut dealt: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for epoch in 0..20 {
+        let mut turns = BTreeMap::new();
+        for b in s.epoch(epoch) {
+            assert_eq!(b.len(), p * k);
+            let ids: Vec<i64> = b.chunks(k).map(|c| ds.labels[c[0]]).collect();
+            let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+            assert_eq!(distinct.len(), p, "{ids:?}");
+            assert!(!distinct.contains(&5));
+            for c in b.chunks(k) {
+                let id = ds.labels[c[0]];
+                assert!(c.iter().all(|&i| ds.labels[i] == id));
+                let uniq: BTreeSet<usize> = c.iter().copied().collect();
+                let n = ds.labels.iter().filter(|&&l| l == id).count();
+                assert_eq!(uniq.len(), k.min(n), "identity {id}: {c:?}");
+                *turns.entry(id).or_insert(0) += 1;
+                if epoch == 0 {
+                    dealt.entry(id).or_default().extend(c);
+                }
+            }
+        }
+        // Within an epoch, every identity takes its turn before any takes a second.
+        let counts: Vec<usize> = turns.values().copied().collect();
+        assert_eq!(counts.len(), 6, "{turns:?}");
+        assert!(
+            counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+            "{turns:?}"
+        );
+    }
+    // Within an epoch, an identity's samples are all dealt before any repeats.
+    for (id, d) in dealt {
+        let n = ds.labels.iter().filter(|&&l| l == id).count();
+        for w in d.chunks(n) {
+            let uniq: BTreeSet<usize> = w.iter().copied().collect();
+            assert_eq!(uniq.len(), w.len(), "identity {id}: {d:?}");
+        }
+    }
+
+    assert_eq!(PkSampler::shape_for(32, 7), (7, 4));
+    assert_eq!(PkSampler::shape_for(32, 100), (8, 4));
+    assert_eq!(PkSampler::shape_for(64, 7), (7, 9));
+    assert_eq!(PkSampler::shape_for(6, 7), (2, 3));
+    assert_eq!(PkSampler::shape_for(1, 7), (2, 2));
+}
+
+#[test]
+fn pk_sampler_errors_name_the_data_and_the_fix() {
+    let ds = with_counts(&[5, 5, 1]);
+    let e = PkSampler::new(&ds, 3, 2, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("takes 3 identities, but synthetic has 2 identities with two or more")
+            && e.contains("at most 2 identities per batch"),
+        "{e}"
+    );
+    let e = PkSampler::new(&ds, 1, 2, 0).unwrap_err().to_string();
+    assert!(e.contains("has no negatives (synthetic)"), "{e}");
+    let e = PkSampler::new(&ds, 2, 1, 0).unwrap_err().to_string();
+    assert!(e.contains("has no positives"), "{e}");
+    let one = with_counts(&[4]);
+    let e = PkSampler::new(&one, 2, 2, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("triplets need at least two identities")
+            && e.contains("every sample of synthetic is identity 0"),
+        "{e}"
+    );
+    let singles = with_counts(&[1, 1, 1]);
+    let e = random_triplets(&singles, 0, 0).unwrap_err().to_string();
+    assert!(e.contains("an identity with at least two samples"), "{e}");
+    let e = eval_pairs(&singles, 3, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("evaluation pairs need an identity with at least two"),
+        "{e}"
+    );
+    let e = eval_pairs(&one, 3, 0).unwrap_err().to_string();
+    assert!(
+        e.contains("evaluation pairs need at least two identities"),
+        "{e}"
+    );
+    let e = eval_pairs(&ds, 0, 0).unwrap_err().to_string();
+    assert!(e.contains("no evaluation pairs"), "{e}");
+    let e = eval_pairs(&ds, usize::MAX, 0).unwrap_err().to_string();
+    assert!(e.contains("ask for fewer pairs"), "{e}");
+    let empty = with_counts(&[]);
+    let e = random_triplets(&empty, 0, 0).unwrap_err().to_string();
+    assert!(e.contains("synthetic is empty"), "{e}");
+}
+
+#[test]
+fn random_triplets_anchor_every_sample_once() {
+    let ds = with_counts(&[4, 1, 6, 2, 30]);
+    let t = random_triplets(&ds, 5, 0).unwrap();
+    assert_eq!(t, random_triplets(&ds, 5, 0).unwrap());
+    assert_ne!(t, random_triplets(&ds, 5, 1).unwrap());
+    let mut anchors: Vec<usize> = t.iter().map(|x| x[0]).collect();
+    anchors.sort();
+    let want: Vec<usize> = (0..ds.len()).filter(|&i| ds.labels[i] != 1).collect();
+    assert_eq!(
+        anchors, want,
+        "every sample of an identity with a positive, once"
+    );
+    // Negatives over many epochs: each other sample about equally often.
+    let mut neg_count = vec![0usize; ds.len()];
+    for epoch in 0..400 {
+        for [a, p, n] in random_triplets(&ds, 5, epoch).unwrap() {
+            assert_ne!(a, p);
+            assert_eq!(ds.labels[a], ds.labels[p]);
+            assert_ne!(ds.labels[a], ds.labels[n]);
+            if ds.labels[a] == 4 {
+                neg_count[n] += 1;
+            }
+        }
+    }
+    // Anchors of identity 4 (30 of them × 400 epochs) pick among the 13 other samples.
+    let others: Vec<usize> = (0..ds.len()).filter(|&i| ds.labels[i] != 4).collect();
+    for &i in &others {
+        let expect = 30.0 * 400.0 / 13.0;
+        let c = neg_count[i] as f64;
+        assert!(
+            (c - expect).abs() < 0.15 * expect,
+            "sample {i}: {c} vs {expect}"
+        );
+    }
+}
+
+#[test]
+fn eval_pairs_are_balanced_and_use_every_identity() {
+    let ds = with_counts(&[5, 1, 3, 8, 2]);
+    let pairs = eval_pairs(&ds, 4, 9).unwrap();
+    assert_eq!(pairs, eval_pairs(&ds, 4, 9).unwrap());
+    assert_ne!(pairs, eval_pairs(&ds, 4, 10).unwrap());
+    let same = pairs.iter().filter(|p| p.2).count();
+    assert_eq!(same, 4 * 5);
+    assert_eq!(pairs.len(), 2 * same);
+    let mut used = BTreeSet::new();
+    let mut same_by_id: BTreeMap<i64, usize> = BTreeMap::new();
+    for &(i, j, s) in &pairs {
+        assert_ne!(i, j);
+        assert_eq!(ds.labels[i] == ds.labels[j], s);
+        used.insert(ds.labels[i]);
+        used.insert(ds.labels[j]);
+        if s {
+            *same_by_id.entry(ds.labels[i]).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(used, (0..5).collect::<BTreeSet<i64>>());
+    // Identities with two or more samples share the same pairs round-robin (20 over 4).
+    assert_eq!(
+        same_by_id.values().copied().collect::<Vec<_>>(),
+        vec![5, 5, 5, 5]
+    );
+    // Interleaved, not all same pairs first.
+    assert!(pairs[..same].iter().any(|p| !p.2));
+}
