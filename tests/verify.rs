@@ -509,3 +509,166 @@ fn eval_pairs_are_balanced_and_use_every_identity() {
     // Interleaved, not all same pairs first.
     assert!(pairs[..same].iter().any(|p| !p.2));
 }
+
+// ---- mining ----
+
+use netc::verify::{Mining, mine, pairwise_distance};
+
+/// ‖a − b + 1e-6‖₂ written out, as PyTorch's pairwise_distance.
+fn dist(e: &[f32], dim: usize, a: usize, b: usize) -> f64 {
+    (0..dim)
+        .map(|k| {
+            let d = e[a * dim + k] as f64 - e[b * dim + k] as f64 + 1e-6;
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Mining by brute force: sort the candidates by (key, index) and take the first.
+fn mine_brute(e: &[f32], ids: &[i64], semi: bool, margin: f64) -> Vec<[usize; 3]> {
+    let n = ids.len();
+    let dim = e.len() / n;
+    let mut out = vec![];
+    for a in 0..n {
+        let mut pos: Vec<(f64, usize)> = (0..n)
+            .filter(|&p| p != a && ids[p] == ids[a])
+            .map(|p| (-dist(e, dim, a, p), p))
+            .collect();
+        if pos.is_empty() {
+            continue;
+        }
+        pos.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let (dp, p) = (-pos[0].0, pos[0].1);
+        let mut neg: Vec<(f64, usize)> = (0..n)
+            .filter(|&x| ids[x] != ids[a])
+            .map(|x| (dist(e, dim, a, x), x))
+            .collect();
+        neg.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let band: Vec<&(f64, usize)> = neg
+            .iter()
+            .filter(|(d, _)| dp < *d && *d < dp + margin)
+            .collect();
+        let q = if semi && !band.is_empty() {
+            band[0].1
+        } else {
+            neg[0].1
+        };
+        out.push([a, p, q]);
+    }
+    out
+}
+
+#[test]
+fn mining_matches_brute_force() {
+    let mut rng = Rng::new(17);
+    let mut semi_band_used = 0;
+    for trial in 0..300 {
+        let n = 2 + rng.below(24) as usize;
+        let dim = 1 + rng.below(5) as usize;
+        let k = 2 + rng.below(4) as i64;
+        let ids: Vec<i64> = (0..n).map(|_| rng.below(k as u64) as i64).collect();
+        if ids.iter().all(|&i| i == ids[0]) {
+            continue;
+        }
+        // A coarse grid in half the trials, so distances tie.
+        let e: Vec<f32> = (0..n * dim)
+            .map(|_| {
+                if trial % 2 == 0 {
+                    rng.below(3) as f32
+                } else {
+                    rng.uniform_in(-1.0, 1.0) as f32
+                }
+            })
+            .collect();
+        let margin = [0.2, 0.5, 1.0][trial % 3];
+        let bh = mine(&e, &ids, Mining::BatchHard, margin, 0).unwrap();
+        assert_eq!(bh, mine_brute(&e, &ids, false, margin), "trial {trial}");
+        let sh = mine(&e, &ids, Mining::SemiHard, margin, 0).unwrap();
+        assert_eq!(sh, mine_brute(&e, &ids, true, margin), "trial {trial}");
+        semi_band_used += sh.iter().zip(&bh).filter(|(s, b)| s[2] != b[2]).count();
+        // Random: valid triplets for the same anchors, fixed by the seed.
+        let r = mine(&e, &ids, Mining::Random, margin, trial as u64).unwrap();
+        assert_eq!(
+            r,
+            mine(&e, &ids, Mining::Random, margin, trial as u64).unwrap()
+        );
+        assert_eq!(r.len(), bh.len());
+        for (t, b) in r.iter().zip(&bh) {
+            assert_eq!(t[0], b[0]);
+            assert!(t[0] != t[1] && ids[t[0]] == ids[t[1]] && ids[t[0]] != ids[t[2]]);
+        }
+        for t in &bh {
+            assert!(
+                (pairwise_distance(&e[t[0] * dim..][..dim], &e[t[1] * dim..][..dim])
+                    - dist(&e, dim, t[0], t[1]))
+                .abs()
+                    < 1e-15
+            );
+        }
+    }
+    assert!(
+        semi_band_used > 50,
+        "semi-hard differed from batch-hard {semi_band_used} times"
+    );
+}
+
+#[test]
+fn mining_by_hand() {
+    // 1-D embeddings: identity 0 at 0.0, 0.1, 0.5; identity 1 at 0.55, 0.9; identity 2 at 0.3.
+    let e = [0.0f32, 0.1, 0.5, 0.55, 0.9, 0.3];
+    let ids = [0, 0, 0, 1, 1, 2];
+    let bh = mine(&e, &ids, Mining::BatchHard, 0.2, 0).unwrap();
+    // Anchor 0: hardest positive 2 (0.5), hardest negative 5 (0.3). Sample 5 has no positive.
+    assert_eq!(
+        bh,
+        vec![[0, 2, 5], [1, 2, 5], [2, 0, 3], [3, 4, 2], [4, 3, 2]]
+    );
+    let sh = mine(&e, &ids, Mining::SemiHard, 0.2, 0).unwrap();
+    // The positives are as above; the negative is the closest in (d(a,p), d(a,p) + 0.2).
+    // Anchor 0: d(a,p) = 0.5, band (0.5, 0.7): sample 3 (0.55). Anchor 1: d(a,p) = 0.4,
+    // band (0.4, 0.6): sample 3 (0.45). Anchor 2: d(a,p) = 0.5, no negative in the band
+    // (0.05, 0.2, 0.4): the hardest, 3. Anchor 3: d(a,p) = 0.35, band (0.35, 0.55): sample 1
+    // (0.45; sample 0 is at 0.55 + 1e-6, outside). Anchor 4: d(a,p) = 0.35: sample 2 (0.4).
+    assert_eq!(
+        sh,
+        vec![[0, 2, 3], [1, 2, 3], [2, 0, 3], [3, 4, 1], [4, 3, 2]]
+    );
+    assert_eq!("batch-hard".parse::<Mining>().unwrap(), Mining::BatchHard);
+    assert_eq!("Semi_Hard".parse::<Mining>().unwrap(), Mining::SemiHard);
+    assert_eq!("random".parse::<Mining>().unwrap(), Mining::Random);
+    assert_eq!(Mining::default(), Mining::BatchHard);
+    assert_eq!(Mining::SemiHard.to_string(), "semi-hard");
+    let e = "hard".parse::<Mining>().unwrap_err();
+    assert!(
+        e.contains("unknown triplet mining `hard`; expected one of batch-hard, semi-hard, random"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mining_errors() {
+    let e = mine(&[0.0; 4], &[0, 0], Mining::BatchHard, 0.2, 0).unwrap_err();
+    assert!(e.contains("every sample of the batch is identity 0"), "{e}");
+    let e = mine(&[0.0; 5], &[0, 1], Mining::BatchHard, 0.2, 0).unwrap_err();
+    assert!(e.contains("5 embedding values for 2 samples"), "{e}");
+    let e = mine(&[], &[], Mining::BatchHard, 0.2, 0).unwrap_err();
+    assert!(e.contains("empty batch"), "{e}");
+    let e = mine(
+        &[0.0, 1.0, f32::NAN, 0.0],
+        &[0, 1],
+        Mining::SemiHard,
+        0.2,
+        0,
+    )
+    .unwrap_err();
+    assert!(e.contains("sample 1 of the batch holds NaN"), "{e}");
+    let e = mine(&[0.0, 1.0], &[0, 1], Mining::SemiHard, -1.0, 0).unwrap_err();
+    assert!(e.contains("margin is -1"), "{e}");
+    // No anchor with a positive: no triplets, no error.
+    assert!(
+        mine(&[0.0, 1.0], &[0, 1], Mining::BatchHard, 0.2, 0)
+            .unwrap()
+            .is_empty()
+    );
+}

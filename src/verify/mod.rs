@@ -6,9 +6,11 @@
 //! ([`metrics`]). Nothing here compiles or runs a model; the trainer and the CLI call these.
 
 pub mod metrics;
+pub mod mining;
 pub mod sample;
 
 pub use metrics::{Score, ScoreKind, Threshold, best_threshold, roc_auc};
+pub use mining::{Mining, mine, pairwise_distance};
 pub use sample::{
     IdentitySplit, PkSampler, eval_pairs, open_set, random_triplets, select_identities,
     split_identities,
