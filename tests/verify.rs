@@ -672,3 +672,132 @@ fn mining_errors() {
             .is_empty()
     );
 }
+
+// ---- the embedding of a verification model ----
+
+use netc::layer_graph::Op;
+use netc::verify::{embedding_node, score_kind};
+
+fn spec_graph(path: &str, sets: &[&str]) -> netc::layer_graph::LayerGraph {
+    netc::load_file(path, &netc::Options::with_sets(sets).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .graph
+}
+
+fn str_graph(src: &str) -> netc::layer_graph::LayerGraph {
+    netc::load_str("t.net", src, &netc::Options::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .graph
+}
+
+/// The graph inputs a node depends on, by name.
+fn depends_on(g: &netc::layer_graph::LayerGraph, n: usize) -> Vec<String> {
+    let mut seen = vec![false; g.nodes.len()];
+    let mut stack = vec![n];
+    while let Some(x) = stack.pop() {
+        if !std::mem::replace(&mut seen[x], true) {
+            stack.extend(&g.nodes[x].inputs);
+        }
+    }
+    g.inputs
+        .iter()
+        .filter(|i| seen[i.node])
+        .map(|i| i.name.clone())
+        .collect()
+}
+
+#[test]
+fn embedding_of_triplet_and_siamese() {
+    for sets in [&[][..], &["channels=3", "size=40", "embedding=16"][..]] {
+        let g = spec_graph("specs/triplet.net", sets);
+        let e = embedding_node(&g).unwrap();
+        let loss = g
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::TripletLoss { .. }))
+            .unwrap();
+        assert_eq!(e, loss.inputs[0]);
+        assert_eq!(depends_on(&g, e), ["anchor"]);
+        assert_eq!(score_kind(&g).unwrap(), ScoreKind::Distance);
+
+        let g = spec_graph("specs/siamese.net", sets);
+        let e = embedding_node(&g).unwrap();
+        let n = &g.nodes[e];
+        assert!(matches!(n.op, Op::L2Normalize { .. }), "{:?}", n.op);
+        assert_eq!(n.path, "embed.10");
+        assert_eq!(depends_on(&g, e), ["x1"]);
+        // The first application: the first l2_normalize of the graph.
+        let first = g
+            .nodes
+            .iter()
+            .position(|n| matches!(n.op, Op::L2Normalize { .. }))
+            .unwrap();
+        assert_eq!(e, first);
+        assert_eq!(score_kind(&g).unwrap(), ScoreKind::Similarity);
+    }
+}
+
+#[test]
+fn embedding_of_other_verification_models() {
+    // A contrastive loss in the train section, on two outputs.
+    let g = str_graph(
+        "block f() { flatten; fc: dense(3) }\n\
+         model c {\n input a: [1, 2, 2]\n input b: [1, 2, 2]\n e = shared f()\n\
+         ea = e(a)\n eb = e(b)\n output ea, eb\n train { loss: contrastive(margin=1) }\n}",
+    );
+    let e = embedding_node(&g).unwrap();
+    assert_eq!(e, g.outputs[0].1);
+    assert_eq!(score_kind(&g).unwrap(), ScoreKind::Distance);
+    // A distance computed in the body from a shared module: a distance model.
+    let g = str_graph(
+        "block f() { flatten; fc: dense(3) }\n\
+         model d {\n input a: [1, 2, 2]\n input b: [1, 2, 2]\n e = shared f()\n\
+         d = sub(e(a), e(b))\n output d\n}",
+    );
+    let e = embedding_node(&g).unwrap();
+    assert_eq!(g.nodes[e].path, "e.fc");
+    assert_eq!(depends_on(&g, e), ["a"]);
+    assert_eq!(score_kind(&g).unwrap(), ScoreKind::Distance);
+}
+
+#[test]
+fn models_that_are_not_verification_models() {
+    let g = spec_graph("specs/lenet5.net", &[]);
+    let e = embedding_node(&g).unwrap_err();
+    assert!(
+        e.contains("model `lenet5` is not a verification model: it has one input, `image`")
+            && e.contains("shared module"),
+        "{e}"
+    );
+    // Two inputs through different layers.
+    let g = str_graph(
+        "model two {\n input a: [4]\n input b: [4]\n fa = a |> dense(3)\n\
+         fb = b |> dense(3)\n out = add(fa, fb)\n output out\n}",
+    );
+    let e = embedding_node(&g).unwrap_err();
+    assert!(
+        e.contains("which are not one shared module applied to two inputs"),
+        "{e}"
+    );
+    // Two inputs that never meet.
+    let g = str_graph(
+        "model apart {\n input a: [4]\n input b: [4]\n fa = a |> dense(3)\n\
+         fb = b |> dense(3)\n output fa, fb\n}",
+    );
+    let e = embedding_node(&g).unwrap_err();
+    assert!(
+        e.contains("its first input `a` never meets another input"),
+        "{e}"
+    );
+    // A contrastive loss whose first output mixes the inputs.
+    let g = str_graph(
+        "block f() { fc: dense(3) }\n\
+         model m {\n input a: [3]\n input b: [3]\n e = shared f()\n\
+         ea = add(e(a), b)\n eb = e(b)\n output ea, eb\n train { loss: contrastive(margin=1) }\n}",
+    );
+    let e = embedding_node(&g).unwrap_err();
+    assert!(
+        e.contains("its first output `ea` should be the embedding"),
+        "{e}"
+    );
+}
