@@ -12,6 +12,7 @@ pub mod cli_run;
 pub mod cli_train;
 pub mod cli_values;
 pub mod codegen;
+pub mod cut;
 pub mod data;
 pub mod diag;
 pub mod elab;

@@ -801,7 +801,7 @@ fn synthetic(n: usize, shape: [usize; 3]) -> Arc<Dataset> {
     let mut rng = Rng::new(42);
     Arc::new(Dataset {
         name: "synthetic".into(),
-        sample_shape: shape,
+        sample_shape: shape.to_vec(),
         pixels: Pixels::U8((0..n * len).map(|_| rng.below(256) as u8).collect()),
         labels: (0..n).map(|i| (i % 10) as i64).collect(),
         classes: 10,

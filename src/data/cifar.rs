@@ -79,7 +79,7 @@ pub fn load_files(name: String, paths: &[PathBuf]) -> Result<Dataset, DataError>
     }
     Ok(Dataset {
         name,
-        sample_shape: [3, 32, 32],
+        sample_shape: vec![3, 32, 32],
         pixels: Pixels::U8(pixels),
         labels,
         classes: 10,

@@ -174,7 +174,7 @@ fn load_labelled(
     }
     Ok(Dataset {
         name,
-        sample_shape: [c, h, w],
+        sample_shape: vec![c, h, w],
         pixels: Pixels::U8(pixels),
         labels,
         classes: class_names.len(),

@@ -303,7 +303,7 @@ pub fn dataset(
     let classes = check_labels(labels_path, &labels, None)?;
     Ok(Dataset {
         name,
-        sample_shape: [1, h, w],
+        sample_shape: vec![1, h, w],
         pixels: Pixels::U8(images.data),
         labels,
         classes,

@@ -124,23 +124,25 @@ impl LoaderOptions {
     }
 }
 
-/// A batch: `len` samples, `x` holding `len × C × H × W` normalized values in C order.
+/// A batch: `len` samples, `x` holding `len × C × H × W` (or `len ×` any sample shape)
+/// normalized values in C order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub x: Vec<f32>,
     pub labels: Vec<i64>,
     pub len: usize,
-    /// `[C, H, W]` of one sample.
-    pub sample_shape: [usize; 3],
+    /// The shape of one sample: `[C, H, W]` for images.
+    pub sample_shape: Vec<usize>,
     /// Which dataset samples these are, in batch order.
     pub indices: Vec<usize>,
 }
 
 impl Batch {
-    /// `[len, C, H, W]`.
-    pub fn shape(&self) -> [usize; 4] {
-        let [c, h, w] = self.sample_shape;
-        [self.len, c, h, w]
+    /// `[len, C, H, W]` (`len` and the sample shape).
+    pub fn shape(&self) -> Vec<usize> {
+        let mut s = vec![self.len];
+        s.extend(&self.sample_shape);
+        s
     }
 }
 
@@ -157,8 +159,8 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// A loader over `data`. Errors: a batch size of 0, or a normalization whose channel count
-    /// is not the data's.
+    /// A loader over `data`. Errors: a batch size of 0, a normalization whose channel count
+    /// (the first axis) is not the data's, augmentations on samples that are not images.
     pub fn new(
         data: Arc<Dataset>,
         norm: Normalize,
@@ -167,7 +169,15 @@ impl Loader {
         if opts.batch_size == 0 {
             return Err(DataError::general("the batch size must be at least 1"));
         }
-        let c = data.sample_shape[0];
+        let c = data.sample_shape.first().copied().unwrap_or(1);
+        if !opts.augment.is_empty() && !super::is_image(&data.sample_shape) {
+            return Err(DataError::general(format!(
+                "augmentations act on images [C, H, W], but the samples of {} are {}",
+                data.name,
+                crate::io::show_shape(&data.sample_shape)
+            ))
+            .with_help("remove `augment` from the spec's train section (and --augment)"));
+        }
         if norm.mean.len() != c || norm.std.len() != c {
             return Err(DataError::general(format!(
                 "normalization for {} channels, but {} has {c}",
@@ -227,9 +237,10 @@ impl Loader {
         let start = (b * bs).min(order.len());
         let end = (start + bs).min(order.len());
         let indices = order[start..end].to_vec();
-        let shape = s.data.sample_shape;
+        let shape = &s.data.sample_shape;
         let n = s.data.sample_len();
-        let plane = shape[1] * shape[2];
+        // Values per channel (the first axis): the mean/std index is `j / plane`.
+        let plane: usize = shape.iter().skip(1).product();
         let mut x = vec![0f32; indices.len() * n];
         let mut labels = Vec::with_capacity(indices.len());
         let mut sample = vec![0f32; n];
@@ -248,7 +259,10 @@ impl Loader {
             };
             if !s.opts.augment.is_empty() {
                 let mut rng = Rng::from_words(&[s.opts.seed, TAG_AUGMENT, epoch, i as u64]);
-                augment::apply(&s.opts.augment, &mut sample, shape, clamp, &mut rng);
+                // `new` allows augmentations on images only.
+                if let &[c, h, w] = shape.as_slice() {
+                    augment::apply(&s.opts.augment, &mut sample, [c, h, w], clamp, &mut rng);
+                }
             }
             let out = &mut x[k * n..(k + 1) * n];
             for (j, (o, &v)) in out.iter_mut().zip(&sample).enumerate() {
@@ -261,7 +275,7 @@ impl Loader {
             x,
             labels,
             len: indices.len(),
-            sample_shape: shape,
+            sample_shape: shape.clone(),
             indices,
         }
     }
@@ -404,7 +418,7 @@ mod tests {
     fn tiny(n: usize) -> Arc<Dataset> {
         Arc::new(Dataset {
             name: "tiny".into(),
-            sample_shape: [1, 2, 2],
+            sample_shape: vec![1, 2, 2],
             pixels: Pixels::U8((0..n * 4).map(|i| (i % 256) as u8).collect()),
             labels: (0..n as i64).map(|i| i % 3).collect(),
             classes: 3,
@@ -432,7 +446,7 @@ mod tests {
     fn normalization_is_applied_per_channel() {
         let d = Arc::new(Dataset {
             name: "two".into(),
-            sample_shape: [2, 1, 1],
+            sample_shape: vec![2, 1, 1],
             pixels: Pixels::U8(vec![255, 0]),
             labels: vec![0],
             classes: 1,

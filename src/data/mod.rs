@@ -50,13 +50,13 @@ pub enum Pixels {
     F32(Vec<f32>),
 }
 
-/// Labelled samples in memory: `len()` samples of `sample_shape` (`[C, H, W]`), stored one
-/// after another in C order.
+/// Labelled samples in memory: `len()` samples of `sample_shape` (`[C, H, W]` for images; any
+/// rank ≥ 1, e.g. `[84]` for feature vectors), stored one after another in C order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// Where it came from, for messages (`fashion-mnist (bundled subset) train`, a path).
     pub name: String,
-    pub sample_shape: [usize; 3],
+    pub sample_shape: Vec<usize>,
     pub pixels: Pixels,
     /// One label per sample, each in `0..classes`.
     pub labels: Vec<i64>,
@@ -77,7 +77,7 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Values per sample: `C × H × W`.
+    /// Values per sample: the product of `sample_shape`.
     pub fn sample_len(&self) -> usize {
         self.sample_shape.iter().product()
     }
@@ -115,7 +115,7 @@ impl Dataset {
         };
         Dataset {
             name: name.into(),
-            sample_shape: self.sample_shape,
+            sample_shape: self.sample_shape.clone(),
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             classes: self.classes,
@@ -258,8 +258,9 @@ impl std::error::Error for DataError {}
 ///   - a directory with `train/<class>/` and `test/<class>/` image folders, or only
 ///     `<class>/` folders: [`folder`] (images are resized to the model's input).
 ///
-/// The data's sample shape must equal the input's `[C, H, W]`; the error says both when they
-/// differ.
+/// The data's sample shape must equal the input's shape; the error says both when they
+/// differ. Images are `[C, H, W]`; an input of another rank (a feature vector `[84]`) takes
+/// `.npz` data whose `x` is `[N, ...]` with the input's shape after `N`.
 pub fn open(source: &str, input: &InputInfo) -> Result<Split, DataError> {
     let shape = input_shape(input)?;
     let split = match source {
@@ -278,19 +279,26 @@ pub fn open(source: &str, input: &InputInfo) -> Result<Split, DataError> {
     Ok(split.unify_classes())
 }
 
-/// The model input's `[C, H, W]`.
-fn input_shape(input: &InputInfo) -> Result<[usize; 3], DataError> {
+/// The model input's shape: any rank ≥ 1, no size 0.
+fn input_shape(input: &InputInfo) -> Result<&[usize], DataError> {
     match input.shape.as_slice() {
-        &[c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        s if !s.is_empty() && !s.contains(&0) => Ok(s),
         s => Err(DataError::general(format!(
-            "the model's input `{}` has shape {}; training data are images of shape [C, H, W]",
+            "the model's input `{}` has shape {}; training data are samples of a shape with \
+             at least one axis and no empty one ([C, H, W] for images, [F] for vectors)",
             input.name,
             crate::io::show_shape(s)
         ))),
     }
 }
 
-fn open_path(path: &Path, input: &InputInfo, shape: [usize; 3]) -> Result<Split, DataError> {
+/// Whether samples of this shape are images `[C, H, W]` (what image files, IDX and CIFAR
+/// hold, and what augmentations act on).
+pub fn is_image(shape: &[usize]) -> bool {
+    shape.len() == 3
+}
+
+fn open_path(path: &Path, input: &InputInfo, shape: &[usize]) -> Result<Split, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let err = DataError::os(path, "cannot open the data", &e);
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -321,6 +329,27 @@ fn open_path(path: &Path, input: &InputInfo, shape: [usize; 3]) -> Result<Split,
                 e
             }
         });
+    }
+    // Only `.npz` archives hold samples other than images.
+    if !is_image(shape) && !npz::is_split_dir(path) {
+        return Err(DataError::new(
+            path,
+            format!(
+                "the model's input `{}` is {}, not an image [C, H, W]: such inputs train on .npz \
+                 data only",
+                input.name,
+                crate::io::show_shape(shape)
+            ),
+        )
+        .with_help(format!(
+            "give an .npz file whose `x` is [N, {}] (float32) with labels `y` [N] (`netc \
+             features` writes one), or a directory with train.npz and test.npz",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     if let Some(files) = idx::find_files(path) {
         return idx::load_files(path, &files);
@@ -353,9 +382,12 @@ fn is_idx_or_cifar_file(path: &Path) -> bool {
     name.contains("-ubyte") || name.contains(".idx") || name.ends_with(".bin")
 }
 
-/// `1×28×28`
-fn show_chw(s: [usize; 3]) -> String {
-    format!("{}×{}×{}", s[0], s[1], s[2])
+/// `1×28×28`, `84`
+fn show_chw(s: &[usize]) -> String {
+    s.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 fn check_shape(d: &Dataset, input: &InputInfo) -> Result<(), DataError> {
@@ -363,17 +395,22 @@ fn check_shape(d: &Dataset, input: &InputInfo) -> Result<(), DataError> {
     if d.sample_shape == want {
         return Ok(());
     }
-    let [c, h, w] = d.sample_shape;
+    let what = if is_image(&d.sample_shape) {
+        "images"
+    } else {
+        "samples"
+    };
     Err(DataError::general(format!(
-        "the data has {} images but the model's input `{}` is {} ({})",
-        show_chw(d.sample_shape),
+        "the data has {} {what} but the model's input `{}` is {} ({})",
+        show_chw(&d.sample_shape),
         input.name,
         show_chw(want),
         d.name
     ))
     .with_help(format!(
-        "give the model the input shape [{c}, {h}, {w}], or train on data of shape {} \
+        "give the model the input shape {}, or train on data of shape {} \
          (image folders are resized to the model's input when loaded)",
+        crate::io::show_shape(&d.sample_shape),
         show_chw(want)
     )))
 }

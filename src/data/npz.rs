@@ -35,7 +35,7 @@ pub fn is_split_dir(dir: &Path) -> bool {
 }
 
 /// Loads `dir/train.npz` and `dir/test.npz`, each with `x` and `y`.
-pub fn load_dir(dir: &Path, shape: [usize; 3]) -> Result<Split, DataError> {
+pub fn load_dir(dir: &Path, shape: &[usize]) -> Result<Split, DataError> {
     let (train_path, test_path) = (dir.join("train.npz"), dir.join("test.npz"));
     for p in [&train_path, &test_path] {
         if !p.is_file() {
@@ -59,7 +59,7 @@ pub fn load_dir(dir: &Path, shape: [usize; 3]) -> Result<Split, DataError> {
 
 /// Loads one `.npz` file: `x_train`, `y_train`, `x_test`, `y_test`, or `x` and `y` with the
 /// last sixth held out for testing.
-pub fn load_file(path: &Path, shape: [usize; 3]) -> Result<Split, DataError> {
+pub fn load_file(path: &Path, shape: &[usize]) -> Result<Split, DataError> {
     let mut a = Archive::open(path)?;
     let name = file_name(path);
     if a.has("x_train") || a.has("x_test") {
@@ -186,7 +186,7 @@ impl Archive {
         name: String,
         xk: &str,
         yk: &str,
-        model: [usize; 3],
+        model: &[usize],
     ) -> Result<Dataset, DataError> {
         for k in [xk, yk] {
             if !self.has(k) {
@@ -223,25 +223,31 @@ fn images_and_labels(
     ypath: &Path,
     yshape: &[usize],
     y: NpyData,
-    model: [usize; 3],
+    model: &[usize],
 ) -> Result<Dataset, DataError> {
     let (n, layout, sample_shape) = match *xshape {
-        [n, h, w] => (n, Layout::Nhw, [1, h, w]),
-        [n, a, b, c] => {
-            if [a, b, c] == model {
-                (n, Layout::Nchw, [a, b, c])
-            } else if [c, a, b] == model || (matches!(c, 1 | 3) && !matches!(a, 1 | 3)) {
-                (n, Layout::Nhwc, [c, a, b])
+        // Samples of the model input's shape, of any rank (vectors `[N, F]` included).
+        [n, ref rest @ ..] if rest == model => (n, Layout::Nchw, rest.to_vec()),
+        [n, h, w] if model.len() == 3 => (n, Layout::Nhw, vec![1, h, w]),
+        [n, a, b, c] if model.len() == 3 => {
+            if [c, a, b] == model || (matches!(c, 1 | 3) && !matches!(a, 1 | 3)) {
+                (n, Layout::Nhwc, vec![c, a, b])
             } else {
-                (n, Layout::Nchw, [a, b, c])
+                (n, Layout::Nchw, vec![a, b, c])
             }
+        }
+        // Anything else as it is: the shape check then names both shapes.
+        [n, ref rest @ ..] if !rest.is_empty() && model.len() != 3 => {
+            (n, Layout::Nchw, rest.to_vec())
         }
         _ => {
             return Err(DataError::new(
                 xpath,
                 format!(
-                    "images of shape {}; expected [N, C, H, W] or [N, H, W]",
-                    crate::io::show_shape(xshape)
+                    "samples of shape {}; expected [N, C, H, W] or [N, H, W] for images, or \
+                     [N, ...] with the model input's shape {} after N",
+                    crate::io::show_shape(xshape),
+                    crate::io::show_shape(model)
                 ),
             ));
         }
@@ -274,13 +280,13 @@ fn images_and_labels(
         ));
     }
     let pixels = match x {
-        NpyData::U8(v) => Pixels::U8(to_nchw(v, layout, n, sample_shape)),
-        NpyData::F32(v) => Pixels::F32(to_nchw(v, layout, n, sample_shape)),
+        NpyData::U8(v) => Pixels::U8(to_nchw(v, layout, n, &sample_shape)),
+        NpyData::F32(v) => Pixels::F32(to_nchw(v, layout, n, &sample_shape)),
         NpyData::F64(v) => Pixels::F32(to_nchw(
             v.into_iter().map(|x| x as f32).collect(),
             layout,
             n,
-            sample_shape,
+            &sample_shape,
         )),
         other => {
             return Err(DataError::new(
@@ -331,15 +337,9 @@ fn images_and_labels(
 }
 
 /// Samples in `[N, C, H, W]` order.
-fn to_nchw<T: Copy + Default>(
-    v: Vec<T>,
-    layout: Layout,
-    n: usize,
-    [c, h, w]: [usize; 3],
-) -> Vec<T> {
-    match layout {
-        Layout::Nhw | Layout::Nchw => v,
-        Layout::Nhwc => {
+fn to_nchw<T: Copy + Default>(v: Vec<T>, layout: Layout, n: usize, shape: &[usize]) -> Vec<T> {
+    match (layout, shape) {
+        (Layout::Nhwc, &[c, h, w]) => {
             let mut out = vec![T::default(); v.len()];
             let plane = h * w;
             for s in 0..n {
@@ -353,5 +353,6 @@ fn to_nchw<T: Copy + Default>(
             }
             out
         }
+        _ => v,
     }
 }

@@ -6,7 +6,8 @@
 //! version 1 (version 2 if the header needs it), atomically. [`read_stream`] reads a `.npy`
 //! from a stream (an `.npz` member as it is decompressed: header first, then exactly the data
 //! it declares) into its shape and [`NpyData`] in the file's own dtype; [`from_bytes`] does
-//! the same for one held in memory.
+//! the same for one held in memory. [`write_npz`] writes an `.npz` archive (uncompressed, as
+//! `np.savez`) member by member, streaming each array's values, atomically.
 //!
 //! The file is untrusted: the header is bounded in size and parsed by a small parser of the
 //! Python dict literal numpy writes; the size the header declares is checked against the
@@ -137,6 +138,61 @@ pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError>
             }
         }
         w.write_all(&buf)
+    })
+}
+
+/// Writes the members of an `.npz` archive (an uncompressed zip of `.npy` files, what
+/// `np.savez` writes), streamed: each array's header, then its values as they are given.
+pub struct NpzWriter<'a, W: Write + std::io::Seek> {
+    zip: &'a mut zip::ZipWriter<W>,
+}
+
+impl<W: Write + std::io::Seek> NpzWriter<'_, W> {
+    /// Starts member `name.npy`: an array of `shape` with numpy dtype `descr` (`<f4`, `<i8`);
+    /// its values follow through [`NpzWriter::f32s`] / [`NpzWriter::i64s`], exactly
+    /// `shape.iter().product()` of them (the caller's to get right: nothing checks it).
+    pub fn begin(&mut self, name: &str, descr: &str, shape: &[usize]) -> std::io::Result<()> {
+        let elem = if descr.ends_with('8') { 8u64 } else { 4 };
+        let bytes = shape.iter().fold(elem, |a, &d| a.saturating_mul(d as u64));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(bytes >= u32::MAX as u64 - 1024);
+        self.zip
+            .start_file(format!("{name}.npy"), opts)
+            .map_err(std::io::Error::other)?;
+        self.zip.write_all(&header_bytes(descr, shape))
+    }
+
+    pub fn f32s(&mut self, v: &[f32]) -> std::io::Result<()> {
+        for chunk in v.chunks(16 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.zip.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn i64s(&mut self, v: &[i64]) -> std::io::Result<()> {
+        for chunk in v.chunks(8 * 1024) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.zip.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an `.npz` archive atomically (nothing at `path` changes unless all of it was
+/// written): `members` writes the arrays through the [`NpzWriter`] it is given.
+pub fn write_npz(
+    path: impl AsRef<Path>,
+    members: impl FnOnce(
+        &mut NpzWriter<'_, &mut std::io::BufWriter<&std::fs::File>>,
+    ) -> std::io::Result<()>,
+) -> Result<(), IoError> {
+    write_atomic(path, |w| {
+        let mut zip = zip::ZipWriter::new(w);
+        members(&mut NpzWriter { zip: &mut zip })?;
+        zip.finish().map_err(std::io::Error::other)?;
+        Ok(())
     })
 }
 
