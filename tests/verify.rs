@@ -218,7 +218,7 @@ use std::collections::{BTreeMap, BTreeSet};
 fn labelled(name: &str, labels: &[i64]) -> Dataset {
     Dataset {
         name: name.to_string(),
-        sample_shape: [1, 1, 1],
+        sample_shape: vec![1, 1, 1],
         pixels: Pixels::U8((0..labels.len()).map(|i| i as u8).collect()),
         labels: labels.to_vec(),
         classes: labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0),

@@ -260,7 +260,7 @@ fn concat(a: &Dataset, b: &Dataset, name: String) -> Result<Dataset, DataError> 
     }
     Ok(Dataset {
         name,
-        sample_shape: a.sample_shape,
+        sample_shape: a.sample_shape.clone(),
         pixels,
         labels: [a.labels.as_slice(), &b.labels].concat(),
         classes: a.classes.max(b.classes),
