@@ -32,6 +32,7 @@ pub mod spec;
 pub mod syntax;
 pub mod train;
 pub mod train_config;
+pub mod verify;
 pub mod yaml;
 
 pub use spec::{Options, Spec, SpecError, load_file, load_str};

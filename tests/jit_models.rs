@@ -71,6 +71,7 @@ fn every_spec_matches_the_reference_interpreter() {
         ("resnet34", &["size=32", "classes=10"], 2),
         ("vgg_small", &[], 2),
         ("triplet", &["size=16", "embedding=8"], 3),
+        ("siamese", &["size=16", "embedding=8"], 3),
     ];
     for &(name, sets, batch) in cases {
         let spec = load_file(

@@ -389,8 +389,10 @@ fn triplet_shares_one_embedding_network() {
     assert_eq!(paths.len(), n, "parameters created once");
     assert!(paths.contains(&"embed.conv1.weight"));
     assert!(paths.contains(&"embed.fc.weight"));
-    // conv1 864, bn1 64, conv2 18432, bn2 128, fc 64*(64*8*8) + 64.
-    assert_eq!(g.num_parameters(), 864 + 64 + 18_432 + 128 + 64 * 4096 + 64);
+    // Sized for the bundled Fashion-MNIST: three 1×28×28 inputs.
+    assert!(g.inputs.iter().all(|i| i.shape == vec![1, 28, 28]));
+    // conv1 288, bn1 64, conv2 18432, bn2 128, fc 64*(64*7*7) + 64.
+    assert_eq!(g.num_parameters(), 288 + 64 + 18_432 + 128 + 64 * 3136 + 64);
     // Three applications, each using the same parameter ids.
     let fc_uses: Vec<&Vec<usize>> = g
         .nodes
@@ -414,6 +416,60 @@ fn triplet_shares_one_embedding_network() {
         assert_eq!(g.nodes[i].shape, vec![64], "embeddings are 64-dimensional");
         assert!(matches!(g.nodes[i].op, Op::L2Normalize { .. }));
     }
+}
+
+#[test]
+fn triplet_takes_faces_through_overrides() {
+    let opts = netc::Options::with_sets(&["channels=3", "size=96", "embedding=128"]).unwrap();
+    let g = netc::load_file(root().join("specs/triplet.net"), &opts)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .graph;
+    assert!(g.inputs.iter().all(|i| i.shape == vec![3, 96, 96]));
+    let loss = &g.nodes[g.outputs[0].1];
+    assert!(loss.inputs.iter().all(|&i| g.nodes[i].shape == vec![128]));
+}
+
+#[test]
+fn siamese_learns_a_similarity_of_one_shared_embedding() {
+    let g = load("siamese");
+    let inputs: Vec<(&str, &Vec<usize>)> = g
+        .inputs
+        .iter()
+        .map(|i| (i.name.as_str(), &i.shape))
+        .collect();
+    assert_eq!(inputs, [("x1", &vec![1, 28, 28]), ("x2", &vec![1, 28, 28])]);
+    // The embedding's parameters once (triplet.net's face_net), then the head's.
+    let paths: Vec<&str> = g.params.iter().map(|p| p.path.as_str()).collect();
+    let embed = paths.iter().filter(|p| p.starts_with("embed.")).count();
+    assert_eq!(embed, load("triplet").params.len(), "{paths:?}");
+    assert_eq!(&paths[embed..], ["logit.weight", "logit.bias"]);
+    assert_eq!(
+        g.num_parameters(),
+        load("triplet").num_parameters() + 64 + 1
+    );
+    // One logit = dense(|f(x1) - f(x2)|), f applied to each input with the same parameters.
+    assert_eq!(g.outputs.len(), 1);
+    assert_eq!(g.outputs[0].0, "logit");
+    let logit = &g.nodes[g.outputs[0].1];
+    assert!(matches!(logit.op, Op::Dense { .. }), "{:?}", logit.op);
+    assert_eq!(logit.shape, vec![1]);
+    let abs = &g.nodes[logit.inputs[0]];
+    assert!(matches!(abs.op, Op::Abs), "{:?}", abs.op);
+    let sub = &g.nodes[abs.inputs[0]];
+    assert!(matches!(sub.op, Op::Sub), "{:?}", sub.op);
+    let (f1, f2) = (&g.nodes[sub.inputs[0]], &g.nodes[sub.inputs[1]]);
+    assert!(matches!(f1.op, Op::L2Normalize { .. }) && matches!(f2.op, Op::L2Normalize { .. }));
+    assert_eq!(f1.shape, vec![64]);
+    let dense: Vec<&Vec<usize>> = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Dense { .. }) && n.path == "embed.fc")
+        .map(|n| &n.params)
+        .collect();
+    assert_eq!(dense.len(), 2);
+    assert_eq!(dense[0], dense[1]);
+    let t = g.train.as_ref().expect("a train section");
+    assert_eq!(t.loss, Some(netc::train_config::Loss::BceWithLogits));
 }
 
 #[test]
