@@ -59,6 +59,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 1,
         threads: 2,
         augment: vec![],
+        identities: None,
+        mining: Default::default(),
         normalize: Normalize::from_input(&spec.graph.inputs[0])?,
         checkpoint: None,
         max_steps: None,

@@ -89,6 +89,16 @@ pub struct TrainArgs {
     /// Per-channel standard deviation (default: the spec's).
     #[arg(long, value_delimiter = ',', value_parser = crate::cli_values::std)]
     pub std: Option<Vec<f64>>,
+    /// Verification models: which identities (labels) train and which are held out for the
+    /// open-set evaluation, as TRAIN/EVAL lists or ranges, e.g. `0-6/7-9` (default: the
+    /// first 70% train, 0-6/7-9 on the bundled data).
+    #[arg(long, value_name = "TRAIN/EVAL", value_parser = crate::cli_values::identities)]
+    pub identities: Option<crate::verify::IdentitySplit>,
+    /// Triplet models: how each step's triplets are chosen: `batch-hard` (default: the
+    /// hardest positive and negative of each anchor in a batch of P identities × K images),
+    /// `semi-hard` (FaceNet's), or `random`.
+    #[arg(long, value_parser = crate::cli_values::mining)]
+    pub mining: Option<crate::verify::Mining>,
     /// Only the final JSON line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -231,9 +241,16 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             return fail(e);
         }
     }
-    let classifies = match crate::train::task::Task::new(&lg, &objective, &data.train) {
-        Ok(t) => t.classifies(),
-        Err(e) => return fail(e),
+    // A verification model trains on triplets or pairs (checked by the session); any other
+    // on the data's batches, checked here before anything is compiled.
+    let mining = args.mining.unwrap_or_default();
+    let verification = crate::train::verification::form_of(&lg, &objective, mining);
+    let classifies = match &verification {
+        Some(_) => false,
+        None => match crate::train::task::Task::new(&lg, &objective, &data.train) {
+            Ok(t) => t.classifies(),
+            Err(e) => return fail(e),
+        },
     };
     let data_seconds = t_data.elapsed().as_secs_f64();
     // Before the weights are read or made: the whole training must fit.
@@ -346,6 +363,8 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         checkpoint: Some(ckpt_path.clone()),
         max_steps: args.max_steps,
         memory_limit: args.memory_limit,
+        identities: args.identities.clone(),
+        mining,
     };
     if !args.quiet {
         eprintln!(

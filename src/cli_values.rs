@@ -103,6 +103,16 @@ pub fn std(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--identities TRAIN/EVAL`, e.g. `0-6/7-9`.
+pub fn identities(s: &str) -> Result<crate::verify::IdentitySplit, String> {
+    crate::verify::IdentitySplit::parse(s)
+}
+
+/// `--mining batch-hard|semi-hard|random`.
+pub fn mining(s: &str) -> Result<crate::verify::Mining, String> {
+    s.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -469,7 +469,7 @@ fn siamese_learns_a_similarity_of_one_shared_embedding() {
     assert_eq!(dense.len(), 2);
     assert_eq!(dense[0], dense[1]);
     let t = g.train.as_ref().expect("a train section");
-    assert_eq!(t.loss, Some(netc::train_config::Loss::BceWithLogits));
+    assert_eq!(t.loss, Some(netc::train_config::Loss::BceWithLogits.into()));
 }
 
 #[test]

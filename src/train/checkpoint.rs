@@ -48,6 +48,11 @@ pub struct Progress {
     #[serde(default)]
     pub epoch_sums: Option<EpochSums>,
     pub history: Vec<EpochRecord>,
+    /// A verification model's decision threshold, chosen on the held-out identities at the
+    /// last evaluation: a distance (same at or below it) or a learned similarity (same at or
+    /// above it). `netc verify` uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
 }
 
 /// The sums behind an epoch's training loss and metrics, over its batches so far.

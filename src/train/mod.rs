@@ -16,6 +16,7 @@ pub mod graph;
 pub mod optim;
 pub mod session;
 pub mod task;
+pub mod verification;
 
 use std::sync::{Arc, Mutex};
 
@@ -300,6 +301,26 @@ impl Trainer {
             }
         }
         Ok(loss)
+    }
+
+    /// The values of the parameters the step changes (trained ones, running statistics), by
+    /// parameter index.
+    pub fn param_values(&self) -> Vec<(usize, &[f32])> {
+        self.exe.params()
+    }
+
+    /// The JIT the step was compiled with (for compiling more models of the same run).
+    pub fn jit(&self) -> Arc<Mutex<Jit>> {
+        self.jit.clone()
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The memory budget in bytes (`None`: what is available).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
     }
 
     /// An output of the last step: a model output (`predictions`), `loss`, a gradient.

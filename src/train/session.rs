@@ -27,7 +27,9 @@ use crate::train_config::{Augment, Objective, Optimizer, Schedule};
 
 use super::checkpoint::{self, Checkpoint, EpochRecord, Progress, RunShape};
 use super::task::Task;
+use super::verification::{self, Verification};
 use super::{StepError, Trainer, learning_rate};
+use crate::verify::{IdentitySplit, Mining};
 
 /// How to train.
 #[derive(Debug, Clone)]
@@ -47,6 +49,11 @@ pub struct Settings {
     pub max_steps: Option<u64>,
     /// The memory budget in bytes (`None`: what is available), see [`crate::budget`].
     pub memory_limit: Option<u64>,
+    /// For verification models: which identities train and which are held out (`None`: the
+    /// first 70% train, [`IdentitySplit::default_for`]).
+    pub identities: Option<IdentitySplit>,
+    /// For triplet models: how triplets are chosen.
+    pub mining: Mining,
 }
 
 /// What happens during training, as it happens.
@@ -140,11 +147,33 @@ pub fn run(
         ),
     };
     let mut progress = progress;
-    progress.batch_size = Some(settings.batch);
+    // A verification model trains on triplets or pairs of the training identities and is
+    // evaluated on the held-out ones; any other on the data's batches as they are.
+    let mut verify = match verification::form_of(lg, &settings.objective, settings.mining) {
+        Some(form) => {
+            let ids = match &settings.identities {
+                Some(ids) => ids.clone(),
+                None => IdentitySplit::default_for(data.train.classes.max(data.test.classes))?,
+            };
+            Some(Verification::new(
+                lg,
+                form,
+                data,
+                &ids,
+                settings.batch,
+                progress.seed,
+                settings.normalize.clone(),
+                settings.augment.clone(),
+            )?)
+        }
+        None => None,
+    };
+    let step_batch = verify.as_ref().map_or(settings.batch, |v| v.batch);
+    progress.batch_size = Some(step_batch);
     let mut trainer = Trainer::with_limit(
         lg,
         weights,
-        settings.batch,
+        step_batch,
         settings.objective.clone(),
         settings.optimizer.clone(),
         settings.threads,
@@ -157,21 +186,32 @@ pub fn run(
     {
         checkpoint::restore_optimizer(&mut trainer.optim, lg, &tensors, ck, progress.step)?;
     }
-    let task = Task::new(lg, &settings.objective, &data.train)?;
     let seed = progress.seed;
-    let train = Loader::new(
-        Arc::new(data.train.clone()),
-        settings.normalize.clone(),
-        LoaderOptions::train(settings.batch, seed, settings.augment.clone()),
-    )
-    .map_err(|e| e.to_string())?;
-    let test = Loader::new(
-        Arc::new(data.test.clone()),
-        settings.normalize.clone(),
-        LoaderOptions::eval(settings.batch),
-    )
-    .map_err(|e| e.to_string())?;
-    let batches = train.batches_per_epoch();
+    // The plain task: its feeds and the loaders of both halves.
+    let plain = match &verify {
+        Some(_) => None,
+        None => {
+            let task = Task::new(lg, &settings.objective, &data.train)?;
+            let train = Loader::new(
+                Arc::new(data.train.clone()),
+                settings.normalize.clone(),
+                LoaderOptions::train(settings.batch, seed, settings.augment.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+            let test = Loader::new(
+                Arc::new(data.test.clone()),
+                settings.normalize.clone(),
+                LoaderOptions::eval(settings.batch),
+            )
+            .map_err(|e| e.to_string())?;
+            Some((task, train, test))
+        }
+    };
+    let (batches, samples) = match (&verify, &plain) {
+        (Some(v), _) => (v.batches_per_epoch(), v.train.len()),
+        (None, Some((_, train, _))) => (train.batches_per_epoch(), data.train.len()),
+        (None, None) => unreachable!("one of the two"),
+    };
     if batches == 0 {
         return Err(format!(
             "the training set has {} samples, fewer than one batch of {}",
@@ -179,6 +219,7 @@ pub fn run(
             settings.batch
         ));
     }
+    let classifies = plain.as_ref().is_some_and(|(t, _, _)| t.classifies());
     // The checkpoint's progress as saved (`progress` now holds this run's batch size).
     if let Some(ck) = &resume
         && let Some(saved) = &ck.progress
@@ -186,8 +227,8 @@ pub fn run(
         let run = RunShape {
             epochs: settings.epochs,
             batches,
-            batch_size: settings.batch,
-            samples: data.train.len(),
+            batch_size: step_batch,
+            samples,
         };
         checkpoint::check_progress(saved, &run, &ck.source)?;
     }
@@ -216,11 +257,15 @@ pub fn run(
         // figures are those of a run straight through.
         let mut sums = progress.epoch_sums.take().unwrap_or_default();
         let mut bufs = Vec::new();
+        let mut named: Vec<(String, Vec<f32>)> = Vec::new();
         // Samples of this epoch in this run (for the speed).
         let mut seen_here = 0u64;
         let first = progress.batch;
         let mut lr = base_lr;
-        for (b, batch) in train.epoch(epoch as u64).enumerate().skip(first) {
+        let mut plain_batches = plain
+            .as_ref()
+            .map(|(_, train, _)| train.epoch(epoch as u64).skip(first));
+        for b in first..batches {
             let stop = observer.stop_requested()
                 || settings.max_steps.is_some_and(|m| steps_this_run >= m);
             if stop {
@@ -242,12 +287,29 @@ pub fn run(
                 epoch,
                 b as f64 / batches as f64,
             );
-            task.fill(&batch, &mut bufs, "sample", b * settings.batch)?;
-            match trainer.step_feed(&task.feed(&bufs), lr) {
-                Ok(loss) => {
-                    task.measure(&batch, loss, |n| trainer.output(n), &mut sums);
-                    seen_here += batch.len as u64;
+            let result = match (&mut verify, &plain, &mut plain_batches) {
+                (Some(v), _, _) => {
+                    v.feeds(&trainer, epoch as u64, b, &mut named)?;
+                    let feed: Vec<(&str, &[f32])> = named
+                        .iter()
+                        .map(|(n, x)| (n.as_str(), x.as_slice()))
+                        .collect();
+                    trainer.step_feed(&feed, lr).map(|loss| {
+                        sums.loss_sum += loss as f64 * step_batch as f64;
+                        sums.seen += step_batch as u64;
+                    })
                 }
+                (None, Some((task, _, _)), Some(it)) => {
+                    let batch = it.next().ok_or("the loader ran out of batches")?;
+                    task.fill(&batch, &mut bufs, "sample", b * settings.batch)?;
+                    trainer
+                        .step_feed(&task.feed(&bufs), lr)
+                        .map(|loss| task.measure(&batch, loss, |n| trainer.output(n), &mut sums))
+                }
+                _ => unreachable!("one of the two"),
+            };
+            match result {
+                Ok(()) => seen_here += step_batch as u64,
                 Err(StepError::NonFinite { loss, params }) => {
                     return Ok(Report {
                         outcome: Outcome::NonFinite {
@@ -275,33 +337,49 @@ pub fn run(
                 batch: b,
                 batches,
                 loss: sums.loss_sum / sums.seen.max(1) as f64,
-                accuracy: task
-                    .classifies()
-                    .then(|| sums.correct as f64 / sums.seen.max(1) as f64),
+                accuracy: classifies.then(|| sums.correct as f64 / sums.seen.max(1) as f64),
                 images_per_second: seen_here as f64 / elapsed,
                 lr,
                 eta: elapsed / done as f64 * (batches - b - 1) as f64,
             });
         }
         let train_seconds = t0.elapsed().as_secs_f64();
-        let test_sums = if data.test.is_empty() {
-            None
-        } else {
-            Some(trainer.evaluate(&test, &task)?)
-        };
         let mut metrics = std::collections::BTreeMap::new();
-        let mut train_metrics = task.summarize(&sums);
-        let train_accuracy = train_metrics.remove("accuracy").unwrap_or(0.0);
-        for (k, v) in train_metrics {
-            metrics.insert(format!("train_{k}"), v);
-        }
+        let mut train_accuracy = 0.0;
         let mut test_accuracy = None;
-        if let Some(t) = &test_sums {
-            let mut m = task.summarize(t);
-            test_accuracy = m.remove("accuracy");
-            for (k, v) in m {
-                metrics.insert(format!("test_{k}"), v);
+        let mut test_sums = None;
+        match (&verify, &plain) {
+            (Some(v), _) => {
+                let f = v.evaluate(
+                    lg,
+                    &trainer.weights(),
+                    trainer.threads(),
+                    &trainer.jit(),
+                    settings.memory_limit,
+                )?;
+                metrics.insert("verification_accuracy".to_string(), f.accuracy);
+                metrics.insert("auc".to_string(), f.auc);
+                metrics.insert("threshold".to_string(), f.threshold);
+                progress.threshold = Some(f.threshold);
             }
+            (None, Some((task, _, test))) => {
+                if !data.test.is_empty() {
+                    test_sums = Some(trainer.evaluate(test, task)?);
+                }
+                let mut train_metrics = task.summarize(&sums);
+                train_accuracy = train_metrics.remove("accuracy").unwrap_or(0.0);
+                for (k, v) in train_metrics {
+                    metrics.insert(format!("train_{k}"), v);
+                }
+                if let Some(t) = &test_sums {
+                    let mut m = task.summarize(t);
+                    test_accuracy = m.remove("accuracy");
+                    for (k, v) in m {
+                        metrics.insert(format!("test_{k}"), v);
+                    }
+                }
+            }
+            (None, None) => unreachable!("one of the two"),
         }
         let record = EpochRecord {
             epoch: epoch + 1,

@@ -71,12 +71,16 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
     {
         return Ok((n.inputs[0], ScoreKind::Distance));
     }
-    let comparing = lg
-        .train
-        .as_ref()
-        .and_then(|t| t.loss.as_ref())
-        .is_some_and(|l| matches!(l, Loss::Triplet { .. } | Loss::Contrastive { .. }));
-    if comparing && let Some(&(ref name, out)) = lg.outputs.first() {
+    let objective = crate::train::graph::objective_of(lg);
+    let comparing = objective
+        .terms
+        .iter()
+        .find(|t| matches!(t.loss, Loss::Triplet { .. } | Loss::Contrastive { .. }));
+    let first_read = comparing.and_then(|t| match t.outputs.first() {
+        Some(name) => lg.outputs.iter().find(|(n, _)| n == name),
+        None => lg.outputs.first(),
+    });
+    if let Some(&(ref name, out)) = first_read {
         if deps[out] != [0] {
             return Err(not_verification(format!(
                 "under its triplet/contrastive loss, its first output `{name}` should be the \

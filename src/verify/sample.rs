@@ -269,6 +269,8 @@ fn concat(a: &Dataset, b: &Dataset, name: String) -> Result<Dataset, DataError> 
         } else {
             a.class_names.clone()
         },
+        // Verification uses images and identities only.
+        fields: Vec::new(),
     })
 }
 
