@@ -22,6 +22,7 @@ pub mod layer_graph;
 pub mod loss;
 pub mod lower;
 pub mod model;
+pub mod picture;
 pub mod plan;
 pub mod plot;
 pub mod reference;
