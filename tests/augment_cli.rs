@@ -307,3 +307,99 @@ fn bad_flag_text_is_a_usage_error_naming_the_flag_and_column() {
     assert!(e.contains("--augment:1:9"), "{e}");
     assert!(!d.join("y").join("checkpoint.safetensors").exists());
 }
+
+fn lenet() -> netc::Spec {
+    netc::load_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/lenet5.net"),
+        &Options::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn augment_writes_the_grid_of_what_training_sees() {
+    let d = scratch("grid");
+    let data = tiny_data(&d);
+    let png = d.join("grid.png");
+    let list = "mirror, random_crop(pad=3), rotate(20), color_shift(0.3)";
+    let o = netc(&[
+        "augment",
+        "specs/lenet5.net",
+        "--data",
+        s(&data),
+        "--augment",
+        list,
+        "--count",
+        "3",
+        "--variants",
+        "2",
+        "--seed",
+        "7",
+        "--output",
+        s(&png),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got = image::open(&png).unwrap().to_rgb8();
+    // The same tiles, rendered here: the PNG is exactly that grid (size and pixels).
+    let spec = lenet();
+    let split = netc::data::open(s(&data), &spec.graph.inputs[0]).unwrap();
+    let augs = netc::elab::augment_from_text(list, Some(&[1, 28, 28])).unwrap();
+    let tiles = netc::cli_augment::grid_tiles(&split.train, &augs, 3, 2, 7);
+    assert_eq!(tiles.len(), 9);
+    let (rgb, w, h) =
+        netc::picture::render_grid(&tiles, 3, netc::picture::Normalize::Clamp01).unwrap();
+    assert_eq!((got.width(), got.height()), (w, h));
+    assert_eq!(got.into_raw(), rgb);
+    // Each variant is the loader's sample in that epoch (before normalization).
+    let train = std::sync::Arc::new(split.train.clone());
+    let mut opts = netc::data::LoaderOptions::train(1, 7, augs.clone());
+    opts.shuffle = false;
+    opts.prefetch = false;
+    let loader = netc::data::Loader::new(train, netc::data::Normalize::none(1), opts).unwrap();
+    for (row, sample) in [0usize, 53, 106].into_iter().enumerate() {
+        assert_eq!(tiles[row * 3].label, format!("#{sample} ({})", sample % 10));
+        for epoch in 0..2u64 {
+            let order = loader.order(epoch);
+            let b = loader.batch(epoch, &order, sample);
+            assert_eq!(b.indices, vec![sample]);
+            assert_eq!(tiles[row * 3 + 1 + epoch as usize].pixels, b.x);
+        }
+    }
+    assert_ne!(tiles[1].pixels, tiles[0].pixels);
+}
+
+#[test]
+fn augment_refuses_what_it_cannot_show() {
+    let d = scratch("refuse");
+    let data = tiny_data(&d);
+    let run = |more: &[&str]| {
+        let base = ["augment", "specs/lenet5.net", "--data", s(&data)];
+        netc(&[&base[..], more].concat())
+    };
+    // No list in the spec and none given.
+    let png = d.join("a.png");
+    let o = run(&["--output", s(&png)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no augmentations to show"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!png.exists());
+    // Not a PNG name: nothing written.
+    let npy = d.join("a.npy");
+    let o = run(&["--augment", "mirror", "--output", s(&npy)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!npy.exists());
+    // Bad counts and bad lists are usage errors.
+    let o = run(&["--augment", "mirror", "--count", "0", "--output", s(&png)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["--augment", "mirror(p=-1)", "--output", s(&png)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--augment:1:10"), "{}", stderr(&o));
+    // PCA lighting on a 1-channel model.
+    let o = run(&["--augment", "pca_lighting", "--output", s(&png)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs 3 channels"), "{}", stderr(&o));
+    assert!(!png.exists());
+}
