@@ -172,4 +172,27 @@ mod tests {
         assert!(threads("0").is_err());
         assert_eq!(threads("1"), Ok(1));
     }
+
+    #[test]
+    fn augment_lists() {
+        for none in ["", " none ", "[]"] {
+            assert_eq!(augment(none).unwrap().list, vec![]);
+        }
+        let a = augment("[mirror, vflip(1)]").unwrap();
+        assert_eq!(a.list.len(), 2);
+        assert_eq!(augment("mirror, vflip(1)").unwrap().list, a.list);
+        let e = augment("mirror, vflip(2)").unwrap_err();
+        assert!(
+            e.contains("--augment:1:15") && e.contains("probability"),
+            "{e}"
+        );
+        // The shape checks wait for the model.
+        let p = augment("pca_lighting").unwrap();
+        assert!(p.for_input(&[3, 8, 8]).is_ok());
+        assert!(
+            p.for_input(&[1, 8, 8])
+                .unwrap_err()
+                .contains("needs 3 channels")
+        );
+    }
 }

@@ -497,6 +497,31 @@ mod tests {
     }
 
     #[test]
+    fn affine_draws_follow_random_affine() {
+        let aug = Augment::Affine {
+            degrees: 10.0,
+            translate: [0.2, 0.1],
+            scale: [0.8, 1.2],
+            shear: [-5.0, 5.0, 2.0, 3.0],
+        };
+        let mut rng = Rng::new(9);
+        let mut seen_tx = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let Step::Affine(p) = draw(&aug, [1, 10, 20], &mut rng) else {
+                panic!("not affine")
+            };
+            assert!((-10.0..10.0).contains(&p.angle));
+            // Whole pixels, at most 0.2 · 20 across and 0.1 · 10 down.
+            assert!(p.translate.iter().all(|t| t.fract() == 0.0));
+            assert!(p.translate[0].abs() <= 4.0 && p.translate[1].abs() <= 1.0);
+            seen_tx.insert(p.translate[0] as i64);
+            assert!((0.8..1.2).contains(&p.scale));
+            assert!((-5.0..5.0).contains(&p.shear[0]) && (2.0..3.0).contains(&p.shear[1]));
+        }
+        assert_eq!(seen_tx.len(), 9, "{seen_tx:?}");
+    }
+
+    #[test]
     fn lighting_draws_are_normal_with_the_given_std() {
         let mut rng = Rng::new(11);
         let n = 20_000;

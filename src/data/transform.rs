@@ -389,3 +389,64 @@ pub fn pca_lighting(img: &mut [f32], [c, h, w]: [usize; 3], alpha: [f64; 3]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(shape: [usize; 3]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        (0..n).map(|i| ((i * 37) % 101) as f32 / 100.0).collect()
+    }
+
+    #[test]
+    fn antialiasing_changes_nothing_when_enlarging() {
+        let shape = [2, 5, 7];
+        let img = ramp(shape);
+        for out in [(5, 7), (9, 7), (5, 20), (13, 11)] {
+            let a = resize(&img, shape, out, true);
+            let b = resize(&img, shape, out, false);
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+                "{out:?}"
+            );
+        }
+        // Shrinking with antialiasing: the triangle filter widened to 2 input pixels each
+        // side, weights normalized (a constant stays constant).
+        let a = resize(&img, [1, 4, 4], (2, 2), true);
+        let (w0, w1, w2) = (0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75);
+        let row = |y: usize| w0 * img[y * 4] + w1 * img[y * 4 + 1] + w2 * img[y * 4 + 2];
+        let want = w0 * row(0) + w1 * row(1) + w2 * row(2);
+        assert!((a[0] - want).abs() < 1e-6, "{} vs {want}", a[0]);
+        let ones = resize(&[1.0; 35], [1, 5, 7], (2, 3), true);
+        assert!(ones.iter().all(|&v| (v - 1.0).abs() < 1e-6), "{ones:?}");
+    }
+
+    #[test]
+    fn flips_twice_are_the_identity() {
+        for shape in [[3, 5, 4], [1, 1, 1], [2, 4, 3]] {
+            let img = ramp(shape);
+            let mut x = img.clone();
+            vflip(&mut x, shape);
+            if shape[1] > 1 {
+                assert_ne!(x, img);
+            }
+            vflip(&mut x, shape);
+            hflip(&mut x, shape);
+            hflip(&mut x, shape);
+            assert_eq!(x, img);
+        }
+    }
+
+    #[test]
+    fn empty_images_do_not_panic() {
+        let shape = [3, 0, 4];
+        let mut x: Vec<f32> = vec![];
+        hflip(&mut x, shape);
+        vflip(&mut x, shape);
+        assert!(resize(&x, shape, (3, 3), true).iter().all(|&v| v == 0.0));
+        assert!(affine(&x, shape, &AffineParams::rotation(30.0)).is_empty());
+        hue(&mut x, shape, 0.2);
+        contrast(&mut x, shape, 0.5, true);
+    }
+}
