@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use netc::data::augment::{ColorOp, Step};
+use netc::data::augment::{ColorOp, Step, resized_crop_window};
+use netc::data::rng::Rng;
 use netc::data::transform::{self, AffineParams};
 use serde_json::Value;
 
@@ -157,4 +158,22 @@ fn transforms_match_torchvision_within_one_level() {
     }
     assert!(cases.len() >= 50, "only {} cases", cases.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn resized_crop_fallback_windows_match_torchvision() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/augment/cases.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let windows = doc["windows"].as_array().unwrap();
+    assert!(windows.len() >= 5);
+    for c in windows {
+        let (h, w) = pair(&c["size"]);
+        let (s, r) = (nums(&c["scale"]), nums(&c["ratio"]));
+        let want: Vec<usize> = nums(&c["window"]).iter().map(|&v| v as usize).collect();
+        for seed in 0..5 {
+            let (top, left, ch, cw) =
+                resized_crop_window(&mut Rng::new(seed), h, w, [s[0], s[1]], [r[0], r[1]]);
+            assert_eq!(vec![top, left, ch, cw], want, "{c}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ import os
 
 import torch
 import torchvision.transforms.functional as F
-from torchvision.transforms import InterpolationMode
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
 BIL = InterpolationMode.BILINEAR
 # AlexNet / fb.resnet.torch's ImageNet PCA (eigvec columns are the eigenvectors).
@@ -26,6 +26,9 @@ g = torch.Generator().manual_seed(16)
 images = {
     "rgb": torch.randint(0, 256, (3, 13, 17), generator=g, dtype=torch.uint8),
     "gray": torch.randint(0, 256, (1, 9, 11), generator=g, dtype=torch.uint8),
+    # Four levels per channel: many pixels whose largest channels tie, and gray ones (the
+    # branches of RGB -> HSV).
+    "ties": torch.randint(0, 4, (3, 6, 5), generator=g, dtype=torch.uint8) * 85,
 }
 
 
@@ -57,7 +60,7 @@ def add(image, op, params, out):
     )
 
 
-for name in images:
+for name in ["rgb", "gray"]:
     x = as_float(name)
     c, h, w = x.shape
     fill = [0.0] * c
@@ -100,6 +103,23 @@ for name in images:
             out = (x.double() + rgb.view(3, 1, 1)).float()
             add(name, "pca_lighting", {"alpha": alpha}, out)
 
+x = as_float("ties")
+for op, f in [("hue", 0.3), ("hue", -0.45), ("saturation", 1.8), ("contrast", 0.3)]:
+    add("ties", "color", {"ops": [[op, f]]}, color(x, op, f))
+
+# RandomResizedCrop.get_params where no random window fits (the central fallback) or the only
+# one is the whole image: deterministic, so torchvision's answer is netc's.
+windows = []
+for h, w, scale, ratio in [
+    (20, 4, [0.9, 1.0], [3.0, 4.0]),
+    (4, 20, [0.9, 1.0], [0.2, 0.25]),
+    (13, 17, [1.0, 1.0], [0.5, 0.6]),
+    (13, 17, [1.0, 1.0], [2.0, 3.0]),
+    (5, 7, [1.0, 1.0], [1.4, 1.4]),
+]:
+    window = RandomResizedCrop.get_params(torch.zeros(1, h, w), scale, ratio)
+    windows.append({"size": [h, w], "scale": scale, "ratio": ratio, "window": list(window)})
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "cases.json"), "w") as f:
     json.dump(
@@ -107,6 +127,7 @@ with open(os.path.join(here, "cases.json"), "w") as f:
             "torch": torch.__version__,
             "images": {k: {"shape": list(v.shape), "bytes": v.flatten().tolist()} for k, v in images.items()},
             "cases": cases,
+            "windows": windows,
         },
         f,
         separators=(",", ":"),
