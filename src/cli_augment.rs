@@ -4,8 +4,9 @@
 //! `netc train --data`), how many samples and variants, a seed. Out: a PNG grid
 //! ([`crate::picture::write_grid`]), one row per sample: the stored image, then the same image
 //! as training epochs 1, 2, ... would feed it (the loader's own per-sample streams
-//! `[seed, TAG_AUGMENT, epoch, index]`, before normalization). Exit code 0, 1 on errors (the
-//! spec, the data, the file), 2 on a bad command line.
+//! `[seed, TAG_AUGMENT, epoch, index]`, before normalization; byte data drawn as values in
+//! `[0, 1]`, float data mapped to it with one range for the whole grid). Exit code 0, 1 on
+//! errors (the spec, the data, the file), 2 on a bad command line.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +118,28 @@ pub fn grid_tiles(
     tiles
 }
 
+/// Maps float data of unknown range to `[0, 1]` with one range for every tile (the smallest
+/// and largest finite value of all), so a brightness change stays visible, which a range per
+/// tile would undo. Byte data are already in `[0, 1]`.
+pub fn shared_range(tiles: &mut [Tile]) {
+    let finite = tiles
+        .iter()
+        .flat_map(|t| &t.pixels)
+        .filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    });
+    let span = hi - lo;
+    if !(span.is_finite() && span > 0.0) {
+        return;
+    }
+    for v in tiles.iter_mut().flat_map(|t| t.pixels.iter_mut()) {
+        if v.is_finite() {
+            *v = (*v - lo) / span;
+        }
+    }
+}
+
 /// Runs `netc augment`.
 pub fn augment_cmd(spec: &Spec, args: &AugmentArgs) -> ExitCode {
     let lg = &spec.graph;
@@ -163,11 +186,11 @@ pub fn augment_cmd(spec: &Spec, args: &AugmentArgs) -> ExitCode {
     }
     let seed = args.seed.or(cfg.seed).unwrap_or(0);
     let tiles = grid_tiles(&data, &augs, args.count, args.variants, seed);
-    let normalize = match data.pixels {
-        Pixels::U8(_) => Normalize::Clamp01,
-        Pixels::F32(_) => Normalize::MinMaxPerTile,
-    };
-    if let Err(e) = write_grid(&args.output, &tiles, args.variants + 1, normalize) {
+    let mut tiles = tiles;
+    if let Pixels::F32(_) = data.pixels {
+        shared_range(&mut tiles);
+    }
+    if let Err(e) = write_grid(&args.output, &tiles, args.variants + 1, Normalize::Clamp01) {
         return fail(e);
     }
     let list: Vec<String> = augs.iter().map(|a| a.to_string()).collect();
@@ -180,4 +203,31 @@ pub fn augment_cmd(spec: &Spec, args: &AugmentArgs) -> ExitCode {
         list.join(", ")
     );
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_tiles_share_one_range() {
+        let tile = |pixels: Vec<f32>| Tile {
+            pixels,
+            channels: 1,
+            height: 1,
+            width: 2,
+            label: String::new(),
+        };
+        let mut tiles = vec![tile(vec![-1.0, 1.0]), tile(vec![-2.0, 2.0 * f32::NAN])];
+        tiles.push(tile(vec![3.0, f32::INFINITY]));
+        shared_range(&mut tiles);
+        assert_eq!(tiles[0].pixels, vec![0.2, 0.6]);
+        assert_eq!(tiles[1].pixels[0], 0.0);
+        assert!(tiles[1].pixels[1].is_nan());
+        assert_eq!(tiles[2].pixels, vec![1.0, f32::INFINITY]);
+        // A constant set is left alone.
+        let mut flat = vec![tile(vec![5.0, 5.0])];
+        shared_range(&mut flat);
+        assert_eq!(flat[0].pixels, vec![5.0, 5.0]);
+    }
 }
