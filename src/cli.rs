@@ -134,6 +134,15 @@ pub enum Command {
         #[command(flatten)]
         args: crate::cli_train::TrainArgs,
     },
+    /// Write a PNG grid of training samples as the spec's augmentations (or --augment) change
+    /// them: each sample, then its augmented versions epoch by epoch.
+    Augment {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_augment::AugmentArgs,
+    },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
         spec: PathBuf,
@@ -355,6 +364,10 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Train { spec, model, args } => match load(&spec, &model) {
             Ok(s) => crate::cli_train::train(&s, &args),
+            Err(c) => c,
+        },
+        Command::Augment { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_augment::augment_cmd(&s, &args),
             Err(c) => c,
         },
         Command::Compile {

@@ -99,6 +99,10 @@ pub struct TrainArgs {
     /// `semi-hard` (FaceNet's), or `random`.
     #[arg(long, value_parser = crate::cli_values::mining)]
     pub mining: Option<crate::verify::Mining>,
+    /// Augmentations replacing the spec's `augment` list, in the same syntax, e.g.
+    /// `"mirror, random_crop(pad=4), color_shift(0.2)"`; `none` for no augmentation.
+    #[arg(long, value_parser = crate::cli_values::augment)]
+    pub augment: Option<crate::cli_values::AugmentArg>,
     /// Only the final JSON line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -209,6 +213,14 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     let normalize = match normalize {
         Ok(n) => n,
         Err(e) => return fail(e),
+    };
+    // The augmentations: --augment's, else the spec's.
+    let augment = match &args.augment {
+        Some(a) => match a.for_input(&input.shape) {
+            Ok(list) => list,
+            Err(e) => return fail(e.trim_end()),
+        },
+        None => cfg.augment.clone(),
     };
     let t_data = Instant::now();
     let data = match crate::data::open(&source, &input) {
@@ -358,7 +370,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             .unwrap_or(Schedule::Constant { warmup: 0 }),
         seed,
         threads: args.threads,
-        augment: cfg.augment.clone(),
+        augment,
         normalize,
         checkpoint: Some(ckpt_path.clone()),
         max_steps: args.max_steps,
@@ -389,6 +401,10 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                 String::new()
             }
         );
+        if !settings.augment.is_empty() {
+            let list: Vec<String> = settings.augment.iter().map(|a| a.to_string()).collect();
+            eprintln!("  augment: {}", list.join(", "));
+        }
         if let Some(c) = &resume
             && let Some(p) = &c.progress
         {

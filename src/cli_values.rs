@@ -113,6 +113,45 @@ pub fn mining(s: &str) -> Result<crate::verify::Mining, String> {
     s.parse()
 }
 
+/// `--augment`'s text and its augmentations, checked without the model (the shape checks,
+/// such as PCA lighting's 3 channels, run again once the spec is loaded:
+/// [`AugmentArg::for_input`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentArg {
+    pub text: String,
+    pub list: Vec<crate::train_config::Augment>,
+}
+
+impl AugmentArg {
+    /// The list checked against the model input's `shape`; errors are rendered diagnostics
+    /// pointing into the flag's text.
+    pub fn for_input(&self, shape: &[usize]) -> Result<Vec<crate::train_config::Augment>, String> {
+        if self.list.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::elab::augment_from_text(&self.text, Some(shape))
+    }
+}
+
+/// `--augment`: the spec's list syntax (`mirror, random_crop(pad=4)`, brackets optional), or
+/// `none` (or nothing) for no augmentation. The message is the rendered diagnostic, which
+/// names `--augment` and the column.
+pub fn augment(s: &str) -> Result<AugmentArg, String> {
+    let t = s.trim();
+    if t.is_empty() || t == "none" || t == "[]" {
+        return Ok(AugmentArg {
+            text: String::new(),
+            list: Vec::new(),
+        });
+    }
+    let list =
+        crate::elab::augment_from_text(s, None).map_err(|e| format!("\n{}", e.trim_end()))?;
+    Ok(AugmentArg {
+        text: s.to_string(),
+        list,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +181,28 @@ mod tests {
         );
         assert!(threads("0").is_err());
         assert_eq!(threads("1"), Ok(1));
+    }
+
+    #[test]
+    fn augment_lists() {
+        for none in ["", " none ", "[]"] {
+            assert_eq!(augment(none).unwrap().list, vec![]);
+        }
+        let a = augment("[mirror, vflip(1)]").unwrap();
+        assert_eq!(a.list.len(), 2);
+        assert_eq!(augment("mirror, vflip(1)").unwrap().list, a.list);
+        let e = augment("mirror, vflip(2)").unwrap_err();
+        assert!(
+            e.contains("--augment:1:15") && e.contains("probability"),
+            "{e}"
+        );
+        // The shape checks wait for the model.
+        let p = augment("pca_lighting").unwrap();
+        assert!(p.for_input(&[3, 8, 8]).is_ok());
+        assert!(
+            p.for_input(&[1, 8, 8])
+                .unwrap_err()
+                .contains("needs 3 channels")
+        );
     }
 }

@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod budget;
 pub mod cli;
+pub mod cli_augment;
 pub mod cli_run;
 pub mod cli_train;
 pub mod cli_values;
@@ -23,6 +24,7 @@ pub mod layer_graph;
 pub mod loss;
 pub mod lower;
 pub mod model;
+pub mod picture;
 pub mod plan;
 pub mod plot;
 pub mod reference;

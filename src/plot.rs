@@ -111,11 +111,12 @@ fn font(size: u32) -> FontDesc<'static> {
 
 // ---- drawing ----
 
-/// The family name the bundled font is registered under.
-const FONT: &str = "DejaVu Sans";
+/// The family name the bundled font is registered under (also used by [`crate::picture`]).
+pub(crate) const FONT: &str = "DejaVu Sans";
 static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() -> io::Result<()> {
+/// Registers the bundled font with plotters, once per process.
+pub(crate) fn register_font() -> io::Result<()> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES)

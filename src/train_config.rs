@@ -139,20 +139,44 @@ pub enum Schedule {
     },
 }
 
+/// One random augmentation of the `augment: [...]` list (or `--augment`). Each keeps the
+/// sample's shape `[C, H, W]` (the model input's); semantics and torchvision equivalents in
+/// `data::augment`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Augment {
-    /// Horizontal flip with probability `p`.
+    /// Horizontal flip with probability `p` (`RandomHorizontalFlip`).
     Mirror { p: f64 },
-    /// Pad by `pad` pixels on each side, then crop back to the input size at a random offset.
-    RandomCrop { pad: usize },
-    /// Rotate by a uniform random angle in `[-degrees, degrees]`.
+    /// Vertical flip with probability `p` (`RandomVerticalFlip`).
+    VFlip { p: f64 },
+    /// Zero-pad by `pad` on each side, crop `size` (`[H, W]`; the input size when absent) at a
+    /// random offset (`RandomCrop(size, padding)`), then resize back to the input size when
+    /// `size` differs from it.
+    RandomCrop {
+        pad: usize,
+        size: Option<[usize; 2]>,
+    },
+    /// `RandomResizedCrop(input size, scale, ratio)`, bilinear, antialiased.
+    RandomResizedCrop { scale: [f64; 2], ratio: [f64; 2] },
+    /// Rotate by a uniform random angle in `[-degrees, degrees]` (`RandomRotation`).
     Rotate { degrees: f64 },
-    /// Random brightness, contrast and saturation jitter (fractions, as torchvision's ColorJitter).
+    /// `RandomAffine(degrees, translate, scale, shear)`: angle in `[-degrees, degrees]`,
+    /// translation fractions of the width and height, a scale range, shear ranges in degrees
+    /// (x: `shear[0..2]`, y: `shear[2..4]`).
+    Affine {
+        degrees: f64,
+        translate: [f64; 2],
+        scale: [f64; 2],
+        shear: [f64; 4],
+    },
+    /// `ColorJitter(brightness, contrast, saturation, hue)` (fractions as torchvision's).
     ColorShift {
         brightness: f64,
         contrast: f64,
         saturation: f64,
+        hue: f64,
     },
+    /// AlexNet's PCA lighting noise, `alpha ~ N(0, std)` per eigenvector (3 channels).
+    PcaLighting { std: f64 },
 }
 
 /// Floats shown as people write them (`0.1`, `5e-4`).
@@ -283,19 +307,52 @@ impl fmt::Display for Augment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Augment::Mirror { p } => write!(f, "mirror(p={})", F(*p)),
-            Augment::RandomCrop { pad } => write!(f, "random_crop(pad={pad})"),
+            Augment::VFlip { p } => write!(f, "vflip(p={})", F(*p)),
+            Augment::RandomCrop { pad, size } => match size {
+                Some([h, w]) => write!(f, "random_crop(size=[{h}, {w}], pad={pad})"),
+                None => write!(f, "random_crop(pad={pad})"),
+            },
+            Augment::RandomResizedCrop { scale, ratio } => write!(
+                f,
+                "random_resized_crop(scale=[{}, {}], ratio=[{}, {}])",
+                F(scale[0]),
+                F(scale[1]),
+                F(ratio[0]),
+                F(ratio[1])
+            ),
             Augment::Rotate { degrees } => write!(f, "rotate({})", F(*degrees)),
+            Augment::Affine {
+                degrees,
+                translate,
+                scale,
+                shear,
+            } => write!(
+                f,
+                "affine(degrees={}, translate=[{}, {}], scale=[{}, {}], shear=[{}, {}, {}, {}])",
+                F(*degrees),
+                F(translate[0]),
+                F(translate[1]),
+                F(scale[0]),
+                F(scale[1]),
+                F(shear[0]),
+                F(shear[1]),
+                F(shear[2]),
+                F(shear[3])
+            ),
             Augment::ColorShift {
                 brightness,
                 contrast,
                 saturation,
+                hue,
             } => write!(
                 f,
-                "color_shift(brightness={}, contrast={}, saturation={})",
+                "color_shift(brightness={}, contrast={}, saturation={}, hue={})",
                 F(*brightness),
                 F(*contrast),
-                F(*saturation)
+                F(*saturation),
+                F(*hue)
             ),
+            Augment::PcaLighting { std } => write!(f, "pca_lighting(std={})", F(*std)),
         }
     }
 }

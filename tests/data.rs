@@ -812,14 +812,27 @@ fn synthetic(n: usize, shape: [usize; 3]) -> Arc<Dataset> {
 
 fn all_augments() -> Vec<Augment> {
     vec![
-        Augment::RandomCrop { pad: 2 },
+        Augment::RandomCrop { pad: 2, size: None },
+        Augment::VFlip { p: 0.3 },
+        Augment::RandomResizedCrop {
+            scale: [0.5, 1.0],
+            ratio: [0.75, 1.33],
+        },
         Augment::Mirror { p: 0.5 },
         Augment::Rotate { degrees: 15.0 },
         Augment::ColorShift {
             brightness: 0.3,
             contrast: 0.3,
             saturation: 0.3,
+            hue: 0.1,
         },
+        Augment::Affine {
+            degrees: 5.0,
+            translate: [0.1, 0.1],
+            scale: [0.9, 1.1],
+            shear: [-5.0, 5.0, 0.0, 0.0],
+        },
+        Augment::PcaLighting { std: 0.1 },
     ]
 }
 

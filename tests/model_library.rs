@@ -489,7 +489,10 @@ fn vgg_small_uses_blocks_and_train_settings() {
     let t = g.train.as_ref().expect("train section");
     assert_eq!(
         t.augment,
-        vec![Augment::Mirror { p: 0.5 }, Augment::RandomCrop { pad: 4 }]
+        vec![
+            Augment::Mirror { p: 0.5 },
+            Augment::RandomCrop { pad: 4, size: None }
+        ]
     );
     assert_eq!(t.freeze, vec!["stage1".to_string()]);
 }

@@ -1,4 +1,4 @@
-//! Random augmentation of one training sample.
+//! Random augmentation of one training sample: draw the parameters, then transform.
 //!
 //! In: one sample as planar `[C, H, W]` f32 values *before* normalization (pixel / 255 for
 //! byte data, so in `[0, 1]`; the stored values for float data), the spec's [`Augment`] list
@@ -6,207 +6,282 @@
 //! unnormalized: the loader normalizes afterwards, as torchvision applies its random
 //! transforms to the image before `Normalize`.
 //!
-//! The augmentations run in the order the spec lists them; each draws its random numbers
-//! from the sample's stream in that order, so a sample's augmentation depends only on
-//! (seed, epoch, sample index), never on threads or batch composition. Semantics follow
-//! torchvision's tensor transforms:
+//! Each augmentation is two steps: [`draw`] takes its random parameters from the stream
+//! (the same distributions as torchvision's `get_params`, from our generator, not torch's),
+//! giving a [`Step`] of explicit parameters; [`Step::apply`] runs the pure transforms of
+//! [`super::transform`], which match torchvision's functionals. The augmentations run in the
+//! order listed, each drawing in that order, so a sample's augmentation depends only on
+//! (seed, epoch, sample index), never on threads or batch composition. An augmentation whose
+//! ranges make it the identity draws nothing.
 //!
-//! - `mirror(p)`: `RandomHorizontalFlip(p)`: flip the columns when `u < p`, `u` uniform in
-//!   `[0, 1)`.
-//! - `random_crop(pad)`: `RandomCrop(size, padding=pad)`: zero-pad every side by `pad`, then
-//!   crop `H × W` at a uniform offset (top, then left, each in `0..=2·pad`).
-//! - `rotate(d)`: `RandomRotation(d, interpolation=BILINEAR, fill=0)`: an angle uniform in
-//!   `[-d, d]` degrees, counter-clockwise, about the image centre `((W-1)/2, (H-1)/2)`,
-//!   bilinear sampling of the source (samples outside the image count as 0). Like torchvision,
-//!   each output is then multiplied by the bilinear weight of the taps that fell inside the
-//!   image (its fill mask), so edges fade to the fill value 0.
-//! - `color_shift(brightness, contrast, saturation)`: `ColorJitter` with factors uniform in
-//!   `[max(0, 1 - v), 1 + v]`, applied in the fixed order brightness, contrast, saturation
-//!   (torchvision shuffles the order per sample; a fixed one is simpler to reason about); a
-//!   value of 0 leaves that property alone and draws nothing. Brightness scales the values;
-//!   contrast blends with the mean of the grayscale image (0.2989 R + 0.587 G + 0.114 B; the
-//!   mean of all values when there are not 3 channels); saturation blends each pixel with its
-//!   grayscale value and does nothing on 1-channel images. For byte data each result is
-//!   clamped to `[0, 1]` as torchvision clamps float images; float data, whose range is
-//!   unknown, are not clamped.
+//! - `mirror(p)`, `vflip(p)`: `RandomHorizontalFlip(p)`, `RandomVerticalFlip(p)`: flip
+//!   when `u < p`, `u` uniform in `[0, 1)`.
+//! - `random_crop(size, pad)`: `RandomCrop(size, padding=pad)`: zero-pad every side, crop
+//!   `size` at a uniform offset (top, then left). The loader must yield the model's input
+//!   shape, so a `size` other than the input's is then resized back to it (bilinear,
+//!   antialiased): a crop-and-zoom.
+//! - `random_resized_crop(scale, ratio)`: `RandomResizedCrop(input size, scale, ratio,
+//!   antialias=True)` (torchvision's default): ten tries of an area fraction uniform in
+//!   `scale` and a log-uniform aspect ratio, then the centre-crop fallback.
+//! - `rotate(d)`: `RandomRotation(d, BILINEAR, fill=0)`: an angle uniform in `[-d, d]`,
+//!   counter-clockwise about the centre.
+//! - `affine(degrees, translate, scale, shear)`: `RandomAffine(..., BILINEAR, fill=0)`:
+//!   angle uniform in `[-degrees, degrees]`, translation `round(u · t · size)` pixels with
+//!   `u` uniform in `[-1, 1]`, scale uniform in its range, shear x (then y) uniform in theirs.
+//! - `color_shift(brightness, contrast, saturation, hue)` (also spelt `color_jitter`):
+//!   `ColorJitter`: a random order of the four (a shuffle, as torchvision's `randperm(4)`),
+//!   then factors uniform in `[max(0, 1 - v), 1 + v]` (hue: a shift uniform in `[-h, h]`);
+//!   a value of 0 leaves that property alone. Saturation and hue need 3 channels (they do
+//!   nothing on 1); contrast on other images uses the mean of all values.
+//! - `pca_lighting(std)`: AlexNet's lighting: three `alpha ~ N(0, std)` (Box–Muller), then
+//!   [`transform::pca_lighting`]. Needs 3 channels (the spec checks).
+//!
+//! For byte data the color blends clamp to `[0, 1]` as torchvision clamps float images;
+//! float data, whose range is unknown, are not clamped. PCA lighting is never clamped (as
+//! the AlexNet/fb.resnet.torch reference).
 
 use super::rng::Rng;
+use super::transform::{self, AffineParams};
 use crate::train_config::Augment;
+
+/// One color adjustment with its drawn factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColorOp {
+    Brightness(f64),
+    Contrast(f64),
+    Saturation(f64),
+    Hue(f64),
+}
+
+/// One augmentation with its random parameters drawn: what [`Step::apply`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing (a flip not taken, an identity range).
+    Keep,
+    HFlip,
+    VFlip,
+    /// [`transform::pad_crop`] to `size`, then [`transform::resize`] back when it differs.
+    PadCrop {
+        pad: usize,
+        top: usize,
+        left: usize,
+        size: (usize, usize),
+    },
+    /// [`transform::resized_crop`] of this window back to the image's size.
+    ResizedCrop {
+        top: usize,
+        left: usize,
+        size: (usize, usize),
+    },
+    Affine(AffineParams),
+    /// Color adjustments, in this order.
+    Color(Vec<ColorOp>),
+    /// PCA lighting with these alphas.
+    Lighting([f64; 3]),
+}
 
 /// Applies `augs` in order to `img` (`[C, H, W]`, unnormalized). `clamp` keeps color-shifted
 /// values in `[0, 1]` (for byte data).
 pub fn apply(augs: &[Augment], img: &mut Vec<f32>, shape: [usize; 3], clamp: bool, rng: &mut Rng) {
     for a in augs {
-        match *a {
-            Augment::Mirror { p } => {
-                if rng.uniform() < p {
-                    mirror(img, shape);
+        draw(a, shape, rng).apply(img, shape, clamp);
+    }
+}
+
+/// A standard normal value (Box–Muller from two uniforms).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = 1.0 - rng.uniform(); // in (0, 1]
+    let u2 = rng.uniform();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A uniform value in `[lo, hi]`, or `lo` without drawing when the range is empty.
+fn between(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    if hi > lo { rng.uniform_in(lo, hi) } else { lo }
+}
+
+/// Draws the parameters of `aug` for an image of `shape` from `rng`.
+pub fn draw(aug: &Augment, [_, h, w]: [usize; 3], rng: &mut Rng) -> Step {
+    match *aug {
+        Augment::Mirror { p } => {
+            if rng.uniform() < p {
+                Step::HFlip
+            } else {
+                Step::Keep
+            }
+        }
+        Augment::VFlip { p } => {
+            if rng.uniform() < p {
+                Step::VFlip
+            } else {
+                Step::Keep
+            }
+        }
+        Augment::RandomCrop { pad, size } => {
+            let (th, tw) = size.map(|[a, b]| (a, b)).unwrap_or((h, w));
+            let (ph, pw) = (h.saturating_add(2 * pad), w.saturating_add(2 * pad));
+            let (th, tw) = (th.min(ph), tw.min(pw));
+            if (th, tw) == (ph, pw) && (th, tw) == (h, w) {
+                return Step::Keep;
+            }
+            let top = rng.below((ph - th) as u64 + 1) as usize;
+            let left = rng.below((pw - tw) as u64 + 1) as usize;
+            Step::PadCrop {
+                pad,
+                top,
+                left,
+                size: (th, tw),
+            }
+        }
+        Augment::RandomResizedCrop { scale, ratio } => {
+            let (top, left, ch, cw) = resized_crop_window(rng, h, w, scale, ratio);
+            if (ch, cw) == (h, w) {
+                Step::Keep
+            } else {
+                Step::ResizedCrop {
+                    top,
+                    left,
+                    size: (ch, cw),
                 }
             }
-            Augment::RandomCrop { pad } => {
-                if pad > 0 {
-                    let span = (pad as u64).saturating_mul(2).saturating_add(1);
-                    let top = rng.below(span) as usize;
-                    let left = rng.below(span) as usize;
-                    *img = crop(img, shape, pad, top, left);
-                }
+        }
+        Augment::Rotate { degrees } => {
+            let d = degrees.abs();
+            if d > 0.0 && d.is_finite() {
+                Step::Affine(AffineParams::rotation(rng.uniform_in(-d, d)))
+            } else {
+                Step::Keep
             }
-            Augment::Rotate { degrees } => {
-                let d = degrees.abs();
-                if d > 0.0 && d.is_finite() {
-                    let angle = rng.uniform_in(-d, d);
-                    *img = rotate(img, shape, angle);
-                }
+        }
+        Augment::Affine {
+            degrees,
+            translate,
+            scale,
+            shear,
+        } => {
+            let d = degrees.abs();
+            let angle = between(rng, -d, d);
+            let mut t = [0.0; 2];
+            for (k, size) in [w, h].into_iter().enumerate() {
+                let m = translate[k] * size as f64;
+                t[k] = between(rng, -m, m).round_ties_even();
             }
-            Augment::ColorShift {
-                brightness,
-                contrast,
-                saturation,
+            let s = between(rng, scale[0], scale[1]);
+            let sx = between(rng, shear[0], shear[1]);
+            let sy = between(rng, shear[2], shear[3]);
+            Step::Affine(AffineParams {
+                angle,
+                translate: t,
+                scale: s,
+                shear: [sx, sy],
+            })
+        }
+        Augment::ColorShift {
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        } => {
+            let mut order = [0usize, 1, 2, 3];
+            rng.shuffle(&mut order);
+            let factor = |rng: &mut Rng, v: f64| {
+                let v = v.abs();
+                (v > 0.0 && v.is_finite()).then(|| rng.uniform_in((1.0 - v).max(0.0), 1.0 + v))
+            };
+            let b = factor(rng, brightness).map(ColorOp::Brightness);
+            let c = factor(rng, contrast).map(ColorOp::Contrast);
+            let s = factor(rng, saturation).map(ColorOp::Saturation);
+            let hv = hue.abs().min(0.5);
+            let hh = (hv > 0.0).then(|| ColorOp::Hue(rng.uniform_in(-hv, hv)));
+            let ops = [b, c, s, hh];
+            Step::Color(order.iter().filter_map(|&i| ops[i]).collect())
+        }
+        Augment::PcaLighting { std } => {
+            if std > 0.0 && std.is_finite() {
+                Step::Lighting([0; 3].map(|_| std * normal(rng)))
+            } else {
+                Step::Keep
+            }
+        }
+    }
+}
+
+/// torchvision's `RandomResizedCrop.get_params` for an `h × w` image: (top, left, height,
+/// width) of the window.
+pub fn resized_crop_window(
+    rng: &mut Rng,
+    h: usize,
+    w: usize,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+) -> (usize, usize, usize, usize) {
+    let area = (h * w) as f64;
+    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target = area * between(rng, scale[0], scale[1]);
+        let aspect = between(rng, lr0, lr1).exp();
+        let cw = (target * aspect).sqrt().round_ties_even();
+        let ch = (target / aspect).sqrt().round_ties_even();
+        if cw > 0.0 && ch > 0.0 && cw <= w as f64 && ch <= h as f64 {
+            let (ch, cw) = (ch as usize, cw as usize);
+            let top = rng.below((h - ch) as u64 + 1) as usize;
+            let left = rng.below((w - cw) as u64 + 1) as usize;
+            return (top, left, ch, cw);
+        }
+    }
+    // Fallback: the central crop of the nearest allowed aspect ratio.
+    let in_ratio = w as f64 / h.max(1) as f64;
+    let (lo, hi) = (ratio[0].min(ratio[1]), ratio[0].max(ratio[1]));
+    let (ch, cw) = if in_ratio < lo {
+        (((w as f64 / lo).round_ties_even() as usize).min(h), w)
+    } else if in_ratio > hi {
+        (h, ((h as f64 * hi).round_ties_even() as usize).min(w))
+    } else {
+        (h, w)
+    };
+    ((h - ch) / 2, (w - cw) / 2, ch, cw)
+}
+
+impl Step {
+    /// Transforms `img` (`[C, H, W]`) with these parameters; the shape stays.
+    pub fn apply(&self, img: &mut Vec<f32>, shape: [usize; 3], clamp: bool) {
+        let [c, h, w] = shape;
+        match self {
+            Step::Keep => {}
+            Step::HFlip => transform::hflip(img, shape),
+            Step::VFlip => transform::vflip(img, shape),
+            &Step::PadCrop {
+                pad,
+                top,
+                left,
+                size,
             } => {
-                let f = color_factors(rng, brightness, contrast, saturation);
-                color_shift(img, shape, f, clamp);
+                let out = transform::pad_crop(img, shape, pad, (top, left), size);
+                *img = transform::resize(&out, [c, size.0, size.1], (h, w), true);
             }
-        }
-    }
-}
-
-/// Flips the columns of every row of every channel.
-pub fn mirror(img: &mut [f32], [_, _, w]: [usize; 3]) {
-    if w == 0 {
-        return;
-    }
-    for row in img.chunks_exact_mut(w) {
-        row.reverse();
-    }
-}
-
-/// The `H × W` window at (`top`, `left`) of the image zero-padded by `pad` on every side:
-/// output `(y, x)` is input `(y + top - pad, x + left - pad)`, or 0 outside the image.
-pub fn crop(img: &[f32], [c, h, w]: [usize; 3], pad: usize, top: usize, left: usize) -> Vec<f32> {
-    let mut out = vec![0f32; img.len()];
-    let dy = top as i64 - pad as i64;
-    let dx = left as i64 - pad as i64;
-    for ch in 0..c {
-        for y in 0..h {
-            let sy = y as i64 + dy;
-            if sy < 0 || sy >= h as i64 {
-                continue;
+            &Step::ResizedCrop { top, left, size } => {
+                *img = transform::resized_crop(img, shape, (top, left), size, (h, w), true);
             }
-            for x in 0..w {
-                let sx = x as i64 + dx;
-                if sx >= 0 && sx < w as i64 {
-                    out[(ch * h + y) * w + x] = img[(ch * h + sy as usize) * w + sx as usize];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The image rotated counter-clockwise by `degrees` about its centre, bilinear, zero fill,
-/// with torchvision's fill mask (see the module doc).
-pub fn rotate(img: &[f32], [c, h, w]: [usize; 3], degrees: f64) -> Vec<f32> {
-    let mut out = vec![0f32; img.len()];
-    let (sin, cos) = degrees.to_radians().sin_cos();
-    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
-    let plane = h * w;
-    let mut taps: [(usize, f64); 4] = [(0, 0.0); 4];
-    for oy in 0..h {
-        for ox in 0..w {
-            let (x, y) = (ox as f64 - cx, oy as f64 - cy);
-            let ix = cos * x - sin * y + cx;
-            let iy = sin * x + cos * y + cy;
-            let (x0, y0) = (ix.floor(), iy.floor());
-            let (fx, fy) = (ix - x0, iy - y0);
-            let mut n = 0;
-            let mut mask = 0.0;
-            for (dy, wy) in [(0.0, 1.0 - fy), (1.0, fy)] {
-                for (dx, wx) in [(0.0, 1.0 - fx), (1.0, fx)] {
-                    let (sx, sy) = (x0 + dx, y0 + dy);
-                    let wt = wx * wy;
-                    if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 && wt > 0.0 {
-                        taps[n] = (sy as usize * w + sx as usize, wt);
-                        n += 1;
-                        mask += wt;
+            Step::Affine(p) => *img = transform::affine(img, shape, p),
+            Step::Color(ops) => {
+                for op in ops {
+                    match *op {
+                        ColorOp::Brightness(f) => transform::brightness(img, f, clamp),
+                        ColorOp::Contrast(f) => transform::contrast(img, shape, f, clamp),
+                        ColorOp::Saturation(f) => transform::saturation(img, shape, f, clamp),
+                        ColorOp::Hue(f) => transform::hue(img, shape, f),
                     }
                 }
             }
-            for ch in 0..c {
-                let src = &img[ch * plane..(ch + 1) * plane];
-                let v: f64 = taps[..n].iter().map(|&(i, wt)| wt * src[i] as f64).sum();
-                out[ch * plane + oy * w + ox] = (v * mask) as f32;
-            }
+            Step::Lighting(alpha) => transform::pca_lighting(img, shape, *alpha),
         }
-    }
-    out
-}
-
-/// Color jitter factors (brightness, contrast, saturation), each uniform in
-/// `[max(0, 1 - v), 1 + v]`, or `None` (and nothing drawn) when `v` is 0.
-pub fn color_factors(
-    rng: &mut Rng,
-    brightness: f64,
-    contrast: f64,
-    saturation: f64,
-) -> [Option<f64>; 3] {
-    [brightness, contrast, saturation].map(|v| {
-        let v = v.abs();
-        (v > 0.0 && v.is_finite()).then(|| rng.uniform_in((1.0 - v).max(0.0), 1.0 + v))
-    })
-}
-
-/// Applies the color jitter `factors` (brightness, contrast, saturation) in that order.
-pub fn color_shift(img: &mut [f32], shape: [usize; 3], factors: [Option<f64>; 3], clamp: bool) {
-    let [b, c, s] = factors;
-    if let Some(f) = b {
-        blend_with(img, |_| 0.0, f as f32, clamp);
-    }
-    if let Some(f) = c {
-        let g = grayscale(img, shape);
-        let mean = if g.is_empty() {
-            0.0
-        } else {
-            (g.iter().map(|&x| x as f64).sum::<f64>() / g.len() as f64) as f32
-        };
-        blend_with(img, |_| mean, f as f32, clamp);
-    }
-    if let Some(f) = s
-        && shape[0] == 3
-    {
-        let g = grayscale(img, shape);
-        let plane = shape[1] * shape[2];
-        blend_with(img, |i| g[i % plane], f as f32, clamp);
-    }
-}
-
-/// `img = f·img + (1 - f)·other(i)`, clamped to `[0, 1]` when asked (torchvision's `_blend`).
-fn blend_with(img: &mut [f32], other: impl Fn(usize) -> f32, f: f32, clamp: bool) {
-    for (i, x) in img.iter_mut().enumerate() {
-        let v = f * *x + (1.0 - f) * other(i);
-        *x = if clamp { v.clamp(0.0, 1.0) } else { v };
-    }
-}
-
-/// One grayscale plane: ITU-R 601 luma for 3 channels (torchvision's weights), the channel
-/// for 1, the mean of the channels otherwise.
-fn grayscale(img: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
-    let plane = h * w;
-    if c == 3 {
-        (0..plane)
-            .map(|i| 0.2989 * img[i] + 0.587 * img[plane + i] + 0.114 * img[2 * plane + i])
-            .collect()
-    } else if c == 0 {
-        Vec::new()
-    } else {
-        (0..plane)
-            .map(|i| (0..c).map(|ch| img[ch * plane + i]).sum::<f32>() / c as f32)
-            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::transform::{hflip, pad_crop, rotate};
 
     fn ramp(shape: [usize; 3]) -> Vec<f32> {
         let n: usize = shape.iter().product();
@@ -219,12 +294,25 @@ mod tests {
         let img = ramp(shape);
         let augs = [
             Augment::Mirror { p: 0.0 },
-            Augment::RandomCrop { pad: 0 },
+            Augment::VFlip { p: 0.0 },
+            Augment::RandomCrop { pad: 0, size: None },
+            Augment::RandomResizedCrop {
+                scale: [1.0, 1.0],
+                ratio: [1.4, 1.4],
+            },
+            Augment::Affine {
+                degrees: 0.0,
+                translate: [0.0; 2],
+                scale: [1.0; 2],
+                shear: [0.0; 4],
+            },
+            Augment::PcaLighting { std: 0.0 },
             Augment::Rotate { degrees: 0.0 },
             Augment::ColorShift {
                 brightness: 0.0,
                 contrast: 0.0,
                 saturation: 0.0,
+                hue: 0.0,
             },
         ];
         for seed in 0..20 {
@@ -233,7 +321,7 @@ mod tests {
             assert_eq!(x, img);
         }
         assert_eq!(rotate(&img, shape, 0.0), img);
-        assert_eq!(crop(&img, shape, 3, 3, 3), img);
+        assert_eq!(pad_crop(&img, shape, 3, (3, 3), (5, 7)), img);
     }
 
     #[test]
@@ -241,10 +329,10 @@ mod tests {
         let shape = [2, 3, 4];
         let img = ramp(shape);
         let mut x = img.clone();
-        mirror(&mut x, shape);
+        hflip(&mut x, shape);
         assert_ne!(x, img);
         assert_eq!(x[0], img[3]);
-        mirror(&mut x, shape);
+        hflip(&mut x, shape);
         assert_eq!(x, img);
         let mut y = img.clone();
         apply(
@@ -255,7 +343,7 @@ mod tests {
             &mut Rng::new(1),
         );
         let mut z = img.clone();
-        mirror(&mut z, shape);
+        hflip(&mut z, shape);
         assert_eq!(y, z);
     }
 
@@ -267,7 +355,7 @@ mod tests {
         let pad = 2;
         for top in 0..=2 * pad {
             for left in 0..=2 * pad {
-                let out = crop(&img, shape, pad, top, left);
+                let out = pad_crop(&img, shape, pad, (top, left), (h, w));
                 assert_eq!(out.len(), img.len());
                 let (dy, dx) = (top as i64 - pad as i64, left as i64 - pad as i64);
                 for ch in 0..c {
@@ -296,7 +384,7 @@ mod tests {
         for i in 0..200 {
             let mut x = img.clone();
             apply(
-                &[Augment::RandomCrop { pad: 1 }],
+                &[Augment::RandomCrop { pad: 1, size: None }],
                 &mut x,
                 shape,
                 true,
@@ -357,45 +445,128 @@ mod tests {
     }
 
     #[test]
-    fn color_factors_are_bounded() {
+    fn color_draws_are_bounded_and_in_a_random_order() {
+        let aug = Augment::ColorShift {
+            brightness: 0.4,
+            contrast: 1.5,
+            saturation: 0.2,
+            hue: 0.1,
+        };
+        let mut firsts = std::collections::HashSet::new();
         let mut rng = Rng::new(5);
         for _ in 0..1000 {
-            let [b, c, s] = color_factors(&mut rng, 0.4, 1.5, 0.2);
-            let (b, c, s) = (b.unwrap(), c.unwrap(), s.unwrap());
-            assert!((0.6..1.4).contains(&b), "{b}");
-            assert!((0.0..2.5).contains(&c), "{c}");
-            assert!((0.8..1.2).contains(&s), "{s}");
+            let Step::Color(ops) = draw(&aug, [3, 4, 4], &mut rng) else {
+                panic!("not a color step")
+            };
+            assert_eq!(ops.len(), 4);
+            for op in &ops {
+                match *op {
+                    ColorOp::Brightness(f) => assert!((0.6..1.4).contains(&f), "{f}"),
+                    ColorOp::Contrast(f) => assert!((0.0..2.5).contains(&f), "{f}"),
+                    ColorOp::Saturation(f) => assert!((0.8..1.2).contains(&f), "{f}"),
+                    ColorOp::Hue(f) => assert!((-0.1..0.1).contains(&f), "{f}"),
+                }
+            }
+            firsts.insert(std::mem::discriminant(&ops[0]));
         }
-        assert_eq!(color_factors(&mut rng, 0.0, 0.0, 0.0), [None, None, None]);
+        assert_eq!(firsts.len(), 4, "every adjustment comes first sometimes");
+        let none = Augment::ColorShift {
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+        };
+        assert_eq!(draw(&none, [3, 4, 4], &mut rng), Step::Color(vec![]));
     }
 
     #[test]
-    fn color_shift_semantics() {
-        // Brightness scales and clamps.
-        let shape = [1, 1, 3];
-        let mut x = vec![0.2, 0.5, 0.8];
-        color_shift(&mut x, shape, [Some(1.5), None, None], true);
-        assert!(
-            x.iter()
-                .zip([0.3, 0.75, 1.0])
-                .all(|(a, b)| (a - b).abs() < 1e-6),
-            "{x:?}"
+    fn resized_crop_windows_fit_and_respect_the_ranges() {
+        let mut rng = Rng::new(3);
+        for _ in 0..500 {
+            let (top, left, h, w) = resized_crop_window(&mut rng, 13, 17, [0.3, 0.9], [0.75, 1.33]);
+            assert!(h >= 1 && w >= 1 && top + h <= 13 && left + w <= 17);
+            let area = (h * w) as f64 / (13.0 * 17.0);
+            // Rounding each side moves the area a little outside the drawn range.
+            assert!((0.2..=1.0).contains(&area), "{area}");
+        }
+        // No window of this ratio fits a tall image: the fallback's central crop.
+        assert_eq!(
+            resized_crop_window(&mut rng, 20, 4, [0.9, 1.0], [3.0, 4.0]),
+            (9, 0, 1, 4)
         );
-        // Contrast 0 gives the mean everywhere.
-        let mut x = vec![0.2, 0.5, 0.8];
-        color_shift(&mut x, shape, [None, Some(0.0), None], true);
-        assert!(x.iter().all(|&v| (v - 0.5).abs() < 1e-6));
-        // Saturation 0 gives grayscale on RGB and does nothing on one channel.
-        let shape3 = [3, 1, 1];
-        let mut x = vec![1.0, 0.0, 0.0];
-        color_shift(&mut x, shape3, [None, None, Some(0.0)], true);
-        assert!(x.iter().all(|&v| (v - 0.2989).abs() < 1e-6), "{x:?}");
-        let mut x = vec![0.2, 0.5, 0.8];
-        color_shift(&mut x, shape, [None, None, Some(0.0)], true);
-        assert_eq!(x, vec![0.2, 0.5, 0.8]);
-        // Float data are not clamped.
-        let mut x = vec![-2.0, 3.0];
-        color_shift(&mut x, [1, 1, 2], [Some(2.0), None, None], false);
-        assert_eq!(x, vec![-4.0, 6.0]);
+    }
+
+    #[test]
+    fn affine_draws_follow_random_affine() {
+        let aug = Augment::Affine {
+            degrees: 10.0,
+            translate: [0.2, 0.1],
+            scale: [0.8, 1.2],
+            shear: [-5.0, 5.0, 2.0, 3.0],
+        };
+        let mut rng = Rng::new(9);
+        let mut seen_tx = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let Step::Affine(p) = draw(&aug, [1, 10, 20], &mut rng) else {
+                panic!("not affine")
+            };
+            assert!((-10.0..10.0).contains(&p.angle));
+            // Whole pixels, at most 0.2 · 20 across and 0.1 · 10 down.
+            assert!(p.translate.iter().all(|t| t.fract() == 0.0));
+            assert!(p.translate[0].abs() <= 4.0 && p.translate[1].abs() <= 1.0);
+            seen_tx.insert(p.translate[0] as i64);
+            assert!((0.8..1.2).contains(&p.scale));
+            assert!((-5.0..5.0).contains(&p.shear[0]) && (2.0..3.0).contains(&p.shear[1]));
+        }
+        assert_eq!(seen_tx.len(), 9, "{seen_tx:?}");
+    }
+
+    #[test]
+    fn lighting_draws_are_normal_with_the_given_std() {
+        let mut rng = Rng::new(11);
+        let n = 20_000;
+        let mut sum = [0.0; 3];
+        let mut sq = [0.0; 3];
+        for _ in 0..n {
+            let Step::Lighting(a) = draw(&Augment::PcaLighting { std: 0.1 }, [3, 1, 1], &mut rng)
+            else {
+                panic!("not lighting")
+            };
+            for k in 0..3 {
+                sum[k] += a[k];
+                sq[k] += a[k] * a[k];
+            }
+        }
+        for k in 0..3 {
+            let mean = sum[k] / n as f64;
+            let sd = (sq[k] / n as f64 - mean * mean).sqrt();
+            assert!(mean.abs() < 0.003, "{mean}");
+            assert!((sd - 0.1).abs() < 0.003, "{sd}");
+        }
+    }
+
+    #[test]
+    fn crops_of_another_size_come_back_at_the_input_size() {
+        let shape = [3, 8, 10];
+        let img = ramp(shape);
+        let aug = Augment::RandomCrop {
+            pad: 2,
+            size: Some([5, 6]),
+        };
+        let mut rng = Rng::new(0);
+        for _ in 0..20 {
+            let step = draw(&aug, shape, &mut rng);
+            let Step::PadCrop {
+                top, left, size, ..
+            } = step
+            else {
+                panic!("{step:?}")
+            };
+            assert_eq!(size, (5, 6));
+            assert!(top <= 12 - 5 && left <= 14 - 6);
+            let mut x = img.clone();
+            step.apply(&mut x, shape, true);
+            assert_eq!(x.len(), img.len());
+        }
     }
 }

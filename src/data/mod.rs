@@ -15,7 +15,9 @@
 //! - [`bundled`]: the Fashion-MNIST subset compiled into the binary, and the full set as
 //!   Debian installs it.
 //! - [`loader`]: normalization, seeded shuffling, batching, the prefetch thread.
-//! - [`augment`]: per-sample random mirror, crop, rotation and color jitter.
+//! - [`augment`]: per-sample random flips, crops, rotation, affine maps, color jitter and PCA
+//!   lighting: draws the parameters.
+//! - [`transform`]: the same transforms with explicit parameters (torchvision's functionals).
 //! - [`rng`]: the small deterministic PRNG every random choice here uses.
 //!
 //! Everything read is untrusted: sizes declared in headers are checked against what the file
@@ -31,6 +33,7 @@ pub mod idx;
 pub mod loader;
 pub mod npz;
 pub mod rng;
+pub mod transform;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -10,10 +10,12 @@
 //! `residual` or `concat` puts its named statements in the enclosing level (as torchvision's
 //! BasicBlock and Inception modules name theirs) and its unnamed ones under its own index.
 
+mod augment;
 mod layers;
 mod objective;
 mod train;
 
+pub use augment::{AUGMENTS, augment_from_text};
 pub use train::numbered_layers;
 pub use train::select as select_params;
 pub mod value;

@@ -9,7 +9,7 @@ use super::{Elab, R, Scope};
 use crate::diag::{Diagnostic, Span, codes, suggest};
 use crate::layer_graph::LayerGraph;
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, TrainSection};
-use crate::train_config::{Augment, Optimizer, Schedule, TrainConfig};
+use crate::train_config::{Optimizer, Schedule, TrainConfig};
 
 const KEYS: &[&str] = &[
     "loss",
@@ -103,13 +103,8 @@ impl Elab<'_> {
                     }
                 },
                 "augment" => {
-                    let ExprKind::List(items) = &v.kind else {
-                        return Err(train_err(v.span, "`augment` is a list")
-                            .help("e.g. `augment: [mirror, random_crop(pad=4), rotate(10), color_shift(0.1)]`"));
-                    };
-                    for it in items {
-                        cfg.augment.push(self.augment(it, scope)?);
-                    }
+                    let shape = self.g.inputs.first().map(|i| i.shape.clone());
+                    cfg.augment = self.augment_list(v, scope, shape.as_deref())?;
                 }
                 "freeze" => {
                     let items: Vec<&Expr> = match &v.kind {
@@ -292,80 +287,6 @@ impl Elab<'_> {
                     None => 0.0,
                 };
                 Schedule::Cosine { min_lr, warmup }
-            }
-        })
-    }
-
-    fn augment(&mut self, v: &Expr, scope: &Scope) -> R<Augment> {
-        const CHOICES: &[&str] = &["mirror", "random_crop", "rotate", "color_shift"];
-        let Some((name, args)) = callish(v) else {
-            return Err(train_err(
-                v.span,
-                "expected an augmentation such as `mirror`",
-            ));
-        };
-        let names: &[&str] = match name.name.as_str() {
-            "mirror" => &["p"],
-            "random_crop" => &["pad"],
-            "rotate" => &["degrees"],
-            "color_shift" => &["brightness", "contrast", "saturation"],
-            _ => return Err(unknown_choice("augmentation", &name, CHOICES)),
-        };
-        let s = bind_args(&name, args, names, v.span, "augmentation")?;
-        let f = |e: &mut Self, i: usize, d: f64| -> R<f64> {
-            match s[i] {
-                Some(a) => {
-                    let x = e.eval_f64(&a.value, scope)?;
-                    if x < 0.0 {
-                        return Err(train_err(
-                            a.value.span,
-                            format!("`{}` must not be negative", names[i]),
-                        ));
-                    }
-                    Ok(x)
-                }
-                None => Ok(d),
-            }
-        };
-        Ok(match name.name.as_str() {
-            "mirror" => {
-                let p = f(self, 0, 0.5)?;
-                if p > 1.0 {
-                    return Err(train_err(v.span, "`p` is a probability in [0, 1]"));
-                }
-                Augment::Mirror { p }
-            }
-            "random_crop" => {
-                let pad = match s[0] {
-                    Some(a) => {
-                        let p = self.eval_int(&a.value, scope)?;
-                        if !(0..=1024).contains(&p) {
-                            return Err(train_err(a.value.span, "`pad` must be in 0..=1024"));
-                        }
-                        p as usize
-                    }
-                    None => 4,
-                };
-                Augment::RandomCrop { pad }
-            }
-            "rotate" => Augment::Rotate {
-                degrees: f(self, 0, 10.0)?,
-            },
-            _ => {
-                let b = f(self, 0, 0.2)?;
-                let c = match s[1] {
-                    Some(_) => f(self, 1, b)?,
-                    None => b,
-                };
-                let sat = match s[2] {
-                    Some(_) => f(self, 2, b)?,
-                    None => b,
-                };
-                Augment::ColorShift {
-                    brightness: b,
-                    contrast: c,
-                    saturation: sat,
-                }
             }
         })
     }
