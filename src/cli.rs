@@ -64,7 +64,8 @@ pub enum Command {
         #[arg(long)]
         train: bool,
     },
-    /// Run a model on an input (.npy or PNG/JPEG) and print its top-5 classes.
+    /// Run a model on an input (.npy or PNG/JPEG): print its top-5 classes (classifier
+    /// outputs) or its values; write its outputs as arrays or as a picture of feature maps.
     Run {
         spec: PathBuf,
         #[command(flatten)]
@@ -76,9 +77,29 @@ pub enum Command {
         /// The input: `PATH`, or `NAME=PATH` for models with several inputs (repeatable).
         #[arg(long, required = true)]
         input: Vec<String>,
-        /// Write the model's (first) raw output here as .npy.
-        #[arg(long)]
+        /// Write every output: `.npy` for one output, `.npz` (one array per output name) for
+        /// several. Arrays only: a picture is `--output-image`.
+        #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Draw every channel of every feature-map output ([C, H, W]), each min-max normalized
+        /// to gray, as a labelled grid in this PNG (label: the channel; `sample:channel` for
+        /// batches).
+        #[arg(long, value_name = "FILE.png")]
+        output_image: Option<PathBuf>,
+        /// Take this layer's value as the output (its path as `netc summary` prints it, e.g.
+        /// `conv1` or `layer1.0.conv2`): the model runs up to it.
+        #[arg(long, value_name = "PATH")]
+        layer: Option<String>,
+        /// With `--output-image`: draw a 3-channel output as one colour image per sample (min-max
+        /// over its three channels together) instead of three gray tiles.
+        #[arg(long)]
+        rgb: bool,
+        /// Each image input takes the height and width of the file it is given (an image's
+        /// size, or a .npy's last two dimensions) instead of the spec's, and every layer is
+        /// shape-checked at that size: a convolutional model (e.g. specs/edge_detect.net) runs on
+        /// a photograph at its own size, without resizing or cropping.
+        #[arg(long)]
+        native_size: bool,
         #[arg(long, default_value_t = default_threads(), value_parser = crate::cli_values::threads)]
         threads: usize,
         /// Seed for the initialization when no weights are given.
@@ -214,6 +235,29 @@ fn load(path: &PathBuf, m: &ModelArgs) -> Result<Spec, ExitCode> {
     })
 }
 
+/// The spec again with each image input at the size of the file `--input` gives it
+/// (`netc run --native-size`); a layer that does not fit that size is reported with a note.
+fn native_spec(
+    path: &PathBuf,
+    m: &ModelArgs,
+    spec: &Spec,
+    inputs: &[String],
+) -> Result<Spec, ExitCode> {
+    let sizes = crate::cli_run::native_sizes(spec, inputs).map_err(|(e, code)| {
+        eprintln!("{}", crate::diag::escape_controls(&e));
+        ExitCode::from(code)
+    })?;
+    let mut opts = options(m).map_err(|_| ExitCode::from(2))?;
+    opts.input_sizes = sizes.clone();
+    load_file(path, &opts).map_err(|e| {
+        eprint!("{e}");
+        for (name, [h, w]) in &sizes {
+            eprintln!("note: with --native-size, input `{name}` is {h}×{w} (its file's size)");
+        }
+        ExitCode::from(1)
+    })
+}
+
 fn out(s: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`netc graph x | head`) is not an error worth a panic.
@@ -292,20 +336,41 @@ pub fn run(cli: Cli) -> ExitCode {
             weights,
             input,
             output,
+            output_image,
+            layer,
+            rgb,
+            native_size,
             threads,
             seed,
             memory_limit,
-        } => match load(&spec, &model) {
-            Ok(s) => crate::cli_run::run(
+        } => {
+            let s = match load(&spec, &model) {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let s = if native_size {
+                match native_spec(&spec, &model, &s, &input) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                }
+            } else {
+                s
+            };
+            crate::cli_run::run(
                 &s,
-                weights.as_deref(),
-                &input,
-                output.as_deref(),
-                (threads, seed),
-                memory_limit,
-            ),
-            Err(c) => c,
-        },
+                &crate::cli_run::RunArgs {
+                    weights: weights.as_deref(),
+                    inputs: &input,
+                    output: output.as_deref(),
+                    output_image: output_image.as_deref(),
+                    layer: layer.as_deref(),
+                    rgb,
+                    threads,
+                    seed,
+                    memory_limit,
+                },
+            )
+        }
         Command::Bench {
             spec,
             model,

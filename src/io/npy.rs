@@ -140,6 +140,49 @@ pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError>
     })
 }
 
+/// Writes `members` as an uncompressed `.npz` (what `numpy.savez` writes: a zip archive with one
+/// little-endian float32 `KEY.npy` per member, C order), atomically. `np.load(path)[KEY]` reads
+/// a member back. Keys must be distinct, non-empty, and free of `/`.
+pub fn write_npz_f32(
+    path: impl AsRef<Path>,
+    members: &[(&str, &ArrayD<f32>)],
+) -> Result<(), IoError> {
+    let path = path.as_ref();
+    for (i, (k, _)) in members.iter().enumerate() {
+        if k.is_empty() || k.contains('/') || members[..i].iter().any(|(o, _)| o == k) {
+            return Err(IoError::new(
+                path,
+                format!("cannot name an array `{k}` in an .npz (empty, repeated or with a `/`)"),
+            ));
+        }
+    }
+    write_atomic(path, |w| {
+        let mut z = zip::ZipWriter::new(w);
+        for (key, a) in members {
+            let header = header_bytes("<f4", a.shape());
+            let size = header.len() as u64 + 4 * a.len() as u64;
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .last_modified_time(zip::DateTime::default())
+                .large_file(size >= u32::MAX as u64);
+            z.start_file(format!("{key}.npy"), opts)
+                .map_err(std::io::Error::other)?;
+            z.write_all(&header)?;
+            let mut buf = Vec::with_capacity(64 * 1024);
+            for &x in a.iter() {
+                buf.extend_from_slice(&x.to_le_bytes());
+                if buf.len() >= 64 * 1024 {
+                    z.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            z.write_all(&buf)?;
+        }
+        z.finish().map_err(std::io::Error::other)?;
+        Ok(())
+    })
+}
+
 /// Magic, version, length and the padded dict, as numpy writes them: the data starts at a
 /// multiple of 64 bytes and the header ends with a newline.
 fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
