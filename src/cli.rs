@@ -206,9 +206,12 @@ pub enum Format {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// The elaborated layer graph: blocks instantiated, shapes and parameter names resolved.
+    /// The elaborated layer graph: blocks instantiated, shapes and parameter names resolved
+    /// (also `elab`).
+    #[value(alias = "elab")]
     Layers,
-    /// The primitive ops every layer lowers to (batch dimension included).
+    /// The primitive ops every layer lowers to (batch dimension included; also `lowered`).
+    #[value(alias = "lowered")]
     Prims,
     /// The fused kernels: one line per kernel with its ops, shapes and buffers.
     Fused,
@@ -304,7 +307,7 @@ pub fn run(cli: Cli) -> ExitCode {
             stage: stage @ (Stage::Prims | Stage::Fused),
             batch,
             train,
-            ..
+            format,
         } => match load(&spec, &model) {
             Ok(s) => {
                 if let Err(e) = crate::budget::check_sizes(&s.graph, batch.max(1)) {
@@ -322,10 +325,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 } else {
                     crate::model::stages(&s, batch.max(1))
                 };
-                out(&if stage == Stage::Prims {
-                    crate::graph::graph_text(&prims)
-                } else {
-                    crate::fuse::fused_text(&fused)
+                let json = |v: serde_json::Value| {
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                };
+                out(&match (stage, format) {
+                    (Stage::Prims, Format::Text) => crate::graph::graph_text(&prims),
+                    (Stage::Prims, Format::Dot) => crate::graph::graph_dot(&prims),
+                    (Stage::Prims, Format::Json) => json(crate::graph::graph_json(&prims)),
+                    (_, Format::Text) => crate::fuse::fused_text(&fused),
+                    (_, Format::Dot) => crate::fuse::fused_dot(&fused),
+                    (_, Format::Json) => json(crate::fuse::fused_json(&fused)),
                 })
             }
             Err(c) => c,
@@ -442,6 +451,17 @@ pub fn run(cli: Cli) -> ExitCode {
             ),
             Err(c) => c,
         },
+        Command::Graph {
+            stage: Stage::Layers,
+            train: true,
+            ..
+        } => {
+            eprintln!(
+                "error: --train shows the training graph at --stage prims or --stage fused; the \
+                 layer graph (--stage layers) is the same for training"
+            );
+            ExitCode::from(2)
+        }
         Command::Graph {
             spec,
             model,
