@@ -48,6 +48,11 @@ pub struct Progress {
     #[serde(default)]
     pub epoch_sums: Option<EpochSums>,
     pub history: Vec<EpochRecord>,
+    /// Where the cosine schedule anneals to (absent in checkpoints of older versions: the
+    /// resumed run's epochs), so that resuming with other `--epochs` continues the learning
+    /// rate from where it stands ([`super::Horizon::extend`]).
+    #[serde(default)]
+    pub horizon: Option<super::Horizon>,
 }
 
 /// The sums behind an epoch's training loss and accuracy, over its batches so far.
@@ -70,7 +75,11 @@ pub struct EpochRecord {
     pub test_accuracy: Option<f64>,
     pub lr: f64,
     /// Wall-clock figures of the run that trained the epoch: not saved in checkpoints (0 after
-    /// loading one), which hold only what the training computed.
+    /// loading one), which hold only what the training computed. `seconds` is the epoch's
+    /// training and evaluation time; `images_per_second` the training speed (evaluation not
+    /// counted). An epoch resumed midway was partly trained by an earlier run, whose time is
+    /// not saved: its `seconds` are the whole epoch's at the resumed part's speed
+    /// ([`super::session::epoch_seconds`]), its `images_per_second` that part's speed.
     #[serde(skip)]
     pub seconds: f64,
     #[serde(skip)]
@@ -276,6 +285,9 @@ fn check_progress_itself(p: &Progress) -> Result<(), String> {
             "{f}.step = {} but {f}.epoch = {} and {f}.batch = {} need at least {least} steps",
             p.step, p.epoch, p.batch
         ));
+    }
+    if let Some(h) = &p.horizon {
+        h.check().map_err(|e| format!("{f}.horizon: {e}"))?;
     }
     if p.batch_size == Some(0) {
         return Err(format!("{f}.batch_size = 0, expected at least 1"));

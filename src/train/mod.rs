@@ -28,7 +28,7 @@ use crate::runtime::Executable;
 use crate::train_config::{Loss, Optimizer};
 
 pub use graph::{TrainGraph, build, freeze};
-pub use optim::{OptimState, learning_rate};
+pub use optim::{Horizon, OptimState, learning_rate, learning_rate_in};
 
 /// What one training step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
