@@ -92,7 +92,7 @@ pub enum Command {
         layer: Option<String>,
         /// With `--output-image`: draw a 3-channel output as one colour image per sample (min-max
         /// over its three channels together) instead of three gray tiles.
-        #[arg(long)]
+        #[arg(long, requires = "output_image")]
         rgb: bool,
         /// Each image input takes the height and width of the file it is given (an image's
         /// size, or a .npy's last two dimensions) instead of the spec's, and every layer is

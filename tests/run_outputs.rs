@@ -424,6 +424,16 @@ fn top5_only_for_classifiers_without_a_second_softmax() {
         stdout(&o)
     );
 
+    // A fully convolutional classifier's [K, 1, 1] scores get a top-5 (softmaxed).
+    let fcn = d.join("fcn.net");
+    std::fs::write(&fcn, "model fcn {\n  input x: [3, 8, 8]\n  conv(7, 8)\n}\n").unwrap();
+    let o = netc(&["run", s(&fcn), "--input", s(&x)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("top-5:").count(), 2, "{}", stdout(&o));
+    // --rgb belongs to --output-image.
+    let o = netc(&["run", s(&fcn), "--input", s(&x), "--rgb"]);
+    assert_eq!(o.status.code(), Some(2));
+
     // A large batch: a few lines, then counts of the top-1 classes.
     let x = write_input(&d, &[20, 3, 8, 8]);
     let o = netc(&["run", s(&spec), "--input", s(&x), "--seed", "3"]);
@@ -450,4 +460,38 @@ fn top5_only_for_classifiers_without_a_second_softmax() {
         })
         .sum();
     assert_eq!(total, 20, "{counts}");
+}
+
+#[test]
+fn input_sizes_replace_height_and_width_only() {
+    let sized = |text: &str, sizes: Vec<(String, [usize; 2])>| {
+        let opts = netc::Options {
+            input_sizes: sizes,
+            ..Default::default()
+        };
+        netc::load_str("m.net", text, &opts)
+    };
+    let spec = sized(
+        "model m {\n  input image: [3, 8, 8]\n  conv(4, 3, pad=1)\n}\n",
+        vec![("image".into(), [5, 11])],
+    )
+    .unwrap();
+    let g = &spec.graph;
+    assert_eq!(g.inputs[0].shape, [3, 5, 11]);
+    assert_eq!(g.nodes[g.outputs[0].1].shape, [4, 5, 11]);
+    // Only image inputs, and only inputs the model has.
+    let e = sized(
+        "model m {\n  input v: [8]\n  dense(2)\n}\n",
+        vec![("v".into(), [5, 11])],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("input `v` is a vector [8]"), "{e}");
+    let e = sized(
+        "model m {\n  input image: [3, 8, 8]\n  relu\n}\n",
+        vec![("img".into(), [5, 11])],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no input `img`") && e.contains("image"), "{e}");
 }
