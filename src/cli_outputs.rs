@@ -357,5 +357,15 @@ pub fn write_picture(
     crate::picture::write_grid(path, &tiles, columns, Normalize::MinMaxPerTile)
         .map_err(|e| e.to_string())?;
     let shown = crate::diag::escape_controls(&path.display().to_string()).into_owned();
-    Ok(format!("wrote {shown} ({} tiles)", tiles.len()))
+    let skipped: Vec<String> = outs
+        .iter()
+        .filter(|(_, y)| y.ndim() != 4)
+        .map(|(n, y)| format!("`{n}` {:?}", &y.shape()[1..]))
+        .collect();
+    let note = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; not feature maps, not drawn: {}", skipped.join(", "))
+    };
+    Ok(format!("wrote {shown} ({} tiles{note})", tiles.len()))
 }

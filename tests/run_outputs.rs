@@ -335,6 +335,27 @@ fn output_writes_every_output() {
     let o = netc(&["run", s(&spec), "--input", s(&x), "--output-image", s(&png)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("(14 tiles)"), "{}", stdout(&o));
+    // Outputs that are not feature maps are named as not drawn.
+    let mixed = d.join("mixed.net");
+    std::fs::write(
+        &mixed,
+        "model mixed {\n  input x: [3, 8, 8]\n  a: conv(2, 3, pad=1)\n  f = a |> flatten\n  output a, f\n}\n",
+    )
+    .unwrap();
+    let o = netc(&[
+        "run",
+        s(&mixed),
+        "--input",
+        s(&x),
+        "--output-image",
+        s(&png),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("(4 tiles; not feature maps, not drawn: `f` [128])"),
+        "{}",
+        stdout(&o)
+    );
     // --rgb: the 3-channel output is one colour tile per sample, min-max over its channels.
     let o = netc(&[
         "run",
