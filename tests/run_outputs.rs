@@ -516,3 +516,39 @@ fn input_sizes_replace_height_and_width_only() {
     .to_string();
     assert!(e.contains("no input `img`") && e.contains("image"), "{e}");
 }
+
+#[test]
+fn a_layer_of_a_shared_module_gives_one_output_per_application() {
+    let d = dir("shared");
+    let x = write_input(&d, &[1, 3, 32, 32]);
+    let npz = d.join("e.npz");
+    let input = |n: &str| format!("{n}={}", x.display());
+    let (a, p, n) = (input("anchor"), input("positive"), input("negative"));
+    let o = netc(&[
+        "run",
+        "specs/triplet.net",
+        "--input",
+        &a,
+        "--input",
+        &p,
+        "--input",
+        &n,
+        "--layer",
+        "embed.conv1",
+        "--output",
+        s(&npz),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = read_npz(&npz);
+    let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["embed.conv1#1", "embed.conv1#2", "embed.conv1#3"]);
+    // The same weights on the same image: the three applications agree.
+    assert_eq!(m[0].1, m[1].1);
+    assert_eq!(m[0].1, m[2].1);
+    assert_eq!(m[0].1.shape(), [1, 32, 32, 32]);
+}
