@@ -64,7 +64,8 @@ pub enum Command {
         #[arg(long)]
         train: bool,
     },
-    /// Run a model on an input (.npy or PNG/JPEG) and print its top-5 classes.
+    /// Run a model on an input (.npy or PNG/JPEG): print its top-5 classes (classifier
+    /// outputs) or its values; write its outputs as arrays or as a picture of feature maps.
     Run {
         spec: PathBuf,
         #[command(flatten)]
@@ -76,9 +77,29 @@ pub enum Command {
         /// The input: `PATH`, or `NAME=PATH` for models with several inputs (repeatable).
         #[arg(long, required = true)]
         input: Vec<String>,
-        /// Write the model's (first) raw output here as .npy.
-        #[arg(long)]
+        /// Write every output: `.npy` for one output, `.npz` (one array per output name) for
+        /// several. Arrays only: a picture is `--output-image`.
+        #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Draw every channel of every feature-map output ([C, H, W]), each min-max normalized
+        /// to gray, as a labelled grid in this PNG (label: the channel; `sample:channel` for
+        /// batches).
+        #[arg(long, value_name = "FILE.png")]
+        output_image: Option<PathBuf>,
+        /// Take this layer's value as the output (its path as `netc summary` prints it, e.g.
+        /// `conv1` or `layer1.0.conv2`): the model runs up to it.
+        #[arg(long, value_name = "PATH")]
+        layer: Option<String>,
+        /// With `--output-image`: draw a 3-channel output as one colour image per sample (min-max
+        /// over its three channels together) instead of three gray tiles.
+        #[arg(long, requires = "output_image")]
+        rgb: bool,
+        /// Each image input takes the height and width of the file it is given (an image's
+        /// size, or a .npy's last two dimensions) instead of the spec's, and every layer is
+        /// shape-checked at that size: a convolutional model (e.g. specs/edge_detect.net) runs on
+        /// a photograph at its own size, without resizing or cropping.
+        #[arg(long)]
+        native_size: bool,
         #[arg(long, default_value_t = default_threads(), value_parser = crate::cli_values::threads)]
         threads: usize,
         /// Seed for the initialization when no weights are given.
@@ -194,9 +215,12 @@ pub enum Format {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// The elaborated layer graph: blocks instantiated, shapes and parameter names resolved.
+    /// The elaborated layer graph: blocks instantiated, shapes and parameter names resolved
+    /// (also `elab`).
+    #[value(alias = "elab")]
     Layers,
-    /// The primitive ops every layer lowers to (batch dimension included).
+    /// The primitive ops every layer lowers to (batch dimension included; also `lowered`).
+    #[value(alias = "lowered")]
     Prims,
     /// The fused kernels: one line per kernel with its ops, shapes and buffers.
     Fused,
@@ -219,6 +243,29 @@ fn load(path: &PathBuf, m: &ModelArgs) -> Result<Spec, ExitCode> {
     };
     load_file(path, &opts).map_err(|e| {
         eprint!("{e}");
+        ExitCode::from(1)
+    })
+}
+
+/// The spec again with each image input at the size of the file `--input` gives it
+/// (`netc run --native-size`); a layer that does not fit that size is reported with a note.
+fn native_spec(
+    path: &PathBuf,
+    m: &ModelArgs,
+    spec: &Spec,
+    inputs: &[String],
+) -> Result<Spec, ExitCode> {
+    let sizes = crate::cli_run::native_sizes(spec, inputs).map_err(|(e, code)| {
+        eprintln!("{}", crate::diag::escape_controls(&e));
+        ExitCode::from(code)
+    })?;
+    let mut opts = options(m).map_err(|_| ExitCode::from(2))?;
+    opts.input_sizes = sizes.clone();
+    load_file(path, &opts).map_err(|e| {
+        eprint!("{e}");
+        for (name, [h, w]) in &sizes {
+            eprintln!("note: with --native-size, input `{name}` is {h}×{w} (its file's size)");
+        }
         ExitCode::from(1)
     })
 }
@@ -269,7 +316,7 @@ pub fn run(cli: Cli) -> ExitCode {
             stage: stage @ (Stage::Prims | Stage::Fused),
             batch,
             train,
-            ..
+            format,
         } => match load(&spec, &model) {
             Ok(s) => {
                 if let Err(e) = crate::budget::check_sizes(&s.graph, batch.max(1)) {
@@ -287,10 +334,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 } else {
                     crate::model::stages(&s, batch.max(1))
                 };
-                out(&if stage == Stage::Prims {
-                    crate::graph::graph_text(&prims)
-                } else {
-                    crate::fuse::fused_text(&fused)
+                let json = |v: serde_json::Value| {
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                };
+                out(&match (stage, format) {
+                    (Stage::Prims, Format::Text) => crate::graph::graph_text(&prims),
+                    (Stage::Prims, Format::Dot) => crate::graph::graph_dot(&prims),
+                    (Stage::Prims, Format::Json) => json(crate::graph::graph_json(&prims)),
+                    (_, Format::Text) => crate::fuse::fused_text(&fused),
+                    (_, Format::Dot) => crate::fuse::fused_dot(&fused),
+                    (_, Format::Json) => json(crate::fuse::fused_json(&fused)),
                 })
             }
             Err(c) => c,
@@ -301,20 +354,41 @@ pub fn run(cli: Cli) -> ExitCode {
             weights,
             input,
             output,
+            output_image,
+            layer,
+            rgb,
+            native_size,
             threads,
             seed,
             memory_limit,
-        } => match load(&spec, &model) {
-            Ok(s) => crate::cli_run::run(
+        } => {
+            let s = match load(&spec, &model) {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let s = if native_size {
+                match native_spec(&spec, &model, &s, &input) {
+                    Ok(s) => s,
+                    Err(c) => return c,
+                }
+            } else {
+                s
+            };
+            crate::cli_run::run(
                 &s,
-                weights.as_deref(),
-                &input,
-                output.as_deref(),
-                (threads, seed),
-                memory_limit,
-            ),
-            Err(c) => c,
-        },
+                &crate::cli_run::RunArgs {
+                    weights: weights.as_deref(),
+                    inputs: &input,
+                    output: output.as_deref(),
+                    output_image: output_image.as_deref(),
+                    layer: layer.as_deref(),
+                    rgb,
+                    threads,
+                    seed,
+                    memory_limit,
+                },
+            )
+        }
         Command::Bench {
             spec,
             model,
@@ -390,6 +464,17 @@ pub fn run(cli: Cli) -> ExitCode {
             ),
             Err(c) => c,
         },
+        Command::Graph {
+            stage: Stage::Layers,
+            train: true,
+            ..
+        } => {
+            eprintln!(
+                "error: --train shows the training graph at --stage prims or --stage fused; the \
+                 layer graph (--stage layers) is the same for training"
+            );
+            ExitCode::from(2)
+        }
         Command::Graph {
             spec,
             model,

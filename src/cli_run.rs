@@ -64,51 +64,149 @@ fn read_input(spec: &Spec, name: &str, path: &Path) -> Result<ArrayD<f32>, Strin
     ))
 }
 
-/// `netc run`
-pub fn run(
-    spec: &Spec,
-    weights_path: Option<&Path>,
-    inputs: &[String],
-    output: Option<&Path>,
-    (threads, seed): (usize, u64),
-    memory_limit: Option<u64>,
-) -> ExitCode {
-    // `--input x.npy` for a single-input model, `--input name=path` otherwise.
-    let mut named: Vec<(String, ArrayD<f32>)> = Vec::new();
+/// What `netc run` was asked to do besides running.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunArgs<'a> {
+    pub weights: Option<&'a Path>,
+    /// `--input` values: `PATH`, or `NAME=PATH`.
+    pub inputs: &'a [String],
+    /// Every output as `.npy` (one) or `.npz` (several).
+    pub output: Option<&'a Path>,
+    /// A PNG grid of every channel of every feature-map output.
+    pub output_image: Option<&'a Path>,
+    /// Run up to this layer (a path as `netc summary` shows it) and take its value as the output.
+    pub layer: Option<&'a str>,
+    /// Draw 3-channel outputs as colour images.
+    pub rgb: bool,
+    pub threads: usize,
+    pub seed: u64,
+    pub memory_limit: Option<u64>,
+}
+
+/// The input names and files of `--input` values: `PATH` for a single-input model,
+/// `NAME=PATH` otherwise; every input once. Errors carry their exit code.
+pub fn input_paths(spec: &Spec, inputs: &[String]) -> Result<Vec<(String, PathBuf)>, (String, u8)> {
+    let mut named: Vec<(String, PathBuf)> = Vec::new();
     for s in inputs {
         let (name, path) = match s.split_once('=') {
             Some((n, p)) if spec.graph.inputs.iter().any(|i| i.name == n) => (n.to_string(), p),
             _ if spec.graph.inputs.len() == 1 => (spec.graph.inputs[0].name.clone(), s.as_str()),
             _ => {
-                return fail(format!(
-                    "error: the model has several inputs ({}): write `--input NAME=PATH`",
-                    spec.graph
-                        .inputs
-                        .iter()
-                        .map(|i| i.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                return Err((
+                    format!(
+                        "error: the model has several inputs ({}): write `--input NAME=PATH`",
+                        spec.graph
+                            .inputs
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    1,
                 ));
             }
         };
         if named.iter().any(|(n, _)| *n == name) {
-            eprintln!(
-                "error: --input gives input `{name}` twice (the second is `{s}`): give each \
-                 input once"
-            );
-            return ExitCode::from(2);
+            return Err((
+                format!(
+                    "error: --input gives input `{name}` twice (the second is `{s}`): give each \
+                     input once"
+                ),
+                2,
+            ));
         }
-        match read_input(spec, &name, Path::new(path)) {
-            Ok(x) => named.push((name, x)),
-            Err(e) => return fail(e),
-        }
+        named.push((name, PathBuf::from(path)));
     }
     for i in &spec.graph.inputs {
         if !named.iter().any(|(n, _)| *n == i.name) {
-            return fail(format!(
-                "error: no value for input `{}`: pass `--input {}=PATH`",
-                i.name, i.name
+            return Err((
+                format!(
+                    "error: no value for input `{}`: pass `--input {}=PATH`",
+                    i.name, i.name
+                ),
+                1,
             ));
+        }
+    }
+    Ok(named)
+}
+
+/// Heights and widths by input name.
+pub type InputSizes = Vec<(String, [usize; 2])>;
+
+/// `--native-size`: the height and width of each `[C, H, W]` input's file (an image's size, or
+/// a `.npy`'s last two dimensions), for [`crate::spec::Options::input_sizes`].
+pub fn native_sizes(spec: &Spec, inputs: &[String]) -> Result<InputSizes, (String, u8)> {
+    let mut sizes = Vec::new();
+    for (name, path) in input_paths(spec, inputs)? {
+        let info = spec.graph.inputs.iter().find(|i| i.name == name);
+        if info.is_some_and(|i| i.shape.len() != 3) {
+            continue;
+        }
+        let is_npy = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        let hw = if is_npy {
+            let x = crate::io::npy::read_f32(&path).map_err(|e| (e.to_string(), 1))?;
+            match x.shape() {
+                [_, h, w] | [_, _, h, w] => [*h, *w],
+                s => {
+                    return Err((
+                        format!(
+                            "error: {}: shape {s:?} is not [C, H, W] or [N, C, H, W], so it has \
+                             no size to give input `{name}` (--native-size)",
+                            path.display()
+                        ),
+                        1,
+                    ));
+                }
+            }
+        } else {
+            let (w, h) = crate::io::image::image_size(&path).map_err(|e| (e.to_string(), 1))?;
+            [h as usize, w as usize]
+        };
+        sizes.push((name, hw));
+    }
+    Ok(sizes)
+}
+
+/// `netc run`
+pub fn run(spec: &Spec, args: &RunArgs) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("{}", crate::diag::escape_controls(&msg));
+        ExitCode::from(2)
+    };
+    let layered;
+    let graph = match args.layer {
+        Some(path) => match crate::cli_outputs::select_layer(&spec.graph, path) {
+            Ok(g) => {
+                layered = g;
+                &layered
+            }
+            Err(e) => return usage(e),
+        },
+        None => &spec.graph,
+    };
+    if let Err(e) =
+        crate::cli_outputs::check_names(args.output, args.output_image, graph.outputs.len())
+    {
+        return usage(e);
+    }
+    if args.output_image.is_some()
+        && let Err(e) = crate::cli_outputs::check_picture(graph)
+    {
+        return usage(e);
+    }
+    let paths = match input_paths(spec, args.inputs) {
+        Ok(p) => p,
+        Err((e, 2)) => return usage(e),
+        Err((e, _)) => return fail(e),
+    };
+    let mut named: Vec<(String, ArrayD<f32>)> = Vec::new();
+    for (name, path) in paths {
+        match read_input(spec, &name, &path) {
+            Ok(x) => named.push((name, x)),
+            Err(e) => return fail(e),
         }
     }
     let batch = named[0].1.shape()[0];
@@ -119,19 +217,23 @@ pub fn run(
         ));
     }
     // Before the weights are read or made: everything must fit.
-    if let Err(e) = crate::budget::check_inference(&spec.graph, batch, threads, memory_limit) {
+    if let Err(e) = crate::budget::check_inference(graph, batch, args.threads, args.memory_limit) {
         return fail(format!("error: {e}"));
     }
-    let w = match weights(spec, weights_path, seed) {
+    let w = match weights(spec, args.weights, args.seed) {
         Ok(w) => w,
         Err(c) => return c,
     };
     let opts = CompileOptions {
         batch,
-        threads,
-        memory_limit,
+        threads: args.threads,
+        memory_limit: args.memory_limit,
     };
-    let mut exe = match compile(spec, &params_f32(&w), opts) {
+    let run_spec = Spec {
+        sources: spec.sources.clone(),
+        graph: graph.clone(),
+    };
+    let mut exe = match compile(&run_spec, &params_f32(&w), opts) {
         Ok(e) => e,
         Err(e) => return fail(format!("error: {e}")),
     };
@@ -140,46 +242,20 @@ pub fn run(
         Ok(o) => o,
         Err(e) => return fail(format!("error: {e}")),
     };
-    for (name, y) in &outs {
-        if y.ndim() == 2 && y.shape()[1] > 1 {
-            print_top5(name, y);
-        } else {
-            println!("{name}: shape {:?}, values {}", y.shape(), preview(y));
+    crate::cli_outputs::print_outputs(graph, &outs);
+    if let Some(path) = args.output {
+        match crate::cli_outputs::write_arrays(path, &outs) {
+            Ok(line) => println!("{line}"),
+            Err(e) => return fail(e),
         }
     }
-    if let Some(path) = output {
-        let y = &outs[0].1;
-        if let Err(e) = crate::io::npy::write_f32(path, y) {
-            return fail(e);
+    if let Some(path) = args.output_image {
+        match crate::cli_outputs::write_picture(path, &outs, args.rgb) {
+            Ok(line) => println!("{line}"),
+            Err(e) => return fail(e),
         }
-        println!("wrote {} ({:?})", path.display(), y.shape());
     }
     ExitCode::SUCCESS
-}
-
-fn preview(y: &ArrayD<f32>) -> String {
-    let v: Vec<String> = y.iter().take(8).map(|x| format!("{x:.4}")).collect();
-    format!(
-        "[{}{}]",
-        v.join(", "),
-        if y.len() > 8 { ", ..." } else { "" }
-    )
-}
-
-/// Top-5 classes per sample, with softmax probabilities.
-fn print_top5(name: &str, y: &ArrayD<f32>) {
-    for (n, row) in y.axis_iter(Axis(0)).enumerate() {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let z: f32 = row.iter().map(|v| (v - m).exp()).sum();
-        let mut idx: Vec<usize> = (0..row.len()).collect();
-        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let top: Vec<String> = idx
-            .iter()
-            .take(5)
-            .map(|&i| format!("{i} ({:.1}%)", 100.0 * (row[i] - m).exp() / z))
-            .collect();
-        println!("{name}[{n}] top-5: {}", top.join(", "));
-    }
 }
 
 /// Peak resident memory of this process, in bytes (Linux), if known.

@@ -29,7 +29,11 @@ pub struct TrainArgs {
     /// CIFAR-10 binaries or class subfolders of images, or an .npz file.
     #[arg(long)]
     pub data: Option<String>,
-    /// Epochs (default: the spec's, else 5).
+    /// Epochs (default: the spec's, else 5). With --resume, the total to train to: more
+    /// extends the training. The learning rate then never jumps back up: a cosine schedule
+    /// continues from the rate where it stands and anneals to min_lr by the new last epoch (a
+    /// finished one stays at min_lr; start a new training with --weights to train at a higher
+    /// rate); constant and step schedules simply go on.
     #[arg(long, value_parser = crate::cli_values::epochs)]
     pub epochs: Option<usize>,
     /// Batch size (default: the spec's, else 64).
@@ -228,6 +232,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     // Each cross-entropy term's output must be class scores for the data's labels.
+    let mut classifiers: Vec<(String, usize)> = Vec::new();
     for term in &objective.terms {
         if !matches!(term.loss, Loss::CrossEntropy { .. }) {
             continue;
@@ -252,6 +257,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         if let Err(e) = data.check_classes(classes, &out_name) {
             return fail(e);
         }
+        classifiers.push((out_name, classes));
     }
     // A verification model trains on triplets or pairs (checked by the session); any other
     // on the data's batches, checked here before anything is compiled.
@@ -276,6 +282,22 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         args.memory_limit,
     ) {
         return fail(e);
+    }
+    // Once the training is known to fit (a refusal comes first and alone).
+    let data_classes = data.train.classes.max(data.test.classes);
+    for (out_name, classes) in classifiers.iter().filter(|(_, k)| *k > data_classes) {
+        let fix = if lg.model_params.iter().any(|(k, _)| k == "classes") {
+            format!(" (`--set classes={data_classes}`)")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: the model's output `{out_name}` has {classes} classes but the data have \
+             {data_classes} (labels 0–{}): the other {} are never a target and only take \
+             probability away; give the model {data_classes} outputs{fix}",
+            data_classes.saturating_sub(1),
+            classes - data_classes
+        );
     }
 
     let run_dir = args
@@ -415,6 +437,10 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
                 p.batch,
                 p.step
             );
+            let batches = data.train.len() / settings.batch.max(1);
+            if let Some(note) = session::horizon_note(p, &settings, batches) {
+                eprintln!("  {note}");
+            }
             if p.epoch == settings.epochs && p.batch == 0 {
                 eprintln!(
                     "  nothing to train: all {} epochs are done (pass --epochs {} or more to \

@@ -352,7 +352,8 @@ pub fn graph_dot(g: &LayerGraph) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
+/// Escapes a string for a Graphviz label.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 

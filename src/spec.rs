@@ -33,6 +33,10 @@ pub struct Options {
     pub overrides: Vec<(String, String)>,
     /// Which model to elaborate when the file defines several.
     pub model: Option<String>,
+    /// Height and width for named `[C, H, W]` inputs, replacing the spec's (`netc run
+    /// --native-size`: the input takes the size of the image it is given); every layer after
+    /// is shape-checked at that size.
+    pub input_sizes: Vec<(String, [usize; 2])>,
 }
 
 impl Options {
@@ -366,7 +370,7 @@ impl Loader {
         }
         let model = self.pick_model(root, &models, opts)?;
         let params = self.model_params(model, opts)?;
-        let g = elab::elaborate_model(&blocks, model, params);
+        let g = elab::elaborate_model_sized(&blocks, model, params, &opts.input_sizes);
         self.parsed = parsed;
         g
     }

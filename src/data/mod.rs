@@ -343,7 +343,18 @@ pub fn is_image(shape: &[usize]) -> bool {
 fn open_path(path: &Path, input: &InputInfo, shape: &[usize]) -> Result<Split, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let err = DataError::os(path, "cannot open the data", &e);
-        if e.kind() == std::io::ErrorKind::NotFound {
+        let name = path
+            .to_string_lossy()
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "");
+        if e.kind() == std::io::ErrorKind::NotFound && name.starts_with("cifar") {
+            // A dataset's name, not a path: netc downloads nothing.
+            err.with_help(
+                "CIFAR-10 is not built in: download its binary version (cifar-10-binary.tar.gz \
+                 from https://www.cs.toronto.edu/~kriz/cifar.html), unpack it and give the \
+                 directory, e.g. `data/cifar-10-batches-bin`",
+            )
+        } else if e.kind() == std::io::ErrorKind::NotFound {
             err.with_help(
                 "give a directory or .npz file of training data, `bundled` (the built-in \
                  Fashion-MNIST subset) or `fashion-mnist` (the full set, installed by \

@@ -138,6 +138,8 @@ pub(crate) struct Elab<'a> {
     stmt_of: HashMap<NodeId, Span>,
     /// Module paths the user named, with where (duplicate names are errors).
     named_paths: HashMap<String, Span>,
+    /// Height and width replacing the declared ones, by input name.
+    input_sizes: Vec<(String, [usize; 2])>,
 }
 
 /// Elaborates `model` with the given parameter values (already type-checked).
@@ -146,7 +148,20 @@ pub fn elaborate_model(
     model: &Def,
     params: Vec<(String, Value)>,
 ) -> Result<LayerGraph, Diagnostic> {
+    elaborate_model_sized(blocks, model, params, &[])
+}
+
+/// [`elaborate_model`] with the height and width of some `[C, H, W]` inputs replaced
+/// (`spec::Options::input_sizes`); naming an input the model does not have, or a vector input,
+/// is an error.
+pub fn elaborate_model_sized(
+    blocks: &HashMap<String, &Def>,
+    model: &Def,
+    params: Vec<(String, Value)>,
+    input_sizes: &[(String, [usize; 2])],
+) -> Result<LayerGraph, Diagnostic> {
     let mut e = Elab::new(blocks, &model.name.name);
+    e.input_sizes = input_sizes.to_vec();
     e.g.model_params = params.iter().map(|(k, v)| (k.clone(), v.show())).collect();
     let mut scope = Scope {
         vars: Rc::new(params.into_iter().collect()),
@@ -168,6 +183,24 @@ pub fn elaborate_model(
                 );
             }
         }
+    }
+    if let Some((name, _)) = input_sizes
+        .iter()
+        .find(|(n, _)| !e.g.inputs.iter().any(|i| i.name == *n))
+    {
+        return Err(Diagnostic::error(
+            codes::STRUCTURE,
+            format!("the model has no input `{name}` to give a size to"),
+        )
+        .at(model.name.span, "in this model")
+        .help(format!(
+            "its inputs: {}",
+            e.g.inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     if e.g.inputs.is_empty() {
         return Err(
@@ -204,6 +237,7 @@ impl<'a> Elab<'a> {
             steps: 0,
             stmt_of: HashMap::new(),
             named_paths: HashMap::new(),
+            input_sizes: Vec::new(),
         }
     }
 
@@ -424,6 +458,21 @@ impl<'a> Elab<'a> {
         let mut shape = Vec::new();
         for d in &decl.shape {
             shape.push(self.size(d, scope, "an input dimension")?);
+        }
+        if let Some((_, [h, w])) = self.input_sizes.iter().find(|(n, _)| *n == decl.name.name) {
+            if shape.len() != 3 {
+                return Err(Diagnostic::error(
+                    codes::SHAPE,
+                    format!(
+                        "input `{}` is a vector {}: only an image input [C, H, W] can take an \
+                         image's size",
+                        decl.name.name,
+                        crate::layer_graph::show_shape(&shape)
+                    ),
+                )
+                .at(decl.span, "not an image"));
+            }
+            (shape[1], shape[2]) = (*h, *w);
         }
         self.check_numel(&shape, decl.span)?;
         let mut mean = Vec::new();

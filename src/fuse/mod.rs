@@ -7,4 +7,4 @@ mod siblings;
 pub use fuser::*;
 mod print;
 
-pub use print::fused_text;
+pub use print::{fused_dot, fused_json, fused_text};

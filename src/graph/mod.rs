@@ -13,7 +13,7 @@ mod print;
 
 use std::sync::Arc;
 
-pub use print::graph_text;
+pub use print::{graph_dot, graph_json, graph_text};
 
 pub type ValueId = usize;
 

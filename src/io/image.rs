@@ -96,6 +96,14 @@ pub fn load_image(path: impl AsRef<Path>, input: &InputInfo) -> Result<ArrayD<f3
     Ok(ArrayD::from_shape_vec(IxDyn(&[c, h, w]), out).expect("sizes match"))
 }
 
+/// The width and height of the PNG or JPEG `path`, from its header (checked as [`load_image`]
+/// checks it: at most [`MAX_SIDE`] a side and [`MAX_DECODED`] bytes decoded).
+pub fn image_size(path: impl AsRef<Path>) -> Result<(u32, u32), IoError> {
+    let path = path.as_ref();
+    let (decoder, _) = open_decoder(path)?;
+    Ok(decoder.dimensions())
+}
+
 /// Per-channel mean and std (0 and 1 when not given).
 fn norm_params(path: &Path, input: &InputInfo, c: usize) -> Result<(Vec<f32>, Vec<f32>), IoError> {
     let expand = |v: &[f64], default: f32, what: &str| -> Result<Vec<f32>, IoError> {
@@ -124,6 +132,15 @@ fn norm_params(path: &Path, input: &InputInfo, c: usize) -> Result<(Vec<f32>, Ve
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, IoError> {
+    let (decoder, explain) = open_decoder(path)?;
+    DynamicImage::from_decoder(decoder).map_err(explain)
+}
+
+/// The decoder of `path` with its size checked, and the function that explains its errors.
+#[allow(clippy::type_complexity)]
+fn open_decoder(
+    path: &Path,
+) -> Result<(impl ImageDecoder, impl Fn(ImageError) -> IoError + '_), IoError> {
     let bytes = read_limited(path, Kind::Image)?;
     let format = match image::guess_format(&bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
@@ -150,7 +167,7 @@ fn decode(path: &Path) -> Result<DynamicImage, IoError> {
     } else {
         "JPEG"
     };
-    let explain = |e: ImageError| {
+    let explain = move |e: ImageError| {
         let msg = match &e {
             ImageError::Limits(_) => format!("the {name} image is too large to decode: {e}"),
             ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -167,7 +184,7 @@ fn decode(path: &Path) -> Result<DynamicImage, IoError> {
         };
         IoError::new(path, msg)
     };
-    let mut reader = ImageReader::with_format(Cursor::new(&bytes), format);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // The decoder's own allocations are bounded; the image's size is checked here (to say
     // what it is) from the header, before a pixel is decoded.
     let mut limits = Limits::default();
@@ -186,7 +203,7 @@ fn decode(path: &Path) -> Result<DynamicImage, IoError> {
             ),
         ));
     }
-    DynamicImage::from_decoder(decoder).map_err(explain)
+    Ok((decoder, explain))
 }
 
 /// Luma by ITU-R 601-2 with PIL's integer arithmetic; grayscale images are used directly.

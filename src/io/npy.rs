@@ -141,8 +141,6 @@ pub fn write_f32(path: impl AsRef<Path>, a: &ArrayD<f32>) -> Result<(), IoError>
     })
 }
 
-/// Writes the members of an `.npz` archive (an uncompressed zip of `.npy` files, what
-/// `np.savez` writes), streamed: each array's header, then its values as they are given.
 /// One array of an `.npz` archive written by [`write_arrays`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum NpzArray<'a> {
@@ -157,6 +155,14 @@ pub fn write_arrays(
     arrays: &[(&str, NpzArray<'_>)],
 ) -> Result<(), IoError> {
     let path = path.as_ref();
+    for (i, (k, _)) in arrays.iter().enumerate() {
+        if k.is_empty() || k.contains('/') || arrays[..i].iter().any(|(o, _)| o == k) {
+            return Err(IoError::new(
+                path,
+                format!("cannot name an array `{k}` in an .npz (empty, repeated or with a `/`)"),
+            ));
+        }
+    }
     for (name, a) in arrays {
         let (shape, len) = match a {
             NpzArray::F32(s, v) => (*s, v.len()),
@@ -186,6 +192,8 @@ pub fn write_arrays(
     })
 }
 
+/// Writes the members of an `.npz` archive (an uncompressed zip of `.npy` files, what
+/// `np.savez` writes), streamed: each array's header, then its values as they are given.
 pub struct NpzWriter<'a, W: Write + std::io::Seek> {
     zip: &'a mut zip::ZipWriter<W>,
 }

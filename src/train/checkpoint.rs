@@ -53,6 +53,11 @@ pub struct Progress {
     /// above it). `netc verify` uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// Where the cosine schedule anneals to (absent in checkpoints of older versions: the
+    /// resumed run's epochs), so that resuming with other `--epochs` continues the learning
+    /// rate from where it stands ([`super::Horizon::extend`]).
+    #[serde(default)]
+    pub horizon: Option<super::Horizon>,
 }
 
 /// The sums behind an epoch's training loss and metrics, over its batches so far.
@@ -82,7 +87,11 @@ pub struct EpochRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
     /// Wall-clock figures of the run that trained the epoch: not saved in checkpoints (0 after
-    /// loading one), which hold only what the training computed.
+    /// loading one), which hold only what the training computed. `seconds` is the epoch's
+    /// training and evaluation time; `images_per_second` the training speed (evaluation not
+    /// counted). An epoch resumed midway was partly trained by an earlier run, whose time is
+    /// not saved: its `seconds` are the whole epoch's at the resumed part's speed
+    /// ([`super::session::epoch_seconds`]), its `images_per_second` that part's speed.
     #[serde(skip)]
     pub seconds: f64,
     #[serde(skip)]
@@ -288,6 +297,9 @@ fn check_progress_itself(p: &Progress) -> Result<(), String> {
             "{f}.step = {} but {f}.epoch = {} and {f}.batch = {} need at least {least} steps",
             p.step, p.epoch, p.batch
         ));
+    }
+    if let Some(h) = &p.horizon {
+        h.check().map_err(|e| format!("{f}.horizon: {e}"))?;
     }
     if p.batch_size == Some(0) {
         return Err(format!("{f}.batch_size = 0, expected at least 1"));

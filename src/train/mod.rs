@@ -33,7 +33,7 @@ use checkpoint::EpochSums;
 use task::Task;
 
 pub use graph::{TrainGraph, build, freeze};
-pub use optim::{OptimState, learning_rate};
+pub use optim::{Horizon, OptimState, learning_rate, learning_rate_in};
 
 /// What one training step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -220,12 +220,99 @@ pub fn learning_rate(
     epoch: usize,
     frac: f64,
 ) -> f64 {
-    let t = epoch as f64 + frac.clamp(0.0, 1.0);
-    let warmup = match *schedule {
+    learning_rate_in(schedule, base, &Horizon::new(schedule, epochs), epoch, frac)
+}
+
+/// Where a cosine schedule anneals: its progress (0 at the end of the warmup, 1 at the end) runs
+/// linearly from `from_progress` at epoch `from_epoch` to 1 at the end of epoch `epochs`. A
+/// fresh training is [`Horizon::new`]; a resumed one that changes the number of epochs
+/// continues from where it stands ([`Horizon::extend`]), so its learning rate never jumps.
+/// Constant and step schedules do not depend on the horizon.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Horizon {
+    pub from_epoch: f64,
+    pub from_progress: f64,
+    pub epochs: usize,
+}
+
+impl Horizon {
+    /// The horizon of a training of `epochs` epochs from the start.
+    pub fn new(schedule: &Schedule, epochs: usize) -> Horizon {
+        Horizon {
+            from_epoch: warmup_of(schedule),
+            from_progress: 0.0,
+            epochs,
+        }
+    }
+
+    /// The cosine's progress in `[0, 1]` at time `t` (epochs, fractional).
+    pub fn progress_at(&self, t: f64) -> f64 {
+        let span = (self.epochs as f64 - self.from_epoch).max(1e-9);
+        (self.from_progress + (1.0 - self.from_progress) * ((t - self.from_epoch) / span))
+            .clamp(0.0, 1.0)
+    }
+
+    /// This horizon moved to end at `epochs`, from time `t` on (a resumed training with
+    /// another `--epochs`): still in the warmup, the schedule is planned over the new total
+    /// (the warmup depends on time alone, so nothing jumps); after it, the cosine continues
+    /// from its progress at `t` and now reaches its end (`min_lr`) at `epochs`. The learning
+    /// rate is continuous at `t`; a training that had finished stays at `min_lr`, and so does
+    /// one whose new end is not after `t`.
+    pub fn extend(&self, schedule: &Schedule, t: f64, epochs: usize) -> Horizon {
+        if epochs == self.epochs {
+            return *self;
+        }
+        if t <= warmup_of(schedule) {
+            return Horizon::new(schedule, epochs);
+        }
+        // Ending where training already is (or before): the schedule is over.
+        let from_progress = if epochs as f64 <= t {
+            1.0
+        } else {
+            self.progress_at(t)
+        };
+        Horizon {
+            from_epoch: t,
+            from_progress,
+            epochs,
+        }
+    }
+
+    /// Why a horizon read from a checkpoint cannot be one, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = self.from_epoch.is_finite()
+            && self.from_epoch >= 0.0
+            && (0.0..=1.0).contains(&self.from_progress);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "the schedule's horizon (from epoch {} at progress {} to epoch {}) is not one \
+                 (expected a finite from_epoch ≥ 0 and 0 ≤ from_progress ≤ 1)",
+                self.from_epoch, self.from_progress, self.epochs
+            ))
+        }
+    }
+}
+
+fn warmup_of(schedule: &Schedule) -> f64 {
+    match *schedule {
         Schedule::Constant { warmup }
         | Schedule::Step { warmup, .. }
         | Schedule::Cosine { warmup, .. } => warmup as f64,
-    };
+    }
+}
+
+/// [`learning_rate`] with the cosine's [`Horizon`] given.
+pub fn learning_rate_in(
+    schedule: &Schedule,
+    base: f64,
+    horizon: &Horizon,
+    epoch: usize,
+    frac: f64,
+) -> f64 {
+    let t = epoch as f64 + frac.clamp(0.0, 1.0);
+    let warmup = warmup_of(schedule);
     if warmup > 0.0 && t < warmup {
         // Linear warmup over the first `warmup` epochs, never exactly zero.
         return base * (t + 1e-3).min(warmup) / warmup;
@@ -236,8 +323,7 @@ pub fn learning_rate(
             step_size, gamma, ..
         } => base * gamma.powi((epoch / step_size.max(1)) as i32),
         Schedule::Cosine { min_lr, .. } => {
-            let span = (epochs as f64 - warmup).max(1e-9);
-            let p = ((t - warmup) / span).clamp(0.0, 1.0);
+            let p = horizon.progress_at(t);
             min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
         }
     }

@@ -28,7 +28,7 @@ use crate::train_config::{Augment, Objective, Optimizer, Schedule};
 use super::checkpoint::{self, Checkpoint, EpochRecord, Progress, RunShape};
 use super::task::Task;
 use super::verification::{self, Verification};
-use super::{StepError, Trainer, learning_rate};
+use super::{Horizon, StepError, Trainer, learning_rate_in};
 use crate::verify::{IdentitySplit, Mining};
 
 /// How to train.
@@ -232,6 +232,15 @@ pub fn run(
         };
         checkpoint::check_progress(saved, &run, &ck.source)?;
     }
+    // The cosine's horizon: the checkpoint's (this run's epochs for one without), moved to
+    // this run's epochs from where training stands, so the learning rate does not jump when
+    // `--epochs` changes on resume.
+    let now = progress.epoch as f64 + progress.batch as f64 / batches as f64;
+    let horizon = progress
+        .horizon
+        .unwrap_or_else(|| Horizon::new(&settings.schedule, settings.epochs))
+        .extend(&settings.schedule, now, settings.epochs);
+    progress.horizon = Some(horizon);
     let base_lr = trainer.optim.base_lr();
     let start = Instant::now();
     let mut steps_this_run = 0u64;
@@ -280,10 +289,10 @@ pub fn run(
                     steps: steps_this_run,
                 });
             }
-            lr = learning_rate(
+            lr = learning_rate_in(
                 &settings.schedule,
                 base_lr,
-                settings.epochs,
+                &horizon,
                 epoch,
                 b as f64 / batches as f64,
             );
@@ -344,6 +353,7 @@ pub fn run(
             });
         }
         let train_seconds = t0.elapsed().as_secs_f64();
+        let t_eval = Instant::now();
         let mut metrics = std::collections::BTreeMap::new();
         let mut train_accuracy = 0.0;
         let mut test_accuracy = None;
@@ -381,6 +391,7 @@ pub fn run(
             }
             (None, None) => unreachable!("one of the two"),
         }
+        let eval_seconds = t_eval.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: sums.loss_sum / sums.seen.max(1) as f64,
@@ -391,7 +402,7 @@ pub fn run(
             test_accuracy,
             lr,
             metrics,
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: epoch_seconds(train_seconds, eval_seconds, batches, first),
             images_per_second: seen_here as f64 / train_seconds.max(1e-9),
         };
         progress.history.push(record);
@@ -407,4 +418,43 @@ pub fn run(
         seconds: start.elapsed().as_secs_f64(),
         steps: steps_this_run,
     })
+}
+
+/// An epoch's seconds: its training time and its evaluation. When it was resumed at batch
+/// `first` of `batches`, this run trained only the rest, and the earlier part's time is not in
+/// the checkpoint: the training time is then the whole epoch's at this run's speed.
+pub fn epoch_seconds(train_seconds: f64, eval_seconds: f64, batches: usize, first: usize) -> f64 {
+    let done_here = batches.saturating_sub(first).max(1);
+    train_seconds * batches as f64 / done_here as f64 + eval_seconds
+}
+
+/// What resuming from `p` with `settings` does to a cosine schedule whose number of epochs
+/// changes, in words for the CLI (`None` otherwise). `batches` is an epoch's batch count.
+pub fn horizon_note(p: &Progress, settings: &Settings, batches: usize) -> Option<String> {
+    let Schedule::Cosine { min_lr, .. } = settings.schedule else {
+        return None;
+    };
+    let old = p.horizon?;
+    if old.epochs == settings.epochs {
+        return None;
+    }
+    let now = p.epoch as f64 + p.batch as f64 / batches.max(1) as f64;
+    let new = old.extend(&settings.schedule, now, settings.epochs);
+    let base = match settings.optimizer {
+        Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => lr,
+    };
+    let frac = p.batch as f64 / batches.max(1) as f64;
+    let lr = learning_rate_in(&settings.schedule, base, &new, p.epoch, frac);
+    let mut note = format!(
+        "the cosine schedule planned for {} epochs continues from lr {lr:.3e} and now reaches \
+         min_lr ({min_lr:e}) at the end of epoch {} (on resume the learning rate never jumps \
+         back up)",
+        old.epochs, settings.epochs
+    );
+    if old.progress_at(now) >= 1.0 && settings.epochs > old.epochs {
+        note += "; it had already reached min_lr, so the added epochs train at min_lr: to \
+                 train further at a higher rate, start a new training from these weights \
+                 (--weights)";
+    }
+    Some(note)
 }
