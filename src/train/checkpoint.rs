@@ -48,6 +48,13 @@ pub struct Progress {
     #[serde(default)]
     pub epoch_sums: Option<EpochSums>,
     pub history: Vec<EpochRecord>,
+    /// A verification model's decision threshold, chosen at training time on held-out pairs
+    /// (`netc verify` uses it), in the units of [`crate::verify::score_kind`]: a distance
+    /// between embeddings (`distance <= threshold` ⇒ same) or a learned similarity, the
+    /// sigmoid of the model's logit (`similarity >= threshold` ⇒ same). See
+    /// [`crate::verify::Score::best_threshold`].
+    #[serde(default)]
+    pub threshold: Option<f64>,
 }
 
 /// The sums behind an epoch's training loss and accuracy, over its batches so far.
