@@ -1240,3 +1240,37 @@ fn embed_and_verify_errors() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn pairs_of_embeddings_evaluate_as_distances() {
+    use netc::verify::{evaluate, pair_distances};
+    // Rows: identity 0 near (0, 0), identity 1 near (1, 0); pairs of each kind.
+    let emb = [0.0f32, 0.0, 0.1, 0.0, 1.0, 0.0, 0.9, 0.1];
+    let pairs = [
+        (0, 1, true),
+        (2, 3, true),
+        (0, 2, false),
+        (1, 3, false),
+        (0, 3, false),
+    ];
+    let (score, same) = pair_distances(&emb, 2, &pairs).unwrap();
+    assert_eq!(same, [true, true, false, false, false]);
+    let Score::Distance(d) = &score else { panic!() };
+    for (k, &(i, j, _)) in pairs.iter().enumerate() {
+        assert_eq!(d[k], dist(&emb, 2, i, j));
+    }
+    let v = evaluate(&score, &same).unwrap();
+    assert_eq!((v.accuracy, v.auc), (1.0, 1.0));
+    assert!(d[1] < v.threshold && v.threshold < d[3], "{v:?} {d:?}");
+    assert_eq!(v.threshold, score.best_threshold(&same).unwrap().threshold);
+    let e = pair_distances(&emb, 3, &pairs).unwrap_err();
+    assert!(
+        e.contains("8 embedding values do not divide into rows of 3"),
+        "{e}"
+    );
+    let e = pair_distances(&emb, 2, &[(0, 4, true)]).unwrap_err();
+    assert!(
+        e.contains("pair 0 is (0, 4) but there are 4 embeddings"),
+        "{e}"
+    );
+}

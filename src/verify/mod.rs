@@ -12,7 +12,9 @@ pub mod metrics;
 pub mod mining;
 pub mod sample;
 
-pub use metrics::{Score, ScoreKind, Threshold, best_threshold, roc_auc};
+pub use metrics::{
+    Score, ScoreKind, Threshold, Verification, best_threshold, evaluate, pair_distances, roc_auc,
+};
 pub use mining::{Mining, mine, pairwise_distance};
 pub use sample::{
     IdentitySplit, PkSampler, eval_pairs, open_set, random_triplets, select_identities,
