@@ -7,6 +7,23 @@
 //! accuracy at the best threshold ([`metrics`]), and the node whose value is the embedding of
 //! the first input with how the model compares two images ([`embedding_node`],
 //! [`score_kind`]). Nothing here compiles or runs a model; the trainer and the CLI call these.
+//!
+//! How the pieces fit in verification training:
+//!
+//! - data: [`open_set`] with an [`IdentitySplit`] (`--identities`-style text through
+//!   [`IdentitySplit::parse`], or [`IdentitySplit::default_for`]) gives the training and the
+//!   evaluation datasets;
+//! - triplet models with online mining: each batch of a [`PkSampler`] epoch is run through the
+//!   embedding ([`embedding_node`]; `crate::cut::prefix` cuts the model there), [`mine`] picks
+//!   `[anchor, positive, negative]` within it, and those rows feed the triplet loss; without
+//!   mining, [`random_triplets`] gives the epoch's triplets directly;
+//! - siamese models: pairs for `x1`, `x2` and the `same` target (e.g. [`eval_pairs`] with a
+//!   per-epoch seed);
+//! - evaluation: [`eval_pairs`] on the evaluation identities (a fixed seed), then for distance
+//!   models the embeddings and [`pair_distances`], for a learned similarity
+//!   `Score::Similarity(sigmoid(logit))`, and [`evaluate`]: `verification_accuracy`, `auc`, and
+//!   the threshold to store in the checkpoint (`train::checkpoint::Progress::threshold`, in the
+//!   units `netc verify` prints).
 
 pub mod metrics;
 pub mod mining;
