@@ -1274,3 +1274,48 @@ fn pairs_of_embeddings_evaluate_as_distances() {
         "{e}"
     );
 }
+
+#[test]
+fn every_embedding_and_the_head_after_them() {
+    use netc::verify::embedding_nodes;
+    let g = spec_graph("specs/triplet.net", &[]);
+    let e = embedding_nodes(&g).unwrap();
+    let loss = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::TripletLoss { .. }))
+        .unwrap();
+    assert_eq!(e, loss.inputs);
+    let deps: Vec<Vec<String>> = e.iter().map(|&n| depends_on(&g, n)).collect();
+    assert_eq!(deps, [["anchor"], ["positive"], ["negative"]]);
+
+    let g = spec_graph("specs/siamese.net", &[]);
+    let e = embedding_nodes(&g).unwrap();
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0], embedding_node(&g).unwrap());
+    assert_eq!(depends_on(&g, e[1]), ["x2"]);
+    assert_eq!(g.nodes[e[1]].path, "embed.10");
+    // Cut after both embeddings: the head alone, on two embedding inputs.
+    let head = netc::cut::suffix(&g, &[("e1".into(), e[0]), ("e2".into(), e[1])]).unwrap();
+    let inputs: Vec<(&str, &Vec<usize>)> = head
+        .inputs
+        .iter()
+        .map(|i| (i.name.as_str(), &i.shape))
+        .collect();
+    assert_eq!(inputs, [("e1", &vec![64]), ("e2", &vec![64])]);
+    let used: Vec<&str> = head
+        .nodes
+        .iter()
+        .flat_map(|n| &n.params)
+        .map(|&p| head.params[p].path.as_str())
+        .collect();
+    assert_eq!(used, ["logit.weight", "logit.bias"]);
+
+    let g = str_graph(
+        "block f() { flatten; fc: dense(3) }\n\
+         model c {\n input a: [1, 2, 2]\n input b: [1, 2, 2]\n e = shared f()\n\
+         ea = e(a)\n eb = e(b)\n output ea, eb\n train { loss: contrastive(margin=1) }\n}",
+    );
+    let e = embedding_nodes(&g).unwrap();
+    assert_eq!(e, [g.outputs[0].1, g.outputs[1].1]);
+}

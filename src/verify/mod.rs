@@ -56,6 +56,16 @@ use crate::train_config::Loss;
 ///
 /// Errors name the model and say what netc looks for.
 pub fn embedding_node(lg: &LayerGraph) -> Result<NodeId, String> {
+    find(lg).map(|(n, _)| n[0])
+}
+
+/// Every embedding [`embedding_node`] finds beside the first: the arguments of the
+/// `triplet_loss` (anchor, positive, negative), the outputs under a `triplet`/`contrastive`
+/// loss, or the operands of the join that are the shared module's applications (siamese.net:
+/// `embed(x1)`, `embed(x2)`), the first input's first. Cutting the model after them
+/// (`crate::cut::suffix`) leaves what compares embeddings: siamese.net's similarity head,
+/// which can then train on embeddings computed once.
+pub fn embedding_nodes(lg: &LayerGraph) -> Result<Vec<NodeId>, String> {
     find(lg).map(|(n, _)| n)
 }
 
@@ -68,7 +78,7 @@ pub fn score_kind(lg: &LayerGraph) -> Result<ScoreKind, String> {
     find(lg).map(|(_, k)| k)
 }
 
-fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
+fn find(lg: &LayerGraph) -> Result<(Vec<NodeId>, ScoreKind), String> {
     let not_verification = |why: String| {
         format!(
             "model `{}` is not a verification model: {why}; netc finds the embedding as the \
@@ -88,7 +98,7 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
         .iter()
         .find(|n| matches!(n.op, Op::TripletLoss { .. }))
     {
-        return Ok((n.inputs[0], ScoreKind::Distance));
+        return Ok((n.inputs.clone(), ScoreKind::Distance));
     }
     let comparing = lg
         .train
@@ -103,7 +113,8 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
                 first.name
             )));
         }
-        return Ok((out, ScoreKind::Distance));
+        let outs = lg.outputs.iter().map(|&(_, o)| o).collect();
+        return Ok((outs, ScoreKind::Distance));
     }
     if lg.inputs.len() < 2 {
         return Err(not_verification(format!(
@@ -139,10 +150,17 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
             join.path, lg.nodes[a].path, lg.nodes[b].path
         )));
     }
+    let mut all = vec![a];
+    for &i in &join.inputs {
+        if deps[i].len() == 1 && deps[i][0] != 0 && !all.contains(&i) && same_application(lg, a, i)
+        {
+            all.push(i);
+        }
+    }
     let similarity = matches!(lg.outputs.as_slice(),
         [(_, out)] if lg.nodes[*out].shape == [1] && deps[*out].len() >= 2);
     Ok((
-        a,
+        all,
         if similarity {
             ScoreKind::Similarity
         } else {
