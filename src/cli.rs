@@ -164,6 +164,24 @@ pub enum Command {
         #[command(flatten)]
         args: crate::cli_augment::AugmentArgs,
     },
+    /// Embeddings of images from a verification model (triplet, contrastive, siamese): the
+    /// value its embedding network gives the first input, as an [N, D] .npy.
+    Embed {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_verify::EmbedArgs,
+    },
+    /// Whether two images show the same identity: the distance of their embeddings (or the
+    /// learned similarity) against the threshold chosen at training time.
+    Verify {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_verify::VerifyArgs,
+    },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
         spec: PathBuf,
@@ -442,6 +460,14 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Augment { spec, model, args } => match load(&spec, &model) {
             Ok(s) => crate::cli_augment::augment_cmd(&s, &args),
+            Err(c) => c,
+        },
+        Command::Embed { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_verify::embed_cmd(&s, &args),
+            Err(c) => c,
+        },
+        Command::Verify { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_verify::verify_cmd(&s, &args),
             Err(c) => c,
         },
         Command::Compile {

@@ -13,6 +13,7 @@ pub mod cli_outputs;
 pub mod cli_run;
 pub mod cli_train;
 pub mod cli_values;
+pub mod cli_verify;
 pub mod codegen;
 pub mod cut;
 pub mod data;

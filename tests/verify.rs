@@ -802,3 +802,521 @@ fn models_that_are_not_verification_models() {
         "{e}"
     );
 }
+
+// ---- netc embed / netc verify ----
+
+use netc::io::weights::Weights;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn netc_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("netc runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh directory under the target's temp dir.
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("verify-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Two different 28×28 gray images.
+fn images(dir: &Path) -> (PathBuf, PathBuf) {
+    let a = dir.join("a.png");
+    let b = dir.join("b.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 3) % 256) as u8]))
+        .save(&a)
+        .unwrap();
+    image::GrayImage::from_fn(28, 28, |x, y| {
+        image::Luma([if (x / 4 + y / 4) % 2 == 0 { 230 } else { 20 }])
+    })
+    .save(&b)
+    .unwrap();
+    (a, b)
+}
+
+/// Initial weights of a spec saved to `dir/w.safetensors`; with `threshold`, a checkpoint that
+/// stores it.
+fn weights_file(spec: &str, dir: &Path, threshold: Option<f64>) -> (netc::Spec, Weights, PathBuf) {
+    let s = netc::load_file(spec, &netc::Options::default()).unwrap();
+    let w = Weights::init(&s.graph, 5);
+    let path = dir.join(if threshold.is_some() {
+        "ck.safetensors"
+    } else {
+        "w.safetensors"
+    });
+    let mut meta = std::collections::HashMap::new();
+    if let Some(t) = threshold {
+        let p = netc::train::checkpoint::Progress {
+            threshold: Some(t),
+            ..Default::default()
+        };
+        meta.insert(
+            "netc.progress".to_string(),
+            serde_json::to_string(&p).unwrap(),
+        );
+    }
+    w.save_with(&path, &s.graph, vec![], meta).unwrap();
+    (s, w, path)
+}
+
+/// The reference interpreter's outputs of `lg` on named `[1, ...]` inputs.
+fn oracle(lg: &netc::layer_graph::LayerGraph, w: &Weights, inputs: &[(&str, &Path)]) -> Vec<f32> {
+    let xs: Vec<(String, ndarray::ArrayD<f32>)> = inputs
+        .iter()
+        .map(|(name, p)| {
+            let info = lg.inputs.iter().find(|i| i.name == *name).unwrap();
+            let x = netc::io::image::load_image(p, info).unwrap();
+            (name.to_string(), x.insert_axis(ndarray::Axis(0)))
+        })
+        .collect();
+    let refs: Vec<(&str, ndarray::ArrayD<f32>)> =
+        xs.iter().map(|(n, x)| (n.as_str(), x.clone())).collect();
+    let prims = netc::lower::lower(lg, 1);
+    let out = netc::reference::run::<f32>(&prims, &netc::model::params_f32(w), &refs).unwrap();
+    out[0].iter().copied().collect()
+}
+
+#[test]
+fn embed_writes_the_embeddings_of_the_first_input() {
+    let dir = tmp("embed");
+    let (a, b) = images(&dir);
+    let (s, w, wpath) = weights_file("specs/triplet.net", &dir, None);
+    let out = dir.join("emb.npy");
+    let o = netc_cli(&[
+        "embed",
+        "specs/triplet.net",
+        "--weights",
+        wpath.to_str().unwrap(),
+        "--input",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("3 embeddings of 64 values, of input `anchor`"),
+        "{}",
+        text(&o.stdout)
+    );
+    let e = netc::io::npy::read_f32(&out).unwrap();
+    assert_eq!(e.shape(), [3, 64]);
+    let rows: Vec<Vec<f32>> = e
+        .outer_iter()
+        .map(|r| r.iter().copied().collect())
+        .collect();
+    assert_eq!(rows[0], rows[2]);
+    assert_ne!(rows[0], rows[1]);
+    // The embedding as the oracle computes it on the cut graph.
+    let node = embedding_node(&s.graph).unwrap();
+    let lg = netc::cut::prefix(&s.graph, &[("embedding".into(), node)]).unwrap();
+    for (row, img) in [(&rows[0], &a), (&rows[1], &b)] {
+        let want = oracle(&lg, &w, &[("anchor", img)]);
+        let err = row
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 1e-5, "max error {err}");
+        let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "l2-normalized: {norm}");
+    }
+    // More images than one batch, and a siamese model: its embedding has 64 values too.
+    let many: Vec<String> = (0..70)
+        .map(|i| if i % 3 == 0 { &b } else { &a })
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect();
+    let (_, _, spath) = weights_file("specs/siamese.net", &dir, None);
+    let mut args = vec![
+        "embed",
+        "specs/siamese.net",
+        "--weights",
+        spath.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--input",
+    ];
+    args.extend(many.iter().map(|s| s.as_str()));
+    let o = netc_cli(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let e = netc::io::npy::read_f32(&out).unwrap();
+    assert_eq!(e.shape(), [70, 64]);
+    let rows: Vec<Vec<f32>> = e
+        .outer_iter()
+        .map(|r| r.iter().copied().collect())
+        .collect();
+    assert_eq!(
+        rows[0], rows[66],
+        "the same image in the first and the padded last batch"
+    );
+    assert_eq!(rows[1], rows[68]);
+    assert_ne!(rows[0], rows[1]);
+}
+
+#[test]
+fn verify_a_distance_model() {
+    let dir = tmp("verify-distance");
+    let (a, b) = images(&dir);
+    let (s, w, wpath) = weights_file("specs/triplet.net", &dir, None);
+    let (wp, ap, bp) = (
+        wpath.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    );
+    // The same image twice: distance ~0 (1e-6 per component), same at any positive threshold.
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        ap,
+        "--weights",
+        wp,
+        "--threshold",
+        "0.001",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with("distance: 0.000008 (threshold 0.001 from --threshold"),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some("same"));
+    // Two images: the distance of their embeddings, as the oracle gives them.
+    let node = embedding_node(&s.graph).unwrap();
+    let lg = netc::cut::prefix(&s.graph, &[("embedding".into(), node)]).unwrap();
+    let (ea, eb) = (
+        oracle(&lg, &w, &[("anchor", &a)]),
+        oracle(&lg, &w, &[("anchor", &b)]),
+    );
+    let d = pairwise_distance(&ea, &eb);
+    assert!(d > 0.01, "{d}");
+    for (t, want) in [(d / 2.0, "different"), (d * 2.0, "same")] {
+        let ts = t.to_string();
+        let o = netc_cli(&[
+            "verify",
+            "specs/triplet.net",
+            ap,
+            bp,
+            "--weights",
+            wp,
+            "--threshold",
+            &ts,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let out = text(&o.stdout);
+        let got: f64 = out
+            .strip_prefix("distance: ")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((got - d).abs() < 1e-5, "{got} vs {d}");
+        assert_eq!(out.lines().last(), Some(want), "{out}");
+    }
+    // No threshold: a usage error that says what to pass.
+    let o = netc_cli(&["verify", "specs/triplet.net", ap, bp, "--weights", wp]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("stores no decision threshold")
+            && err.contains("pass --threshold T: pairs whose embeddings are at most T apart"),
+        "{err}"
+    );
+    // The threshold stored in a checkpoint.
+    let (_, _, ck) = weights_file("specs/triplet.net", &dir, Some(d * 2.0));
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        bp,
+        "--weights",
+        ck.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("from the checkpoint"), "{out}");
+    assert_eq!(out.lines().last(), Some("same"));
+}
+
+#[test]
+fn verify_a_learned_similarity() {
+    let dir = tmp("verify-similarity");
+    let (a, b) = images(&dir);
+    let (s, w, wpath) = weights_file("specs/siamese.net", &dir, None);
+    let (wp, ap, bp) = (
+        wpath.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    );
+    for (x, y) in [(&a, &b), (&a, &a)] {
+        let logit = oracle(&s.graph, &w, &[("x1", x), ("x2", y)])[0] as f64;
+        let want = 1.0 / (1.0 + (-logit).exp());
+        let o = netc_cli(&[
+            "verify",
+            "specs/siamese.net",
+            x.to_str().unwrap(),
+            y.to_str().unwrap(),
+            "--weights",
+            wp,
+            "--threshold",
+            &want.to_string(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let out = text(&o.stdout);
+        let got: f64 = out
+            .strip_prefix("similarity: ")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert!(out.contains("same when ≥"), "{out}");
+    }
+    let o = netc_cli(&[
+        "verify",
+        "specs/siamese.net",
+        ap,
+        bp,
+        "--weights",
+        wp,
+        "--threshold",
+        "1.5",
+    ]);
+    assert_eq!(text(&o.stdout).lines().last(), Some("different"));
+    let o = netc_cli(&[
+        "verify",
+        "specs/siamese.net",
+        ap,
+        bp,
+        "--weights",
+        wp,
+        "--threshold",
+        "-0.5",
+    ]);
+    assert_eq!(text(&o.stdout).lines().last(), Some("same"));
+    let o = netc_cli(&["verify", "specs/siamese.net", ap, bp, "--weights", wp]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("similarity (0 to 1) is at least T"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn embed_and_verify_errors() {
+    let dir = tmp("verify-errors");
+    let (a, b) = images(&dir);
+    let (_, _, wpath) = weights_file("specs/triplet.net", &dir, None);
+    let (wp, ap, bp) = (
+        wpath.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    );
+    let out = dir.join("e.npy");
+    // Not a verification model.
+    let o = netc_cli(&[
+        "embed",
+        "specs/lenet5.net",
+        "--weights",
+        wp,
+        "--input",
+        ap,
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("model `lenet5` is not a verification model"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!out.exists());
+    // An array of the wrong shape.
+    let bad = dir.join("bad.npy");
+    netc::io::npy::write_f32(&bad, &ndarray::ArrayD::zeros(ndarray::IxDyn(&[3, 28, 28]))).unwrap();
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        bad.to_str().unwrap(),
+        "--weights",
+        wp,
+        "--threshold",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("does not fit the model's input `anchor` [1, 28, 28]"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A batch of two where one image is expected.
+    let two = dir.join("two.npy");
+    netc::io::npy::write_f32(
+        &two,
+        &ndarray::ArrayD::zeros(ndarray::IxDyn(&[2, 1, 28, 28])),
+    )
+    .unwrap();
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        two.to_str().unwrap(),
+        "--weights",
+        wp,
+        "--threshold",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("holds 2 images; verify compares one image with another"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Weights of another model.
+    let (_, _, lenet_w) = weights_file("specs/lenet5.net", &dir, None);
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        bp,
+        "--weights",
+        lenet_w.to_str().unwrap(),
+        "--threshold",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: ") && !err.contains("error: error:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the weights do not fit model `triplet`"),
+        "{err}"
+    );
+    // Usage: one image, no weights, a threshold that is not a number.
+    assert_eq!(
+        netc_cli(&["verify", "specs/triplet.net", ap, "--weights", wp])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        netc_cli(&["verify", "specs/triplet.net", ap, bp])
+            .status
+            .code(),
+        Some(2)
+    );
+    let o = netc_cli(&[
+        "verify",
+        "specs/triplet.net",
+        ap,
+        bp,
+        "--weights",
+        wp,
+        "--threshold",
+        "nan",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("not a finite number"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn pairs_of_embeddings_evaluate_as_distances() {
+    use netc::verify::{evaluate, pair_distances};
+    // Rows: identity 0 near (0, 0), identity 1 near (1, 0); pairs of each kind.
+    let emb = [0.0f32, 0.0, 0.1, 0.0, 1.0, 0.0, 0.9, 0.1];
+    let pairs = [
+        (0, 1, true),
+        (2, 3, true),
+        (0, 2, false),
+        (1, 3, false),
+        (0, 3, false),
+    ];
+    let (score, same) = pair_distances(&emb, 2, &pairs).unwrap();
+    assert_eq!(same, [true, true, false, false, false]);
+    let Score::Distance(d) = &score else { panic!() };
+    for (k, &(i, j, _)) in pairs.iter().enumerate() {
+        assert_eq!(d[k], dist(&emb, 2, i, j));
+    }
+    let v = evaluate(&score, &same).unwrap();
+    assert_eq!((v.accuracy, v.auc), (1.0, 1.0));
+    assert!(d[1] < v.threshold && v.threshold < d[3], "{v:?} {d:?}");
+    assert_eq!(v.threshold, score.best_threshold(&same).unwrap().threshold);
+    let e = pair_distances(&emb, 3, &pairs).unwrap_err();
+    assert!(
+        e.contains("8 embedding values do not divide into rows of 3"),
+        "{e}"
+    );
+    let e = pair_distances(&emb, 2, &[(0, 4, true)]).unwrap_err();
+    assert!(
+        e.contains("pair 0 is (0, 4) but there are 4 embeddings"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_embedding_and_the_head_after_them() {
+    use netc::verify::embedding_nodes;
+    let g = spec_graph("specs/triplet.net", &[]);
+    let e = embedding_nodes(&g).unwrap();
+    let loss = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::TripletLoss { .. }))
+        .unwrap();
+    assert_eq!(e, loss.inputs);
+    let deps: Vec<Vec<String>> = e.iter().map(|&n| depends_on(&g, n)).collect();
+    assert_eq!(deps, [["anchor"], ["positive"], ["negative"]]);
+
+    let g = spec_graph("specs/siamese.net", &[]);
+    let e = embedding_nodes(&g).unwrap();
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0], embedding_node(&g).unwrap());
+    assert_eq!(depends_on(&g, e[1]), ["x2"]);
+    assert_eq!(g.nodes[e[1]].path, "embed.10");
+    // Cut after both embeddings: the head alone, on two embedding inputs.
+    let head = netc::cut::suffix(&g, &[("e1".into(), e[0]), ("e2".into(), e[1])]).unwrap();
+    let inputs: Vec<(&str, &Vec<usize>)> = head
+        .inputs
+        .iter()
+        .map(|i| (i.name.as_str(), &i.shape))
+        .collect();
+    assert_eq!(inputs, [("e1", &vec![64]), ("e2", &vec![64])]);
+    let used: Vec<&str> = head
+        .nodes
+        .iter()
+        .flat_map(|n| &n.params)
+        .map(|&p| head.params[p].path.as_str())
+        .collect();
+    assert_eq!(used, ["logit.weight", "logit.bias"]);
+
+    let g = str_graph(
+        "block f() { flatten; fc: dense(3) }\n\
+         model c {\n input a: [1, 2, 2]\n input b: [1, 2, 2]\n e = shared f()\n\
+         ea = e(a)\n eb = e(b)\n output ea, eb\n train { loss: contrastive(margin=1) }\n}",
+    );
+    let e = embedding_nodes(&g).unwrap();
+    assert_eq!(e, [g.outputs[0].1, g.outputs[1].1]);
+}

@@ -227,3 +227,55 @@ fn above(max: f64) -> f64 {
     let t = max + 1.0;
     if t > max { t } else { max.next_up() }
 }
+
+/// What verification evaluation reports: the accuracy at the best threshold, that threshold
+/// (in the score's own units, as [`Score::best_threshold`]) and the ROC AUC. The training
+/// JSON's keys for them are `verification_accuracy`, `threshold` and `auc`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verification {
+    pub accuracy: f64,
+    pub threshold: f64,
+    pub auc: f64,
+}
+
+/// Evaluates scored pairs: [`Score::best_threshold`] and [`Score::roc_auc`] at once.
+pub fn evaluate(score: &Score, same: &[bool]) -> Result<Verification, String> {
+    let t = score.best_threshold(same)?;
+    Ok(Verification {
+        accuracy: t.accuracy,
+        threshold: t.threshold,
+        auc: score.roc_auc(same)?,
+    })
+}
+
+/// The distances (`pairwise_distance`, as the triplet loss measures them) of evaluation pairs
+/// `(i, j, same)` whose samples' embeddings are the rows of `embeddings` (`rows × dim`,
+/// row-major), and the pairs' labels. Errors: `dim` is 0 or does not divide the embeddings,
+/// or a pair indexes a row that does not exist.
+pub fn pair_distances(
+    embeddings: &[f32],
+    dim: usize,
+    pairs: &[(usize, usize, bool)],
+) -> Result<(Score, Vec<bool>), String> {
+    if dim == 0 || !embeddings.len().is_multiple_of(dim) {
+        return Err(format!(
+            "{} embedding values do not divide into rows of {dim}",
+            embeddings.len()
+        ));
+    }
+    let rows = embeddings.len() / dim;
+    let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
+    let mut d = Vec::with_capacity(pairs.len());
+    for (k, &(i, j, _)) in pairs.iter().enumerate() {
+        if i >= rows || j >= rows {
+            return Err(format!(
+                "pair {k} is ({i}, {j}) but there are {rows} embeddings"
+            ));
+        }
+        d.push(super::mining::pairwise_distance(row(i), row(j)));
+    }
+    Ok((
+        Score::Distance(d),
+        pairs.iter().map(|&(_, _, s)| s).collect(),
+    ))
+}

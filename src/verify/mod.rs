@@ -7,12 +7,31 @@
 //! accuracy at the best threshold ([`metrics`]), and the node whose value is the embedding of
 //! the first input with how the model compares two images ([`embedding_node`],
 //! [`score_kind`]). Nothing here compiles or runs a model; the trainer and the CLI call these.
+//!
+//! How the pieces fit in verification training:
+//!
+//! - data: [`open_set`] with an [`IdentitySplit`] (`--identities`-style text through
+//!   [`IdentitySplit::parse`], or [`IdentitySplit::default_for`]) gives the training and the
+//!   evaluation datasets;
+//! - triplet models with online mining: each batch of a [`PkSampler`] epoch is run through the
+//!   embedding ([`embedding_node`]; `crate::cut::prefix` cuts the model there), [`mine`] picks
+//!   `[anchor, positive, negative]` within it, and those rows feed the triplet loss; without
+//!   mining, [`random_triplets`] gives the epoch's triplets directly;
+//! - siamese models: pairs for `x1`, `x2` and the `same` target (e.g. [`eval_pairs`] with a
+//!   per-epoch seed);
+//! - evaluation: [`eval_pairs`] on the evaluation identities (a fixed seed), then for distance
+//!   models the embeddings and [`pair_distances`], for a learned similarity
+//!   `Score::Similarity(sigmoid(logit))`, and [`evaluate`]: `verification_accuracy`, `auc`, and
+//!   the threshold to store in the checkpoint (`train::checkpoint::Progress::threshold`, in the
+//!   units `netc verify` prints).
 
 pub mod metrics;
 pub mod mining;
 pub mod sample;
 
-pub use metrics::{Score, ScoreKind, Threshold, best_threshold, roc_auc};
+pub use metrics::{
+    Score, ScoreKind, Threshold, Verification, best_threshold, evaluate, pair_distances, roc_auc,
+};
 pub use mining::{Mining, mine, pairwise_distance};
 pub use sample::{
     IdentitySplit, PkSampler, eval_pairs, open_set, random_triplets, select_identities,
@@ -37,6 +56,16 @@ use crate::train_config::Loss;
 ///
 /// Errors name the model and say what netc looks for.
 pub fn embedding_node(lg: &LayerGraph) -> Result<NodeId, String> {
+    find(lg).map(|(n, _)| n[0])
+}
+
+/// Every embedding [`embedding_node`] finds beside the first: the arguments of the
+/// `triplet_loss` (anchor, positive, negative), the outputs under a `triplet`/`contrastive`
+/// loss, or the operands of the join that are the shared module's applications (siamese.net:
+/// `embed(x1)`, `embed(x2)`), the first input's first. Cutting the model after them
+/// (`crate::cut::suffix`) leaves what compares embeddings: siamese.net's similarity head,
+/// which can then train on embeddings computed once.
+pub fn embedding_nodes(lg: &LayerGraph) -> Result<Vec<NodeId>, String> {
     find(lg).map(|(n, _)| n)
 }
 
@@ -49,7 +78,7 @@ pub fn score_kind(lg: &LayerGraph) -> Result<ScoreKind, String> {
     find(lg).map(|(_, k)| k)
 }
 
-fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
+fn find(lg: &LayerGraph) -> Result<(Vec<NodeId>, ScoreKind), String> {
     let not_verification = |why: String| {
         format!(
             "model `{}` is not a verification model: {why}; netc finds the embedding as the \
@@ -69,7 +98,7 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
         .iter()
         .find(|n| matches!(n.op, Op::TripletLoss { .. }))
     {
-        return Ok((n.inputs[0], ScoreKind::Distance));
+        return Ok((n.inputs.clone(), ScoreKind::Distance));
     }
     let objective = crate::train::graph::objective_of(lg);
     let comparing = objective
@@ -88,7 +117,8 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
                 first.name
             )));
         }
-        return Ok((out, ScoreKind::Distance));
+        let outs = lg.outputs.iter().map(|&(_, o)| o).collect();
+        return Ok((outs, ScoreKind::Distance));
     }
     if lg.inputs.len() < 2 {
         return Err(not_verification(format!(
@@ -124,10 +154,17 @@ fn find(lg: &LayerGraph) -> Result<(NodeId, ScoreKind), String> {
             join.path, lg.nodes[a].path, lg.nodes[b].path
         )));
     }
+    let mut all = vec![a];
+    for &i in &join.inputs {
+        if deps[i].len() == 1 && deps[i][0] != 0 && !all.contains(&i) && same_application(lg, a, i)
+        {
+            all.push(i);
+        }
+    }
     let similarity = matches!(lg.outputs.as_slice(),
         [(_, out)] if lg.nodes[*out].shape == [1] && deps[*out].len() >= 2);
     Ok((
-        a,
+        all,
         if similarity {
             ScoreKind::Similarity
         } else {

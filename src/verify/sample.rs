@@ -30,7 +30,7 @@ const TAG_TRIPLET: u64 = 0x5645_5249_4654_5231; // "VERIFTR1"
 const TAG_PAIRS: u64 = 0x5645_5249_4650_5231; // "VERIFPR1"
 
 /// The most evaluation pairs of each kind [`eval_pairs`] makes.
-pub const MAX_PAIRS: usize = 1 << 24;
+pub const MAX_PAIRS: usize = 1 << 20;
 
 /// Which identities train and which evaluate. Both lists are sorted, without duplicates, and
 /// disjoint.
