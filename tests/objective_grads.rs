@@ -4,17 +4,19 @@
 //! `.net`, whose `loss:` is the objective) and a `.safetensors` of parameters, inputs, targets,
 //! and PyTorch's loss and gradients (float64, rounded to f32). netc builds the training graph of
 //! the spec's own objective and runs it through the compiled executable (f32) and the reference
-//! interpreter (f64); the loss and every parameter gradient must match within 1e-4.
+//! interpreter (f64), and steps the library's `Trainer` once; the loss, every parameter
+//! gradient and every updated batchnorm running statistic must match within 1e-4.
 
 use std::collections::{BTreeSet, HashMap};
 
 use ndarray::{ArrayD, IxDyn};
+use netc::io::weights::{Value, Weights};
 use netc::layer_graph::ParamKind;
 use netc::model::jit;
 use netc::runtime::Executable;
 use netc::train::graph::objective_of;
-use netc::train::{TrainGraph, build};
-use netc::train_config::Objective;
+use netc::train::{TrainGraph, Trainer, build};
+use netc::train_config::{Objective, Optimizer};
 use netc::{Options, load_file};
 
 const DIR: &str = "tests/data/objectives";
@@ -56,11 +58,11 @@ fn rel_err(got: &ArrayD<f64>, want: &ArrayD<f64>) -> f64 {
     (num / den.max(1e-300)).sqrt()
 }
 
-/// The f32 tensors of a safetensors file (as f64), and the names of its i64 ones.
-fn tensors(path: &str) -> (HashMap<String, ArrayD<f64>>, BTreeSet<String>) {
+/// The f32 tensors of a safetensors file (as f64), and its i64 scalars.
+fn tensors(path: &str) -> (HashMap<String, ArrayD<f64>>, HashMap<String, i64>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let (mut f, mut ints) = (HashMap::new(), BTreeSet::new());
+    let (mut f, mut ints) = (HashMap::new(), HashMap::new());
     for (name, t) in st.tensors() {
         match t.dtype() {
             safetensors::Dtype::F32 => {
@@ -71,8 +73,9 @@ fn tensors(path: &str) -> (HashMap<String, ArrayD<f64>>, BTreeSet<String>) {
                     .collect();
                 f.insert(name, ArrayD::from_shape_vec(IxDyn(t.shape()), v).unwrap());
             }
-            safetensors::Dtype::I64 => {
-                ints.insert(name);
+            safetensors::Dtype::I64 if t.shape().is_empty() => {
+                let b: [u8; 8] = t.data().try_into().unwrap();
+                ints.insert(name, i64::from_le_bytes(b));
             }
             other => panic!("{path}: {name} has dtype {other:?}"),
         }
@@ -86,6 +89,8 @@ struct Case {
     lg: netc::layer_graph::LayerGraph,
     objective: Objective,
     params: Vec<ArrayD<f64>>,
+    /// PyTorch's `num_batches_tracked` after the step, by buffer path.
+    counts: HashMap<String, i64>,
     feeds: Vec<(String, ArrayD<f64>)>,
     want: HashMap<String, ArrayD<f64>>,
 }
@@ -106,7 +111,7 @@ fn load(name: &'static str) -> Case {
             used.insert(key.clone());
             if p.kind == ParamKind::NumBatchesTracked {
                 // An i64 counter: the graph never reads it (as `model::params_f32`).
-                assert!(ints.contains(&key), "{name}: no {key}");
+                assert!(ints.contains_key(&key), "{name}: no {key}");
                 return ArrayD::zeros(IxDyn(&[0]));
             }
             let v = t
@@ -119,7 +124,7 @@ fn load(name: &'static str) -> Case {
         .collect();
     let stored: BTreeSet<String> = t
         .keys()
-        .chain(&ints)
+        .chain(ints.keys())
         .filter(|k| k.starts_with("param/"))
         .cloned()
         .collect();
@@ -136,7 +141,7 @@ fn load(name: &'static str) -> Case {
         .collect();
     let want = t
         .iter()
-        .filter(|(k, _)| *k == "loss" || k.starts_with("grad/") || k.starts_with("target/"))
+        .filter(|(k, _)| k.as_str() == "loss" || k.contains('/') && !k.starts_with("param/"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect::<HashMap<_, _>>();
     let targets: BTreeSet<&str> = want
@@ -148,11 +153,16 @@ fn load(name: &'static str) -> Case {
             .iter()
             .map(|k| (k.to_string(), want[&format!("target/{k}")].clone())),
     );
+    let counts = ints
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("batches/")?.to_string(), *v)))
+        .collect();
     Case {
         name,
         lg,
         objective,
         params,
+        counts,
         feeds,
         want,
     }
@@ -216,8 +226,9 @@ impl Case {
             .collect()
     }
 
-    /// The relative error of the loss and of every gradient (by parameter path), after
-    /// checking that netc and PyTorch differentiate the same parameters.
+    /// The relative error of the loss, of every gradient (by parameter path) and of every
+    /// updated running statistic, after checking that netc and PyTorch differentiate the same
+    /// parameters and update the same statistics.
     ///
     /// Some gradients are exactly zero in exact arithmetic: the bias of the last layer of an
     /// embedding that a triplet or contrastive loss only ever sees in differences `f(a) - f(p)`.
@@ -263,6 +274,18 @@ impl Case {
             } else {
                 errs.push((path.clone(), rel_err(&got[out], want)));
             }
+        }
+        // The running statistics of every batchnorm the step updates (in training mode).
+        let netc_stats: BTreeSet<String> = tg.stats.iter().map(|(_, n)| n.clone()).collect();
+        let torch_stats: BTreeSet<String> = self
+            .want
+            .keys()
+            .filter_map(|k| k.strip_prefix("stat/").map(String::from))
+            .collect();
+        assert_eq!(netc_stats, torch_stats, "{}: running statistics", self.name);
+        for (_, out) in &tg.stats {
+            let e = rel_err(&got[out], &self.want[&format!("stat/{out}")]);
+            errs.push((out.clone(), e));
         }
         errs
     }
@@ -323,4 +346,84 @@ fn a_wrong_weight_on_any_term_is_caught() {
             );
         }
     }
+}
+
+/// The same through the library's `Trainer` (named feeds, one SGD step): its loss and the
+/// step's gradients match PyTorch, and the batchnorm state it keeps is PyTorch's after the
+/// step, a shared batchnorm (the siamese case's, applied to both inputs) included: running
+/// statistics updated once per application, each from the one before, and
+/// `num_batches_tracked` counting applications.
+#[test]
+fn the_trainer_steps_on_every_objective_as_pytorch() {
+    let (mut checked, mut counters) = (0, 0);
+    for name in CASES {
+        let c = load(name);
+        let values =
+            c.lg.params
+                .iter()
+                .zip(&c.params)
+                .map(|(p, v)| match p.kind {
+                    ParamKind::NumBatchesTracked => Value::I64(ArrayD::zeros(IxDyn(&p.shape))),
+                    _ => Value::F32(v.mapv(|x| x as f32)),
+                })
+                .collect();
+        let sgd = Optimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let mut tr = Trainer::new(
+            &c.lg,
+            Weights { values },
+            c.batch(),
+            c.objective.clone(),
+            sgd,
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let feeds32: Vec<(&str, Vec<f32>)> = c
+            .feeds
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.iter().map(|&v| v as f32).collect()))
+            .collect();
+        let feeds: Vec<(&str, &[f32])> = feeds32.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let loss = tr
+            .step_feed(&feeds, 0.1)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let want = c.want["loss"].iter().next().copied().unwrap();
+        let e = (loss as f64 - want).abs() / want.abs();
+        assert!(e <= TOL, "{name}: trainer loss {loss} vs {want}");
+        let tg = tr.graph().clone();
+        let mut got: HashMap<String, ArrayD<f64>> = HashMap::new();
+        got.insert("loss".into(), ArrayD::from_elem(IxDyn(&[1]), loss as f64));
+        for (i, out) in &tg.grads {
+            let shape = &c.lg.params[*i].shape;
+            let v: Vec<f64> = tr.output(out).unwrap().iter().map(|&x| x as f64).collect();
+            got.insert(
+                out.clone(),
+                ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(),
+            );
+        }
+        // The running statistics as the trainer keeps them after the step.
+        let after = tr.weights();
+        for (i, out) in &tg.stats {
+            let v = after.values[*i].as_f32().unwrap().mapv(f64::from);
+            got.insert(out.clone(), v);
+        }
+        for (what, e) in c.errors(&tg, &got) {
+            assert!(e <= TOL, "{name} (trainer): {what}: relative error {e:.2e}");
+            checked += 1;
+        }
+        for (i, p) in c.lg.params.iter().enumerate() {
+            if p.kind == ParamKind::NumBatchesTracked {
+                let want = c.counts[&p.path];
+                let got = after.values[i].as_i64().unwrap().iter().next().copied();
+                assert_eq!(got, Some(want), "{name}: {}", p.path);
+                counters += 1;
+            }
+        }
+    }
+    println!("trainer: {checked} tensors and {counters} batch counters match PyTorch");
 }

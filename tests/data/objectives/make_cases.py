@@ -13,6 +13,8 @@ objective under test) and `<case>.safetensors` holding
     target/<name>    the objective's target inputs (`targets:<output>`, `same`), named as netc's
                      `Term::target_input` names them; cross-entropy targets are one-hot [N, K]
     loss             the objective's value, shape [1]
+    stat/<path>      a batchnorm's running statistics after the forward pass (training mode)
+    batches/<path>   its num_batches_tracked after it (the number of applications)
     grad/<path>      d loss / d parameter, by torch.autograd, for every trainable parameter the
                      objective reaches (a head no term reads has none)
 
@@ -39,7 +41,8 @@ class Case:
         self.name = name
         self.gen = torch.Generator().manual_seed(seed)
         self.params = {}  # path -> f64 tensor (trainable ones require grad)
-        self.buffers = {}  # path -> tensor
+        self.buffers = {}  # path -> tensor, updated by the forward pass
+        self.initial = {}  # path -> the running statistics before it
         self.inputs = {}
         self.targets = {}
 
@@ -90,10 +93,15 @@ class Case:
             self.buffers[f"{name}.running_mean"] = torch.zeros(c, dtype=torch.float64)
             self.buffers[f"{name}.running_var"] = torch.ones(c, dtype=torch.float64)
             self.buffers[f"{name}.num_batches_tracked"] = torch.zeros((), dtype=torch.int64)
+            self.initial[f"{name}.running_mean"] = torch.zeros(c, dtype=torch.float64)
+            self.initial[f"{name}.running_var"] = torch.ones(c, dtype=torch.float64)
+        # PyTorch updates the buffers in place, once per application: a batchnorm applied to
+        # two inputs (in a shared embedding) updates them twice, the second from the first.
+        self.buffers[f"{name}.num_batches_tracked"] += 1
         return F.batch_norm(
             x,
-            self.buffers[f"{name}.running_mean"].clone(),
-            self.buffers[f"{name}.running_var"].clone(),
+            self.buffers[f"{name}.running_mean"],
+            self.buffers[f"{name}.running_var"],
             self.params[f"{name}.weight"],
             self.params[f"{name}.bias"],
             training=True,
@@ -120,8 +128,15 @@ class Case:
     def save(self, spec, loss):
         grads = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
         tensors = {}
-        for path, t in {**self.params, **self.buffers}.items():
+        for path, t in self.params.items():
             tensors[f"param/{path}"] = t.detach().clone()
+        for path, t in self.buffers.items():
+            if path.endswith("num_batches_tracked"):
+                tensors[f"param/{path}"] = torch.zeros((), dtype=torch.int64)
+                tensors[f"batches/{path}"] = t.clone()
+            else:
+                tensors[f"param/{path}"] = self.initial[path]
+                tensors[f"stat/{path}"] = t.clone()
         for k, t in self.inputs.items():
             tensors[f"input/{k}"] = t
         for k, t in self.targets.items():
