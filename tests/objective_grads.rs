@@ -22,7 +22,7 @@ use netc::{Options, load_file};
 const DIR: &str = "tests/data/objectives";
 
 /// Every case `make_cases.py` writes: each loss alone, then weighted combinations.
-const CASES: [&str; 15] = [
+const CASES: [&str; 17] = [
     "cross_entropy",
     "ce_smoothing",
     "ce_fcn",
@@ -36,12 +36,21 @@ const CASES: [&str; 15] = [
     "value",
     "cls_box",
     "three_terms",
+    "shared_target",
+    "style_content",
     "gatys",
     "siamese",
 ];
 
 /// The cases whose objective has several terms.
-const COMBINATIONS: [&str; 4] = ["cls_box", "three_terms", "gatys", "siamese"];
+const COMBINATIONS: [&str; 6] = [
+    "cls_box",
+    "three_terms",
+    "shared_target",
+    "style_content",
+    "gatys",
+    "siamese",
+];
 
 /// The error bound, relative (see [`rel_err`]).
 const TOL: f64 = 1e-4;
@@ -426,4 +435,38 @@ fn the_trainer_steps_on_every_objective_as_pytorch() {
         }
     }
     println!("trainer: {checked} tensors and {counters} batch counters match PyTorch");
+}
+
+/// Two terms on one output share its targets when they need the same shape (the stored case
+/// `shared_target`: `mse(output=box) + 0.5 * l1(output=box)`, one input `targets:box`); style
+/// and content on one output need different ones, and the error says how to give them both.
+#[test]
+fn terms_on_one_output_share_its_targets_or_say_how_not_to() {
+    let c = load("shared_target");
+    assert_eq!(
+        c.graph(&c.objective).target_inputs,
+        ["targets:cls", "targets:box"]
+    );
+
+    let src = "model m {\n input x: [3, 6, 6]\n c: conv(4, 3)\n f = relu\n output f\n \
+               train { loss: content(output=f) + 10 * style(output=f) }\n}\n";
+    let lg = netc::load_str("m.net", src, &Options::default())
+        .unwrap()
+        .graph;
+    let err = build(&lg, 2, &objective_of(&lg)).unwrap_err();
+    assert!(
+        err.contains("the `10 * style(output=f)` loss and an earlier term on the output `f`")
+            && err.contains("([2, 4, 4] and [2, 4, 4, 4])")
+            && err.contains("`f_copy = f |> identity`, `output f_copy`"),
+        "{err}"
+    );
+    // What it suggests works.
+    let fixed = src
+        .replace("output f\n", "f_copy = f |> identity\n output f, f_copy\n")
+        .replace("content(output=f)", "content(output=f_copy)");
+    let lg = netc::load_str("m.net", &fixed, &Options::default())
+        .unwrap()
+        .graph;
+    let tg = build(&lg, 2, &objective_of(&lg)).unwrap();
+    assert_eq!(tg.target_inputs, ["targets:f_copy", "targets:f"]);
 }

@@ -252,6 +252,11 @@ def cls_box(c, o, t):
     return ce(0.0)(c, o, t) + 5 * mse(c, o, t)
 
 
+def shared_target(c, o, t):
+    # mse and l1 on one output read the same targets (netc's one input `targets:box`).
+    return ce(0.0)(c, o, t) + mse(c, o, t) + 0.5 * l1(c, o, t)
+
+
 def three_terms(c, o, t):
     lam = 0.3
     return 0.5 * ce(0.05)(c, o, t) + l1(c, o, t) * 2 + lam * 4 * bce(c, o, t)
@@ -413,6 +418,34 @@ def gatys(c, o):
     return content(c, o) + 1000 * s1 + 500 * s2
 
 
+# Style and content at one layer (as Johnson et al.'s perceptual losses at relu2_2): the content
+# term reads a copy of the output (`identity`), whose targets are its own input.
+ONE_LAYER = """
+// Style and content at the same layer: content on a copy of the output, which takes its own
+// targets (netc's inputs `targets:f2` and `targets:f2c`).
+model one_layer {
+  input x: [3, 6, 6]
+  conv1: conv(4, 3, pad=1)
+  relu
+  conv2: conv(5, 3, pad=1)
+  f2 = relu
+  f2c = f2 |> identity
+  output f2, f2c
+  train { loss: 100 * style(output=f2) + content(output=f2c) }
+}
+"""
+
+
+def one_layer():
+    c = Case("style_content", 12)
+    x = c.input("x", 3, 6, 6)
+    f1 = F.relu(c.conv("conv1", x, 4, 3, pad=1))
+    f2 = F.relu(c.conv("conv2", f1, 5, 3, pad=1))
+    s = F.mse_loss(gram(f2), style_target(c, "f2"))
+    ct = F.mse_loss(f2, c.target("targets:f2c", c.rand(N, 5, 6, 6).abs()))
+    c.save(ONE_LAYER, 100 * s + ct)
+
+
 SIAMESE = """
 // A siamese pair model: a shared embedding with batchnorm (training mode, batch statistics
 // per application), a head on |e1 - e2| to one logit; contrastive on the embeddings plus
@@ -471,6 +504,9 @@ def main():
           "lam * 4 * bce_with_logits(output=tags)",
           "Three weighted terms (one weight an expression of a model parameter), batchnorm in "
           "training mode.", three_terms, bn=True)
+    heads("shared_target", 13, "cross_entropy(output=cls) + mse(output=box) + 0.5 * l1(output=box)",
+          "Two terms on one output share its targets.", shared_target)
+    one_layer()
     features("gatys", 10, "content(output=f3) + 1000 * style(output=f1) + 500 * style(output=f2)",
              "Gatys' weighted sum: content at one layer, style at two others.", gatys)
     siamese()
