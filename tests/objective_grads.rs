@@ -22,7 +22,7 @@ use netc::{Options, load_file};
 const DIR: &str = "tests/data/objectives";
 
 /// Every case `make_cases.py` writes: each loss alone, then weighted combinations.
-const CASES: [&str; 17] = [
+const CASES: [&str; 18] = [
     "cross_entropy",
     "ce_smoothing",
     "ce_fcn",
@@ -38,16 +38,18 @@ const CASES: [&str; 17] = [
     "three_terms",
     "shared_target",
     "style_content",
+    "value_weighted",
     "gatys",
     "siamese",
 ];
 
 /// The cases whose objective has several terms.
-const COMBINATIONS: [&str; 6] = [
+const COMBINATIONS: [&str; 7] = [
     "cls_box",
     "three_terms",
     "shared_target",
     "style_content",
+    "value_weighted",
     "gatys",
     "siamese",
 ];

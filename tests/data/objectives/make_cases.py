@@ -335,6 +335,29 @@ def value():
     c.save(VALUE, F.triplet_margin_loss(ea, ep, en, margin=0.3))
 
 
+VALUE_WEIGHTED = """
+// A loss the body computes, weighted and summed with a term on another output.
+model value_weighted {
+  input a: [1, 5, 5]
+  input p: [1, 5, 5]
+  input n: [1, 5, 5]
+  embed = shared seq { conv(3, 3); relu; flatten; dense(4) }
+  ea = embed(a)
+  loss = triplet_loss(ea, embed(p), embed(n), margin=0.3)
+  output ea, loss
+  train { loss: 0.5 * loss + 0.1 * l1(output=ea) }
+}
+"""
+
+
+def value_weighted():
+    c = Case("value_weighted", 32)
+    a, p, n = (c.input(k, 1, 5, 5) for k in "apn")
+    ea, ep, en = embed_small(c, a), embed_small(c, p), embed_small(c, n)
+    t = c.target("targets:ea", c.rand(N, 4))
+    c.save(VALUE_WEIGHTED, 0.5 * F.triplet_margin_loss(ea, ep, en, margin=0.3) + 0.1 * F.l1_loss(ea, t))
+
+
 CONTRASTIVE = """
 // Contrastive loss on the two outputs of a shared embedding, pair labels in `same`.
 model pair {
@@ -507,6 +530,7 @@ def main():
     heads("shared_target", 13, "cross_entropy(output=cls) + mse(output=box) + 0.5 * l1(output=box)",
           "Two terms on one output share its targets.", shared_target)
     one_layer()
+    value_weighted()
     features("gatys", 10, "content(output=f3) + 1000 * style(output=f1) + 500 * style(output=f2)",
              "Gatys' weighted sum: content at one layer, style at two others.", gatys)
     siamese()
