@@ -329,7 +329,7 @@ fn every_objective_matches_pytorch_loss_and_gradients() {
         cases += 1;
     }
     println!(
-        "{cases} cases, {tensors} tensors (loss and gradients, each through the JIT and the f64 oracle) within {TOL:e} of PyTorch"
+        "{cases} cases, {tensors} tensors (loss, gradients, running statistics; each through the JIT and the f64 oracle) within {TOL:e} of PyTorch"
     );
     assert_eq!(cases, CASES.len());
 }
