@@ -297,9 +297,10 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
 /// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`;
 /// - an output used as a loss (`Loss::Value`): its mean over every element.
 ///
-/// Each term's targets are the new input [`Term::target_input`]. The weighted sum is the `[1]`
-/// output `loss`; a model output read as a loss stops being a separate output. Returns the
-/// loss value, or a message saying what a term expects and what the model has.
+/// Each term's targets are the new input [`Term::target_input`], shared by terms on one output
+/// that need targets of one shape (`mse(output=box) + l1(output=box)`). The weighted sum is the
+/// `[1]` output `loss`; a model output read as a loss stops being a separate output. Returns
+/// the loss value, or a message saying what a term expects and what the model has.
 pub fn attach_objective(
     g: &mut Graph,
     objective: &Objective,
@@ -320,6 +321,8 @@ pub fn attach_objective(
              its own (train that output itself with `loss: loss`, or rename it)"
         ));
     }
+    // The model's own inputs; the terms add theirs after these.
+    let model_inputs = g.inputs.len();
     let mut total: Option<ValueId> = None;
     for term in &objective.terms {
         let reads: Vec<ValueId> = if term.outputs.is_empty() {
@@ -336,7 +339,7 @@ pub fn attach_objective(
                 })
                 .collect::<Result<_, _>>()?
         };
-        let value = term_value(g, term, &reads)?;
+        let value = term_value(g, term, &reads, model_inputs)?;
         let value = if term.weight == 1.0 {
             value
         } else {
@@ -354,17 +357,39 @@ pub fn attach_objective(
     Ok(register(g, total))
 }
 
-/// The unweighted value (`[1]`) of one term on the values `reads`.
-fn term_value(g: &mut Graph, term: &Term, reads: &[ValueId]) -> Result<ValueId, String> {
+/// The unweighted value (`[1]`) of one term on the values `reads`. The first `model_inputs`
+/// inputs of `g` are the model's; a target input an earlier term made is shared.
+fn term_value(
+    g: &mut Graph,
+    term: &Term,
+    reads: &[ValueId],
+    model_inputs: usize,
+) -> Result<ValueId, String> {
     let target = term.target_input();
     if let Some(t) = target.as_deref()
         && t != "same"
-        && g.inputs.iter().any(|(n, _)| n == t)
+        && let Some(i) = g.inputs.iter().position(|(n, _)| n == t)
     {
-        return Err(format!(
-            "the `{term}` loss takes its targets as an input `{t}`, but the model already \
-             has an input of that name"
-        ));
+        if i < model_inputs {
+            return Err(format!(
+                "the `{term}` loss takes its targets as an input `{t}`, but the model already \
+                 has an input of that name"
+            ));
+        }
+        // An earlier term on the same output made it: the two share the targets (`mse(output=
+        // box) + l1(output=box)`), unless they need targets of different shapes.
+        let have = g.shape(g.inputs[i].1).to_vec();
+        if let Some(want) = target_shape(g, term, reads)
+            && want != have
+        {
+            let out = term.outputs.first().map_or("OUT", String::as_str);
+            return Err(format!(
+                "the `{term}` loss and an earlier term on the output `{out}` both take their \
+                 targets as the input `{t}`, but of different shapes ({want:?} and {have:?}); \
+                 apply one of them to a copy of the output (`{out}_copy = {out} |> identity`, \
+                 `output {out}_copy`), which takes its own targets"
+            ));
+        }
     }
     let wrong = |g: &Graph, expected: &str| -> String {
         format!(
@@ -455,6 +480,18 @@ fn term_value(g: &mut Graph, term: &Term, reads: &[ValueId]) -> Result<ValueId, 
     })
 }
 
+/// The shape of the targets of `term` on `reads` (`None` where the outputs do not fit it,
+/// which [`term_value`] reports).
+fn target_shape(g: &Graph, term: &Term, reads: &[ValueId]) -> Option<Vec<usize>> {
+    let s = g.shape(*reads.first()?);
+    match term.loss {
+        Loss::CrossEntropy { .. } => Some(vec![s[0], class_count(s.get(1..)?)?]),
+        Loss::Style if s.len() == 4 => Some(vec![s[0], s[1], s[1]]),
+        Loss::Style => None,
+        _ => Some(s.to_vec()),
+    }
+}
+
 /// One-hot targets `[N, K]` for class labels.
 pub fn one_hot(labels: &[i64], classes: usize) -> Result<ndarray::ArrayD<f32>, String> {
     let mut t = ndarray::ArrayD::zeros(ndarray::IxDyn(&[labels.len(), classes]));
@@ -508,12 +545,17 @@ fn register(g: &mut Graph, loss: ValueId) -> ValueId {
     }
 }
 
-/// A new graph input; its name must be new.
+/// A new graph input, or the input of this name a term made before (the same targets, read
+/// by two terms on one output; the shapes must agree, as [`term_value`] checks).
 fn input(g: &mut Graph, name: &str, shape: Vec<usize>) -> ValueId {
-    assert!(
-        g.inputs.iter().all(|(n, _)| n != name),
-        "the graph already has an input `{name}`"
-    );
+    if let Some(&(_, v)) = g.inputs.iter().find(|(n, _)| n == name) {
+        assert_eq!(
+            g.shape(v),
+            shape,
+            "the graph's input `{name}` has another shape"
+        );
+        return v;
+    }
     let v = g.push(
         Op::Input {
             name: name.to_string(),

@@ -282,8 +282,16 @@ impl Lowerer<'_> {
         let keep = self.scalar((1.0 - momentum) as f32, o);
         let m = self.scalar(momentum as f32, o);
         let unbias = self.scalar((count as f64 / (count.max(2) - 1) as f64) as f32, o);
+        // A batchnorm applied more than once in a step (a shared module) updates its running
+        // statistics once per application, each from the one before, as PyTorch's in-place
+        // update does: one output per buffer, the last update.
         for (buf, stat, scale) in [(rm, mean, None), (rv, var, Some(unbias))] {
-            let old = self.param(buf, o);
+            let path = &self.lg.params[buf].path;
+            let earlier = self.stat_outputs.iter().position(|(n, _)| n == path);
+            let old = match earlier {
+                Some(i) => self.stat_outputs[i].1,
+                None => self.param(buf, o),
+            };
             let mut st = self.reshape(stat, vec![c], o);
             if let Some(u) = scale {
                 st = self.bin(BinaryOp::Mul, st, u, o);
@@ -291,8 +299,12 @@ impl Lowerer<'_> {
             let a = self.bin(BinaryOp::Mul, old, keep, o);
             let b = self.bin(BinaryOp::Mul, st, m, o);
             let new = self.bin(BinaryOp::Add, a, b, o);
-            self.stat_outputs
-                .push((self.lg.params[buf].path.clone(), new));
+            match earlier {
+                Some(i) => self.stat_outputs[i].1 = new,
+                None => self
+                    .stat_outputs
+                    .push((self.lg.params[buf].path.clone(), new)),
+            }
         }
         y
     }

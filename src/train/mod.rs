@@ -83,8 +83,9 @@ pub struct Trainer {
     /// The values of parameters that do not change (frozen, fixed, integer buffers): the
     /// executable holds the variable ones.
     base: Weights,
-    /// `num_batches_tracked` of every batchnorm in training mode, incremented per step.
-    tracked: Vec<usize>,
+    /// `num_batches_tracked` of every batchnorm in training mode, with how much it grows per
+    /// step: the number of times the step applies the batchnorm (more than once when shared).
+    tracked: Vec<(usize, i64)>,
     threads: usize,
     targets: Vec<f32>,
     /// Seeds the dropout masks (with the step count).
@@ -154,7 +155,14 @@ impl Trainer {
                     .iter()
                     .any(|(s, _)| lg.params[*s].path.starts_with(prefix))
             })
-            .map(|(i, _)| i)
+            .map(|(i, _)| {
+                let uses = lg
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.frozen && n.params.contains(&i))
+                    .count();
+                (i, uses as i64)
+            })
             .collect();
         // The executable holds the values that change; keeping a second copy here would
         // double the parameters' memory.
@@ -295,9 +303,9 @@ impl Trainer {
             let params = self.non_finite_params();
             return Err(StepError::NonFinite { loss, params });
         }
-        for &i in &self.tracked {
+        for &(i, uses) in &self.tracked {
             if let Value::I64(a) = &mut self.base.values[i] {
-                a.iter_mut().for_each(|v| *v += 1);
+                a.iter_mut().for_each(|v| *v += uses);
             }
         }
         Ok(loss)
