@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod budget;
 pub mod cli;
+pub mod cli_features;
 pub mod cli_run;
 pub mod cli_train;
 pub mod cli_values;
@@ -16,6 +17,7 @@ pub mod cut;
 pub mod data;
 pub mod diag;
 pub mod elab;
+pub mod features;
 pub mod fuse;
 pub mod graph;
 pub mod io;

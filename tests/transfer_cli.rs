@@ -379,3 +379,112 @@ fn freeze_counts_layers_as_summary_numbers_them() {
         "{e}"
     );
 }
+
+#[test]
+fn features_round_trip_into_a_vector_input_spec() {
+    let d = scratch("features");
+    let imgs = d.join("imgs");
+    write_image_folder(&imgs, 3, 18, 28, 1);
+    let w = d.join("w.safetensors");
+    lenet_weights(&w, 10);
+    let feats = d.join("feats.npz");
+    let o = netc(&[
+        "features",
+        "specs/lenet5.net",
+        "--weights",
+        s(&w),
+        "--layer",
+        "fc2",
+        "--data",
+        s(&imgs),
+        "--batch",
+        "7",
+        "--output",
+        s(&feats),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("x_train [45, 84], x_test [9, 84]"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The file holds the layer's values for each sample, in order, with the labels.
+    let spec = netc::load_file("specs/lenet5.net", &netc::Options::default()).unwrap();
+    let lg = &spec.graph;
+    let images = netc::data::open(s(&imgs), &lg.inputs[0]).unwrap();
+    let feat_input = netc::layer_graph::InputInfo {
+        name: "feat".into(),
+        node: 0,
+        shape: vec![84],
+        mean: vec![],
+        std: vec![],
+    };
+    let back = netc::data::open(s(&feats), &feat_input).unwrap();
+    assert_eq!(back.train.labels, images.train.labels);
+    assert_eq!(back.test.labels, images.test.labels);
+    let fc2 = netc::cut::find_node(lg, "fc2").unwrap();
+    let pre = netc::cut::prefix(lg, &[("f".into(), fc2)]).unwrap();
+    let weights = netc::io::weights::Weights::load(&w, lg).unwrap();
+    let norm = netc::data::Normalize::from_input(&lg.inputs[0]).unwrap();
+    let loader = netc::data::Loader::new(
+        std::sync::Arc::new(images.test.clone()),
+        norm,
+        netc::data::LoaderOptions::eval(9),
+    )
+    .unwrap();
+    let b = loader.epoch_sync(0).next().unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&b.shape()), b.x.clone()).unwrap();
+    let want = netc::reference::run::<f32>(
+        &netc::lower::lower(&pre, 9),
+        &netc::model::params_f32(&weights),
+        &[("image", x)],
+    )
+    .unwrap();
+    let netc::data::Pixels::F32(got) = &back.test.pixels else {
+        panic!("float features")
+    };
+    for (g, w) in got.iter().zip(want[0].iter()) {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+
+    // And trains a vector-input spec.
+    let spec = d.join("head.net");
+    std::fs::write(
+        &spec,
+        "model head(classes: int = 3) {\n  input feat: [84]\n  fc: dense(classes)\n}\n",
+    )
+    .unwrap();
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--data",
+        s(&feats),
+        "--epochs",
+        "2",
+        "--batch",
+        "5",
+        "--out",
+        s(&d),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(metrics(&o)["steps"], 18);
+
+    // A layer that does not exist: the flag and the nearest name.
+    let o = netc(&[
+        "features",
+        "specs/lenet5.net",
+        "--layer",
+        "fc7",
+        "--output",
+        s(&d.join("x.npz")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--layer fc7: model `lenet5` has no layer `fc7`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean"), "{e}");
+    assert!(!d.join("x.npz").exists());
+}
