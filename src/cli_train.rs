@@ -71,6 +71,20 @@ pub struct TrainArgs {
     /// every trainable parameter is an error.
     #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
+    /// Require the frozen-prefix feature cache (an error when it cannot apply). By default it
+    /// is used whenever it applies, with a note: when the first layers are frozen (no
+    /// trainable parameter, no dropout, batchnorm frozen) and no augmentation is active, their
+    /// outputs are computed once per image and the rest of the model trains from them (same
+    /// results, much faster). See the README's "Transfer learning".
+    #[arg(long, conflicts_with = "no_cache_features")]
+    pub cache_features: bool,
+    /// Never use the feature cache.
+    #[arg(long)]
+    pub no_cache_features: bool,
+    /// The most memory the feature cache may take, e.g. `2G` (default 4G); a larger cache is
+    /// not built (an error with --cache-features).
+    #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+    pub cache_limit: Option<u64>,
     /// Worker threads (default: all cores; at most 4 × the cores, and 256).
     #[arg(long, default_value_t = crate::cli::default_threads(), value_parser = crate::cli_values::threads)]
     pub threads: usize,
@@ -329,6 +343,18 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         },
         _ => Weights::init(&lg, seed),
     };
+    // The frozen-prefix feature cache: the model to train, its data and what the loader does.
+    let mut augment = cfg.augment.clone();
+    let mut normalize = normalize;
+    let (train_lg, data) = if args.no_cache_features {
+        (lg.clone(), data)
+    } else {
+        let start = resume.as_ref().map(|c| &c.weights).unwrap_or(&weights);
+        match feature_cache(&lg, start, data, &mut augment, &mut normalize, batch, args) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        }
+    };
     let settings = Settings {
         epochs: args.epochs.or(cfg.epochs).unwrap_or(5),
         batch,
@@ -340,7 +366,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             .unwrap_or(Schedule::Constant { warmup: 0 }),
         seed,
         threads: args.threads,
-        augment: cfg.augment.clone(),
+        augment,
         normalize,
         checkpoint: Some(ckpt_path.clone()),
         max_steps: args.max_steps,
@@ -408,7 +434,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         curves_written: false,
         saved: false,
     };
-    let report = match session::run(&lg, weights, resume, &data, &settings, &mut obs) {
+    let report = match session::run(&train_lg, weights, resume, &data, &settings, &mut obs) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -525,6 +551,81 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             ))
         }
     }
+}
+
+/// Decides on the frozen-prefix feature cache ([`crate::train::cache`]) and builds it: the
+/// model to train (the suffix, or `lg` itself) and its data. With `--cache-features` a cache
+/// that cannot apply is an error; otherwise it is used where it applies, with a note, and a
+/// reason it does not is printed only when there is a frozen prefix to cache.
+#[allow(clippy::too_many_arguments)]
+fn feature_cache(
+    lg: &crate::layer_graph::LayerGraph,
+    weights: &Weights,
+    data: crate::data::Split,
+    augment: &mut Vec<crate::train_config::Augment>,
+    normalize: &mut Normalize,
+    batch: usize,
+    args: &TrainArgs,
+) -> Result<(crate::layer_graph::LayerGraph, crate::data::Split), String> {
+    use crate::train::cache;
+    let limit = args.cache_limit.unwrap_or(cache::DEFAULT_LIMIT);
+    let samples = data.train.len() + data.test.len();
+    let plan = cache::plan(lg, augment, samples).and_then(|p| {
+        if p.bytes > limit {
+            Err(format!(
+                "the cache would take {}B ({} samples of {}), more than --cache-limit {}B",
+                crate::show::human(p.bytes).trim(),
+                crate::show::thousands(samples as u64),
+                crate::io::show_shape(&p.shape),
+                crate::show::human(limit).trim()
+            ))
+        } else {
+            Ok(p)
+        }
+    });
+    let plan = match plan {
+        Ok(p) => p,
+        Err(why) if args.cache_features => {
+            return Err(format!(
+                "--cache-features: {why}\n  help: freeze the layers before the cut and drop \
+                 augmentation, raise --cache-limit, or train without --cache-features"
+            ));
+        }
+        Err(why) => {
+            if !args.quiet && crate::cut::frozen_prefix_boundary(lg).is_some() {
+                eprintln!("note: no feature cache: {why}");
+            }
+            return Ok((lg.clone(), data));
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let (suffix, cached) = cache::build(
+        lg,
+        weights,
+        &plan,
+        &data,
+        normalize,
+        batch,
+        args.threads,
+        args.memory_limit,
+    )?;
+    drop(data);
+    augment.clear();
+    *normalize = Normalize::none(plan.shape.first().copied().unwrap_or(1));
+    if !args.quiet {
+        eprintln!(
+            "note: feature cache: the frozen layers up to `{}` (layers 1-{} in `netc summary`) \
+             ran once per image ({} images, {} values each, {}B, {:.1} s); training the rest \
+             from them (same results; --no-cache-features to turn off)",
+            plan.path,
+            plan.layers,
+            crate::show::thousands(samples as u64),
+            crate::show::thousands(plan.shape.iter().product::<usize>() as u64),
+            crate::show::human(plan.bytes).trim(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok((suffix, cached))
 }
 
 /// Freezing every trainable parameter leaves nothing to train (an evaluation is `netc run`'s

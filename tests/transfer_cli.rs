@@ -488,3 +488,163 @@ fn features_round_trip_into_a_vector_input_spec() {
     assert!(e.contains("did you mean"), "{e}");
     assert!(!d.join("x.npz").exists());
 }
+
+const CACHED: &str = "model cached(classes: int = 10) {
+  input image: [1, 28, 28] with mean=[0.2860], std=[0.3530]
+  conv1: conv(8, 5, pad=2)
+  bn1: batchnorm
+  relu
+  maxpool(2)
+  conv2: conv(16, 5)
+  relu
+  maxpool(2)
+  flatten
+  fc1: dense(64)
+  bn2: batchnorm
+  relu
+  drop: dropout(0.3)
+  fc2: dense(classes)
+}
+";
+
+fn weights_of(path: &Path, spec: &Path) -> netc::io::weights::Weights {
+    let spec = netc::load_file(spec, &netc::Options::default()).unwrap();
+    netc::io::weights::Weights::load(path, &spec.graph).unwrap()
+}
+
+#[test]
+fn the_feature_cache_trains_to_the_same_weights() {
+    let d = scratch("cache");
+    let spec = d.join("cached.net");
+    std::fs::write(&spec, CACHED).unwrap();
+    // conv1, bn1, conv2 frozen (bn1 in inference mode); fc1, bn2 (training mode), dropout and
+    // fc2 train.
+    let run = |name: &str, extra: &[&str]| {
+        let ck = d.join(name);
+        let mut a = vec![
+            "train",
+            s(&spec),
+            "--freeze",
+            "..3",
+            "--epochs",
+            "2",
+            "--max-steps",
+            "260",
+            "--batch",
+            "50",
+            "--seed",
+            "5",
+            "--threads",
+            "2",
+            "--save",
+            s(&ck),
+        ];
+        a.extend(extra);
+        let o = netc(&a);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        (o, weights_of(&ck, &spec))
+    };
+    let (plain, w_plain) = run("plain.safetensors", &["--no-cache-features"]);
+    let (cached, w_cached) = run("cached.safetensors", &[]);
+    assert!(
+        !stderr(&plain).contains("feature cache"),
+        "{}",
+        stderr(&plain)
+    );
+    let e = stderr(&cached);
+    assert!(
+        e.contains(
+            "note: feature cache: the frozen layers up to `7` (layers 1-3 in `netc summary`)"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("12,000 images, 400 values each"), "{e}");
+    assert_eq!(w_plain, w_cached, "the cache changed the trained weights");
+    // Same figures too (the first epoch's evaluation).
+    let epoch1 = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.starts_with("epoch   1"))
+            .map(|l| {
+                l.split("img/s")
+                    .next()
+                    .unwrap()
+                    .rsplit_once("lr")
+                    .unwrap()
+                    .0
+                    .to_string()
+            })
+            .unwrap()
+    };
+    assert_eq!(epoch1(&plain), epoch1(&cached));
+
+    // With augmentation: not cached, and an error when asked for.
+    let aug = d.join("aug.net");
+    std::fs::write(
+        &aug,
+        CACHED.replace(
+            "fc2: dense(classes)",
+            "fc2: dense(classes)\n  train { augment: [mirror] }",
+        ),
+    )
+    .unwrap();
+    let o = netc(&[
+        "train",
+        s(&aug),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-features",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--cache-features: random augmentation (`mirror"),
+        "{e}"
+    );
+    assert!(e.contains("help:"), "{e}");
+    let o = netc(&["train", s(&aug), "--freeze", "..3", "--max-steps", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: no feature cache: random augmentation"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Past its limit: an error naming the flag when asked for, a note otherwise.
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-features",
+        "--cache-limit",
+        "1M",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("more than --cache-limit 1.05 MB"), "{e}");
+    assert!(e.contains("raise --cache-limit"), "{e}");
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-limit",
+        "1M",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Nothing frozen: no cache and no note; asked for: an error saying why.
+    let o = netc(&["train", s(&spec), "--max-steps", "1", "--cache-features"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no frozen prefix to cache"),
+        "{}",
+        stderr(&o)
+    );
+}
