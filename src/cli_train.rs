@@ -614,11 +614,14 @@ fn feature_cache(
     *normalize = Normalize::none(plan.shape.first().copied().unwrap_or(1));
     if !args.quiet {
         eprintln!(
-            "note: feature cache: the frozen layers up to `{}` (layers 1-{} in `netc summary`) \
-             ran once per image ({} images, {} values each, {}B, {:.1} s); training the rest \
-             from them (same results; --no-cache-features to turn off)",
-            plan.path,
+            "note: feature cache: layers 1-{} (`netc summary`'s #) are frozen; their output \
+             (`{}`, {} {}) was computed once per image ({} images, {} values each, {}B, \
+             {:.1} s) and the rest trains from it (same results; --no-cache-features to turn \
+             off)",
             plan.layers,
+            plan.path,
+            lg.nodes[plan.node].op.name(),
+            crate::io::show_shape(&plan.shape),
             crate::show::thousands(samples as u64),
             crate::show::thousands(plan.shape.iter().product::<usize>() as u64),
             crate::show::human(plan.bytes).trim(),

@@ -554,7 +554,8 @@ fn the_feature_cache_trains_to_the_same_weights() {
     let e = stderr(&cached);
     assert!(
         e.contains(
-            "note: feature cache: the frozen layers up to `7` (layers 1-3 in `netc summary`)"
+            "note: feature cache: layers 1-3 (`netc summary`'s #) are frozen; their output \
+             (`7`, flatten [400])"
         ),
         "{e}"
     );
@@ -646,5 +647,69 @@ fn the_feature_cache_trains_to_the_same_weights() {
         stderr(&o).contains("no frozen prefix to cache"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// The README's fine-tuning recipe: torchvision-named ResNet-18 weights (made here by
+/// `Weights::init`: the names and shapes are torchvision's, as `tests/model_library.rs`
+/// checks), a new image folder of 3 classes, one command.
+#[test]
+fn fine_tunes_resnet18_weights_to_a_new_image_folder_in_one_command() {
+    let d = scratch("finetune");
+    let imgs = d.join("pets");
+    write_image_folder(&imgs, 3, 12, 40, 3);
+    let pre = d.join("resnet18.safetensors");
+    let spec = netc::load_file("specs/resnet18.net", &netc::Options::default()).unwrap();
+    let w = netc::io::weights::Weights::init(&spec.graph, 1);
+    w.save(&pre, &spec.graph).unwrap();
+    let o = netc(&[
+        "train",
+        "specs/resnet18.net",
+        "--weights",
+        s(&pre),
+        "--set",
+        "classes=3",
+        "--set",
+        "size=32",
+        "--reinit",
+        "fc",
+        "--freeze",
+        "..6",
+        "--data",
+        s(&imgs),
+        "--epochs",
+        "4",
+        "--batch",
+        "10",
+        "--out",
+        s(&d.join("run")),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("reinitialized 2 tensors (--reinit fc): fc.weight [3, 512], fc.bias [3]"),
+        "{e}"
+    );
+    assert!(e.contains("fc.bias [1000], fc.weight [1000, 512]"), "{e}");
+    assert!(
+        e.contains("layers 1-6 (`netc summary`'s #) are frozen"),
+        "{e}"
+    );
+    assert!(e.contains("60 parameters frozen"), "{e}");
+    let m = metrics(&o);
+    assert_eq!(m["outcome"], "finished");
+    let losses = epoch_losses(&o);
+    assert!(losses[3] < losses[0], "{losses:?}");
+    // The checkpoint is the whole fine-tuned model: it runs as a 3-class ResNet-18.
+    let ck = d.join("run/checkpoint.safetensors");
+    let spec3 = netc::load_file(
+        "specs/resnet18.net",
+        &netc::Options::with_sets(&["classes=3", "size=32"]).unwrap(),
+    )
+    .unwrap();
+    let got = netc::io::weights::Weights::load(&ck, &spec3.graph).unwrap();
+    assert_eq!(
+        got.get(&spec3.graph, "layer4.1.conv2.weight"),
+        w.get(&spec.graph, "layer4.1.conv2.weight")
     );
 }
