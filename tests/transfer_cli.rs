@@ -713,3 +713,46 @@ fn fine_tunes_resnet18_weights_to_a_new_image_folder_in_one_command() {
         w.get(&spec.graph, "layer4.1.conv2.weight")
     );
 }
+
+#[test]
+fn a_cached_run_resumes_into_the_uncached_result() {
+    let d = scratch("cache-resume");
+    let spec = d.join("cached.net");
+    std::fs::write(&spec, CACHED).unwrap();
+    let base = |ck: &Path| {
+        vec![
+            "train".to_string(),
+            s(&spec).to_string(),
+            "--freeze".into(),
+            "..3".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--batch".into(),
+            "100".into(),
+            "--seed".into(),
+            "9".into(),
+            "--save".into(),
+            s(ck).to_string(),
+        ]
+    };
+    let go = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = netc(&a);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let straight = d.join("straight.safetensors");
+    let mut a = base(&straight);
+    a.push("--no-cache-features".into());
+    go(a);
+    // Cached, stopped after 40 steps, resumed (cached again) to the end of the epoch.
+    let split = d.join("split.safetensors");
+    let mut a = base(&split);
+    a.extend(["--max-steps".into(), "40".into()]);
+    go(a);
+    let mut a = base(&split);
+    a.extend(["--resume".into(), s(&split).to_string()]);
+    let o = go(a);
+    assert!(stderr(&o).contains("note: feature cache"), "{}", stderr(&o));
+    assert_eq!(weights_of(&straight, &spec), weights_of(&split, &spec));
+}
