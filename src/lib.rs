@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cli_features;
 pub mod cli_run;
 pub mod cli_train;
+pub mod cli_transfer;
 pub mod cli_values;
 pub mod codegen;
 pub mod cut;
