@@ -164,6 +164,15 @@ pub enum Command {
         #[command(flatten)]
         args: crate::cli_augment::AugmentArgs,
     },
+    /// Write a layer's activations for a dataset (with the labels) to an .npz, for use
+    /// outside netc or as training data of a spec with a vector input.
+    Features {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_features::FeaturesArgs,
+    },
     /// Embeddings of images from a verification model (triplet, contrastive, siamese): the
     /// value its embedding network gives the first input, as an [N, D] .npy.
     Embed {
@@ -453,6 +462,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("error: {}", crate::diag::escape_controls(&e.to_string()));
                 ExitCode::from(2)
             }
+        },
+        Command::Features { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_features::features(&s, &args),
+            Err(c) => c,
         },
         Command::Train { spec, model, args } => match load(&spec, &model) {
             Ok(s) => crate::cli_train::train(&s, &args),

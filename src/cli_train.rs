@@ -75,6 +75,20 @@ pub struct TrainArgs {
     /// every trainable parameter is an error.
     #[arg(long, num_args = 1..)]
     pub freeze: Vec<String>,
+    /// Require the frozen-prefix feature cache (an error when it cannot apply). By default it
+    /// is used whenever it applies, with a note: when the first layers are frozen (no
+    /// trainable parameter, no dropout, batchnorm frozen) and no augmentation is active, their
+    /// outputs are computed once per image and the rest of the model trains from them (same
+    /// results, much faster). See the README's "Transfer learning".
+    #[arg(long, conflicts_with = "no_cache_features")]
+    pub cache_features: bool,
+    /// Never use the feature cache.
+    #[arg(long)]
+    pub no_cache_features: bool,
+    /// The most memory the feature cache may take, e.g. `2G` (default 4G); a larger cache is
+    /// not built (an error with --cache-features).
+    #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
+    pub cache_limit: Option<u64>,
     /// Worker threads (default: all cores; at most 4 × the cores, and 256).
     #[arg(long, default_value_t = crate::cli::default_threads(), value_parser = crate::cli_values::threads)]
     pub threads: usize,
@@ -187,7 +201,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         Ok(n) => n,
         Err(e) => return fail(e),
     };
-    if let Err(e) = check_not_all_frozen(&lg, &cfg.freeze, &args.freeze) {
+    if let Err(e) = crate::cli_transfer::check_not_all_frozen(&lg, &cfg.freeze, &args.freeze) {
         return fail(e);
     }
     let objective = crate::train::graph::objective_of(&lg);
@@ -370,16 +384,37 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         );
     }
     let weights = match (&args.weights, &resume) {
-        (Some(p), None) if !args.reinit.is_empty() => match load_reinit(p, &lg, &args.reinit, seed)
-        {
-            Ok(w) => w,
-            Err(e) => return fail(e),
-        },
+        (Some(p), None) if !args.reinit.is_empty() => {
+            match crate::cli_transfer::load_reinit(p, &lg, &args.reinit, seed) {
+                Ok(w) => w,
+                Err(e) => return fail(e),
+            }
+        }
         (Some(p), None) => match Weights::load(p, &lg) {
             Ok(w) => w,
             Err(e) => return fail(e),
         },
         _ => Weights::init(&lg, seed),
+    };
+    // The frozen-prefix feature cache: the model to train, its data and what the loader does.
+    let mut augment = augment;
+    let mut normalize = normalize;
+    let (train_lg, data) = if args.no_cache_features {
+        (lg.clone(), data)
+    } else {
+        let start = resume.as_ref().map(|c| &c.weights).unwrap_or(&weights);
+        match crate::cli_transfer::feature_cache(
+            &lg,
+            start,
+            data,
+            &mut augment,
+            &mut normalize,
+            batch,
+            args,
+        ) {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        }
     };
     let settings = Settings {
         epochs: args.epochs.or(cfg.epochs).unwrap_or(5),
@@ -472,7 +507,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         saved: false,
         classifies,
     };
-    let report = match session::run(&lg, weights, resume, &data, &settings, &mut obs) {
+    let report = match session::run(&train_lg, weights, resume, &data, &settings, &mut obs) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -595,79 +630,6 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
             ))
         }
     }
-}
-
-/// Freezing every trainable parameter leaves nothing to train (an evaluation is `netc run`'s
-/// job, and features are `netc features`'): an error naming the selectors, with the largest
-/// `..N` that still trains something.
-fn check_not_all_frozen(
-    lg: &crate::layer_graph::LayerGraph,
-    spec: &[String],
-    flags: &[String],
-) -> Result<(), String> {
-    let trainable = lg.params.iter().any(|p| p.trainable && !p.kind.is_buffer());
-    let had = lg
-        .params
-        .iter()
-        .any(|p| !p.kind.is_buffer() && p.fixed.is_none());
-    if trainable || !had || (spec.is_empty() && flags.is_empty()) {
-        return Ok(());
-    }
-    let layers = crate::elab::numbered_layers(lg);
-    let mut by = Vec::new();
-    if !flags.is_empty() {
-        by.push(format!("--freeze {}", flags.join(" ")));
-    }
-    if !spec.is_empty() {
-        by.push(format!("the spec's `freeze: [{}]`", spec.join(", ")));
-    }
-    Err(format!(
-        "{} freezes every trainable parameter of `{}`: nothing would be trained\n  help: freeze \
-         fewer layers, e.g. `--freeze ..{}` trains only `{}` (layers are numbered in `netc \
-         summary`'s # column); to compute a layer's outputs, use `netc features`",
-        by.join(" with "),
-        lg.name,
-        layers.len().saturating_sub(1),
-        layers.last().copied().unwrap_or("")
-    ))
-}
-
-/// `--weights FILE --reinit NAME...`: loads the file except the named modules, which are
-/// initialized from `seed`, and lists them (and the file's tensors not used) on stderr.
-fn load_reinit(
-    path: &std::path::Path,
-    lg: &crate::layer_graph::LayerGraph,
-    names: &[String],
-    seed: u64,
-) -> Result<Weights, String> {
-    let picked = crate::io::weights::select_reinit(lg, names)?;
-    let (w, unused) = Weights::load_reinit(path, lg, &picked, seed).map_err(|e| e.to_string())?;
-    let list: Vec<String> = picked
-        .iter()
-        .map(|&i| {
-            let p = &lg.params[i];
-            format!("{} {}", p.path, crate::io::show_shape(&p.shape))
-        })
-        .collect();
-    eprintln!(
-        "reinitialized {} tensor{} (--reinit {}): {}",
-        list.len(),
-        if list.len() == 1 { "" } else { "s" },
-        names.join(" "),
-        list.join(", ")
-    );
-    if !unused.is_empty() {
-        let unused: Vec<String> = unused
-            .iter()
-            .map(|(n, s)| format!("{n} {}", crate::io::show_shape(s)))
-            .collect();
-        eprintln!(
-            "  not loaded from {}: {}",
-            crate::diag::escape_controls(&path.display().to_string()),
-            crate::diag::escape_controls(&unused.join(", "))
-        );
-    }
-    Ok(w)
 }
 
 fn record(r: &EpochRecord, classifies: bool) -> Record {

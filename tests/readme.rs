@@ -60,3 +60,18 @@ fn readme_tour_layers_exist() {
         }
     }
 }
+
+#[test]
+fn readme_objective_example_checks() {
+    let src = block_starting(&readme(), "model detector(");
+    let spec =
+        load_str("detector.net", &src, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let objective = netc::train::graph::objective_of(&spec.graph);
+    assert_eq!(
+        objective.to_string(),
+        "cross_entropy(output=cls, label_smoothing=0) + 5 * mse(output=box)"
+    );
+    // It builds a training graph with a target input per term.
+    let tg = netc::train::build(&spec.graph, 4, &objective).unwrap();
+    assert_eq!(tg.target_inputs, ["targets:cls", "targets:box"]);
+}

@@ -280,3 +280,96 @@ model twin {
         "{err}"
     );
 }
+
+/// An image folder (`<class>/*.png`) with a `targets.csv` of box centres beside it.
+fn folder_with_targets(d: &Path, json: bool) -> PathBuf {
+    let root = d.join("squares");
+    let (x, y, boxes) = squares(48, 5);
+    let mut csv = String::from("file,box,box\n");
+    let mut obj = serde_json::Map::new();
+    for (i, &label) in y.iter().enumerate() {
+        let class = format!("q{label}");
+        std::fs::create_dir_all(root.join(&class)).unwrap();
+        let px: Vec<u8> = x[i * 64..(i + 1) * 64]
+            .iter()
+            .map(|v| (v.clamp(0.0, 1.0) * 255.0) as u8)
+            .collect();
+        let rel = format!("{class}/{i:03}.png");
+        image::GrayImage::from_raw(8, 8, px)
+            .unwrap()
+            .save(root.join(&rel))
+            .unwrap();
+        csv += &format!("{rel},{},{}\n", boxes[2 * i], boxes[2 * i + 1]);
+        obj.insert(
+            rel,
+            serde_json::json!({ "box": [boxes[2 * i], boxes[2 * i + 1]] }),
+        );
+    }
+    if json {
+        std::fs::write(
+            root.join("targets.json"),
+            serde_json::Value::Object(obj).to_string(),
+        )
+        .unwrap();
+    } else {
+        std::fs::write(root.join("targets.csv"), csv).unwrap();
+    }
+    root
+}
+
+#[test]
+fn an_image_folder_takes_its_targets_from_a_csv_or_json_beside_it() {
+    let d = scratch("folder");
+    let spec = d.join("two_heads.net");
+    std::fs::write(&spec, TWO_HEADS).unwrap();
+    for json in [false, true] {
+        let root = folder_with_targets(&d.join(if json { "j" } else { "c" }), json);
+        let o = netc(&[
+            "train",
+            s(&spec),
+            "--data",
+            s(&root),
+            "--epochs",
+            "2",
+            "--out",
+            s(&d.join("run")),
+        ]);
+        assert!(o.status.success(), "json={json}: {}", stderr(&o));
+        let m = metrics(&o);
+        assert!(m["test_mse"].as_f64().is_some(), "{m}");
+        assert!(m["test_accuracy"].as_f64().is_some(), "{m}");
+    }
+    // An image without a row is an error naming the file and the image.
+    let root = folder_with_targets(&d.join("missing"), false);
+    let csv = std::fs::read_to_string(root.join("targets.csv")).unwrap();
+    let dropped = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let fewer: Vec<&str> = csv.lines().filter(|l| !l.starts_with(&dropped)).collect();
+    std::fs::write(root.join("targets.csv"), fewer.join("\n")).unwrap();
+    let o = netc(&["train", s(&spec), "--data", s(&root), "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("targets.csv") && err.contains(&format!("no row for the image `{dropped}`")),
+        "{err}"
+    );
+    // A value that is not a number: the line is named.
+    std::fs::write(
+        root.join("targets.csv"),
+        format!("file,box,box\n{dropped},0.5,abc\n"),
+    )
+    .unwrap();
+    let o = netc(&["train", s(&spec), "--data", s(&root), "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("line 2: `abc` is not a number"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -379,3 +379,380 @@ fn freeze_counts_layers_as_summary_numbers_them() {
         "{e}"
     );
 }
+
+#[test]
+fn features_round_trip_into_a_vector_input_spec() {
+    let d = scratch("features");
+    let imgs = d.join("imgs");
+    write_image_folder(&imgs, 3, 18, 28, 1);
+    let w = d.join("w.safetensors");
+    lenet_weights(&w, 10);
+    let feats = d.join("feats.npz");
+    let o = netc(&[
+        "features",
+        "specs/lenet5.net",
+        "--weights",
+        s(&w),
+        "--layer",
+        "fc2",
+        "--data",
+        s(&imgs),
+        "--batch",
+        "7",
+        "--output",
+        s(&feats),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("x_train [45, 84], x_test [9, 84]"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The file holds the layer's values for each sample, in order, with the labels.
+    let spec = netc::load_file("specs/lenet5.net", &netc::Options::default()).unwrap();
+    let lg = &spec.graph;
+    let images = netc::data::open(s(&imgs), &lg.inputs[0]).unwrap();
+    let feat_input = netc::layer_graph::InputInfo {
+        name: "feat".into(),
+        node: 0,
+        shape: vec![84],
+        mean: vec![],
+        std: vec![],
+    };
+    let back = netc::data::open(s(&feats), &feat_input).unwrap();
+    assert_eq!(back.train.labels, images.train.labels);
+    assert_eq!(back.test.labels, images.test.labels);
+    let fc2 = netc::cut::find_node(lg, "fc2").unwrap();
+    let pre = netc::cut::prefix(lg, &[("f".into(), fc2)]).unwrap();
+    let weights = netc::io::weights::Weights::load(&w, lg).unwrap();
+    let norm = netc::data::Normalize::from_input(&lg.inputs[0]).unwrap();
+    let loader = netc::data::Loader::new(
+        std::sync::Arc::new(images.test.clone()),
+        norm,
+        netc::data::LoaderOptions::eval(9),
+    )
+    .unwrap();
+    let b = loader.epoch_sync(0).next().unwrap();
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&b.shape()), b.x.clone()).unwrap();
+    let want = netc::reference::run::<f32>(
+        &netc::lower::lower(&pre, 9),
+        &netc::model::params_f32(&weights),
+        &[("image", x)],
+    )
+    .unwrap();
+    let netc::data::Pixels::F32(got) = &back.test.pixels else {
+        panic!("float features")
+    };
+    for (g, w) in got.iter().zip(want[0].iter()) {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+
+    // And trains a vector-input spec.
+    let spec = d.join("head.net");
+    std::fs::write(
+        &spec,
+        "model head(classes: int = 3) {\n  input feat: [84]\n  fc: dense(classes)\n}\n",
+    )
+    .unwrap();
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--data",
+        s(&feats),
+        "--epochs",
+        "2",
+        "--batch",
+        "5",
+        "--out",
+        s(&d),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(metrics(&o)["steps"], 18);
+
+    // A layer that does not exist: the flag and the nearest name.
+    let o = netc(&[
+        "features",
+        "specs/lenet5.net",
+        "--layer",
+        "fc7",
+        "--output",
+        s(&d.join("x.npz")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--layer fc7: model `lenet5` has no layer `fc7`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean"), "{e}");
+    assert!(!d.join("x.npz").exists());
+}
+
+const CACHED: &str = "model cached(classes: int = 10) {
+  input image: [1, 28, 28] with mean=[0.2860], std=[0.3530]
+  conv1: conv(8, 5, pad=2)
+  bn1: batchnorm
+  relu
+  maxpool(2)
+  conv2: conv(16, 5)
+  relu
+  maxpool(2)
+  flatten
+  fc1: dense(64)
+  bn2: batchnorm
+  relu
+  drop: dropout(0.3)
+  fc2: dense(classes)
+}
+";
+
+fn weights_of(path: &Path, spec: &Path) -> netc::io::weights::Weights {
+    let spec = netc::load_file(spec, &netc::Options::default()).unwrap();
+    netc::io::weights::Weights::load(path, &spec.graph).unwrap()
+}
+
+#[test]
+fn the_feature_cache_trains_to_the_same_weights() {
+    let d = scratch("cache");
+    let spec = d.join("cached.net");
+    std::fs::write(&spec, CACHED).unwrap();
+    // conv1, bn1, conv2 frozen (bn1 in inference mode); fc1, bn2 (training mode), dropout and
+    // fc2 train.
+    let run = |name: &str, extra: &[&str]| {
+        let ck = d.join(name);
+        let mut a = vec![
+            "train",
+            s(&spec),
+            "--freeze",
+            "..3",
+            "--epochs",
+            "2",
+            "--max-steps",
+            "260",
+            "--batch",
+            "50",
+            "--seed",
+            "5",
+            "--threads",
+            "2",
+            "--save",
+            s(&ck),
+        ];
+        a.extend(extra);
+        let o = netc(&a);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        (o, weights_of(&ck, &spec))
+    };
+    let (plain, w_plain) = run("plain.safetensors", &["--no-cache-features"]);
+    let (cached, w_cached) = run("cached.safetensors", &[]);
+    assert!(
+        !stderr(&plain).contains("feature cache"),
+        "{}",
+        stderr(&plain)
+    );
+    let e = stderr(&cached);
+    assert!(
+        e.contains(
+            "note: feature cache: layers 1-3 (`netc summary`'s #) are frozen; their output \
+             (`7`, flatten [400])"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("12,000 images, 400 values each"), "{e}");
+    assert_eq!(w_plain, w_cached, "the cache changed the trained weights");
+    // Same figures too (the first epoch's evaluation).
+    let epoch1 = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.starts_with("epoch   1"))
+            .map(|l| {
+                l.split("img/s")
+                    .next()
+                    .unwrap()
+                    .rsplit_once("lr")
+                    .unwrap()
+                    .0
+                    .to_string()
+            })
+            .unwrap()
+    };
+    assert_eq!(epoch1(&plain), epoch1(&cached));
+
+    // With augmentation: not cached, and an error when asked for.
+    let aug = d.join("aug.net");
+    std::fs::write(
+        &aug,
+        CACHED.replace(
+            "fc2: dense(classes)",
+            "fc2: dense(classes)\n  train { augment: [mirror] }",
+        ),
+    )
+    .unwrap();
+    let o = netc(&[
+        "train",
+        s(&aug),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-features",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--cache-features: random augmentation (`mirror"),
+        "{e}"
+    );
+    assert!(e.contains("help:"), "{e}");
+    let o = netc(&["train", s(&aug), "--freeze", "..3", "--max-steps", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: no feature cache: random augmentation"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Past its limit: an error naming the flag when asked for, a note otherwise.
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-features",
+        "--cache-limit",
+        "1M",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("more than --cache-limit 1.05 MB"), "{e}");
+    assert!(e.contains("raise --cache-limit"), "{e}");
+    let o = netc(&[
+        "train",
+        s(&spec),
+        "--freeze",
+        "..3",
+        "--max-steps",
+        "1",
+        "--cache-limit",
+        "1M",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Nothing frozen: no cache and no note; asked for: an error saying why.
+    let o = netc(&["train", s(&spec), "--max-steps", "1", "--cache-features"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no frozen prefix to cache"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The README's fine-tuning recipe: torchvision-named ResNet-18 weights (made here by
+/// `Weights::init`: the names and shapes are torchvision's, as `tests/model_library.rs`
+/// checks), a new image folder of 3 classes, one command.
+#[test]
+fn fine_tunes_resnet18_weights_to_a_new_image_folder_in_one_command() {
+    let d = scratch("finetune");
+    let imgs = d.join("pets");
+    write_image_folder(&imgs, 3, 12, 40, 3);
+    let pre = d.join("resnet18.safetensors");
+    let spec = netc::load_file("specs/resnet18.net", &netc::Options::default()).unwrap();
+    let w = netc::io::weights::Weights::init(&spec.graph, 1);
+    w.save(&pre, &spec.graph).unwrap();
+    let o = netc(&[
+        "train",
+        "specs/resnet18.net",
+        "--weights",
+        s(&pre),
+        "--set",
+        "classes=3",
+        "--set",
+        "size=32",
+        "--reinit",
+        "fc",
+        "--freeze",
+        "..6",
+        "--data",
+        s(&imgs),
+        "--epochs",
+        "4",
+        "--batch",
+        "10",
+        "--out",
+        s(&d.join("run")),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("reinitialized 2 tensors (--reinit fc): fc.weight [3, 512], fc.bias [3]"),
+        "{e}"
+    );
+    assert!(e.contains("fc.bias [1000], fc.weight [1000, 512]"), "{e}");
+    assert!(
+        e.contains("layers 1-6 (`netc summary`'s #) are frozen"),
+        "{e}"
+    );
+    assert!(e.contains("60 parameters frozen"), "{e}");
+    let m = metrics(&o);
+    assert_eq!(m["outcome"], "finished");
+    let losses = epoch_losses(&o);
+    assert!(losses[3] < losses[0], "{losses:?}");
+    // The checkpoint is the whole fine-tuned model: it runs as a 3-class ResNet-18.
+    let ck = d.join("run/checkpoint.safetensors");
+    let spec3 = netc::load_file(
+        "specs/resnet18.net",
+        &netc::Options::with_sets(&["classes=3", "size=32"]).unwrap(),
+    )
+    .unwrap();
+    let got = netc::io::weights::Weights::load(&ck, &spec3.graph).unwrap();
+    assert_eq!(
+        got.get(&spec3.graph, "layer4.1.conv2.weight"),
+        w.get(&spec.graph, "layer4.1.conv2.weight")
+    );
+}
+
+#[test]
+fn a_cached_run_resumes_into_the_uncached_result() {
+    let d = scratch("cache-resume");
+    let spec = d.join("cached.net");
+    std::fs::write(&spec, CACHED).unwrap();
+    let base = |ck: &Path| {
+        vec![
+            "train".to_string(),
+            s(&spec).to_string(),
+            "--freeze".into(),
+            "..3".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--batch".into(),
+            "100".into(),
+            "--seed".into(),
+            "9".into(),
+            "--save".into(),
+            s(ck).to_string(),
+        ]
+    };
+    let go = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = netc(&a);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let straight = d.join("straight.safetensors");
+    let mut a = base(&straight);
+    a.push("--no-cache-features".into());
+    go(a);
+    // Cached, stopped after 40 steps, resumed (cached again) to the end of the epoch.
+    let split = d.join("split.safetensors");
+    let mut a = base(&split);
+    a.extend(["--max-steps".into(), "40".into()]);
+    go(a);
+    let mut a = base(&split);
+    a.extend(["--resume".into(), s(&split).to_string()]);
+    let o = go(a);
+    assert!(stderr(&o).contains("note: feature cache"), "{}", stderr(&o));
+    assert_eq!(weights_of(&straight, &spec), weights_of(&split, &spec));
+}

@@ -57,11 +57,23 @@ pub fn detect(dir: &Path) -> Result<Option<Layout>, DataError> {
 /// Loads the image folder at `dir` laid out as `layout` for the model input `input`.
 pub fn load(dir: &Path, layout: Layout, input: &InputInfo) -> Result<Split, DataError> {
     let name = file_name(dir);
+    let targets = super::targets::read(dir)?;
+    let attach = |(mut ds, files): (Dataset, Vec<PathBuf>)| -> Result<Dataset, DataError> {
+        if let Some(t) = &targets {
+            t.attach(dir, &mut ds, &files)?;
+        }
+        Ok(ds)
+    };
     match layout {
         Layout::Split { train, test } => {
             let classes = class_dirs(&train)?;
             let class_names: Vec<String> = classes.iter().map(|c| file_name(c)).collect();
-            let train = load_classes(format!("{name} train"), &classes, &class_names, input)?;
+            let train = attach(load_classes(
+                format!("{name} train"),
+                &classes,
+                &class_names,
+                input,
+            )?)?;
             let test_classes = class_dirs(&test)?;
             let mut test_dirs = Vec::new();
             for c in &test_classes {
@@ -77,13 +89,18 @@ pub fn load(dir: &Path, layout: Layout, input: &InputInfo) -> Result<Split, Data
                 };
                 test_dirs.push((label, c.clone()));
             }
-            let test = load_labelled(format!("{name} test"), &test_dirs, &class_names, input)?;
+            let test = attach(load_labelled(
+                format!("{name} test"),
+                &test_dirs,
+                &class_names,
+                input,
+            )?)?;
             Ok(Split { train, test })
         }
         Layout::Holdout => {
             let classes = class_dirs(dir)?;
             let class_names: Vec<String> = classes.iter().map(|c| file_name(c)).collect();
-            let all = load_classes(name.clone(), &classes, &class_names, input)?;
+            let all = attach(load_classes(name.clone(), &classes, &class_names, input)?)?;
             let (mut train_idx, mut test_idx) = (Vec::new(), Vec::new());
             let mut start = 0;
             for (c, count) in all.class_counts().into_iter().enumerate() {
@@ -126,13 +143,13 @@ fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(d)
 }
 
-/// Loads the classes `dirs`, labelled by position.
+/// Loads the classes `dirs`, labelled by position; also the image files in sample order.
 fn load_classes(
     name: String,
     dirs: &[PathBuf],
     class_names: &[String],
     input: &InputInfo,
-) -> Result<Dataset, DataError> {
+) -> Result<(Dataset, Vec<PathBuf>), DataError> {
     let labelled: Vec<(usize, PathBuf)> = dirs.iter().cloned().enumerate().collect();
     load_labelled(name, &labelled, class_names, input)
 }
@@ -142,7 +159,7 @@ fn load_labelled(
     dirs: &[(usize, PathBuf)],
     class_names: &[String],
     input: &InputInfo,
-) -> Result<Dataset, DataError> {
+) -> Result<(Dataset, Vec<PathBuf>), DataError> {
     // Images as [0, 1] floats without normalization, turned back into the bytes they were.
     let raw_input = InputInfo {
         mean: Vec::new(),
@@ -155,6 +172,7 @@ fn load_labelled(
     };
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut all_files = Vec::new();
     for (label, dir) in dirs {
         let files = images(dir)?;
         if files.is_empty() {
@@ -170,9 +188,10 @@ fn load_labelled(
                     .map(|&x| (x * 255.0).round().clamp(0.0, 255.0) as u8),
             );
             labels.push(*label as i64);
+            all_files.push(f);
         }
     }
-    Ok(Dataset {
+    let ds = Dataset {
         name,
         sample_shape: vec![c, h, w],
         pixels: Pixels::U8(pixels),
@@ -180,7 +199,8 @@ fn load_labelled(
         classes: class_names.len(),
         class_names: class_names.to_vec(),
         fields: Vec::new(),
-    })
+    };
+    Ok((ds, all_files))
 }
 
 /// Visible subdirectories of `dir`, sorted by name.

@@ -11,7 +11,8 @@
 //! - [`idx`]: MNIST-style IDX files (raw or gzip'd), one directory of four files.
 //! - [`cifar`]: CIFAR-10's binary batches.
 //! - [`npz`]: NumPy `.npz` archives of `x` and `y`.
-//! - [`folder`]: image folders, one subfolder per class.
+//! - [`folder`]: image folders, one subfolder per class; [`targets`]: a `targets.csv` or
+//!   `targets.json` of per-image targets beside them.
 //! - [`bundled`]: the Fashion-MNIST subset compiled into the binary, and the full set as
 //!   Debian installs it.
 //! - [`loader`]: normalization, seeded shuffling, batching, the prefetch thread.
@@ -33,6 +34,7 @@ pub mod idx;
 pub mod loader;
 pub mod npz;
 pub mod rng;
+pub mod targets;
 pub mod transform;
 
 use std::fmt;

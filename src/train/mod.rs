@@ -11,6 +11,7 @@
 //! weights (batchnorm folded, dropout gone).
 
 pub mod bench;
+pub mod cache;
 pub mod checkpoint;
 pub mod graph;
 pub mod optim;
