@@ -31,6 +31,7 @@ impl Observer for Logger {
                 r.test_accuracy.unwrap_or(0.0) * 100.0
             ),
             Event::Saved(p) => println!("checkpoint: {}", p.display()),
+            Event::Note(n) => println!("{n}"),
         }
     }
     fn stop_requested(&self) -> bool {
@@ -61,6 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         augment: vec![],
         identities: None,
         mining: Default::default(),
+        no_cache: false,
         normalize: Normalize::from_input(&spec.graph.inputs[0])?,
         checkpoint: None,
         max_steps: None,

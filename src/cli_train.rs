@@ -434,6 +434,7 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         memory_limit: args.memory_limit,
         identities: args.identities.clone(),
         mining,
+        no_cache: args.no_cache_features,
     };
     if !args.quiet {
         eprintln!(
@@ -776,6 +777,12 @@ impl Observer for Progress {
                 }
             }
             Event::Saved(_) => self.saved = true,
+            Event::Note(n) => {
+                self.clear_line();
+                if !self.quiet {
+                    eprintln!("{n}");
+                }
+            }
         }
     }
 

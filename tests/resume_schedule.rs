@@ -71,6 +71,7 @@ fn settings(epochs: usize, schedule: Schedule, ck: &Path, max_steps: Option<u64>
         memory_limit: None,
         identities: None,
         mining: Default::default(),
+        no_cache: false,
     }
 }
 

@@ -237,3 +237,88 @@ fn data_that_cannot_give_triplets_or_the_asked_identities_is_refused() {
     let o = netc(&["train", s(&spec), "--identities", "0-6"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The course's speed-up: with the embedding frozen, its vectors are computed once and only
+/// the similarity head trains on them; the result is that of training the whole model with
+/// the embedding frozen.
+#[test]
+fn a_frozen_embedding_is_computed_once_and_only_the_head_trains() {
+    let d = scratch("head");
+    let data = d.join("bars.npz");
+    bars(8, 40, 6, &data);
+    let spec = d.join("learned.net");
+    std::fs::write(
+        &spec,
+        format!(
+            "{EMBED}
+model learned {{
+  input x1: [1, 8, 8]
+  input x2: [1, 8, 8]
+  embed = shared embed_net()
+  diff = sub(embed(x1), embed(x2)) |> abs
+  logit: dense(1)
+  output logit
+  train {{ loss: bce_with_logits, optimizer: adam(lr=0.01), batch: 16, epochs: 2 }}
+}}
+"
+        ),
+    )
+    .unwrap();
+    let run = |out: &str, more: &[&str]| {
+        let mut args = vec![
+            "train",
+            s(&spec),
+            "--data",
+            s(&data),
+            "--identities",
+            "0-5/6-7",
+            "--freeze",
+            "embed",
+            "--out",
+        ];
+        let out = d.join(out);
+        args.push(s(&out));
+        args.extend_from_slice(more);
+        let o = netc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (o, out.join("checkpoint.safetensors"))
+    };
+    let (cached, ck1) = run("cached", &[]);
+    assert!(
+        stderr(&cached).contains("training images embedded once"),
+        "{}",
+        stderr(&cached)
+    );
+    let (whole, ck2) = run("whole", &["--no-cache-features"]);
+    assert!(
+        !stderr(&whole).contains("embedded once"),
+        "{}",
+        stderr(&whole)
+    );
+    let lg = netc::load_file(&spec, &netc::Options::default())
+        .unwrap()
+        .graph;
+    let a = netc::train::checkpoint::load(&ck1, &lg).unwrap();
+    let b = netc::train::checkpoint::load(&ck2, &lg).unwrap();
+    // The head's weights agree to float rounding (the embeddings are computed by another
+    // compiled program); the frozen embedding is untouched.
+    for (i, p) in lg.params.iter().enumerate() {
+        let (netc::io::weights::Value::F32(x), netc::io::weights::Value::F32(y)) =
+            (&a.weights.values[i], &b.weights.values[i])
+        else {
+            continue;
+        };
+        let diff = x
+            .iter()
+            .zip(y.iter())
+            .map(|(u, v)| (u - v).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{}: max difference {diff}", p.path);
+    }
+    let (ma, mb) = (metrics(&cached), metrics(&whole));
+    let (aa, ab) = (
+        ma["verification_accuracy"].as_f64().unwrap(),
+        mb["verification_accuracy"].as_f64().unwrap(),
+    );
+    assert!((aa - ab).abs() < 0.01, "{aa} vs {ab}");
+}

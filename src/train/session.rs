@@ -54,6 +54,8 @@ pub struct Settings {
     pub identities: Option<IdentitySplit>,
     /// For triplet models: how triplets are chosen.
     pub mining: Mining,
+    /// Never compute a frozen part once and train the rest from its values (`--no-cache-features`).
+    pub no_cache: bool,
 }
 
 /// What happens during training, as it happens.
@@ -77,6 +79,8 @@ pub enum Event<'a> {
     Epoch(&'a EpochRecord),
     /// A checkpoint was written.
     Saved(&'a std::path::Path),
+    /// Something the user should know about how training runs (one line).
+    Note(&'a str),
 }
 
 /// Receives events; can ask training to stop (it then saves a checkpoint and returns).
@@ -170,8 +174,16 @@ pub fn run(
     };
     let step_batch = verify.as_ref().map_or(settings.batch, |v| v.batch);
     progress.batch_size = Some(step_batch);
+    // A frozen embedding is computed once; only the head after it trains.
+    if let Some(v) = verify.as_mut().filter(|_| !settings.no_cache)
+        && let Some(note) =
+            v.cache_embeddings(lg, &weights, settings.threads, settings.memory_limit)?
+    {
+        observer.event(&Event::Note(&note));
+    }
+    let head = verify.as_ref().and_then(|v| v.head.clone());
     let mut trainer = Trainer::with_limit(
-        lg,
+        head.as_ref().unwrap_or(lg),
         weights,
         step_batch,
         settings.objective.clone(),

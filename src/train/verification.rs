@@ -89,6 +89,14 @@ pub struct Verification {
     seed: u64,
     /// The embedding model of the mining pass, compiled on first use.
     embedder: Option<Executable>,
+    normalize: Normalize,
+    augmenting: bool,
+    /// With a frozen embedding: every training image's embedding, computed once, and the
+    /// model after the embeddings (what trains on them), see [`Verification::cache_embeddings`].
+    cache: Option<(Vec<f32>, usize)>,
+    pub head: Option<LayerGraph>,
+    /// The head's inputs (the embeddings of the pair), in role order.
+    head_inputs: Vec<String>,
 }
 
 impl Verification {
@@ -124,13 +132,14 @@ impl Verification {
         verify::random_triplets(&train, seed, 0).map_err(|e| e.to_string())?;
         verify::eval_pairs(&eval, 1, seed).map_err(|e| e.to_string())?;
         let (train, eval) = (Arc::new(train), Arc::new(eval));
+        let augmenting = !augment.is_empty();
         let opts = LoaderOptions {
             prefetch: false,
             ..LoaderOptions::train(batch, seed, augment)
         };
         let loader =
             Loader::new(train.clone(), normalize.clone(), opts).map_err(|e| e.to_string())?;
-        let eval_loader = Loader::new(eval.clone(), normalize, LoaderOptions::eval(batch))
+        let eval_loader = Loader::new(eval.clone(), normalize.clone(), LoaderOptions::eval(batch))
             .map_err(|e| e.to_string())?;
         Ok(Verification {
             form,
@@ -145,7 +154,66 @@ impl Verification {
             batch,
             seed,
             embedder: None,
+            normalize,
+            augmenting,
+            cache: None,
+            head: None,
+            head_inputs: Vec::new(),
         })
+    }
+
+    /// The course's speed-up for a learned similarity: when the embedding is frozen (no
+    /// trainable parameter and no dropout before it, its batchnorm frozen) and nothing
+    /// augments the images, every training image is embedded once (inference mode: what the
+    /// frozen layers compute in training too) and only the head after the embeddings trains,
+    /// on pairs of those vectors ([`Verification::head`], a `cut::suffix`). The results are
+    /// those of training the whole model. Returns a note saying so, or `None` (nothing
+    /// changes) when it does not apply.
+    pub fn cache_embeddings(
+        &mut self,
+        lg: &LayerGraph,
+        weights: &Weights,
+        threads: usize,
+        memory_limit: Option<u64>,
+    ) -> Result<Option<String>, String> {
+        if !matches!(self.form, Form::Pairs { .. }) || self.augmenting || !frozen_embedding(lg)? {
+            return Ok(None);
+        }
+        let nodes = verify::embedding_nodes(lg)?;
+        if nodes.len() != self.inputs.len() {
+            return Ok(None);
+        }
+        let boundary: Vec<(String, NodeId)> = self
+            .inputs
+            .iter()
+            .zip(&nodes)
+            .map(|(i, &n)| (format!("{i}.embedding"), n))
+            .collect();
+        let head = crate::cut::suffix(lg, &boundary)?;
+        if head.inputs.len() != boundary.len() {
+            return Ok(None);
+        }
+        let mut ex = crate::features::Extractor::new(lg, weights, nodes[0], threads, memory_limit)?;
+        let dim = ex.sample_len();
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(self.train.len().saturating_mul(dim))
+            .map_err(|_| "cannot allocate the embedding cache".to_string())?;
+        ex.run(&self.train, &self.normalize, self.batch, |v, _| {
+            values.extend_from_slice(v);
+            Ok(())
+        })?;
+        let note = format!(
+            "note: the embedding is frozen: {} training images embedded once ({} values each); \
+             only the head after `{}` trains",
+            self.train.len(),
+            dim,
+            lg.nodes[nodes[0]].path
+        );
+        self.head_inputs = head.inputs.iter().map(|i| i.name.clone()).collect();
+        self.cache = Some((values, dim));
+        self.head = Some(head);
+        Ok(Some(note))
     }
 
     /// Steps per epoch.
@@ -206,6 +274,19 @@ impl Verification {
                 for (role, name) in self.inputs.iter().enumerate() {
                     bufs.push((name.clone(), rows(&batch, triplets.iter().map(|t| t[role]))));
                 }
+            }
+            Form::Pairs { target } if self.cache.is_some() => {
+                let pairs = self.pairs(epoch, b);
+                let (cache, dim) = self.cache.as_ref().expect("checked");
+                let row = |i: usize| &cache[i * dim..(i + 1) * dim];
+                let a: Vec<f32> = pairs.iter().flat_map(|p| row(p.0)).copied().collect();
+                let c: Vec<f32> = pairs.iter().flat_map(|p| row(p.1)).copied().collect();
+                bufs.push((self.head_inputs[0].clone(), a));
+                bufs.push((self.head_inputs[1].clone(), c));
+                bufs.push((
+                    target,
+                    pairs.iter().map(|p| f32::from(u8::from(p.2))).collect(),
+                ));
             }
             Form::Pairs { target } => {
                 let pairs = self.pairs(epoch, b);
@@ -396,6 +477,18 @@ pub struct Figures {
     /// The best threshold: a distance (same below it) or a similarity (same at or above it).
     pub threshold: f64,
     pub pairs: usize,
+}
+
+/// Whether nothing before the first input's embedding trains or draws random numbers: every
+/// layer with parameters frozen (batchnorm then in inference mode), no dropout.
+fn frozen_embedding(lg: &LayerGraph) -> Result<bool, String> {
+    let node = verify::embedding_node(lg)?;
+    let prefix = crate::cut::prefix(lg, &[("embedding".into(), node)])?;
+    Ok(prefix.nodes.iter().all(|n| {
+        !matches!(n.op, crate::layer_graph::Op::Dropout { .. })
+            && (n.params.is_empty() || n.frozen)
+            && n.params.iter().all(|&p| !prefix.params[p].trainable)
+    }))
 }
 
 /// The rows `which` of `batch.x`, one after another.
