@@ -49,7 +49,8 @@ Variants, to find which difference between the two matters:
 - `--siamese-forward separate` (x1 and x2 through the embedding in two forwards, as
   siamese.net's graph) or `joint` (one forward of both halves, one set of batch statistics).
 
-Seconds are the training loop's (no evaluation, no data loading).
+PyTorch's seconds are the training loop's (no evaluation, no data loading); netc's are its
+JSON line's `seconds`, the whole run (training and the evaluation after each epoch).
 """
 
 import argparse
@@ -57,7 +58,6 @@ import gzip
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -259,17 +259,35 @@ def train_pairs(x_all, y_all, rng, batch, order):
     return out
 
 
-def train_siamese(model, train, epochs, seed, log):
+def mined_pairs(model, x, y, idx):
+    """Pairs of a P x K batch: each anchor with its hardest positive (same) and its hardest
+    negative (different), by the inference-mode embedding's distances."""
+    model.eval()
+    with torch.no_grad():
+        a, p, n = batch_hard(model.embed(x[idx]), torch.from_numpy(y[idx]))
+    model.train()
+    a, p, n = idx[a.numpy()], idx[p.numpy()], idx[n.numpy()]
+    return np.concatenate([np.stack([a, p, np.ones(len(a))], 1),
+                           np.stack([a, n, np.zeros(len(a))], 1)])
+
+
+def train_siamese(model, train, epochs, seed, log, pairs="random"):
     x, y = torch.from_numpy(train[0]), train[1]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
+    decks = {i: {"all": np.flatnonzero(y == i), "order": [], "at": 0} for i in TRAIN_IDS}
     seconds = 0.0
     for epoch in range(epochs):
-        batches = train_pairs(x, y, rng, 32, rng.permutation(len(y)))
+        if pairs == "random":
+            batches = train_pairs(x, y, rng, 32, rng.permutation(len(y)))
+        else:
+            batches = pk_batches(y, 7, 4, rng, decks)
         t0 = time.perf_counter()
         model.train()
         total = 0.0
         for rows in batches:
+            if pairs != "random":
+                rows = mined_pairs(model, x, y, rows)
             i, j = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
             t = torch.from_numpy(rows[:, 2].astype(np.float32))
             loss = F.binary_cross_entropy_with_logits(model(x[i], x[j]), t)
@@ -343,7 +361,7 @@ def run_torch(recipe, args, seed, train, evaluate_set, quiet):
     if recipe == "triplet":
         seconds = train_triplet(model, train, args.epochs, seed, args.mining, log)
     else:
-        seconds = train_siamese(model, train, args.epochs, seed, log)
+        seconds = train_siamese(model, train, args.epochs, seed, log, args.pairs)
     return {"accuracy": curve[-1][1], "auc": curve[-1][2], "seconds": round(seconds, 1),
             "curve": curve}
 
@@ -358,9 +376,8 @@ def run_netc(recipe, args, seed):
         return {"error": out.stderr.strip()[-500:], "command": " ".join(cmd[1:])}
     last = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     m = json.loads(last[-1]) if last else {}
-    secs = [float(s) for s in re.findall(r"img/s\s+([\d.]+)s", out.stdout)]
     return {"accuracy": m.get("verification_accuracy"), "auc": m.get("auc"),
-            "seconds": round(sum(secs), 1) if secs else m.get("seconds"),
+            "seconds": round(m["seconds"], 1) if "seconds" in m else None,
             "command": "netc " + " ".join(cmd[1:])}
 
 
@@ -374,6 +391,7 @@ def main():
                     choices=["train", "netc", "train-separate", "eval-joint"])
     ap.add_argument("--threads", type=int, default=THREADS)
     ap.add_argument("--siamese-forward", default="separate", choices=["separate", "joint"])
+    ap.add_argument("--pairs", default="random", choices=["random", "batch-hard"])
     ap.add_argument("--netc", action="store_true", help="also run netc (target/release/netc)")
     ap.add_argument("--netc-args", default="", help="extra arguments for netc train")
     ap.add_argument("--quiet", action="store_true")
@@ -398,9 +416,10 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         t, n = r["torch"], r.get("netc", {})
-        print(f"| {r['recipe']} | {r['seed']} | {t['accuracy']:.3f} | {t['auc']:.3f} | "
-              f"{t['seconds']} | {n.get('accuracy', '-')} | {n.get('auc', '-')} | "
-              f"{n.get('seconds', '-')} |")
+        fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+        print(f"| {r['recipe']} | {r['seed']} | {fmt(t['accuracy'])} | {fmt(t['auc'])} | "
+              f"{fmt(t['seconds'], 1)} | {fmt(n.get('accuracy'))} | {fmt(n.get('auc'))} | "
+              f"{fmt(n.get('seconds'), 1)} |")
 
 
 if __name__ == "__main__":
