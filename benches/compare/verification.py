@@ -121,8 +121,9 @@ class FaceNet(nn.Module):
 class Siamese(nn.Module):
     """specs/siamese.net: dense(1) on |embed(x1) - embed(x2)|."""
 
-    def __init__(self, embedding=64, joint=False):
+    def __init__(self, embedding=64, joint=False, head="abs"):
         super().__init__()
+        self.head = head
         self.embed = FaceNet(embedding)
         self.logit = nn.Linear(embedding, 1)
         self.joint = joint
@@ -133,7 +134,8 @@ class Siamese(nn.Module):
             e1, e2 = e[: len(x1)], e[len(x1) :]
         else:
             e1, e2 = self.embed(x1), self.embed(x2)
-        return self.logit((e1 - e2).abs()).squeeze(1)
+        d = (e1 - e2).abs() if self.head == "abs" else (e1 - e2) ** 2
+        return self.logit(d).squeeze(1)
 
 
 def he_init(model):
@@ -271,9 +273,9 @@ def mined_pairs(model, x, y, idx):
                            np.stack([a, n, np.zeros(len(a))], 1)])
 
 
-def train_siamese(model, train, epochs, seed, log, pairs="random"):
+def train_siamese(model, train, epochs, seed, log, pairs="random", lr=1e-3):
     x, y = torch.from_numpy(train[0]), train[1]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     decks = {i: {"all": np.flatnonzero(y == i), "order": [], "at": 0} for i in TRAIN_IDS}
     seconds = 0.0
@@ -346,7 +348,7 @@ def evaluate(model, evaluate_set, recipe, seed):
 
 def run_torch(recipe, args, seed, train, evaluate_set, quiet):
     torch.manual_seed(seed)
-    model = FaceNet(64) if recipe == "triplet" else Siamese(64, args.siamese_forward == "joint")
+    model = FaceNet(64) if recipe == "triplet" else Siamese(64, args.siamese_forward == "joint", args.head)
     if args.init == "he":
         he_init(model)
     curve = []
@@ -361,7 +363,7 @@ def run_torch(recipe, args, seed, train, evaluate_set, quiet):
     if recipe == "triplet":
         seconds = train_triplet(model, train, args.epochs, seed, args.mining, log)
     else:
-        seconds = train_siamese(model, train, args.epochs, seed, log, args.pairs)
+        seconds = train_siamese(model, train, args.epochs, seed, log, args.pairs, args.lr)
     return {"accuracy": curve[-1][1], "auc": curve[-1][2], "seconds": round(seconds, 1),
             "curve": curve}
 
@@ -391,6 +393,9 @@ def main():
                     choices=["train", "netc", "train-separate", "eval-joint"])
     ap.add_argument("--threads", type=int, default=THREADS)
     ap.add_argument("--siamese-forward", default="separate", choices=["separate", "joint"])
+    ap.add_argument("--head", default="abs", choices=["abs", "sq"],
+                    help="siamese head on |f(x1) - f(x2)| (siamese.net) or its square")
+    ap.add_argument("--lr", type=float, default=1e-3, help="siamese: Adam's learning rate")
     ap.add_argument("--pairs", default="random", choices=["random", "batch-hard"])
     ap.add_argument("--netc", action="store_true", help="also run netc (target/release/netc)")
     ap.add_argument("--netc-args", default="", help="extra arguments for netc train")
