@@ -41,10 +41,15 @@ pub fn lower_with(g: &LayerGraph, batch: usize, mode: Mode) -> Graph {
         mode,
         stat_outputs: Vec::new(),
     };
+    let joint = joint_batchnorms(g, mode);
     for node in &g.nodes {
-        let v = l.node(node);
-        l.values.insert(node.id, v);
+        l.lower_node(node.id, &joint);
     }
+    // Lowering out of node order (for joint batchnorms) may meet inputs out of order: they
+    // stay in the model's order.
+    l.out
+        .inputs
+        .sort_by_key(|(name, _)| g.inputs.iter().position(|i| &i.name == name));
     for (name, n) in &g.outputs {
         let v = l.values[n];
         l.out.outputs.push((name.clone(), v));
@@ -67,7 +72,114 @@ struct Lowerer<'a> {
     stat_outputs: Vec<(String, ValueId)>,
 }
 
+/// Training mode: the batchnorm layers of one shared module applied several times (nodes with
+/// the same parameters, e.g. `embed(anchor)`, `embed(positive)`, `embed(negative)` of
+/// specs/triplet.net), which normalize all their applications with one set of batch
+/// statistics, as one batch of all of them, and update their running statistics once per step
+/// from it. Without this, each application would normalize with its own batch's statistics:
+/// a triplet model's negatives (hard negatives, a batch of its own) would then be shifted and
+/// scaled unlike its anchors, which the loss learns to exploit and evaluation (running
+/// statistics, one image at a time) cannot (measured in benches/compare/README.md,
+/// "Verification"). Grouped: unfrozen batchnorm nodes with the same parameters and shape, none
+/// of whose inputs depends on another's output (a module applied to its own output keeps
+/// separate statistics). Per grouped node: its group, in node order.
+pub(crate) fn joint_batchnorms(g: &LayerGraph, mode: Mode) -> HashMap<lg::NodeId, Arc<Vec<lg::NodeId>>> {
+    let mut out = HashMap::new();
+    if mode != Mode::Training {
+        return out;
+    }
+    let mut groups: std::collections::BTreeMap<(&[usize], &[usize]), Vec<lg::NodeId>> =
+        Default::default();
+    for n in &g.nodes {
+        if matches!(n.op, lg::Op::BatchNorm { .. }) && !n.frozen && !n.params.is_empty() {
+            groups.entry((&n.params, &n.shape)).or_default().push(n.id);
+        }
+    }
+    for members in groups.into_values().filter(|m| m.len() >= 2) {
+        // Nodes downstream of a member (nodes come after their inputs).
+        let mut tainted = vec![false; g.nodes.len()];
+        for n in &g.nodes {
+            tainted[n.id] =
+                members.contains(&n.id) || n.inputs.iter().any(|&i| i >= n.id || tainted[i]);
+        }
+        let independent = members
+            .iter()
+            .all(|&m| g.nodes[m].inputs.len() == 1 && !tainted[g.nodes[m].inputs[0]]);
+        if independent {
+            let members = Arc::new(members);
+            for &m in members.iter() {
+                out.insert(m, members.clone());
+            }
+        }
+    }
+    out
+}
+
 impl Lowerer<'_> {
+    /// Lowers node `id` (once), and for a member of a joint batchnorm group the whole group,
+    /// after what every member's input needs.
+    fn lower_node(&mut self, id: lg::NodeId, joint: &HashMap<lg::NodeId, Arc<Vec<lg::NodeId>>>) {
+        if self.values.contains_key(&id) {
+            return;
+        }
+        let Some(group) = joint.get(&id) else {
+            let v = self.node(&self.lg.nodes[id]);
+            self.values.insert(id, v);
+            return;
+        };
+        // The members' inputs and everything they depend on that is not lowered yet, in node
+        // order (so each node's inputs come first). None of them depends on a member.
+        let mut need = std::collections::BTreeSet::new();
+        let mut stack: Vec<lg::NodeId> =
+            group.iter().map(|&m| self.lg.nodes[m].inputs[0]).collect();
+        while let Some(n) = stack.pop() {
+            if !self.values.contains_key(&n) && need.insert(n) {
+                stack.extend(self.lg.nodes[n].inputs.iter().copied());
+            }
+        }
+        for n in need {
+            // A member of another group, met here, lowers that group (no cycle: none of
+            // these nodes depends on this group); a member of this one cannot be met.
+            self.lower_node(n, joint);
+        }
+        let members: Vec<lg::NodeId> = group
+            .iter()
+            .copied()
+            .filter(|m| !self.values.contains_key(m))
+            .collect();
+        let node = &self.lg.nodes[members[0]];
+        let lg::Op::BatchNorm {
+            eps,
+            affine,
+            momentum,
+        } = node.op
+        else {
+            unreachable!("joint groups hold batchnorm nodes");
+        };
+        let o = node.path.as_str();
+        let xs: Vec<ValueId> = members
+            .iter()
+            .map(|&m| self.values[&self.lg.nodes[m].inputs[0]])
+            .collect();
+        let cat = self.out.add(Op::Concat { axis: 0 }, xs, o);
+        let mut full = vec![self.batch * members.len()];
+        full.extend(&node.shape);
+        let y = self.batchnorm_train(node, cat, &full, eps, affine, momentum);
+        for (k, &m) in members.iter().enumerate() {
+            let (start, end) = (k * self.batch, (k + 1) * self.batch);
+            let v = self.out.add(
+                Op::Slice {
+                    axis: 0,
+                    start,
+                    end,
+                },
+                vec![y],
+                o,
+            );
+            self.values.insert(m, v);
+        }
+    }
+
     /// `conv2d(x, w)`, with the kernel cropped to the taps that can reach the input: on small
     /// feature maps (ResNet-18's last stage at 32×32 input sees 1×1 maps with 3×3 kernels) the
     /// others only ever multiply padding. The cropped conv reads `w[.., lo..hi, lo..hi]` with the

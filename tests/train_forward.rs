@@ -237,3 +237,109 @@ fn batchnorm_statistics_of_offset_channels_are_accurate() {
     }
     assert_eq!(checked, 1, "the running variance is an output");
 }
+
+/// A shared module applied to several inputs (specs/triplet.net's `embed(anchor)`,
+/// `embed(positive)`, `embed(negative)`) normalizes all its applications with one set of batch
+/// statistics, as one batch of all of them, and updates its running statistics once from it;
+/// applied to its own output it keeps one set per application. Through the reference
+/// interpreter (f64) and the JIT (f32).
+#[test]
+fn shared_batchnorm_normalizes_its_applications_together() {
+    let src = "
+block emb() { bn: batchnorm(eps=0.00001) }
+model t {
+  input a: [2, 1, 3]
+  input b: [2, 1, 3]
+  e = shared emb()
+  ea = e(a)
+  eb = e(b)
+  output ea, eb
+}
+model chain {
+  input a: [2, 1, 3]
+  e = shared emb()
+  x = e(a)
+  y = e(x)
+  output x, y
+}";
+    let (batch, c, w) = (4usize, 2usize, 3usize);
+    // Input b is input a shifted by 3 and scaled by 2: separate statistics would make the two
+    // outputs equal; one set over both keeps them apart.
+    let a = ArrayD::from_shape_fn(IxDyn(&[batch, c, 1, w]), |i| {
+        ((i[0] * 7 + i[1] * 3 + i[3] * 5) % 11) as f64 / 11.0 - 0.4 + i[1] as f64
+    });
+    let b = a.mapv(|v| 2.0 * v + 3.0);
+    let opts = |m: &str| Options {
+        model: Some(m.to_string()),
+        ..Options::default()
+    };
+    let lg = netc::load_str("t.net", src, &opts("t")).unwrap().graph;
+    let prims = lower_with(&lg, batch, Mode::Training);
+    let params = params_f32(&Weights::init(&lg, 1));
+    let params64: Vec<ArrayD<f64>> = params.iter().map(|p| p.mapv(f64::from)).collect();
+    let got = netc::reference::run::<f64>(&prims, &params64, &[("a", a.clone()), ("b", b.clone())])
+        .unwrap();
+    let names: Vec<&str> = prims.outputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ea", "eb", "e.bn.running_mean", "e.bn.running_var"],
+        "one running-statistics update per step"
+    );
+    // Expected: per channel, the mean and biased variance over both inputs' values.
+    let n = (2 * batch * w) as f64;
+    for ch in 0..c {
+        let vals: Vec<f64> = [&a, &b]
+            .iter()
+            .flat_map(|x| (0..batch).flat_map(move |s| (0..w).map(move |k| x[[s, ch, 0, k]])))
+            .collect();
+        let mean = vals.iter().sum::<f64>() / n;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        for (x, out) in [(&a, &got[0]), (&b, &got[1])] {
+            for s in 0..batch {
+                for k in 0..w {
+                    let want = (x[[s, ch, 0, k]] - mean) / (var + 1e-5).sqrt();
+                    let d = (out[[s, ch, 0, k]] - want).abs();
+                    assert!(d < 1e-9, "channel {ch}: {} vs {want}", out[[s, ch, 0, k]]);
+                }
+            }
+        }
+        let rm = got[2][[ch]];
+        // (momentum and the factors are f32 constants in the graph)
+        assert!(
+            (rm - 0.1 * mean).abs() < 1e-6,
+            "running mean {rm} vs {}",
+            0.1 * mean
+        );
+        let rv = got[3][[ch]];
+        let want_rv = 0.9 + 0.1 * var * n / (n - 1.0);
+        assert!((rv - want_rv).abs() < 1e-6, "running var {rv} vs {want_rv}");
+    }
+    // The JIT runs the same graph.
+    let mut exe = Executable::new(netc::fuse::fuse(&prims), &params, jit().unwrap(), 2).unwrap();
+    let (af, bf) = (a.mapv(|v| v as f32), b.mapv(|v| v as f32));
+    let jit_out = exe.run(&[("a", &af), ("b", &bf)]).unwrap();
+    for ((name, g), want) in jit_out.iter().zip(&got) {
+        let err = g
+            .iter()
+            .zip(want.iter())
+            .map(|(&g, &w)| (f64::from(g) - w).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-4, "{name}: JIT differs by {err:e}");
+    }
+
+    // Applied to its own output: each application its own statistics (so each is normalized
+    // to mean 0 per channel).
+    let lg = netc::load_str("t.net", src, &opts("chain")).unwrap().graph;
+    let prims = lower_with(&lg, batch, Mode::Training);
+    let got = netc::reference::run::<f64>(&prims, &params64, &[("a", a.clone())]).unwrap();
+    for out in &got[..2] {
+        for ch in 0..c {
+            let m: f64 = (0..batch)
+                .flat_map(|s| (0..w).map(move |k| (s, k)))
+                .map(|(s, k)| out[[s, ch, 0, k]])
+                .sum::<f64>()
+                / (batch * w) as f64;
+            assert!(m.abs() < 1e-9, "channel {ch} mean {m}");
+        }
+    }
+}

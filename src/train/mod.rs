@@ -145,6 +145,7 @@ impl Trainer {
             .map(|&(i, _)| lg.params[i].numel())
             .collect();
         // Batchnorms whose statistics the step updates count their batches too.
+        let joint = crate::lower::joint_batchnorms(lg, crate::lower::Mode::Training);
         let tracked = lg
             .params
             .iter()
@@ -157,12 +158,17 @@ impl Trainer {
                     .any(|(s, _)| lg.params[*s].path.starts_with(prefix))
             })
             .map(|(i, _)| {
-                let uses = lg
+                // One update per application, except that the applications of a shared module
+                // normalized together (`lower::joint_batchnorms`) update once.
+                let mut updates: Vec<usize> = lg
                     .nodes
                     .iter()
                     .filter(|n| !n.frozen && n.params.contains(&i))
-                    .count();
-                (i, uses as i64)
+                    .map(|n| joint.get(&n.id).map_or(n.id, |group| group[0]))
+                    .collect();
+                updates.sort_unstable();
+                updates.dedup();
+                (i, updates.len() as i64)
             })
             .collect();
         // The executable holds the values that change; keeping a second copy here would

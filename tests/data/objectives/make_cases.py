@@ -95,8 +95,9 @@ class Case:
             self.buffers[f"{name}.num_batches_tracked"] = torch.zeros((), dtype=torch.int64)
             self.initial[f"{name}.running_mean"] = torch.zeros(c, dtype=torch.float64)
             self.initial[f"{name}.running_var"] = torch.ones(c, dtype=torch.float64)
-        # PyTorch updates the buffers in place, once per application: a batchnorm applied to
-        # two inputs (in a shared embedding) updates them twice, the second from the first.
+        # PyTorch updates the buffers in place, once per call. netc normalizes the applications
+        # of one shared module together (one batch of all of them, one update per step), so the
+        # shared models here call their embedding once on the inputs joined (`torch.cat`).
         self.buffers[f"{name}.num_batches_tracked"] += 1
         return F.batch_norm(
             x,
@@ -470,8 +471,8 @@ def one_layer():
 
 
 SIAMESE = """
-// A siamese pair model: a shared embedding with batchnorm (training mode, batch statistics
-// per application), a head on |e1 - e2| to one logit; contrastive on the embeddings plus
+// A siamese pair model: a shared embedding with batchnorm (training mode, one set of batch
+// statistics over both applications), a head on |e1 - e2| to one logit; contrastive on the embeddings plus
 // binary cross-entropy on the logit.
 model siamese(margin: float = MARGIN) {
   input x1: [1, 6, 6]
@@ -495,7 +496,8 @@ def siamese():
         h = F.relu(c.batchnorm("embed.1", h)).flatten(1)
         return c.dense("embed.4", h, 5)
 
-    e1, e2 = embed(x1), embed(x2)
+    # netc's shared batchnorm sees both applications as one batch: PyTorch's joined forward.
+    e1, e2 = embed(torch.cat([x1, x2])).split(N)
     logit = c.dense("logit.1", (e1 - e2).abs(), 1)
     same = same_labels(c)
     m = pick_margin(e1, e2, same)
