@@ -83,7 +83,10 @@ struct Lowerer<'a> {
 /// "Verification"). Grouped: unfrozen batchnorm nodes with the same parameters and shape, none
 /// of whose inputs depends on another's output (a module applied to its own output keeps
 /// separate statistics). Per grouped node: its group, in node order.
-pub(crate) fn joint_batchnorms(g: &LayerGraph, mode: Mode) -> HashMap<lg::NodeId, Arc<Vec<lg::NodeId>>> {
+pub(crate) fn joint_batchnorms(
+    g: &LayerGraph,
+    mode: Mode,
+) -> HashMap<lg::NodeId, Arc<Vec<lg::NodeId>>> {
     let mut out = HashMap::new();
     if mode != Mode::Training {
         return out;
