@@ -457,22 +457,5 @@ pub fn classes_of(lg: &LayerGraph) -> usize {
 /// How many rows of `logits` (`[N, K]`, row-major) have their largest value at the label
 /// (the first largest, as `torch.argmax`).
 pub fn count_correct(logits: &[f32], labels: &[i64]) -> usize {
-    if labels.is_empty() {
-        return 0;
-    }
-    let k = logits.len() / labels.len();
-    labels
-        .iter()
-        .enumerate()
-        .filter(|&(i, &l)| {
-            let row = &logits[i * k..(i + 1) * k];
-            let mut best = 0;
-            for (j, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = j;
-                }
-            }
-            best as i64 == l
-        })
-        .count()
+    task::count_top(logits, labels).0
 }

@@ -97,6 +97,12 @@ pub struct Verification {
     pub head: Option<LayerGraph>,
     /// The head's inputs (the embeddings of the pair), in role order.
     head_inputs: Vec<String>,
+    /// The training samples of each identity (pairs draw partners from these).
+    identities: std::collections::BTreeMap<i64, Vec<usize>>,
+    /// The current epoch's draw, made once per epoch: per step, the samples it uses (a P×K
+    /// batch, the anchors, positives and negatives of random triplets one triplet after
+    /// another, or the first members of the pairs).
+    drawn: Option<(u64, Vec<Vec<usize>>)>,
 }
 
 impl Verification {
@@ -141,6 +147,10 @@ impl Verification {
             Loader::new(train.clone(), normalize.clone(), opts).map_err(|e| e.to_string())?;
         let eval_loader = Loader::new(eval.clone(), normalize.clone(), LoaderOptions::eval(batch))
             .map_err(|e| e.to_string())?;
+        let mut identities = std::collections::BTreeMap::<i64, Vec<usize>>::new();
+        for (i, &l) in train.labels.iter().enumerate() {
+            identities.entry(l).or_default().push(i);
+        }
         Ok(Verification {
             form,
             inputs: lg.inputs.iter().map(|i| i.name.clone()).collect(),
@@ -159,6 +169,8 @@ impl Verification {
             cache: None,
             head: None,
             head_inputs: Vec::new(),
+            identities,
+            drawn: None,
         })
     }
 
@@ -236,10 +248,10 @@ impl Verification {
         bufs.clear();
         match self.form.clone() {
             Form::Triplets { mining, margin } => {
+                let step = self.step(epoch, b)?;
                 let (batch, triplets) = match &self.sampler {
-                    Some(s) => {
-                        let indices = s.epoch(epoch).into_iter().nth(b).ok_or("no such batch")?;
-                        let batch = self.loader.gather(epoch, indices);
+                    Some(_) => {
+                        let batch = self.loader.gather(epoch, step);
                         let emb = self.embed(trainer, &batch)?;
                         let mine_seed =
                             crate::reference::ops::splitmix64(self.seed, epoch << 32 | b as u64);
@@ -247,15 +259,10 @@ impl Verification {
                         (batch, t)
                     }
                     None => {
-                        let all = verify::random_triplets(&self.train, self.seed, epoch)
-                            .map_err(|e| e.to_string())?;
-                        let chunk = all
-                            .chunks(self.batch)
-                            .nth(b)
-                            .filter(|c| c.len() == self.batch)
-                            .ok_or("no such batch")?;
+                        let chunk: Vec<[usize; 3]> =
+                            step.chunks_exact(3).map(|t| [t[0], t[1], t[2]]).collect();
                         // One batch of the distinct samples, then rows by position.
-                        let mut indices: Vec<usize> = chunk.iter().flatten().copied().collect();
+                        let mut indices = step;
                         indices.sort_unstable();
                         indices.dedup();
                         let batch = self.loader.gather(epoch, indices.clone());
@@ -276,7 +283,7 @@ impl Verification {
                 }
             }
             Form::Pairs { target } if self.cache.is_some() => {
-                let pairs = self.pairs(epoch, b);
+                let pairs = self.pairs(epoch, b)?;
                 let (cache, dim) = self.cache.as_ref().expect("checked");
                 let row = |i: usize| &cache[i * dim..(i + 1) * dim];
                 let a: Vec<f32> = pairs.iter().flat_map(|p| row(p.0)).copied().collect();
@@ -289,7 +296,7 @@ impl Verification {
                 ));
             }
             Form::Pairs { target } => {
-                let pairs = self.pairs(epoch, b);
+                let pairs = self.pairs(epoch, b)?;
                 let mut indices: Vec<usize> = pairs.iter().flat_map(|&(i, j, _)| [i, j]).collect();
                 indices.sort_unstable();
                 indices.dedup();
@@ -315,15 +322,12 @@ impl Verification {
     /// The pairs of step `b` of `epoch`: each sample of the epoch's shuffled order with a
     /// partner of its identity (even positions) or of another one (odd positions), so half
     /// the pairs are the same identity.
-    fn pairs(&self, epoch: u64, b: usize) -> Vec<(usize, usize, bool)> {
-        let order = self.loader.order(epoch);
-        let mut by_id: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
-        for (i, &l) in self.train.labels.iter().enumerate() {
-            by_id.entry(l).or_default().push(i);
-        }
+    fn pairs(&mut self, epoch: u64, b: usize) -> Result<Vec<(usize, usize, bool)>, String> {
+        let firsts = self.step(epoch, b)?;
         let mut rng = crate::data::rng::Rng::from_words(&[self.seed, 0x5041_4952, epoch, b as u64]);
         let n = self.train.len();
-        order[b * self.batch..(b + 1) * self.batch]
+        let by_id = &self.identities;
+        Ok(firsts
             .iter()
             .enumerate()
             .map(|(k, &i)| {
@@ -343,7 +347,35 @@ impl Verification {
                     }
                 }
             })
-            .collect()
+            .collect())
+    }
+
+    /// The samples step `b` of `epoch` uses (see `drawn`), drawing the epoch once.
+    fn step(&mut self, epoch: u64, b: usize) -> Result<Vec<usize>, String> {
+        if self.drawn.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let steps: Vec<Vec<usize>> = match (&self.form, &self.sampler) {
+                (Form::Triplets { .. }, Some(s)) => s.epoch(epoch),
+                (Form::Triplets { .. }, None) => {
+                    verify::random_triplets(&self.train, self.seed, epoch)
+                        .map_err(|e| e.to_string())?
+                        .chunks_exact(self.batch)
+                        .map(|c| c.iter().flatten().copied().collect())
+                        .collect()
+                }
+                (Form::Pairs { .. }, _) => self
+                    .loader
+                    .order(epoch)
+                    .chunks_exact(self.batch)
+                    .map(<[usize]>::to_vec)
+                    .collect(),
+            };
+            self.drawn = Some((epoch, steps));
+        }
+        let (_, steps) = self.drawn.as_ref().expect("drawn above");
+        steps
+            .get(b)
+            .cloned()
+            .ok_or_else(|| "no such batch".to_string())
     }
 
     /// The embeddings of `batch` (`batch.len` rows) with the trainer's current parameters.
