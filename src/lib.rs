@@ -19,6 +19,7 @@ pub mod cli_verify;
 pub mod codegen;
 pub mod cut;
 pub mod data;
+pub mod detect;
 pub mod diag;
 pub mod elab;
 pub mod features;

@@ -807,6 +807,7 @@ fn synthetic(n: usize, shape: [usize; 3]) -> Arc<Dataset> {
         classes: 10,
         class_names: vec![],
         fields: Vec::new(),
+        objects: Vec::new(),
     })
 }
 

@@ -39,6 +39,7 @@ fn data() -> Split {
         classes: 3,
         class_names: vec![],
         fields: vec![],
+        objects: vec![],
     };
     Split {
         train: set(24, "tiny train"),

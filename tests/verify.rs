@@ -224,6 +224,7 @@ fn labelled(name: &str, labels: &[i64]) -> Dataset {
         classes: labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0),
         class_names: vec![],
         fields: vec![],
+        objects: vec![],
     }
 }
 

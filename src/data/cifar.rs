@@ -85,6 +85,7 @@ pub fn load_files(name: String, paths: &[PathBuf]) -> Result<Dataset, DataError>
         classes: 10,
         class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
         fields: Vec::new(),
+        objects: Vec::new(),
     })
 }
 

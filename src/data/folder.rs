@@ -199,6 +199,7 @@ fn load_labelled(
         classes: class_names.len(),
         class_names: class_names.to_vec(),
         fields: Vec::new(),
+        objects: Vec::new(),
     };
     Ok((ds, all_files))
 }

@@ -309,6 +309,7 @@ pub fn dataset(
         classes,
         class_names: Vec::new(),
         fields: Vec::new(),
+        objects: Vec::new(),
     })
 }
 

@@ -137,6 +137,9 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// The dataset's [`super::Field`]s for these samples, by name, in batch order.
     pub fields: Vec<(String, Vec<f32>)>,
+    /// The dataset's annotated objects for these samples, in batch order (empty when the data
+    /// have none).
+    pub objects: Vec<Vec<crate::detect::Object>>,
 }
 
 impl Batch {
@@ -302,6 +305,11 @@ impl Loader {
                 (f.name.clone(), values)
             })
             .collect();
+        let objects = if s.data.objects.is_empty() {
+            Vec::new()
+        } else {
+            indices.iter().map(|&i| s.data.objects[i].clone()).collect()
+        };
         Batch {
             x,
             labels,
@@ -309,6 +317,7 @@ impl Loader {
             sample_shape: shape.clone(),
             indices,
             fields,
+            objects,
         }
     }
 
@@ -456,6 +465,7 @@ mod tests {
             classes: 3,
             class_names: Vec::new(),
             fields: Vec::new(),
+            objects: Vec::new(),
         })
     }
 
@@ -485,6 +495,7 @@ mod tests {
             classes: 1,
             class_names: Vec::new(),
             fields: Vec::new(),
+            objects: Vec::new(),
         });
         let norm = Normalize::new(&[0.5, 0.25], &[0.5, 0.25], 2).unwrap();
         let l = Loader::new(d, norm, LoaderOptions::eval(1)).unwrap();

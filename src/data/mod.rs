@@ -76,6 +76,9 @@ pub struct Dataset {
     /// (regression vectors, multi-label vectors) and the values of further model inputs, each
     /// named as the output or input it feeds (`.npz` arrays, an image folder's targets file).
     pub fields: Vec<Field>,
+    /// Annotated objects per sample (detection data: one list per sample, possibly empty);
+    /// empty when the data have no object annotations.
+    pub objects: Vec<Vec<crate::detect::Object>>,
 }
 
 /// Named per-sample values of a [`Dataset`]: `shape` per sample, `values` the samples one
@@ -164,6 +167,11 @@ impl Dataset {
             classes: self.classes,
             class_names: self.class_names.clone(),
             fields,
+            objects: if self.objects.is_empty() {
+                Vec::new()
+            } else {
+                indices.iter().map(|&i| self.objects[i].clone()).collect()
+            },
         }
     }
 }

@@ -397,6 +397,7 @@ fn images_and_labels(
         classes,
         class_names: Vec::new(),
         fields: Vec::new(),
+        objects: Vec::new(),
     })
 }
 

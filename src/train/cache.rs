@@ -116,6 +116,7 @@ pub fn build(
             classes: set.classes,
             class_names: set.class_names.clone(),
             fields: set.fields.clone(),
+            objects: set.objects.clone(),
         })
     };
     let train = values(&data.train)?;

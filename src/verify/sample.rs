@@ -271,6 +271,7 @@ fn concat(a: &Dataset, b: &Dataset, name: String) -> Result<Dataset, DataError> 
         },
         // Verification uses images and identities only.
         fields: Vec::new(),
+        objects: Vec::new(),
     })
 }
 
