@@ -74,7 +74,10 @@ fn sample(data: &Dataset, i: usize) -> (Vec<f32>, bool) {
                 .collect(),
             true,
         ),
-        Pixels::F32(p) => (p[i * n..(i + 1) * n].to_vec(), false),
+        p => {
+            let p = p.floats().unwrap_or_default();
+            (p[i * n..(i + 1) * n].to_vec(), false)
+        }
     }
 }
 
@@ -191,7 +194,7 @@ pub fn augment_cmd(spec: &Spec, args: &AugmentArgs) -> ExitCode {
     let seed = args.seed.or(cfg.seed).unwrap_or(0);
     let tiles = grid_tiles(&data, &augs, args.count, args.variants, seed);
     let mut tiles = tiles;
-    if let Pixels::F32(_) = data.pixels {
+    if data.pixels.floats().is_some() {
         shared_range(&mut tiles);
     }
     if let Err(e) = write_grid(&args.output, &tiles, args.variants + 1, Normalize::Clamp01) {

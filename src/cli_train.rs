@@ -85,10 +85,15 @@ pub struct TrainArgs {
     /// Never use the feature cache.
     #[arg(long)]
     pub no_cache_features: bool,
-    /// The most memory the feature cache may take, e.g. `2G` (default 4G); a larger cache is
-    /// not built (an error with --cache-features).
+    /// The most memory the feature cache may take, e.g. `2G` (default 4G); a larger cache
+    /// goes to a memory-mapped file in --cache-dir (deleted when training ends).
     #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
     pub cache_limit: Option<u64>,
+    /// Where a feature cache larger than --cache-limit is kept (default: the system's
+    /// temporary directory, $TMPDIR); refused when its disk lacks room (1 GiB, or a tenth of
+    /// the free space, is kept free).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
     /// Worker threads (default: all cores; at most 4 × the cores, and 256).
     #[arg(long, default_value_t = crate::cli::default_threads(), value_parser = crate::cli_values::threads)]
     pub threads: usize,
@@ -399,8 +404,8 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
     // The frozen-prefix feature cache: the model to train, its data and what the loader does.
     let mut augment = augment;
     let mut normalize = normalize;
-    let (train_lg, data) = if args.no_cache_features {
-        (lg.clone(), data)
+    let (train_lg, data, feature_cache) = if args.no_cache_features {
+        (lg.clone(), data, None)
     } else {
         let start = resume.as_ref().map(|c| &c.weights).unwrap_or(&weights);
         match crate::cli_transfer::feature_cache(
@@ -537,6 +542,9 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         "checkpoint": (obs.saved || args.resume.as_ref() == Some(&ckpt_path))
             .then(|| ckpt_path.display().to_string()),
         "curves": obs.curves_written.then(|| curves_path.display().to_string()),
+        // Where the frozen part's outputs were cached: `memory` or `mapped` (features of a
+        // frozen prefix), `embeddings` (a verification head on a frozen embedding), or null.
+        "feature_cache": feature_cache.or(report.embeddings_cached.then_some("embeddings")),
     });
     // The task's other metrics (top-5, MSE/MAE, verification), under their own names.
     if let (Some(r), Some(map)) = (last, metrics.as_object_mut()) {

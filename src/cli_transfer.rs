@@ -13,7 +13,8 @@ use crate::io::weights::Weights;
 /// Decides on the frozen-prefix feature cache ([`crate::train::cache`]) and builds it: the
 /// model to train (the suffix, or `lg` itself) and its data. With `--cache-features` a cache
 /// that cannot apply is an error; otherwise it is used where it applies, with a note, and a
-/// reason it does not is printed only when there is a frozen prefix to cache.
+/// reason it does not is printed only when there is a frozen prefix to cache. The third value
+/// says where the cache is (`memory`, `mapped`), `None` without one.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn feature_cache(
     lg: &crate::layer_graph::LayerGraph,
@@ -23,36 +24,58 @@ pub(crate) fn feature_cache(
     normalize: &mut Normalize,
     batch: usize,
     args: &TrainArgs,
-) -> Result<(crate::layer_graph::LayerGraph, crate::data::Split), String> {
+) -> Result<
+    (
+        crate::layer_graph::LayerGraph,
+        crate::data::Split,
+        Option<&'static str>,
+    ),
+    String,
+> {
     use crate::train::cache;
     let limit = args.cache_limit.unwrap_or(cache::DEFAULT_LIMIT);
     let samples = data.train.len() + data.test.len();
+    let tmp = std::env::temp_dir();
+    let dir = args.cache_dir.as_deref().unwrap_or(&tmp);
+    // Past the memory bound the cache goes to a memory-mapped file in `dir`, if it has room.
+    let mut spill = None;
     let plan = cache::plan(lg, augment, samples).and_then(|p| {
-        if p.bytes > limit {
-            Err(format!(
-                "the cache would take {}B ({} samples of {}), more than --cache-limit {}B",
-                crate::show::human(p.bytes).trim(),
-                crate::show::thousands(samples as u64),
-                crate::io::show_shape(&p.shape),
-                crate::show::human(limit).trim()
-            ))
-        } else {
-            Ok(p)
+        if p.bytes <= limit {
+            return Ok(p);
         }
+        let size = format!(
+            "the cache would take {}B ({} samples of {}), more than --cache-limit {}B in memory",
+            crate::show::human(p.bytes).trim(),
+            crate::show::thousands(samples as u64),
+            crate::io::show_shape(&p.shape),
+            crate::show::human(limit).trim()
+        );
+        let free = crate::data::mapped::free_space(dir)
+            .map_err(|e| format!("{size}, and --cache-dir {e}"))?;
+        if !crate::data::mapped::fits(p.bytes, free) {
+            return Err(format!(
+                "{size}, and {} (--cache-dir) has only {}B free",
+                dir.display(),
+                crate::show::human(free).trim()
+            ));
+        }
+        spill = Some(dir.to_path_buf());
+        Ok(p)
     });
     let plan = match plan {
         Ok(p) => p,
         Err(why) if args.cache_features => {
             return Err(format!(
                 "--cache-features: {why}\n  help: freeze the layers before the cut and drop \
-                 augmentation, raise --cache-limit, or train without --cache-features"
+                 augmentation, raise --cache-limit or point --cache-dir at a disk with room, or \
+                 train without --cache-features"
             ));
         }
         Err(why) => {
             if !args.quiet && crate::cut::frozen_prefix_boundary(lg).is_some() {
                 eprintln!("note: no feature cache: {why}");
             }
-            return Ok((lg.clone(), data));
+            return Ok((lg.clone(), data, None));
         }
     };
     let t0 = std::time::Instant::now();
@@ -65,6 +88,7 @@ pub(crate) fn feature_cache(
         batch,
         args.threads,
         args.memory_limit,
+        spill.as_deref(),
     )?;
     drop(data);
     augment.clear();
@@ -72,7 +96,7 @@ pub(crate) fn feature_cache(
     if !args.quiet {
         eprintln!(
             "note: feature cache: layers 1-{} (`netc summary`'s #) are frozen; their output \
-             (`{}`, {} {}) was computed once per image ({} images, {} values each, {}B, \
+             (`{}`, {} {}) was computed once per image ({} images, {} values each, {}B{}, \
              {:.1} s) and the rest trains from it (same results; --no-cache-features to turn \
              off)",
             plan.layers,
@@ -82,10 +106,18 @@ pub(crate) fn feature_cache(
             crate::show::thousands(samples as u64),
             crate::show::thousands(plan.shape.iter().product::<usize>() as u64),
             crate::show::human(plan.bytes).trim(),
+            match &spill {
+                Some(d) => format!(
+                    ", past --cache-limit: in a memory-mapped file in {}",
+                    d.display()
+                ),
+                None => " in memory".to_string(),
+            },
             t0.elapsed().as_secs_f64()
         );
     }
-    Ok((suffix, cached))
+    let kind = if spill.is_some() { "mapped" } else { "memory" };
+    Ok((suffix, cached, Some(kind)))
 }
 
 /// Freezing every trainable parameter leaves nothing to train (an evaluation is `netc run`'s

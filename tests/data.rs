@@ -68,14 +68,14 @@ fn write(path: &Path, bytes: &[u8]) {
 fn u8s(p: &Pixels) -> &[u8] {
     match p {
         Pixels::U8(v) => v,
-        Pixels::F32(_) => panic!("expected bytes"),
+        _ => panic!("expected bytes"),
     }
 }
 
 fn f32s(p: &Pixels) -> &[f32] {
     match p {
         Pixels::F32(v) => v,
-        Pixels::U8(_) => panic!("expected floats"),
+        _ => panic!("expected floats in memory"),
     }
 }
 

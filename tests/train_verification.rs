@@ -122,6 +122,19 @@ fn a_triplet_model_trains_with_mining_and_reports_open_set_figures() {
             s(&out),
         ]);
         assert!(o.status.success(), "{mining}: {}", stderr(&o));
+        // The header says what a step trains on and how the identities split.
+        let step = match mining {
+            "random" => "random triplets (margin 0.2), 16 a step".to_string(),
+            m => format!("triplets (margin 0.2) by {m} mining, 4 identities × 4 images a step"),
+        };
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "verification: {step}; identities 0-5 train (300 images), 6-7 evaluate, never \
+                 seen in training (120 images; 500 same and 500 different pairs per identity)"
+            )),
+            "{e}"
+        );
         let m = metrics(&o);
         let acc = m["verification_accuracy"].as_f64().unwrap();
         let auc = m["auc"].as_f64().unwrap();
@@ -316,6 +329,8 @@ model learned {{
         assert!(diff < 1e-4, "{}: max difference {diff}", p.path);
     }
     let (ma, mb) = (metrics(&cached), metrics(&whole));
+    assert_eq!(ma["feature_cache"], "embeddings", "{ma}");
+    assert!(mb["feature_cache"].is_null(), "{mb}");
     let (aa, ab) = (
         ma["verification_accuracy"].as_f64().unwrap(),
         mb["verification_accuracy"].as_f64().unwrap(),

@@ -613,33 +613,57 @@ fn the_feature_cache_trains_to_the_same_weights() {
         stderr(&o)
     );
 
-    // Past its limit: an error naming the flag when asked for, a note otherwise.
-    let o = netc(&[
-        "train",
-        s(&spec),
-        "--freeze",
-        "..3",
-        "--max-steps",
-        "1",
-        "--cache-features",
-        "--cache-limit",
-        "1M",
-    ]);
+    // Past its memory limit: in a memory-mapped file in --cache-dir, the same weights, and
+    // nothing left in the directory.
+    let spill = d.join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let (mapped, w_mapped) = run(
+        "mapped.safetensors",
+        &["--cache-limit", "1K", "--cache-dir", s(&spill)],
+    );
+    let e = stderr(&mapped);
+    assert!(
+        e.contains(&format!(
+            "past --cache-limit: in a memory-mapped file in {}",
+            spill.display()
+        )),
+        "{e}"
+    );
+    assert_eq!(
+        w_plain, w_mapped,
+        "the mapped cache changed the trained weights"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "a file was left"
+    );
+    // No room there (here: no such directory): an error naming the flag when asked for, a
+    // note otherwise.
+    let missing = d.join("no-such-dir");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["train", s(&spec), "--freeze", "..3", "--max-steps", "1"];
+        a.extend_from_slice(&["--cache-limit", "1M", "--cache-dir", s(&missing)]);
+        a.extend_from_slice(extra);
+        netc(&a)
+    };
+    let o = args(&["--cache-features"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("more than --cache-limit 1.05 MB"), "{e}");
+    assert!(
+        e.contains("more than --cache-limit 1.05 MB in memory"),
+        "{e}"
+    );
+    assert!(e.contains("--cache-dir"), "{e}");
+    assert!(e.contains("no-such-dir"), "{e}");
     assert!(e.contains("raise --cache-limit"), "{e}");
-    let o = netc(&[
-        "train",
-        s(&spec),
-        "--freeze",
-        "..3",
-        "--max-steps",
-        "1",
-        "--cache-limit",
-        "1M",
-    ]);
+    let o = args(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: no feature cache: the cache would take"),
+        "{}",
+        stderr(&o)
+    );
     // Nothing frozen: no cache and no note; asked for: an error saying why.
     let o = netc(&["train", s(&spec), "--max-steps", "1", "--cache-features"]);
     assert_eq!(o.status.code(), Some(1));

@@ -201,10 +201,7 @@ impl Loader {
             )));
         }
         let expected = data.len() * data.sample_len();
-        let stored = match &data.pixels {
-            Pixels::U8(p) => p.len(),
-            Pixels::F32(p) => p.len(),
-        };
+        let stored = data.pixels.len();
         if stored != expected {
             return Err(DataError::general(format!(
                 "{} holds {stored} values for {} samples of {} values",
@@ -272,7 +269,8 @@ impl Loader {
                     }
                     true
                 }
-                Pixels::F32(p) => {
+                Pixels::F32(_) | Pixels::Mapped(_) => {
+                    let p = s.data.pixels.floats().unwrap_or_default();
                     sample.copy_from_slice(&p[i * n..(i + 1) * n]);
                     false
                 }

@@ -32,6 +32,7 @@ pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod loader;
+pub mod mapped;
 pub mod npz;
 pub mod rng;
 pub mod targets;
@@ -53,6 +54,33 @@ pub enum Pixels {
     U8(Vec<u8>),
     /// Floats used as they are (float32 or float64 `.npz`).
     F32(Vec<f32>),
+    /// Floats used as they are, in a memory-mapped file ([`mapped`]: the feature cache past
+    /// its memory bound).
+    Mapped(mapped::MappedF32),
+}
+
+impl Pixels {
+    /// The values when they are floats (in memory or mapped).
+    pub fn floats(&self) -> Option<&[f32]> {
+        match self {
+            Pixels::U8(_) => None,
+            Pixels::F32(p) => Some(p),
+            Pixels::Mapped(p) => Some(p),
+        }
+    }
+
+    /// How many values are stored.
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::U8(p) => p.len(),
+            Pixels::F32(p) => p.len(),
+            Pixels::Mapped(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Labelled samples in memory: `len()` samples of `sample_shape` (`[C, H, W]` for images; any
@@ -136,13 +164,16 @@ impl Dataset {
                     .copied()
                     .collect(),
             ),
-            Pixels::F32(p) => Pixels::F32(
-                indices
-                    .iter()
-                    .flat_map(|&i| &p[i * n..(i + 1) * n])
-                    .copied()
-                    .collect(),
-            ),
+            Pixels::F32(_) | Pixels::Mapped(_) => {
+                let p = self.pixels.floats().unwrap_or_default();
+                Pixels::F32(
+                    indices
+                        .iter()
+                        .flat_map(|&i| &p[i * n..(i + 1) * n])
+                        .copied()
+                        .collect(),
+                )
+            }
         };
         let fields = self
             .fields

@@ -18,9 +18,15 @@
 //! equal the whole model's forward pass up to the rounding of differently fused kernels (see
 //! `tests/transfer_cli.rs`, which trains with and without the cache and compares weights).
 //!
-//! Memory: the cache holds `samples × boundary size` f32 values in memory; a cache larger than
-//! its limit ([`DEFAULT_LIMIT`], `--cache-limit`) is not built (an error when it was asked for).
+//! Storage: the cache holds `samples × boundary size` f32 values. Up to its memory bound
+//! ([`DEFAULT_LIMIT`], `--cache-limit`) they are kept in memory; past it they go to an unnamed
+//! file in a directory (`--cache-dir`, default the system's temporary directory), memory-mapped
+//! ([`crate::data::mapped`]), so the kernel pages them as memory allows. A cache that the
+//! directory's file system has no room for is not built (an error when it was asked for).
 
+use std::path::Path;
+
+use crate::data::mapped::Spill;
 use crate::data::{Dataset, Normalize, Pixels, Split};
 use crate::io::weights::Weights;
 use crate::layer_graph::{LayerGraph, NodeId};
@@ -81,7 +87,8 @@ pub fn plan(lg: &LayerGraph, augment: &[Augment], samples: usize) -> Result<Plan
 }
 
 /// The suffix of `lg` after `plan`'s cut and the prefix's values for every sample of `data`
-/// (computed with `weights`, normalized by `normalize`, in batches of `batch`).
+/// (computed with `weights`, normalized by `normalize`, in batches of `batch`), kept in memory,
+/// or with `spill` in a memory-mapped file in that directory.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     lg: &LayerGraph,
@@ -92,26 +99,37 @@ pub fn build(
     batch: usize,
     threads: usize,
     memory_limit: Option<u64>,
+    spill: Option<&Path>,
 ) -> Result<(LayerGraph, Split), String> {
     let suffix = crate::cut::suffix(lg, &[(plan.path.clone(), plan.node)])?;
     let mut ex = crate::features::Extractor::new(lg, weights, plan.node, threads, memory_limit)?;
     let mut values = |set: &Dataset| -> Result<Dataset, String> {
         let n = set.len().saturating_mul(ex.sample_len());
-        let mut x: Vec<f32> = Vec::new();
-        x.try_reserve_exact(n).map_err(|_| {
-            format!(
-                "cannot allocate the feature cache ({} values)",
-                crate::show::thousands(n as u64)
-            )
-        })?;
-        ex.run(set, normalize, batch, |v, _| {
-            x.extend_from_slice(v);
-            Ok(())
-        })?;
+        let pixels = match spill {
+            Some(dir) => {
+                let mut file = Spill::create(dir, n).map_err(|e| format!("--cache-dir: {e}"))?;
+                ex.run(set, normalize, batch, |v, _| file.push(v))?;
+                Pixels::Mapped(file.finish()?)
+            }
+            None => {
+                let mut x: Vec<f32> = Vec::new();
+                x.try_reserve_exact(n).map_err(|_| {
+                    format!(
+                        "cannot allocate the feature cache ({} values)",
+                        crate::show::thousands(n as u64)
+                    )
+                })?;
+                ex.run(set, normalize, batch, |v, _| {
+                    x.extend_from_slice(v);
+                    Ok(())
+                })?;
+                Pixels::F32(x)
+            }
+        };
         Ok(Dataset {
             name: set.name.clone(),
             sample_shape: plan.shape.clone(),
-            pixels: Pixels::F32(x),
+            pixels,
             labels: set.labels.clone(),
             classes: set.classes,
             class_names: set.class_names.clone(),

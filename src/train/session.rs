@@ -127,6 +127,8 @@ pub struct Report {
     /// Seconds spent in this run (not counting earlier runs of a resumed training).
     pub seconds: f64,
     pub steps: u64,
+    /// Whether a verification head trained on embeddings computed once (a frozen embedding).
+    pub embeddings_cached: bool,
 }
 
 /// Trains `lg` on `data`. With `resume`, continues from the checkpoint's weights, optimizer
@@ -159,7 +161,7 @@ pub fn run(
                 Some(ids) => ids.clone(),
                 None => IdentitySplit::default_for(data.train.classes.max(data.test.classes))?,
             };
-            Some(Verification::new(
+            let v = Verification::new(
                 lg,
                 form,
                 data,
@@ -168,7 +170,9 @@ pub fn run(
                 progress.seed,
                 settings.normalize.clone(),
                 settings.augment.clone(),
-            )?)
+            )?;
+            observer.event(&Event::Note(&format!("  {}", v.describe(&ids))));
+            Some(v)
         }
         None => None,
     };
@@ -181,6 +185,7 @@ pub fn run(
     {
         observer.event(&Event::Note(&note));
     }
+    let embeddings_cached = verify.as_ref().is_some_and(|v| v.head.is_some());
     let head = verify.as_ref().and_then(|v| v.head.clone());
     let mut trainer = Trainer::with_limit(
         head.as_ref().unwrap_or(lg),
@@ -299,6 +304,7 @@ pub fn run(
                     progress,
                     seconds: start.elapsed().as_secs_f64(),
                     steps: steps_this_run,
+                    embeddings_cached,
                 });
             }
             lr = learning_rate_in(
@@ -344,6 +350,7 @@ pub fn run(
                         progress,
                         seconds: start.elapsed().as_secs_f64(),
                         steps: steps_this_run,
+                        embeddings_cached,
                     });
                 }
                 Err(StepError::Other(m)) => return Err(m),
@@ -429,6 +436,7 @@ pub fn run(
         progress,
         seconds: start.elapsed().as_secs_f64(),
         steps: steps_this_run,
+        embeddings_cached,
     })
 }
 

@@ -174,6 +174,37 @@ impl Verification {
         })
     }
 
+    /// One line for the train header: what a step trains on and how the identities split,
+    /// e.g. `verification: triplets by batch-hard mining, 8 identities × 8 images a step;
+    /// identities 0-6 train (7,000 images), 7-9 evaluate (3,000 images)`.
+    pub fn describe(&self, ids: &IdentitySplit) -> String {
+        let step = match (&self.form, &self.sampler) {
+            (Form::Triplets { mining, margin }, Some(s)) => {
+                let (p, k) = s.shape();
+                format!(
+                    "triplets (margin {margin}) by {mining} mining, {p} identities × {k} images \
+                     a step"
+                )
+            }
+            (Form::Triplets { margin, .. }, None) => {
+                format!("random triplets (margin {margin}), {} a step", self.batch)
+            }
+            (Form::Pairs { .. }, _) => format!(
+                "pairs (x1, x2, same or not), {} a step, half of them same",
+                self.batch
+            ),
+        };
+        let (train, eval) = ids.sides();
+        format!(
+            "verification: {step}; identities {train} train ({} images), {eval} evaluate, \
+             never seen in training ({} images; {} same and {} different pairs per identity)",
+            crate::show::thousands(self.train.len() as u64),
+            crate::show::thousands(self.eval.len() as u64),
+            EVAL_PAIRS_PER_IDENTITY,
+            EVAL_PAIRS_PER_IDENTITY
+        )
+    }
+
     /// The course's speed-up for a learned similarity: when the embedding is frozen (no
     /// trainable parameter and no dropout before it, its batchnorm frozen) and nothing
     /// augments the images, every training image is embedded once (inference mode: what the

@@ -84,6 +84,13 @@ impl IdentitySplit {
     }
 }
 
+impl IdentitySplit {
+    /// The two sides as text, ranges compacted: (`0-6`, `7-9`).
+    pub fn sides(&self) -> (String, String) {
+        (show_ids(&self.train), show_ids(&self.eval))
+    }
+}
+
 impl fmt::Display for IdentitySplit {
     /// The text [`IdentitySplit::parse`] reads, ranges compacted: `0-6/7-9`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -243,7 +250,13 @@ pub fn open_set(split: &Split, ids: &IdentitySplit) -> Result<(Dataset, Dataset)
 fn concat(a: &Dataset, b: &Dataset, name: String) -> Result<Dataset, DataError> {
     let pixels = match (&a.pixels, &b.pixels) {
         (Pixels::U8(x), Pixels::U8(y)) => Pixels::U8([x.as_slice(), y].concat()),
-        (Pixels::F32(x), Pixels::F32(y)) => Pixels::F32([x.as_slice(), y].concat()),
+        (x, y) if x.floats().is_some() && y.floats().is_some() => Pixels::F32(
+            [
+                x.floats().unwrap_or_default(),
+                y.floats().unwrap_or_default(),
+            ]
+            .concat(),
+        ),
         _ => {
             return Err(DataError::general(format!(
                 "{} stores bytes and {} floats (or the other way round); one data source \
@@ -370,6 +383,11 @@ impl PkSampler {
             k,
             seed,
         })
+    }
+
+    /// P (identities) and K (samples of each) of every batch.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.p, self.k)
     }
 
     /// P and K for a batch of about `batch` samples over `identities` usable identities:
