@@ -2,35 +2,13 @@
 //! --augment`, the train header, and `netc augment`'s grid of samples.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use netc::train_config::Augment;
 use netc::{Options, load_str};
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("netc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-scratch/augment")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod cli_support;
+use cli_support::{netc, s, scratch, stderr};
 
 /// A spec of input `shape` whose train section has `augment: LIST`.
 fn spec(shape: &str, list: &str) -> String {
@@ -234,7 +212,7 @@ fn train(spec: &Path, data: &Path, out: &Path, more: &[&str]) -> Output {
 
 #[test]
 fn the_flag_replaces_the_specs_list_and_the_header_shows_it() {
-    let d = scratch("flag");
+    let d = scratch("augment/flag");
     let data = tiny_data(&d);
     let spec = lenet_with_mirror(&d);
     let o = train(&spec, &data, &d.join("a"), &[]);
@@ -271,7 +249,7 @@ fn the_flag_replaces_the_specs_list_and_the_header_shows_it() {
 
 #[test]
 fn bad_flag_text_is_a_usage_error_naming_the_flag_and_column() {
-    let d = scratch("bad");
+    let d = scratch("augment/bad");
     let data = tiny_data(&d);
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/lenet5.net");
     for (text, msg, at) in [
@@ -318,7 +296,7 @@ fn lenet() -> netc::Spec {
 
 #[test]
 fn augment_writes_the_grid_of_what_training_sees() {
-    let d = scratch("grid");
+    let d = scratch("augment/grid");
     let data = tiny_data(&d);
     let png = d.join("grid.png");
     let list = "mirror, random_crop(pad=3), rotate(20), color_shift(0.3)";
@@ -370,7 +348,7 @@ fn augment_writes_the_grid_of_what_training_sees() {
 
 #[test]
 fn augment_refuses_what_it_cannot_show() {
-    let d = scratch("refuse");
+    let d = scratch("augment/refuse");
     let data = tiny_data(&d);
     let run = |more: &[&str]| {
         let base = ["augment", "specs/lenet5.net", "--data", s(&data)];

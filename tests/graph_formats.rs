@@ -2,15 +2,9 @@
 //! `fused`), inference and training: each format is produced, and says the same as the text.
 
 use std::collections::HashSet;
-use std::process::{Command, Output};
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("netc runs")
-}
+mod cli_support;
+use cli_support::netc;
 
 fn graph(stage: &str, format: &str, extra: &[&str]) -> String {
     let o = netc(

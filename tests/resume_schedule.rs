@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use netc::data::{Dataset, Normalize, Pixels, Split};
 use netc::io::weights::Weights;
@@ -16,12 +15,8 @@ use netc::train::session::{self, Event, Observer, Outcome, Settings};
 use netc::train::{Horizon, learning_rate, learning_rate_in};
 use netc::train_config::{Loss, Optimizer, Schedule};
 
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("netc-resume-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod cli_support;
+use cli_support::{netc, scratch};
 
 const TINY: &str = "model tiny {\n  input x: [1, 4, 4]\n  flatten\n  fc: dense(3)\n}\n";
 
@@ -117,7 +112,7 @@ fn cosine() -> Schedule {
 
 #[test]
 fn extending_a_stopped_cosine_run_does_not_raise_the_lr() {
-    let d = scratch("extend-stopped");
+    let d = scratch("resume/extend-stopped");
     let ck = d.join("ck.safetensors");
     // 2 epochs planned, stopped after 8 steps (epoch 2, batch 2).
     let (before, out, _) = train(&settings(2, cosine(), &ck, Some(8)), None);
@@ -158,7 +153,7 @@ fn extending_a_stopped_cosine_run_does_not_raise_the_lr() {
 
 #[test]
 fn extending_a_finished_cosine_run_stays_at_min_lr() {
-    let d = scratch("extend-finished");
+    let d = scratch("resume/extend-finished");
     let ck = d.join("ck.safetensors");
     let (before, out, _) = train(&settings(2, cosine(), &ck, None), None);
     assert_eq!(out, Outcome::Finished);
@@ -180,7 +175,7 @@ fn extending_a_finished_cosine_run_stays_at_min_lr() {
 
 #[test]
 fn an_unchanged_resume_keeps_the_exact_schedule() {
-    let d = scratch("same");
+    let d = scratch("resume/same");
     let (straight, _, _) = train(&settings(3, cosine(), &d.join("a.safetensors"), None), None);
     let ck = d.join("b.safetensors");
     let (first, _, _) = train(&settings(3, cosine(), &ck, Some(7)), None);
@@ -243,14 +238,6 @@ fn horizon_rules() {
 
 // ---- through the binary ----
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("netc runs")
-}
-
 /// 48 training and 12 test images of 28×28 bytes with labels 0–2, as IDX files.
 fn three_classes(dir: &Path) -> PathBuf {
     let data = dir.join("three");
@@ -275,7 +262,7 @@ fn three_classes(dir: &Path) -> PathBuf {
 
 #[test]
 fn more_classes_than_the_data_warns_once() {
-    let d = scratch("classes");
+    let d = scratch("resume/classes");
     let data = three_classes(&d);
     let o = netc(&[
         "train",
@@ -345,7 +332,7 @@ fn cifar10_is_not_a_built_in_source_and_the_readme_says_so() {
         .find(|l| l.trim_start().starts_with("data: \""))
         .unwrap();
     let value = line.split('"').nth(1).unwrap();
-    let d = scratch("readme-data");
+    let d = scratch("resume/readme-data");
     let dir = d.join(value);
     std::fs::create_dir_all(&dir).unwrap();
     let rec = |n: usize| -> Vec<(u8, Vec<u8>)> {

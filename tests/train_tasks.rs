@@ -3,40 +3,12 @@
 //! computes, and the errors for data that do not fit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use netc::data::rng::Rng;
 use netc::io::npy::{NpzArray, write_arrays};
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .output()
-        .expect("run netc")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn metrics(o: &Output) -> serde_json::Value {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out.lines().last().unwrap_or_else(|| {
-        panic!("no JSON line; stderr:\n{}", stderr(o));
-    });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{}", stderr(o)))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("netc-tasks-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod cli_support;
+use cli_support::{metrics, netc, s, scratch, stderr};
 
 /// `n` 8×8 images, each a dark field with one bright 3×3 square at a random place: the class
 /// is the quadrant of the square's centre, the box its centre (x, y) in [0, 1].
@@ -82,7 +54,7 @@ model two_heads(classes: int = 4) {
 
 #[test]
 fn a_class_head_and_a_box_head_train_on_a_weighted_sum() {
-    let d = scratch("heads");
+    let d = scratch("tasks/heads");
     let spec = d.join("two_heads.net");
     std::fs::write(&spec, TWO_HEADS).unwrap();
     let (x, y, boxes) = squares(960, 1);
@@ -130,7 +102,7 @@ fn a_class_head_and_a_box_head_train_on_a_weighted_sum() {
 
 #[test]
 fn a_regression_target_of_the_wrong_width_is_refused_naming_the_key() {
-    let d = scratch("width");
+    let d = scratch("tasks/width");
     let spec = d.join("two_heads.net");
     std::fs::write(&spec, TWO_HEADS).unwrap();
     let (x, y, _) = squares(60, 2);
@@ -174,7 +146,7 @@ fn a_regression_target_of_the_wrong_width_is_refused_naming_the_key() {
 #[test]
 fn the_objective_names_outputs_and_checks_them() {
     let bad = TWO_HEADS.replace("mse(output=box)", "mse(output=bx)");
-    let d = scratch("names");
+    let d = scratch("tasks/names");
     let spec = d.join("bad.net");
     std::fs::write(&spec, bad).unwrap();
     let o = netc(&["check", s(&spec)]);
@@ -228,7 +200,7 @@ model twin {
   train { optimizer: sgd(lr=0.1), batch: 16, epochs: 2 }
 }
 ";
-    let d = scratch("twin");
+    let d = scratch("tasks/twin");
     let spec = d.join("twin.net");
     std::fs::write(&spec, spec_text).unwrap();
     let (x, y, _) = squares(120, 3);
@@ -319,7 +291,7 @@ fn folder_with_targets(d: &Path, json: bool) -> PathBuf {
 
 #[test]
 fn an_image_folder_takes_its_targets_from_a_csv_or_json_beside_it() {
-    let d = scratch("folder");
+    let d = scratch("tasks/folder");
     let spec = d.join("two_heads.net");
     std::fs::write(&spec, TWO_HEADS).unwrap();
     for json in [false, true] {

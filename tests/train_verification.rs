@@ -2,42 +2,13 @@
 //! similarity or a contrastive loss, the open-set evaluation's JSON keys, the threshold kept
 //! in the checkpoint, and the errors of data that cannot give triplets or pairs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use netc::data::rng::Rng;
 use netc::io::npy::{NpzArray, write_arrays};
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .output()
-        .expect("run netc")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn metrics(o: &Output) -> serde_json::Value {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no JSON line; stderr:\n{}", stderr(o)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{}", stderr(o)))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("netc-verif-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod cli_support;
+use cli_support::{metrics, netc, s, scratch, stderr};
 
 /// `per` 8×8 images of each of `ids` identities (at most 8): identity `i` is a horizontal bar
 /// in row `2·(i % 4)` and a vertical bar in column `2·(i / 4) + 1`, each at a random offset,
@@ -102,7 +73,7 @@ model trip {{
 
 #[test]
 fn a_triplet_model_trains_with_mining_and_reports_open_set_figures() {
-    let d = scratch("trip");
+    let d = scratch("verification/trip");
     let spec = d.join("trip.net");
     std::fs::write(&spec, triplet_spec()).unwrap();
     let data = d.join("bars.npz");
@@ -157,7 +128,7 @@ fn a_triplet_model_trains_with_mining_and_reports_open_set_figures() {
 
 #[test]
 fn pair_models_train_on_same_and_different_pairs() {
-    let d = scratch("pairs");
+    let d = scratch("verification/pairs");
     let data = d.join("bars.npz");
     bars(8, 60, 2, &data);
     // A learned similarity (binary cross-entropy on one logit) and a contrastive loss.
@@ -215,7 +186,7 @@ model contrast {{
 
 #[test]
 fn data_that_cannot_give_triplets_or_the_asked_identities_is_refused() {
-    let d = scratch("bad");
+    let d = scratch("verification/bad");
     let spec = d.join("trip.net");
     std::fs::write(&spec, triplet_spec()).unwrap();
     // One identity in all.
@@ -256,7 +227,7 @@ fn data_that_cannot_give_triplets_or_the_asked_identities_is_refused() {
 /// the embedding frozen.
 #[test]
 fn a_frozen_embedding_is_computed_once_and_only_the_head_trains() {
-    let d = scratch("head");
+    let d = scratch("verification/head");
     let data = d.join("bars.npz");
     bars(8, 40, 6, &data);
     let spec = d.join("learned.net");

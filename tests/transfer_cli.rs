@@ -1,44 +1,11 @@
 //! Transfer learning through `netc`: vector inputs on NPZ features, `--reinit`, `--freeze ..N`,
 //! `netc features`, the frozen-prefix feature cache, and their errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn netc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("netc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The JSON line netc prints last on stdout.
-fn metrics(o: &Output) -> serde_json::Value {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no output; stderr: {}", stderr(o)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
-
-/// A fresh directory under target/.
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-scratch/transfer")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod cli_support;
+use cli_support::{metrics, netc, s, scratch, stderr};
 
 /// The training loss of each epoch, from the `epoch   N  loss X` lines.
 fn epoch_losses(o: &Output) -> Vec<f64> {
@@ -107,7 +74,7 @@ const MLP: &str = "model mlp(classes: int = 3) {
 
 #[test]
 fn a_vector_input_spec_trains_on_npz_features() {
-    let d = scratch("vector");
+    let d = scratch("transfer/vector");
     let spec = d.join("mlp.net");
     std::fs::write(&spec, MLP).unwrap();
     let data = d.join("feats.npz");
@@ -206,7 +173,7 @@ fn lenet_weights(path: &Path, classes: usize) -> netc::io::weights::Weights {
 
 #[test]
 fn reinit_replaces_the_head_and_lists_it() {
-    let d = scratch("reinit");
+    let d = scratch("transfer/reinit");
     let imgs = d.join("imgs");
     write_image_folder(&imgs, 3, 12, 28, 1);
     let pre = d.join("pre.safetensors");
@@ -382,7 +349,7 @@ fn freeze_counts_layers_as_summary_numbers_them() {
 
 #[test]
 fn features_round_trip_into_a_vector_input_spec() {
-    let d = scratch("features");
+    let d = scratch("transfer/features");
     let imgs = d.join("imgs");
     write_image_folder(&imgs, 3, 18, 28, 1);
     let w = d.join("w.safetensors");
@@ -514,7 +481,7 @@ fn weights_of(path: &Path, spec: &Path) -> netc::io::weights::Weights {
 
 #[test]
 fn the_feature_cache_trains_to_the_same_weights() {
-    let d = scratch("cache");
+    let d = scratch("transfer/cache");
     let spec = d.join("cached.net");
     std::fs::write(&spec, CACHED).unwrap();
     // conv1, bn1, conv2 frozen (bn1 in inference mode); fc1, bn2 (training mode), dropout and
@@ -679,7 +646,7 @@ fn the_feature_cache_trains_to_the_same_weights() {
 /// checks), a new image folder of 3 classes, one command.
 #[test]
 fn fine_tunes_resnet18_weights_to_a_new_image_folder_in_one_command() {
-    let d = scratch("finetune");
+    let d = scratch("transfer/finetune");
     let imgs = d.join("pets");
     write_image_folder(&imgs, 3, 12, 40, 3);
     let pre = d.join("resnet18.safetensors");
@@ -740,7 +707,7 @@ fn fine_tunes_resnet18_weights_to_a_new_image_folder_in_one_command() {
 
 #[test]
 fn a_cached_run_resumes_into_the_uncached_result() {
-    let d = scratch("cache-resume");
+    let d = scratch("transfer/cache-resume");
     let spec = d.join("cached.net");
     std::fs::write(&spec, CACHED).unwrap();
     let base = |ck: &Path| {

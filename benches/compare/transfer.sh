@@ -11,7 +11,7 @@ cargo build --release -q
 DATA=${DATA:-target/bench/fmnist64.npz}
 EPOCHS=${EPOCHS:-2}
 mkdir -p target/bench
-[ -f "$DATA" ] || python3 benches/compare/make_fmnist64.py "$DATA"
+[ -f "$DATA" ] || ${PYTHON:-python3} benches/compare/make_fmnist64.py "$DATA"  # needs numpy
 for mode in ${MODES:-none memory mapped}; do
   case $mode in
     none) flags="--no-cache-features" ;;
