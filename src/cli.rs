@@ -12,6 +12,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::show;
 use crate::spec::{Options, Spec, load_file};
 
+/// Prints a command's error on stderr and gives exit code 1 (bad input): `error: <msg>`, with
+/// control characters escaped (messages of the io and data layers carry the prefix already).
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    let msg = crate::diag::escape_controls(&msg.to_string()).into_owned();
+    let msg = msg.trim_end();
+    if msg.starts_with("error") {
+        eprintln!("{msg}");
+    } else {
+        eprintln!("error: {msg}");
+    }
+    ExitCode::from(1)
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "netc",

@@ -8,6 +8,7 @@
 //! `[0, 1]`, float data mapped to it with one range for the whole grid). Exit code 0, 1 on
 //! errors (the spec, the data, the file), 2 on a bad command line.
 
+use crate::cli::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,16 +51,6 @@ fn count(s: &str) -> Result<usize, String> {
         Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
         _ => Err(format!("expected a whole number from 1 to {MAX_COUNT}")),
     }
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let msg = crate::diag::escape_controls(&msg.to_string()).into_owned();
-    if msg.starts_with("error") {
-        eprintln!("{}", msg.trim_end());
-    } else {
-        eprintln!("error: {msg}");
-    }
-    ExitCode::from(1)
 }
 
 /// Sample `i` of `data` as unnormalized `[C, H, W]` values (bytes / 255), and whether its

@@ -9,6 +9,7 @@
 //! batch ([`crate::features::Extractor`], the prefix up to the layer compiled for inference)
 //! and streamed to the file, so memory holds one batch however large the dataset.
 
+use crate::cli::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,16 +50,6 @@ pub struct FeaturesArgs {
     /// Only errors on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let msg = crate::diag::escape_controls(&msg.to_string()).into_owned();
-    if msg.starts_with("error") {
-        eprintln!("{msg}");
-    } else {
-        eprintln!("error: {msg}");
-    }
-    ExitCode::from(1)
 }
 
 /// Runs `netc features`.

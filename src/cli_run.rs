@@ -3,6 +3,7 @@
 //! In: parsed arguments. Out: text on stdout, errors on stderr, the exit code (0 ok, 1 bad
 //! input, 2 usage).
 
+use crate::cli::fail;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,11 +13,6 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use crate::io::weights::Weights;
 use crate::model::{CompileOptions, compile, params_f32};
 use crate::spec::Spec;
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("{}", crate::diag::escape_controls(&msg.to_string()));
-    ExitCode::from(1)
-}
 
 /// The weights from a file, or seeded initial values.
 pub fn weights(spec: &Spec, path: Option<&Path>, seed: u64) -> Result<Weights, ExitCode> {
@@ -212,13 +208,13 @@ pub fn run(spec: &Spec, args: &RunArgs) -> ExitCode {
     let batch = named[0].1.shape()[0];
     if let Some((n, x)) = named.iter().find(|(_, x)| x.shape()[0] != batch) {
         return fail(format!(
-            "error: input `{n}` has batch {} but another has {batch}",
+            "input `{n}` has batch {} but another has {batch}",
             x.shape()[0]
         ));
     }
     // Before the weights are read or made: everything must fit.
     if let Err(e) = crate::budget::check_inference(graph, batch, args.threads, args.memory_limit) {
-        return fail(format!("error: {e}"));
+        return fail(e);
     }
     let w = match weights(spec, args.weights, args.seed) {
         Ok(w) => w,
@@ -235,12 +231,12 @@ pub fn run(spec: &Spec, args: &RunArgs) -> ExitCode {
     };
     let mut exe = match compile(&run_spec, &params_f32(&w), opts) {
         Ok(e) => e,
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     let refs: Vec<(&str, &ArrayD<f32>)> = named.iter().map(|(n, x)| (n.as_str(), x)).collect();
     let outs = match exe.run(&refs) {
         Ok(o) => o,
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     crate::cli_outputs::print_outputs(graph, &outs);
     if let Some(path) = args.output {
@@ -304,7 +300,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
     // Before the weights are made: everything must fit.
     let estimate = match crate::budget::check_inference(&spec.graph, batch, threads, memory_limit) {
         Ok(e) => e.total(),
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     let w = Weights::init(&spec.graph, 0);
     let params = params_f32(&w);
@@ -316,7 +312,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
     };
     let mut exe = match compile(&spec, &params, opts) {
         Ok(e) => e,
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     let t_compile = t1.elapsed();
     let inputs: Result<Vec<(String, ArrayD<f32>)>, String> = spec
@@ -335,12 +331,12 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
         .collect();
     let inputs = match inputs {
         Ok(i) => i,
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     let refs: Vec<(&str, &ArrayD<f32>)> = inputs.iter().map(|(n, x)| (n.as_str(), x)).collect();
     for _ in 0..warmup {
         if let Err(e) = exe.run(&refs) {
-            return fail(format!("error: {e}"));
+            return fail(e);
         }
     }
     if profile {
@@ -350,7 +346,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
     for _ in 0..iters.max(1) {
         let t = Instant::now();
         if let Err(e) = exe.run(&refs) {
-            return fail(format!("error: {e}"));
+            return fail(e);
         }
         times.push(t.elapsed());
     }
@@ -405,7 +401,7 @@ pub fn bench(path: &PathBuf, opts: &crate::spec::Options, run: BenchRun) -> Exit
             writeln!(w, "{}", report())
         })
     {
-        return fail(format!("error: {e}"));
+        return fail(e);
     }
     if json {
         println!("{}", report());
@@ -489,14 +485,14 @@ pub fn compile_cmd(
             match crate::train::bench::bench_trainer(spec.graph.clone(), batch, 0, 1, memory_limit)
             {
                 Ok(t) => t,
-                Err(e) => return fail(format!("error: {e}")),
+                Err(e) => return fail(e),
             };
         let total = t.elapsed();
         return print_kernels(tr.executable(), total, emit);
     }
     // Before the weights are made: everything must fit.
     if let Err(e) = crate::budget::check_inference(&spec.graph, batch, 1, memory_limit) {
-        return fail(format!("error: {e}"));
+        return fail(e);
     }
     let w = Weights::init(&spec.graph, 0);
     let opts = CompileOptions {
@@ -506,7 +502,7 @@ pub fn compile_cmd(
     };
     let exe = match compile(spec, &params_f32(&w), opts) {
         Ok(e) => e,
-        Err(e) => return fail(format!("error: {e}")),
+        Err(e) => return fail(e),
     };
     print_kernels(&exe, t.elapsed(), emit)
 }

@@ -6,6 +6,7 @@
 //! final metrics on stdout (also to `--metrics-json`). Exit code 0 when training finished, 1
 //! on errors (a NaN loss included), 130 after Ctrl-C (with a checkpoint saved to resume from).
 
+use crate::cli::fail;
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,16 +135,6 @@ pub struct TrainArgs {
     /// before anything is allocated.
     #[arg(long, value_name = "SIZE", value_parser = crate::budget::parse_size)]
     pub memory_limit: Option<u64>,
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let msg = crate::diag::escape_controls(&msg.to_string()).into_owned();
-    if msg.starts_with("error") {
-        eprintln!("{msg}");
-    } else {
-        eprintln!("error: {msg}");
-    }
-    ExitCode::from(1)
 }
 
 /// The optimizer the flags and the spec ask for: `--optimizer` picks the kind (keeping the

@@ -16,6 +16,7 @@
 //! Exit codes as every command: 0 ok, 1 bad input (spec, weights, image, a model that is not a
 //! verification model), 2 usage (no threshold anywhere).
 
+use crate::cli::fail;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,18 +30,6 @@ use crate::verify::{ScoreKind, embedding_node, pairwise_distance, score_kind};
 
 /// The most images `netc embed` runs at once.
 pub const EMBED_BATCH: usize = 64;
-
-/// Prints `error: <msg>` (messages of the io and data layers carry the prefix already).
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let msg = msg.to_string();
-    let msg = crate::diag::escape_controls(&msg);
-    if msg.starts_with("error: ") {
-        eprintln!("{msg}");
-    } else {
-        eprintln!("error: {msg}");
-    }
-    ExitCode::from(1)
-}
 
 fn show(path: &Path) -> String {
     crate::diag::escape_controls(&path.display().to_string()).into_owned()
