@@ -27,6 +27,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use ndarray::{ArrayD, IxDyn};
+use netc::data::rng::Rng;
 use netc::io::weights::{Value, Weights};
 use netc::layer_graph::{LayerGraph, ParamKind};
 use netc::model::{CompileOptions, compile, params_f32};
@@ -77,27 +78,10 @@ fn case(c: usize, h: usize, w: usize, body: Vec<String>) -> impl Strategy<Value 
     })
 }
 
-/// xorshift64*: inputs and weight perturbations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-}
-
 fn input(shape: &[usize], seed: u64) -> ArrayD<f32> {
     let mut r = Rng::new(seed);
     let n: usize = shape.iter().product();
-    let data = (0..n).map(|_| r.uniform(-1.0, 1.0)).collect();
+    let data = (0..n).map(|_| r.uniform_in(-1.0, 1.0) as f32).collect();
     ArrayD::from_shape_vec(IxDyn(shape), data).unwrap()
 }
 
@@ -115,7 +99,7 @@ fn weights(g: &LayerGraph, seed: u64) -> Weights {
             ParamKind::Weight if p.shape.len() == 1 => (-2.0, 2.0),
             _ => continue,
         };
-        a.mapv_inplace(|_| r.uniform(lo, hi));
+        a.mapv_inplace(|_| r.uniform_in(lo, hi) as f32);
     }
     w
 }

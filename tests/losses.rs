@@ -18,15 +18,13 @@ use safetensors::{Dtype, SafeTensors};
 // ---------------------------------------------------------------------------------------------
 
 /// SplitMix64: reproducible random data without a dependency.
+/// This file's seeded values: the project's SplitMix64 (`netc::data::rng::splitmix64`) with
+/// the draws these tests need (seeds of past failures stay reproducible).
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        netc::data::rng::splitmix64(&mut self.0)
     }
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {

@@ -2,20 +2,10 @@
 //! runtime uses (row-major, transposed lhs, transposed rhs, dst rows wider than n), with and
 //! without accumulation, and k = 0.
 
+use netc::data::rng::Rng;
 use netc::runtime::sgemm;
 
 /// xorshift32 in [-1, 1).
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        (self.0 as f64 / u32::MAX as f64 * 2.0 - 1.0) as f32
-    }
-}
-
 /// How the operands are laid out: transposed lhs / rhs, extra columns in dst's rows, and
 /// whether the product is added to dst.
 #[derive(Clone, Copy)]
@@ -30,10 +20,16 @@ struct Layout {
 /// padding columns, which must be untouched).
 fn check((m, n, k): (usize, usize, usize), layout: Layout, rng: &mut Rng) {
     let Layout { ta, tb, pad, acc } = layout;
-    let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
-    let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+        .collect();
     let ld = n + pad;
-    let init: Vec<f32> = (0..m * ld).map(|_| rng.next()).collect();
+    let init: Vec<f32> = (0..m * ld)
+        .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+        .collect();
     let (ars, acs) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (brs, bcs) = if tb { (1, k as isize) } else { (n as isize, 1) };
     let mut c = init.clone();
@@ -112,7 +108,7 @@ fn the_machine_has_the_fast_path() {
 
 #[test]
 fn small_sizes_every_layout() {
-    let mut rng = Rng(0x1234_5678);
+    let mut rng = Rng::new(0x1234_5678);
     for m in 1..=70 {
         for &(n, k) in &[
             (1, 1),
@@ -138,18 +134,18 @@ fn small_sizes_every_layout() {
 
 #[test]
 fn random_sizes_every_layout() {
-    let mut rng = Rng(0x9e37_79b9);
+    let mut rng = Rng::new(0x9e37_79b9);
     for _ in 0..60 {
-        let m = 1 + (rng.next().abs() * 70.0) as usize;
-        let n = 1 + (rng.next().abs() * 70.0) as usize;
-        let k = 1 + (rng.next().abs() * 70.0) as usize;
+        let m = 1 + rng.below(70) as usize;
+        let n = 1 + rng.below(70) as usize;
+        let k = 1 + rng.below(70) as usize;
         layouts(m.min(70), n.min(70), k.min(70), &mut rng);
     }
 }
 
 #[test]
 fn k_zero_writes_zeros_or_leaves_dst() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for (m, n) in [(1, 1), (3, 17), (20, 40)] {
         layouts(m, n, 0, &mut rng);
     }
@@ -158,7 +154,7 @@ fn k_zero_writes_zeros_or_leaves_dst() {
 #[test]
 fn large_sizes_cross_every_block() {
     // Larger than the packing blocks in every dimension, with ragged edges.
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     layouts(200, 333, 517, &mut rng);
     // The last three: few columns, so slices of k longer than 512 (one of 9300; two of
     // 10000; two of 2350).
@@ -195,7 +191,7 @@ fn large_sizes_cross_every_block() {
 /// padding untouched.
 #[test]
 fn post_epilogue_matches_product_then_epilogue_bit_for_bit() {
-    let mut rng = Rng(0x51ed_27a3);
+    let mut rng = Rng::new(0x51ed_27a3);
     let sizes = [
         (1, 1, 1),
         (7, 33, 5),
@@ -211,12 +207,22 @@ fn post_epilogue_matches_product_then_epilogue_bit_for_bit() {
         for parts in 0..8 {
             let (bias, res, relu) = (parts & 1 != 0, parts & 2 != 0, parts & 4 != 0);
             for ta in [false, true] {
-                let a: Vec<f32> = (0..m * k).map(|_| rng.next()).collect();
-                let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+                let a: Vec<f32> = (0..m * k)
+                    .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+                    .collect();
                 let (ld, res_ld) = (n + 3, n + 7);
-                let init: Vec<f32> = (0..m * ld).map(|_| rng.next()).collect();
-                let bv: Vec<f32> = (0..2 * m).map(|_| rng.next()).collect();
-                let mut rv: Vec<f32> = (0..m * res_ld).map(|_| rng.next()).collect();
+                let init: Vec<f32> = (0..m * ld)
+                    .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+                    .collect();
+                let bv: Vec<f32> = (0..2 * m)
+                    .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+                    .collect();
+                let mut rv: Vec<f32> = (0..m * res_ld)
+                    .map(|_| rng.uniform_in(-1.0, 1.0) as f32)
+                    .collect();
                 rv[(m * res_ld) / 2] = f32::NAN;
                 let (ars, acs) = if ta { (1, m as isize) } else { (k as isize, 1) };
                 let post = sgemm::Post {
