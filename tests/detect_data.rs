@@ -177,13 +177,24 @@ fn yolo_folder_reads_boxes_landmarks_classes_and_background_images() {
 #[test]
 fn images_of_another_size_are_stretched_and_boxes_kept() {
     let t = TempDir::new("stretch");
-    png(&t.join("train/a.png"), 64, 32, 0);
+    // The left quarter black, the rest white: stretched (not cropped) to 16 wide, columns 0–3
+    // stay black.
+    std::fs::create_dir_all(t.join("train")).unwrap();
+    image::GrayImage::from_fn(64, 32, |x, _| image::Luma([if x < 16 { 0 } else { 255 }]))
+        .save(t.join("train/a.png"))
+        .unwrap();
     write(&t.join("train/a.txt"), "0 0.25 0.5 0.5 1.0\n");
     png(&t.join("val/b.jpg"), 40, 40, 0);
     write(&t.join("val/b.txt"), "0 0.5 0.5 0.5 0.5\n");
     let s = data::open(t.path(), &input([3, 16, 16])).unwrap();
     assert_eq!(s.train.sample_shape, vec![3, 16, 16]);
-    assert_eq!(u8s(&s.train.pixels).len(), 3 * 16 * 16);
+    let px = u8s(&s.train.pixels);
+    assert_eq!(px.len(), 3 * 16 * 16);
+    for c in 0..3 {
+        let row = &px[c * 256 + 5 * 16..c * 256 + 6 * 16];
+        assert!(row[..3].iter().all(|&v| v == 0), "{row:?}");
+        assert!(row[5..].iter().all(|&v| v == 255), "{row:?}");
+    }
     assert_objects_close(
         &s.train.objects[0],
         &[obj(0, [0.25, 0.5, 0.5, 1.0], &[])],
