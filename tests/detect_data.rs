@@ -337,6 +337,12 @@ fn bad_label_lines_are_errors_naming_file_and_line() {
             &["width w is 0", "must be positive"],
         ),
         (
+            "0 1.0005 0.5 0.0002 0.2\n",
+            None,
+            "a.txt:1:",
+            &["nothing of it is inside the image"],
+        ),
+        (
             "0 0.5 0.5 0.2 -0.1\n",
             None,
             "a.txt:1:",
@@ -739,5 +745,64 @@ fn netc_data_detection_writes_a_yolo_folder() {
         let err = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(words), "{flag} {value}: {err}");
+    }
+}
+
+/// Label text from tokens that are near misses of valid values.
+fn label_lines() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let token = prop_oneof![
+        (0u32..12).prop_map(|c| c.to_string()),
+        (-0.5f32..1.5).prop_map(|v| v.to_string()),
+        Just("nan".to_string()),
+        Just("-inf".to_string()),
+        Just("1e40".to_string()),
+        Just("99999999999999999999999".to_string()),
+        Just("-1".to_string()),
+        Just("0x1".to_string()),
+        Just("é".to_string()),
+        Just("\u{0}".to_string()),
+    ];
+    proptest::collection::vec(proptest::collection::vec(token, 0..12), 0..6).prop_map(|lines| {
+        lines
+            .iter()
+            .map(|l| l.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+    /// Whatever the label file holds: a dataset whose objects are valid, or an error naming
+    /// the file; never a panic.
+    #[test]
+    fn arbitrary_label_files_load_or_fail_cleanly(labels in label_lines(), bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        for (i, content) in [labels.into_bytes(), bytes].into_iter().enumerate() {
+            let t = TempDir::new("fuzz");
+            png(&t.join("train/a.png"), 8, 8, 0);
+            std::fs::write(t.join("train/a.txt"), &content).unwrap();
+            png(&t.join("test/b.png"), 8, 8, 0);
+            write(&t.join("classes.txt"), "a\nb\nc\nd\ne\nf\ng\nh\n");
+            match data::open(t.path(), &input([1, 8, 8])) {
+                Ok(s) => {
+                    for o in s.train.objects.iter().flatten() {
+                        let [x1, y1, x2, y2] = o.xyxy();
+                        proptest::prop_assert!(o.class < 8, "{o:?}");
+                        proptest::prop_assert!(o.w > 0.0 && o.h > 0.0, "{o:?}");
+                        let tol = 1e-6;
+                        proptest::prop_assert!(
+                            x1 >= -tol && y1 >= -tol && x2 <= 1.0 + tol && y2 <= 1.0 + tol,
+                            "{o:?}"
+                        );
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    proptest::prop_assert!(e.contains("a.txt"), "case {i}: {e}");
+                }
+            }
+        }
     }
 }

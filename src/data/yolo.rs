@@ -496,6 +496,13 @@ fn parse_object(
         .with_help(help));
     }
     let [x1, y1, x2, y2] = [x1, y1, x2, y2].map(|v| v.clamp(0.0, 1.0));
+    if x2 <= x1 || y2 <= y1 {
+        return Err(err(format!(
+            "the box (cx {cx}, cy {cy}, w {w}, h {h}) lies on or past the image's edge: \
+             nothing of it is inside the image"
+        ))
+        .with_help("drop the line"));
+    }
     let mut landmarks = Vec::with_capacity((values.len() - 4) / 2);
     for (m, p) in values[4..].chunks_exact(2).enumerate() {
         if !inside(p[0]) || !inside(p[1]) {
