@@ -204,6 +204,12 @@ pub enum Command {
         #[command(flatten)]
         args: crate::cli_verify::VerifyArgs,
     },
+    /// Make datasets: `netc data detection --output DIR` writes a synthetic detection set in
+    /// the YOLO format.
+    Data {
+        #[command(subcommand)]
+        what: crate::cli_data::DataCommand,
+    },
     /// Compile a model and show each kernel's generated code and compile time.
     Compile {
         spec: PathBuf,
@@ -496,6 +502,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(s) => crate::cli_verify::verify_cmd(&s, &args),
             Err(c) => c,
         },
+        Command::Data { what } => crate::cli_data::data_cmd(&what),
         Command::Compile {
             spec,
             model,

@@ -30,7 +30,7 @@ pub enum Layout {
     Holdout,
 }
 
-const TEST_NAMES: [&str; 4] = ["test", "val", "valid", "validation"];
+pub(crate) const TEST_NAMES: [&str; 4] = ["test", "val", "valid", "validation"];
 
 /// Recognizes an image folder; `None` when `dir` looks like none.
 pub fn detect(dir: &Path) -> Result<Option<Layout>, DataError> {
@@ -212,7 +212,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// The image files directly in `dir`, sorted by name.
-fn images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+pub(crate) fn images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out: Vec<PathBuf> = entries(dir)?
         .into_iter()
         .filter(|p| {

@@ -1,6 +1,6 @@
 //! Training data: files on disk (or the bundled set) in, batches of model inputs out.
 //!
-//! In: a data source ([`open`]: `bundled`, `fashion-mnist`, or a path to an IDX directory, a
+//! In: a data source ([`open`]: `bundled`, `fashion-mnist`, `detection`, or a path to an IDX directory, a
 //! CIFAR-10 directory, an `.npz` file or directory, or an image folder) and the model input it
 //! must feed ([`InputInfo`]: shape `[C, H, W]`, per-channel mean and std). Out: a [`Split`] of
 //! two in-memory [`Dataset`]s (pixels kept as bytes when the files store bytes), and through a
@@ -13,6 +13,10 @@
 //! - [`npz`]: NumPy `.npz` archives of `x` and `y`.
 //! - [`folder`]: image folders, one subfolder per class; [`targets`]: a `targets.csv` or
 //!   `targets.json` of per-image targets beside them.
+//! - [`yolo`]: detection folders in the YOLO text format (a `.txt` of boxes beside each
+//!   image), read and written.
+//! - [`synth_detection`]: the synthetic detection set composed from the bundled Fashion-MNIST
+//!   (`detection`).
 //! - [`bundled`]: the Fashion-MNIST subset compiled into the binary, and the full set as
 //!   Debian installs it.
 //! - [`loader`]: normalization, seeded shuffling, batching, the prefetch thread.
@@ -35,8 +39,10 @@ pub mod loader;
 pub mod mapped;
 pub mod npz;
 pub mod rng;
+pub mod synth_detection;
 pub mod targets;
 pub mod transform;
+pub mod yolo;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -330,6 +336,9 @@ impl std::error::Error for DataError {}
 ///   images, 1×28×28; see `data/fashion-mnist/README.md`);
 /// - `fashion-mnist`: the full Fashion-MNIST where Debian's `dataset-fashion-mnist` installs it
 ///   ([`FASHION_MNIST_DIR`]); when it is missing, the error says how to install it;
+/// - `detection`: the default synthetic detection split ([`synth_detection::default_split`]:
+///   2,000 training and 400 test images at the input's size, 1–4 Fashion-MNIST objects each),
+///   generated when loaded;
 /// - any other string is a path (write `./fashion-mnist` for a directory of that name), and
 ///   what it holds decides how it is read:
 ///   - a directory with `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
@@ -338,6 +347,9 @@ impl std::error::Error for DataError {}
 ///   - a directory with CIFAR-10's `data_batch_1.bin` … `data_batch_5.bin` and
 ///     `test_batch.bin` (or its `cifar-10-batches-bin` subfolder): [`cifar`];
 ///   - an `.npz` file, or a directory with `train.npz` and `test.npz`: [`npz`];
+///   - a YOLO detection folder (`train/` and `test/` of images with a `.txt` of boxes beside
+///     each, or `images/train/` + `labels/train/` ...): [`yolo`] (images are resized to the
+///     model's input; a one-line warning counts images without labels);
 ///   - a directory with `train/<class>/` and `test/<class>/` image folders, or only
 ///     `<class>/` folders: [`folder`] (images are resized to the model's input).
 ///
@@ -349,6 +361,7 @@ pub fn open(source: &str, input: &InputInfo) -> Result<Split, DataError> {
     let split = match source {
         "bundled" => bundled()?,
         "fashion-mnist" => fashion_mnist(Path::new(FASHION_MNIST_DIR))?,
+        "detection" => synth_detection::default_split(input)?,
         path => open_path(Path::new(path), input, shape)?,
     };
     check_shape(&split.train, input)?;
@@ -453,6 +466,13 @@ fn open_path(path: &Path, input: &InputInfo, shape: &[usize]) -> Result<Split, D
     }
     if npz::is_split_dir(path) {
         return npz::load_dir(path, shape);
+    }
+    if let Some(layout) = yolo::detect(path)? {
+        let loaded = yolo::load(path, &layout, input)?;
+        if let Some(w) = loaded.warning() {
+            eprintln!("{w}");
+        }
+        return Ok(loaded.split);
     }
     if let Some(layout) = folder::detect(path)? {
         return folder::load(path, layout, input);

@@ -23,6 +23,8 @@
 //!    filter, widened when shrinking, so downscaling is antialiased like PIL's). An image of
 //!    an absurd aspect ratio (16 times the target's or more) has the part that survives the
 //!    crop cut out before it is scaled, so no resize holds more than 1 GiB ([`fit`]).
+//!    [`load_image_stretched`] (detection data) resizes to exactly `H × W` instead, whatever
+//!    the aspect ratio, and crops nothing.
 //! 4. Scale to `[0, 1]` (divide by 255), then `(x - mean[c]) / std[c]` when the spec gives
 //!    mean and std (one value for all channels, or one per channel).
 
@@ -52,7 +54,20 @@ const MAX_COVER_RATIO: u64 = 16;
 
 /// Loads `path` as input `input` of a model: `[C, H, W]` f32, resized, cropped and normalized.
 pub fn load_image(path: impl AsRef<Path>, input: &InputInfo) -> Result<ArrayD<f32>, IoError> {
-    let path = path.as_ref();
+    load(path.as_ref(), input, false)
+}
+
+/// Loads `path` as [`load_image`] does, but resized to exactly the input's `H × W` whatever
+/// its aspect ratio, without a crop: stretched, as Darknet resizes detection images, so
+/// coordinates given as fractions of the image (YOLO boxes) hold unchanged.
+pub fn load_image_stretched(
+    path: impl AsRef<Path>,
+    input: &InputInfo,
+) -> Result<ArrayD<f32>, IoError> {
+    load(path.as_ref(), input, true)
+}
+
+fn load(path: &Path, input: &InputInfo, stretch: bool) -> Result<ArrayD<f32>, IoError> {
     let [c, h, w] = match input.shape.as_slice() {
         &[c @ (1 | 3), h, w] if h > 0 && w > 0 => [c, h, w],
         _ => {
@@ -76,14 +91,20 @@ pub fn load_image(path: impl AsRef<Path>, input: &InputInfo) -> Result<ArrayD<f3
     let img = decode(path)?;
     let pixels: Vec<u8> = if c == 1 {
         let g = to_luma(&img);
-        fit(&g, tw, th)
-            .map_err(|m| IoError::new(path, m))?
-            .into_raw()
+        let fitted = if stretch {
+            stretch_to(&g, tw, th)
+        } else {
+            fit(&g, tw, th)
+        };
+        fitted.map_err(|m| IoError::new(path, m))?.into_raw()
     } else {
         let rgb = img.to_rgb8();
-        fit(&rgb, tw, th)
-            .map_err(|m| IoError::new(path, m))?
-            .into_raw()
+        let fitted = if stretch {
+            stretch_to(&rgb, tw, th)
+        } else {
+            fit(&rgb, tw, th)
+        };
+        fitted.map_err(|m| IoError::new(path, m))?.into_raw()
     };
     // Interleaved HWC bytes → planar CHW floats.
     let plane = h * w;
@@ -250,6 +271,29 @@ where
             imageops::resize(&region, tw, th, FilterType::Triangle)
         }
     })
+}
+
+/// Resizes to exactly `tw × th` (bilinear, antialiased like [`fit`]), whatever the aspect
+/// ratio; refused when the resize would hold more than [`MAX_RESIZE_BYTES`] at once.
+fn stretch_to<P>(
+    img: &ImageBuffer<P, Vec<P::Subpixel>>,
+    tw: u32,
+    th: u32,
+) -> Result<ImageBuffer<P, Vec<P::Subpixel>>, String>
+where
+    P: Pixel + 'static,
+{
+    let (w, h) = img.dimensions();
+    if (w, h) == (tw, th) {
+        return Ok(img.clone());
+    }
+    if resize_bytes(w, tw, th, P::CHANNEL_COUNT as u64) > MAX_RESIZE_BYTES {
+        return Err(format!(
+            "resizing the {w}×{h} image to the input's {tw}×{th} would take more than {} at once",
+            show_bytes(MAX_RESIZE_BYTES)
+        ));
+    }
+    Ok(imageops::resize(img, tw, th, FilterType::Triangle))
 }
 
 /// How [`fit`] makes a `w × h` image of `channels` bytes per pixel into `tw × th`.

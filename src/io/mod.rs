@@ -33,7 +33,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use image::load_image;
+pub use image::{load_image, load_image_stretched};
 pub use read::{Kind, open_limited, read_limited};
 pub use weights::{Value, Weights};
 
