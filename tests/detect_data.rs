@@ -801,3 +801,34 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn augmentations_that_move_pixels_are_refused_on_detection_data() {
+    use netc::data::{Loader, LoaderOptions, Normalize};
+    use netc::train_config::Augment;
+    let split = synth_detection::generate(&small_config(2)).unwrap();
+    let train = std::sync::Arc::new(split.train);
+    let load = |augment: Vec<Augment>| {
+        Loader::new(
+            train.clone(),
+            Normalize::none(1),
+            LoaderOptions::train(8, 0, augment),
+        )
+    };
+    let e = load(vec![Augment::Mirror { p: 0.5 }])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("`mirror(p=0.5)` moves pixels but not the boxes"),
+        "{e}"
+    );
+    assert!(e.contains("color augmentations only"), "{e}");
+    let color = Augment::ColorShift {
+        brightness: 0.2,
+        contrast: 0.2,
+        saturation: 0.0,
+        hue: 0.0,
+    };
+    assert!(load(vec![color, Augment::PcaLighting { std: 0.1 }]).is_ok());
+}

@@ -193,6 +193,25 @@ impl Loader {
             ))
             .with_help("remove `augment` from the spec's train section (and --augment)"));
         }
+        // Boxes are not transformed: only the augmentations that leave pixels in place apply
+        // to detection data.
+        let moving: Vec<String> = opts
+            .augment
+            .iter()
+            .filter(|a| !matches!(a, Augment::ColorShift { .. } | Augment::PcaLighting { .. }))
+            .map(|a| format!("`{a}`"))
+            .collect();
+        if !data.objects.is_empty() && !moving.is_empty() {
+            return Err(DataError::general(format!(
+                "{} moves pixels but not the boxes of {}'s annotated objects",
+                moving.join(", "),
+                data.name
+            ))
+            .with_help(
+                "on detection data use the color augmentations only (color_shift, \
+                 pca_lighting), or none",
+            ));
+        }
         if norm.mean.len() != c || norm.std.len() != c {
             return Err(DataError::general(format!(
                 "normalization for {} channels, but {} has {c}",
