@@ -43,7 +43,7 @@ impl Derived {
             "box" => (Derived::Box, width == 4, "4 values (cx, cy, w, h)"),
             "landmarks" => (
                 Derived::Landmarks(width / 2),
-                width > 0 && width % 2 == 0,
+                width > 0 && width.is_multiple_of(2),
                 "2 values (x, y) per landmark",
             ),
             _ => return None,

@@ -364,7 +364,7 @@ impl Elab<'_> {
                 }
             }
         }
-        if nums.is_empty() || nums.len() % 2 != 0 {
+        if nums.is_empty() || !nums.len().is_multiple_of(2) {
             return Err(err(
                 span,
                 format!(
@@ -425,7 +425,7 @@ impl Elab<'_> {
             )
             .help(fix(c))),
             Some(c) => Ok(c),
-            None if ch % anchors != 0 || ch / anchors < 6 => Err(err(
+            None if !ch.is_multiple_of(anchors) || ch / anchors < 6 => Err(err(
                 span,
                 format!(
                     "the `yolo` loss with {anchors} anchors reads A·(5+C) channels (a multiple \
