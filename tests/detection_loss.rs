@@ -1,0 +1,228 @@
+//! Training on detection data (a `Dataset` with `objects`, built by hand here): the targets a
+//! task derives from the objects (localization: `object`, the class, `box`; YOLO: the grid
+//! targets), the shipped `specs/localize.net` and `specs/yolo_tiny.net` training on them with
+//! a decreasing loss, and the errors for data that cannot feed an objective.
+
+use std::sync::Arc;
+
+use netc::data::{Dataset, Loader, LoaderOptions, Normalize, Pixels};
+use netc::detect::Object;
+use netc::io::weights::Weights;
+use netc::train::Trainer;
+use netc::train::graph::objective_of;
+use netc::train::task::Task;
+use netc::train_config::Optimizer;
+use netc::{Options, load_file};
+
+const SIZE: usize = 96;
+
+/// A small deterministic generator (splitmix64 to [0, 1)).
+struct Rand(u64);
+
+impl Rand {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// `n` 96×96 images on a dark background, most with one or two bright rectangles (class `k`
+/// drawn at brightness `0.4 + 0.2·k`), some empty; their objects in YOLO coordinates.
+fn synthetic(n: usize, seed: u64) -> Dataset {
+    let mut r = Rand(seed);
+    let mut pixels = vec![0f32; n * SIZE * SIZE];
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let img = &mut pixels[i * SIZE * SIZE..(i + 1) * SIZE * SIZE];
+        for p in img.iter_mut() {
+            *p = 0.1 * r.next();
+        }
+        let count = match i % 4 {
+            0 => 0,
+            3 => 2,
+            _ => 1,
+        };
+        let mut objs = Vec::new();
+        for _ in 0..count {
+            let class = (r.next() * 3.0) as usize;
+            let (w, h) = (0.15 + 0.35 * r.next(), 0.15 + 0.35 * r.next());
+            let (cx, cy) = (
+                w / 2.0 + (1.0 - w) * r.next(),
+                h / 2.0 + (1.0 - h) * r.next(),
+            );
+            let o = Object {
+                class,
+                cx,
+                cy,
+                w,
+                h,
+                landmarks: vec![],
+            };
+            let [x1, y1, x2, y2] = o.xyxy().map(|v| (v * SIZE as f32) as usize);
+            for y in y1..y2.min(SIZE) {
+                for x in x1..x2.min(SIZE) {
+                    img[y * SIZE + x] = 0.4 + 0.2 * class as f32;
+                }
+            }
+            objs.push(o);
+        }
+        objects.push(objs);
+    }
+    Dataset {
+        name: "synthetic detection".into(),
+        sample_shape: vec![1, SIZE, SIZE],
+        pixels: Pixels::F32(pixels),
+        labels: vec![0; n],
+        classes: 10,
+        class_names: vec![],
+        fields: vec![],
+        objects,
+    }
+}
+
+fn spec(path: &str) -> netc::layer_graph::LayerGraph {
+    load_file(path, &Options::default()).unwrap().graph
+}
+
+fn adam() -> Optimizer {
+    Optimizer::Adam {
+        lr: 1e-3,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: 0.0,
+    }
+}
+
+/// Steps `steps` times on one batch of `data` and returns the losses.
+fn train(
+    lg: &netc::layer_graph::LayerGraph,
+    data: Dataset,
+    batch: usize,
+    steps: usize,
+) -> Vec<f32> {
+    let objective = objective_of(lg);
+    let task = Task::new(lg, &objective, &data).unwrap();
+    let loader = Loader::new(
+        Arc::new(data),
+        Normalize::none(1),
+        LoaderOptions::train(batch, 5, vec![]),
+    )
+    .unwrap();
+    let order: Vec<usize> = (0..batch).collect();
+    let b = loader.batch(0, &order, 0);
+    let mut bufs = Vec::new();
+    task.fill(&b, &mut bufs, "sample", 0).unwrap();
+    let mut tr = Trainer::new(lg, Weights::init(lg, 3), batch, objective, adam(), 2).unwrap();
+    (0..steps)
+        .map(|_| tr.step_feed(&task.feed(&bufs), 1e-3).unwrap())
+        .collect()
+}
+
+#[test]
+fn localize_net_trains_on_targets_derived_from_objects() {
+    let lg = spec("specs/localize.net");
+    let data = synthetic(8, 1);
+    let objective = objective_of(&lg);
+    let task = Task::new(&lg, &objective, &data).unwrap();
+    let inputs: Vec<&str> = task.inputs().collect();
+    assert_eq!(
+        inputs,
+        [
+            "image",
+            "targets:object",
+            "targets:cls",
+            "mask:object",
+            "targets:box"
+        ]
+    );
+    // The derived targets: sample 0 has no object, sample 1 one.
+    let loader = Loader::new(
+        Arc::new(data.clone()),
+        Normalize::none(1),
+        LoaderOptions::eval(8),
+    )
+    .unwrap();
+    let b = loader.batch(0, &(0..8).collect::<Vec<_>>(), 0);
+    let mut bufs = Vec::new();
+    task.fill(&b, &mut bufs, "sample", 0).unwrap();
+    let o = &data.objects[1][0];
+    assert_eq!(bufs[1][..2], [0.0, 1.0]);
+    assert_eq!(bufs[3][..4], [0.0, 1.0, 1.0, 1.0]);
+    assert_eq!(bufs[4][..8], [0.0, 0.0, 0.0, 0.0, o.cx, o.cy, o.w, o.h]);
+    assert!(bufs[2][..10].iter().all(|&v| v == 0.0));
+    assert_eq!(bufs[2][10 + o.class], 1.0);
+
+    let losses = train(&lg, data, 8, 15);
+    println!("localize.net losses: {losses:?}");
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < 0.7 * first, "the loss went from {first} to {last}");
+}
+
+#[test]
+fn yolo_tiny_trains_on_grid_targets_encoded_from_objects() {
+    let lg = spec("specs/yolo_tiny.net");
+    let data = synthetic(8, 2);
+    let losses = train(&lg, data, 8, 15);
+    println!("yolo_tiny.net losses: {losses:?}");
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last < 0.7 * first, "the loss went from {first} to {last}");
+}
+
+#[test]
+fn data_that_cannot_feed_a_detection_objective_is_refused() {
+    let lg = spec("specs/yolo_tiny.net");
+    let objective = objective_of(&lg);
+    // No objects at all.
+    let mut plain = synthetic(4, 3);
+    plain.objects.clear();
+    let err = Task::new(&lg, &objective, &plain).unwrap_err();
+    assert!(
+        err.contains("needs object annotations (boxes), and synthetic detection has none"),
+        "{err}"
+    );
+    // A class beyond the head's: an error naming the sample and the object.
+    let mut data = synthetic(4, 3);
+    data.objects[2] = vec![Object {
+        class: 12,
+        cx: 0.5,
+        cy: 0.5,
+        w: 0.2,
+        h: 0.2,
+        landmarks: vec![],
+    }];
+    let task = Task::new(&lg, &objective, &data).unwrap();
+    let loader = Loader::new(Arc::new(data), Normalize::none(1), LoaderOptions::eval(4)).unwrap();
+    let b = loader.batch(0, &[0, 1, 2, 3], 0);
+    let err = task.fill(&b, &mut Vec::new(), "sample", 0).unwrap_err();
+    assert!(
+        err.starts_with(
+            "synthetic detection: sample 2: object 0 has class 12, but the model has 10 classes"
+        ),
+        "{err}"
+    );
+    // A mask with no data behind it.
+    let lg = spec("specs/localize.net");
+    let err = Task::new(&lg, &objective_of(&lg), &plain).unwrap_err();
+    assert!(
+        err.contains("and synthetic detection has no values named `object`"),
+        "{err}"
+    );
+    let masked = netc::load_str(
+        "m.net",
+        "model m {\n input x: [1, 96, 96]\n flatten\n box = dense(4)\n output box\n \
+         train { loss: mse(output=box, mask=present) }\n}\n",
+        &Options::default(),
+    )
+    .unwrap()
+    .graph;
+    let err = Task::new(&masked, &objective_of(&masked), &synthetic(4, 3)).unwrap_err();
+    assert!(
+        err.contains(
+            "is masked by `present`, and synthetic detection has no values named `present`"
+        ),
+        "{err}"
+    );
+}
