@@ -155,6 +155,25 @@ fn localize_net_trains_on_targets_derived_from_objects() {
     assert!(bufs[2][..10].iter().all(|&v| v == 0.0));
     assert_eq!(bufs[2][10 + o.class], 1.0);
 
+    // The class head's accuracy counts the images with an object (6 of these 8), against
+    // their first object's class: scores right on all but sample 7.
+    let mut scores = vec![0f32; 80];
+    for (i, objs) in data.objects.iter().enumerate() {
+        if let Some(o) = objs.first() {
+            let guess = if i == 7 { (o.class + 1) % 10 } else { o.class };
+            scores[i * 10 + guess] = 1.0;
+        }
+    }
+    let mut sums = netc::train::checkpoint::EpochSums::default();
+    task.measure(
+        &b,
+        1.0,
+        |n| (n == "cls").then_some(scores.as_slice()),
+        &mut sums,
+    );
+    let m = task.summarize(&sums);
+    assert_eq!(m.get("cls_accuracy"), Some(&(5.0 / 6.0)), "{m:?}");
+
     let losses = train(&lg, data, 8, 15);
     println!("localize.net losses: {losses:?}");
     let (first, last) = (losses[0], *losses.last().unwrap());

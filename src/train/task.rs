@@ -48,6 +48,9 @@ enum Metric {
     Classes { output: String, classes: usize },
     /// A prediction against the field of targets.
     Regression { output: String, field: String },
+    /// Class scores against the class of each sample's first object, over the samples with
+    /// an object (detection data): `<output>_accuracy`.
+    ObjectClasses { output: String },
 }
 
 /// How batches feed a model and what its steps measure.
@@ -124,6 +127,9 @@ impl Task {
             let source = match &term.loss {
                 Loss::CrossEntropy { .. } if detection && field(&output).is_none() => {
                     let k = crate::loss::class_count(shape).unwrap_or(width);
+                    metrics.push(Metric::ObjectClasses {
+                        output: output.clone(),
+                    });
                     Source::FirstClass(k)
                 }
                 Loss::Yolo(y) => {
@@ -415,6 +421,18 @@ impl Task {
                     *sums.extra.entry(prefixed(several, o, "elems")).or_default() +=
                         pred.len() as f64;
                 }
+                Metric::ObjectClasses { output: o } => {
+                    let Some(scores) = output(o) else { continue };
+                    let k = scores.len() / n.max(1);
+                    for (i, objs) in batch.objects.iter().enumerate().take(n) {
+                        let Some(first) = objs.first() else { continue };
+                        let row = &scores[i * k..(i + 1) * k];
+                        let (top1, _) = count_top(row, &[first.class as i64]);
+                        *sums.extra.entry(format!("{o}_object_correct")).or_default() +=
+                            top1 as f64;
+                        *sums.extra.entry(format!("{o}_objects")).or_default() += 1.0;
+                    }
+                }
             }
         }
     }
@@ -428,7 +446,8 @@ impl Task {
 
     /// The metrics of `sums` by name: `accuracy`, `top5_accuracy`, `mse`, `mae` (each
     /// prefixed by the output's name and `_` when several outputs are measured the same way:
-    /// `cls_accuracy`).
+    /// `cls_accuracy`); on detection data, `<output>_accuracy` of a class head over the images
+    /// with an object.
     pub fn summarize(&self, sums: &EpochSums) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         let seen = sums.seen.max(1) as f64;
@@ -449,6 +468,13 @@ impl Task {
                             get(&prefixed(several, o, "correct5")) / seen,
                         );
                     }
+                }
+                Metric::ObjectClasses { output: o } => {
+                    let objects = get(&format!("{o}_objects")).max(1.0);
+                    out.insert(
+                        format!("{o}_accuracy"),
+                        get(&format!("{o}_object_correct")) / objects,
+                    );
                 }
                 Metric::Regression { output: o, .. } => {
                     let elems = get(&prefixed(several, o, "elems")).max(1.0);
