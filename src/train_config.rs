@@ -85,11 +85,18 @@ pub struct Term {
 impl Term {
     /// The graph input holding this term's targets, if it takes any: `targets` for a term
     /// on the model's outputs in order, `targets:<output>` for a term on a named output,
-    /// `same` for the contrastive loss's pair labels.
+    /// `same` for the contrastive loss's pair labels, `yolo:<output>` for the encoded grid
+    /// targets of a YOLO term.
     pub fn target_input(&self) -> Option<String> {
         match self.loss {
             Loss::Triplet { .. } | Loss::Value => None,
             Loss::Contrastive { .. } => Some("same".into()),
+            // Its own name: the grid targets are not the output's values, so they are never
+            // shared with another term on the same output.
+            Loss::Yolo(_) => Some(match self.outputs.first() {
+                None => "yolo".into(),
+                Some(o) => format!("yolo:{o}"),
+            }),
             _ => Some(match self.outputs.first() {
                 None => "targets".into(),
                 Some(o) => format!("targets:{o}"),

@@ -245,3 +245,81 @@ fn data_that_cannot_feed_a_detection_objective_is_refused() {
         "{err}"
     );
 }
+
+/// The `loss:` syntax of the detection terms: each mistake an error at its place in the spec,
+/// saying what was expected (and the fix for a head of the wrong width).
+#[test]
+fn bad_anchors_heads_and_masks_are_errors_in_the_spec() {
+    let model = |head: usize, loss: &str| {
+        format!(
+            "model m {{\n input x: [1, 32, 32]\n conv(8, 3, stride=2)\n relu\n \
+             grid = conv({head}, 1)\n e = x |> flatten |> dense(4)\n output grid, e\n \
+             train {{ loss: {loss} }}\n}}\n"
+        )
+    };
+    let cases = [
+        (
+            model(41, "yolo(output=grid, anchors=[[4, 4], [8, 8]])"),
+            "the `yolo` loss with 2 anchors reads A·(5+C) channels (a multiple of 2, at least \
+             12); the output `grid` has 41 ([41, 15, 15])",
+        ),
+        (
+            model(40, "yolo(output=grid, anchors=[[4, 4], [8, 8]], classes=3)"),
+            "help: with 2 anchors and 3 classes, make the head's last layer `conv(16, 1)`",
+        ),
+        (
+            model(16, "yolo(output=grid, anchors=[4, 4, 8])"),
+            "anchors come in pairs (width, height); 3 numbers are given",
+        ),
+        (
+            model(16, "yolo(output=grid, anchors=[[4, 0], [8, 8]])"),
+            "anchor sizes must be positive numbers, found 0",
+        ),
+        (
+            model(16, "yolo(output=grid)"),
+            "the `yolo` loss needs its anchor boxes",
+        ),
+        (
+            model(16, "yolo(output=e, anchors=[[4, 4], [8, 8]])"),
+            "the `yolo` loss reads a grid head [A·(5+C), S, S]; the output `e` is [4]",
+        ),
+        (
+            model(16, "yolo(output=grid, anchors=[[4, 4], [8, 8]], noobj=-1)"),
+            "noobj must be a number ≥ 0, found -1",
+        ),
+        (
+            model(
+                16,
+                "yolo(output=grid, anchors=[[4, 4], [8, 8]], mask=object)",
+            ),
+            "the `yolo` loss takes no mask",
+        ),
+        (
+            model(16, "mse(output=e, mask=object, mask=object)"),
+            "the mask of a loss is given twice",
+        ),
+        (
+            model(16, "mse(output=e, mask=[1, 0])"),
+            "expected the name of per-sample 0/1 values in the data",
+        ),
+    ];
+    for (src, want) in cases {
+        let err = netc::load_str("m.net", &src, &Options::default())
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {src}"))
+            .to_string();
+        assert!(err.contains(want), "{want}\n--- got:\n{err}");
+        assert!(err.contains("m.net:8:"), "no position: {err}");
+    }
+    // The good forms: pairs or a flat list, the same anchors.
+    for anchors in ["[[4, 4], [8, 8]]", "[4, 4, 8, 8]"] {
+        let src = model(16, &format!("yolo(output=grid, anchors={anchors})"));
+        let lg = netc::load_str("m.net", &src, &Options::default())
+            .unwrap()
+            .graph;
+        assert_eq!(
+            objective_of(&lg).to_string(),
+            "yolo(output=grid, anchors=[[4, 4], [8, 8]], classes=3, coord=5, noobj=0.5)"
+        );
+    }
+}

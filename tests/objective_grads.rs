@@ -534,7 +534,7 @@ fn netc_encodes_the_yolo_targets_as_pytorch() {
         let mut got = Vec::new();
         grid.encode(&objects, &mut got, &|i| format!("sample {i}"))
             .unwrap();
-        let want = &c.want["target/targets:grid"];
+        let want = &c.want["target/yolo:grid"];
         assert_eq!(got.len(), want.len(), "{name}");
         let worst = got
             .iter()
@@ -563,11 +563,7 @@ fn a_wrong_yolo_assignment_is_caught() {
     let grid = case_grid(&c);
     let [sh, sw] = grid.cells;
     let (a, per) = (grid.anchors.len(), 5 + grid.classes);
-    let good = c
-        .feeds
-        .iter()
-        .position(|(n, _)| n == "targets:grid")
-        .unwrap();
+    let good = c.feeds.iter().position(|(n, _)| n == "yolo:grid").unwrap();
     let t = c.feeds[good].1.clone();
     let n = c.batch();
     let mut swapped = t.clone();

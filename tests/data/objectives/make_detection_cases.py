@@ -6,7 +6,7 @@ Run from the repository root (needs torch and safetensors; CI does not, it reads
     /work/torch-venv/bin/python tests/data/objectives/make_detection_cases.py
 
 The files have `make_cases.py`'s format (it provides the `Case` writer), with two more kinds of
-target: `target/mask:<name>` (a term's per-sample 0/1 mask, [N]) and `target/targets:<grid>`
+target: `target/mask:<name>` (a term's per-sample 0/1 mask, [N]) and `target/yolo:<grid>`
 (a YOLO head's targets, encoded here by `encode_yolo`, an independent implementation of netc's
 `detect::encode::Grid::encode`). A YOLO case also stores its boxes as `objects` [M, 6] (sample,
 class, cx, cy, w, h) so that the test can encode them with netc and compare.
@@ -175,7 +175,7 @@ def encode_yolo(boxes, anchors_px):
 
 
 def dense_targets(assigned):
-    """The targets in the head's layout [N, A·(5+C), S, S] (netc's input `targets:grid`)."""
+    """The targets in the head's layout [N, A·(5+C), S, S] (netc's input `yolo:grid`)."""
     t = torch.zeros(N, len(ANCHORS), 5 + C, S, S, dtype=torch.float64)
     for (n, a, row, col), (tx, ty, tw, th, cls) in assigned.items():
         t[n, a, 0:4, row, col] = torch.tensor([tx, ty, tw, th], dtype=torch.float64)
@@ -213,7 +213,7 @@ def yolo(name, seed, loss_text, comment, coord, noobj, weight=1.0):
     h = F.max_pool2d(F.relu(c.conv("c2", h, 6, 3, pad=1)), 2)
     head = c.conv("grid", h, len(ANCHORS) * (5 + C), 1)
     assigned = encode_yolo(BOXES, ANCHORS)
-    c.target("targets:grid", dense_targets(assigned))
+    c.target("yolo:grid", dense_targets(assigned))
     loss = weight * yolo_loss(head, assigned, coord, noobj)
     c.save(YOLO.format(comment=comment, loss=loss_text), loss)
     # The boxes, for netc to encode itself: (sample, class, cx, cy, w, h) rows.
