@@ -186,7 +186,8 @@ impl Grid {
     /// (a centre on the right or bottom edge, `cx = 1`, belongs to the last cell).
     pub fn cell(&self, cx: f32, cy: f32) -> (usize, usize) {
         let [sh, sw] = self.cells;
-        let at = |c: f32, s: usize| ((c * s as f32).floor().max(0.0) as usize).min(s - 1);
+        let at =
+            |c: f32, s: usize| ((c * s as f32).floor().max(0.0) as usize).min(s.saturating_sub(1));
         (at(cy, sh), at(cx, sw))
     }
 
