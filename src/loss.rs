@@ -2,7 +2,7 @@
 //!
 //! In: a primitive [`Graph`] and the values holding the model's outputs (for [`attach`], the
 //! typed `loss:` of the `train` section too). Out: the same graph with new inputs for the
-//! targets (`targets`, `same`, `style_target.<i>`, or a name the caller gives) and the output
+//! targets (`targets`, `same`, `style_target.<i>`, `mask:<name>`, or a name the caller gives) and the output
 //! `loss`, a `[1]` tensor: the batch mean, as PyTorch's default `reduction="mean"`.
 //!
 //! Every loss is built from existing primitives only, so differentiating the primitives
@@ -317,6 +317,12 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
 /// - `triplet`: three outputs `[N, D]` of one shape (anchor, positive, negative embeddings);
 /// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`;
 /// - an output used as a loss (`Loss::Value`): its mean over every element.
+/// - `yolo`: one grid head `[N, A·(5+C), S_h, S_w]`, targets of that shape in the input
+///   `yolo:<output>` ([`crate::loss_yolo`]).
+///
+/// A term with a mask (`cross_entropy`, `mse`, `l1`, `bce_with_logits`) reads it from the new
+/// input [`Term::mask_input`] `[N]` and counts only the masked-in samples (`masked_mean`);
+/// for MSE, L1 and BCE a sample's loss is the mean over its elements.
 ///
 /// Each term's targets are the new input [`Term::target_input`], shared by terms on one output
 /// that need targets of one shape (`mse(output=box) + l1(output=box)`). The weighted sum is the
