@@ -323,3 +323,61 @@ fn bad_anchors_heads_and_masks_are_errors_in_the_spec() {
         );
     }
 }
+
+/// The whole training loop (`session::run`, as `netc train` calls it) on detection data: the
+/// YOLO and localization specs train and evaluate each epoch on a held-out split, the
+/// localization class head reporting its accuracy over images with an object.
+#[test]
+fn the_training_loop_trains_and_evaluates_on_detection_data() {
+    use netc::train::session::{Quiet, Settings, run};
+    for (path, metric) in [
+        ("specs/localize.net", Some("test_cls_accuracy")),
+        ("specs/yolo_tiny.net", None),
+    ] {
+        let lg = spec(path);
+        let data = netc::data::Split {
+            train: synthetic(16, 4),
+            test: synthetic(6, 5),
+        };
+        let settings = Settings {
+            epochs: 2,
+            batch: 4,
+            objective: objective_of(&lg),
+            optimizer: adam(),
+            schedule: netc::train_config::Schedule::Constant { warmup: 0 },
+            seed: 1,
+            threads: 2,
+            augment: vec![],
+            normalize: Normalize::none(1),
+            checkpoint: None,
+            max_steps: None,
+            memory_limit: None,
+            identities: None,
+            mining: Default::default(),
+            no_cache: true,
+        };
+        let report = run(
+            &lg,
+            Weights::init(&lg, 2),
+            None,
+            &data,
+            &settings,
+            &mut Quiet,
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let h = &report.progress.history;
+        assert_eq!(h.len(), 2, "{path}");
+        println!("{path}: {h:?}");
+        // The held-out loss falls (the training loss of a few small YOLO batches is too noisy
+        // to compare epoch by epoch: a batch's loss sums over its boxes).
+        let test = |i: usize| h[i].test_loss.expect("evaluated");
+        assert!(test(1) < test(0), "{path}: {h:?}");
+        if let Some(m) = metric {
+            let acc = h[1].metrics.get(m).copied();
+            assert!(
+                acc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+                "{path}: {m} {acc:?}"
+            );
+        }
+    }
+}
