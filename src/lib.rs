@@ -29,6 +29,7 @@ pub mod graph;
 pub mod io;
 pub mod layer_graph;
 pub mod loss;
+pub mod loss_yolo;
 pub mod lower;
 pub mod model;
 pub mod picture;

@@ -2,7 +2,7 @@
 //!
 //! In: a primitive [`Graph`] and the values holding the model's outputs (for [`attach`], the
 //! typed `loss:` of the `train` section too). Out: the same graph with new inputs for the
-//! targets (`targets`, `same`, `style_target.<i>`, or a name the caller gives) and the output
+//! targets (`targets`, `same`, `style_target.<i>`, `mask:<name>`, or a name the caller gives) and the output
 //! `loss`, a `[1]` tensor: the batch mean, as PyTorch's default `reduction="mean"`.
 //!
 //! Every loss is built from existing primitives only, so differentiating the primitives
@@ -35,17 +35,19 @@ pub fn class_count(sample_shape: &[usize]) -> Option<usize> {
 /// `targets` `[N, K]`, with label smoothing `eps` (targets become `(1 - eps) * onehot + eps / K`):
 /// `mean_n( -Σ_k t_nk · log_softmax(logits)_nk )`.
 pub fn cross_entropy(g: &mut Graph, logits: ValueId, label_smoothing: f64) -> ValueId {
-    let loss = cross_entropy_value(g, logits, label_smoothing, "targets");
+    let loss = cross_entropy_value(g, logits, label_smoothing, "targets", None);
     register(g, loss)
 }
 
 /// [`cross_entropy`]'s value, with the one-hot targets in the new input `target`, not
-/// registered as the output `loss`.
+/// registered as the output `loss`; with a `mask` (an input name), the masked mean of the
+/// per-sample losses ([`masked_mean`]).
 fn cross_entropy_value(
     g: &mut Graph,
     logits: ValueId,
     label_smoothing: f64,
     target: &str,
+    mask: Option<&str>,
 ) -> ValueId {
     let o = O;
     let shape = g.shape(logits).to_vec();
@@ -82,6 +84,20 @@ fn cross_entropy_value(
     let ls = g.add(Op::Unary(UnaryOp::Log), vec![s], o);
     let logp = g.add(Op::Binary(BinaryOp::Sub), vec![d, ls], o);
     let tl = g.add(Op::Binary(BinaryOp::Mul), vec![t, logp], o);
+    if let Some(mask) = mask {
+        // Per sample: -Σ_k t_nk · logp_nk, then the masked mean.
+        let per = g.add(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![1],
+            },
+            vec![tl],
+            o,
+        );
+        let per = un(g, UnaryOp::Neg, per);
+        let per = g.push(Op::Reshape, vec![per], vec![n], o);
+        return masked_mean(g, per, mask);
+    }
     let per = g.add(
         Op::Reduce {
             op: ReduceOp::Sum,
@@ -139,6 +155,12 @@ pub fn bce_with_logits(g: &mut Graph, logits: ValueId, target: &str) -> ValueId 
 }
 
 fn bce_value(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
+    let l = bce_elements(g, logits, target);
+    mean_all(g, l)
+}
+
+/// The elementwise binary cross-entropy of [`bce_with_logits`], before the mean.
+pub(crate) fn bce_elements(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
     let shape = g.shape(logits).to_vec();
     let t = input(g, target, shape);
     let pos = un(g, UnaryOp::Relu, logits);
@@ -150,8 +172,7 @@ fn bce_value(g: &mut Graph, logits: ValueId, target: &str) -> ValueId {
     let e1 = bin(g, BinaryOp::Add, e, one);
     let softplus = un(g, UnaryOp::Log, e1);
     let l = bin(g, BinaryOp::Sub, pos, xt);
-    let l = bin(g, BinaryOp::Add, l, softplus);
-    mean_all(g, l)
+    bin(g, BinaryOp::Add, l, softplus)
 }
 
 /// Triplet margin loss of embeddings `anchor`, `positive`, `negative` (each `[N, D]`), exactly
@@ -296,6 +317,12 @@ pub fn attach(g: &mut Graph, loss: &Loss, outputs: &[ValueId]) -> Result<ValueId
 /// - `triplet`: three outputs `[N, D]` of one shape (anchor, positive, negative embeddings);
 /// - `contrastive`: two outputs `[N, D]` (the pair), input `same` `[N]`;
 /// - an output used as a loss (`Loss::Value`): its mean over every element.
+/// - `yolo`: one grid head `[N, A·(5+C), S_h, S_w]`, targets of that shape in the input
+///   `yolo:<output>` ([`crate::loss_yolo`]).
+///
+/// A term with a mask (`cross_entropy`, `mse`, `l1`, `bce_with_logits`) reads it from the new
+/// input [`Term::mask_input`] `[N]` and counts only the masked-in samples (`masked_mean`);
+/// for MSE, L1 and BCE a sample's loss is the mean over its elements.
 ///
 /// Each term's targets are the new input [`Term::target_input`], shared by terms on one output
 /// that need targets of one shape (`mse(output=box) + l1(output=box)`). The weighted sum is the
@@ -366,6 +393,18 @@ fn term_value(
     model_inputs: usize,
 ) -> Result<ValueId, String> {
     let target = term.target_input();
+    let mask = term.mask_input();
+    if let Some(m) = &mask {
+        if !Term::per_sample(&term.loss) {
+            return Err(format!("the `{term}` loss takes no mask"));
+        }
+        if g.inputs[..model_inputs].iter().any(|(n, _)| n == m) {
+            return Err(format!(
+                "the `{term}` loss takes its mask as an input `{m}`, but the model already has \
+                 an input of that name"
+            ));
+        }
+    }
     if let Some(t) = target.as_deref()
         && t != "same"
         && let Some(i) = g.inputs.iter().position(|(n, _)| n == t)
@@ -426,11 +465,26 @@ fn term_value(
             } else {
                 g.push(Op::Reshape, vec![reads[0]], vec![n, k], O)
             };
-            cross_entropy_value(g, logits, label_smoothing, &target)
+            cross_entropy_value(g, logits, label_smoothing, &target, mask.as_deref())
         }
         Loss::Mse | Loss::L1 | Loss::BceWithLogits | Loss::Content => {
             if reads.len() != 1 {
                 return Err(wrong(g, "one output (the prediction)"));
+            }
+            if let Some(mask) = mask.as_deref() {
+                let per = match term.loss {
+                    Loss::Mse => {
+                        let d = difference(g, reads[0], &target);
+                        bin(g, BinaryOp::Mul, d, d)
+                    }
+                    Loss::L1 => {
+                        let d = difference(g, reads[0], &target);
+                        un(g, UnaryOp::Abs, d)
+                    }
+                    _ => bce_elements(g, reads[0], &target),
+                };
+                let per = per_sample_mean(g, per);
+                return Ok(masked_mean(g, per, mask));
             }
             match term.loss {
                 Loss::Mse | Loss::Content => mse_value(g, reads[0], &target),
@@ -476,6 +530,12 @@ fn term_value(
                 return Err(wrong(g, "one output (a loss the model computes)"));
             }
             mean_all(g, reads[0])
+        }
+        Loss::Yolo(ref y) => {
+            if reads.len() != 1 {
+                return Err(wrong(g, "one output (the grid head)"));
+            }
+            crate::loss_yolo::yolo_value(g, reads[0], y, &target)?
         }
     })
 }
@@ -547,7 +607,7 @@ fn register(g: &mut Graph, loss: ValueId) -> ValueId {
 
 /// A new graph input, or the input of this name a term made before (the same targets, read
 /// by two terms on one output; the shapes must agree, as [`term_value`] checks).
-fn input(g: &mut Graph, name: &str, shape: Vec<usize>) -> ValueId {
+pub(crate) fn input(g: &mut Graph, name: &str, shape: Vec<usize>) -> ValueId {
     if let Some(&(_, v)) = g.inputs.iter().find(|(n, _)| n == name) {
         assert_eq!(
             g.shape(v),
@@ -595,6 +655,56 @@ fn pairwise_distance(g: &mut Graph, a: ValueId, b: ValueId) -> ValueId {
     un(g, UnaryOp::Sqrt, s)
 }
 
+/// The mean over every axis but the batch's: `[N, ...]` → `[N]`.
+fn per_sample_mean(g: &mut Graph, v: ValueId) -> ValueId {
+    let shape = g.shape(v).to_vec();
+    let n = shape[0];
+    let v = if shape.len() > 1 {
+        g.add(
+            Op::Reduce {
+                op: ReduceOp::Mean,
+                axes: (1..shape.len()).collect(),
+            },
+            vec![v],
+            O,
+        )
+    } else {
+        v
+    };
+    g.push(Op::Reshape, vec![v], vec![n], O)
+}
+
+/// The masked mean of per-sample losses `per` `[N]` with the 0/1 mask in the new input `mask`
+/// `[N]` (shared by the terms with one mask): `Σ_n per_n·m_n / max(Σ_n m_n, 1)` as a `[1]`
+/// tensor — the mean over the masked-in samples, 0 when there are none (PyTorch:
+/// `(per * m).sum() / m.sum().clamp(min=1)`).
+fn masked_mean(g: &mut Graph, per: ValueId, mask: &str) -> ValueId {
+    let n = g.shape(per)[0];
+    let m = input(g, mask, vec![n]);
+    let pm = bin(g, BinaryOp::Mul, per, m);
+    let all = vec![0];
+    let num = g.add(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: all.clone(),
+        },
+        vec![pm],
+        O,
+    );
+    let count = g.add(
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes: all,
+        },
+        vec![m],
+        O,
+    );
+    let one = scalar(g, 1.0);
+    let count = bin(g, BinaryOp::Max, count, one);
+    let v = bin(g, BinaryOp::Div, num, count);
+    g.push(Op::Reshape, vec![v], vec![1], O)
+}
+
 /// The mean of every element, as a `[1]` tensor.
 fn mean_all(g: &mut Graph, v: ValueId) -> ValueId {
     let rank = g.shape(v).len();
@@ -609,7 +719,7 @@ fn mean_all(g: &mut Graph, v: ValueId) -> ValueId {
     g.push(Op::Reshape, vec![m], vec![1], O)
 }
 
-fn scalar(g: &mut Graph, value: f64) -> ValueId {
+pub(crate) fn scalar(g: &mut Graph, value: f64) -> ValueId {
     g.push(
         Op::Scalar {
             value: value as f32,
@@ -620,10 +730,10 @@ fn scalar(g: &mut Graph, value: f64) -> ValueId {
     )
 }
 
-fn bin(g: &mut Graph, op: BinaryOp, a: ValueId, b: ValueId) -> ValueId {
+pub(crate) fn bin(g: &mut Graph, op: BinaryOp, a: ValueId, b: ValueId) -> ValueId {
     g.add(Op::Binary(op), vec![a, b], O)
 }
 
-fn un(g: &mut Graph, op: UnaryOp, a: ValueId) -> ValueId {
+pub(crate) fn un(g: &mut Graph, op: UnaryOp, a: ValueId) -> ValueId {
     g.add(Op::Unary(op), vec![a], O)
 }

@@ -41,6 +41,23 @@ pub enum Loss {
     /// An output that already is a loss (a `[1]` value the model body computes, e.g.
     /// `loss = triplet_loss(...)`), used as it is.
     Value,
+    /// The YOLO (v2/v3) loss of a grid head `[A·(5+C), S_h, S_w]` against host-encoded
+    /// targets of the same layout (definition in `loss_yolo`, encoding in `detect::encode`).
+    Yolo(Yolo),
+}
+
+/// The settings of a YOLO loss term: `yolo(output=grid, anchors=[[w, h], ...], coord=5,
+/// noobj=0.5)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yolo {
+    /// Anchor boxes `(w, h)` in pixels of the model's input (Darknet's convention).
+    pub anchors: Vec<[f64; 2]>,
+    /// The number of classes `C` (the head has `A·(5 + C)` channels).
+    pub classes: usize,
+    /// The weight of the box terms (YOLO's λ_coord).
+    pub coord: f64,
+    /// The weight of the objectness term of cells and anchors with no object (λ_noobj).
+    pub noobj: f64,
 }
 
 /// What training minimizes: the sum of weighted loss terms, each on named model outputs
@@ -58,21 +75,46 @@ pub struct Term {
     /// The model outputs it reads, in order; empty means the model's outputs in order (a
     /// spec's plain `loss: cross_entropy`).
     pub outputs: Vec<String>,
+    /// Per-sample 0/1 values (`mse(output=box, mask=object)`) that select the samples the
+    /// term counts: its per-sample losses are summed over the masked-in samples and divided
+    /// by their number (at least 1). Only on the per-sample losses (cross-entropy, MSE, L1,
+    /// binary cross-entropy).
+    pub mask: Option<String>,
 }
 
 impl Term {
     /// The graph input holding this term's targets, if it takes any: `targets` for a term
     /// on the model's outputs in order, `targets:<output>` for a term on a named output,
-    /// `same` for the contrastive loss's pair labels.
+    /// `same` for the contrastive loss's pair labels, `yolo:<output>` for the encoded grid
+    /// targets of a YOLO term.
     pub fn target_input(&self) -> Option<String> {
         match self.loss {
             Loss::Triplet { .. } | Loss::Value => None,
             Loss::Contrastive { .. } => Some("same".into()),
+            // Its own name: the grid targets are not the output's values, so they are never
+            // shared with another term on the same output.
+            Loss::Yolo(_) => Some(match self.outputs.first() {
+                None => "yolo".into(),
+                Some(o) => format!("yolo:{o}"),
+            }),
             _ => Some(match self.outputs.first() {
                 None => "targets".into(),
                 Some(o) => format!("targets:{o}"),
             }),
         }
+    }
+
+    /// The graph input holding this term's mask, if it has one: `mask:<name>`, shape `[N]`.
+    pub fn mask_input(&self) -> Option<String> {
+        self.mask.as_ref().map(|m| format!("mask:{m}"))
+    }
+
+    /// Whether the loss is computed per sample (and so can take a mask).
+    pub fn per_sample(loss: &Loss) -> bool {
+        matches!(
+            loss,
+            Loss::CrossEntropy { .. } | Loss::Mse | Loss::L1 | Loss::BceWithLogits
+        )
     }
 }
 
@@ -84,6 +126,7 @@ impl From<Loss> for Objective {
                 weight: 1.0,
                 loss,
                 outputs: vec![],
+                mask: None,
             }],
         }
     }
@@ -202,6 +245,21 @@ impl fmt::Display for Loss {
             Loss::Style => write!(f, "style"),
             Loss::Content => write!(f, "content"),
             Loss::Value => write!(f, "value"),
+            Loss::Yolo(y) => {
+                let anchors: Vec<String> = y
+                    .anchors
+                    .iter()
+                    .map(|[w, h]| format!("[{}, {}]", F(*w), F(*h)))
+                    .collect();
+                write!(
+                    f,
+                    "yolo(anchors=[{}], classes={}, coord={}, noobj={})",
+                    anchors.join(", "),
+                    y.classes,
+                    F(y.coord),
+                    F(y.noobj)
+                )
+            }
         }
     }
 }
@@ -212,12 +270,19 @@ impl fmt::Display for Term {
             write!(f, "{} * ", F(self.weight))?;
         }
         let loss = self.loss.to_string();
-        let outputs = match self.outputs.as_slice() {
-            [] => return f.write_str(&loss),
+        let mut outputs = match self.outputs.as_slice() {
+            [] if self.mask.is_none() => return f.write_str(&loss),
+            [] => String::new(),
             [o] if self.loss == Loss::Value => return f.write_str(o),
             [o] => format!("output={o}"),
             many => format!("outputs=[{}]", many.join(", ")),
         };
+        if let Some(m) = &self.mask {
+            if !outputs.is_empty() {
+                outputs += ", ";
+            }
+            outputs += &format!("mask={m}");
+        }
         match loss.split_once('(') {
             Some((name, rest)) => write!(f, "{name}({outputs}, {rest}"),
             None => write!(f, "{loss}({outputs})"),

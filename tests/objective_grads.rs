@@ -6,6 +6,10 @@
 //! the spec's own objective and runs it through the compiled executable (f32) and the reference
 //! interpreter (f64), and steps the library's `Trainer` once; the loss, every parameter
 //! gradient and every updated batchnorm running statistic must match within 1e-4.
+//!
+//! The detection objectives (`make_detection_cases.py`): masked per-sample terms, the
+//! localization objective, the YOLO loss (its targets encoded by PyTorch's side and, checked
+//! here, by netc's `detect::encode` identically).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -21,8 +25,9 @@ use netc::{Options, load_file};
 
 const DIR: &str = "tests/data/objectives";
 
-/// Every case `make_cases.py` writes: each loss alone, then weighted combinations.
-const CASES: [&str; 18] = [
+/// Every case `make_cases.py` and `make_detection_cases.py` write: each loss alone, then
+/// weighted combinations, then the detection objectives.
+const CASES: [&str; 26] = [
     "cross_entropy",
     "ce_smoothing",
     "ce_fcn",
@@ -41,10 +46,18 @@ const CASES: [&str; 18] = [
     "value_weighted",
     "gatys",
     "siamese",
+    "ce_masked",
+    "mse_masked",
+    "l1_masked",
+    "bce_masked",
+    "mask_all_zero",
+    "localize",
+    "yolo",
+    "yolo_weighted",
 ];
 
 /// The cases whose objective has several terms.
-const COMBINATIONS: [&str; 7] = [
+const COMBINATIONS: [&str; 8] = [
     "cls_box",
     "three_terms",
     "shared_target",
@@ -52,6 +65,7 @@ const COMBINATIONS: [&str; 7] = [
     "value_weighted",
     "gatys",
     "siamese",
+    "localize",
 ];
 
 /// The error bound, relative (see [`rel_err`]).
@@ -471,4 +485,131 @@ fn terms_on_one_output_share_its_targets_or_say_how_not_to() {
         .graph;
     let tg = build(&lg, 2, &objective_of(&lg)).unwrap();
     assert_eq!(tg.target_inputs, ["targets:f_copy", "targets:f"]);
+}
+
+/// The YOLO cases' boxes, as netc's objects per sample (the case's `objects` rows: sample,
+/// class, cx, cy, w, h).
+fn case_objects(name: &str, n: usize) -> Vec<Vec<netc::detect::Object>> {
+    let (t, _) = tensors(&format!("{DIR}/{name}.safetensors"));
+    let rows = &t["objects"];
+    let mut objects = vec![Vec::new(); n];
+    for r in rows.outer_iter() {
+        objects[r[0] as usize].push(netc::detect::Object {
+            class: r[1] as usize,
+            cx: r[2] as f32,
+            cy: r[3] as f32,
+            w: r[4] as f32,
+            h: r[5] as f32,
+            landmarks: vec![],
+        });
+    }
+    objects
+}
+
+/// The grid geometry of a YOLO case, from its spec's objective and shapes.
+fn case_grid(c: &Case) -> netc::detect::encode::Grid {
+    let netc::train_config::Loss::Yolo(y) = &c.objective.terms[0].loss else {
+        panic!("{}: not a yolo objective", c.name)
+    };
+    let input = &c.lg.inputs[0].shape;
+    let out = &c.lg.nodes[c.lg.outputs[0].1].shape;
+    netc::detect::encode::Grid::new(
+        &y.anchors,
+        [input[1], input[2]],
+        y.classes,
+        [out[1], out[2]],
+    )
+}
+
+/// netc's host-side encoding of the YOLO cases' boxes (cell, best anchor, offsets, log sizes,
+/// one-hot class, a later box replacing an earlier one) is the target tensor PyTorch's side
+/// encoded independently: boxes in one cell on different anchors, a centre on a cell border
+/// and on the right edge, an image without boxes, two boxes on one cell and anchor.
+#[test]
+fn netc_encodes_the_yolo_targets_as_pytorch() {
+    for name in ["yolo", "yolo_weighted"] {
+        let c = load(name);
+        let grid = case_grid(&c);
+        let objects = case_objects(name, c.batch());
+        let mut got = Vec::new();
+        grid.encode(&objects, &mut got, &|i| format!("sample {i}"))
+            .unwrap();
+        let want = &c.want["target/yolo:grid"];
+        assert_eq!(got.len(), want.len(), "{name}");
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .map(|(&g, &w)| (g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        let responsible = got.iter().step_by(1).filter(|&&v| v == 1.0).count();
+        println!(
+            "{name}: {} target values, max difference {worst:.1e} ({responsible} ones)",
+            got.len()
+        );
+        assert!(
+            worst <= 1e-5,
+            "{name}: encoded targets differ by {worst:.1e}"
+        );
+    }
+}
+
+/// The comparison catches a wrong assignment: the targets of the YOLO case with the anchors
+/// swapped, the boxes moved one cell to the right, or the earlier of two boxes on one cell and
+/// anchor kept instead of the later, each give a loss or gradient far outside the bound.
+#[test]
+fn a_wrong_yolo_assignment_is_caught() {
+    let c = load("yolo");
+    let tg = c.graph(&c.objective);
+    let grid = case_grid(&c);
+    let [sh, sw] = grid.cells;
+    let (a, per) = (grid.anchors.len(), 5 + grid.classes);
+    let good = c.feeds.iter().position(|(n, _)| n == "yolo:grid").unwrap();
+    let t = c.feeds[good].1.clone();
+    let n = c.batch();
+    let mut swapped = t.clone();
+    let mut shifted = t.clone();
+    for s in 0..n {
+        for k in 0..a * per {
+            let other = ((k / per + 1) % a) * per + k % per;
+            for r in 0..sh {
+                for q in 0..sw {
+                    swapped[[s, k, r, q]] = t[[s, other, r, q]];
+                    shifted[[s, k, r, q]] = t[[s, k, r, (q + sw - 1) % sw]];
+                }
+            }
+        }
+    }
+    // Earlier boxes win: encode each image's boxes in reverse order.
+    let reversed: Vec<Vec<_>> = case_objects("yolo", n)
+        .into_iter()
+        .map(|mut o| {
+            o.reverse();
+            o
+        })
+        .collect();
+    let mut first_wins = Vec::new();
+    grid.encode(&reversed, &mut first_wins, &|i| format!("sample {i}"))
+        .unwrap();
+    let first_wins =
+        ArrayD::from_shape_vec(t.raw_dim(), first_wins.iter().map(|&v| v as f64).collect())
+            .unwrap();
+    assert_ne!(
+        first_wins, t,
+        "the case has two boxes on one cell and anchor"
+    );
+    for (what, wrong) in [
+        ("anchors swapped", swapped),
+        ("one cell to the right", shifted),
+        ("the earlier box kept", first_wins),
+    ] {
+        let mut bad = Case { ..load("yolo") };
+        bad.feeds[good].1 = wrong;
+        let errs = bad.errors(&tg, &bad.oracle(&tg));
+        let worst = errs.iter().map(|e| e.1).fold(0.0, f64::max);
+        println!("yolo, {what}: max error {worst:.1e}");
+        assert!(
+            worst > 10.0 * TOL,
+            "{what} goes unnoticed (max error {worst:.1e})"
+        );
+    }
 }

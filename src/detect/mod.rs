@@ -18,6 +18,8 @@
 //! - Anchors are `(w, h)` in pixels of the model's input (Darknet's convention), converted to
 //!   fractions of the image by dividing by the input's width and height.
 
+pub mod encode;
+
 /// A box as corners `[x1, y1, x2, y2]` with `x1 ≤ x2`, `y1 ≤ y2`.
 pub type Xyxy = [f32; 4];
 

@@ -58,6 +58,7 @@ pub fn objective_of(lg: &LayerGraph) -> Objective {
             weight: 1.0,
             loss: Loss::Value,
             outputs: vec![name.clone()],
+            mask: None,
         })
         .collect();
     if terms.is_empty() {

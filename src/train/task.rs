@@ -8,10 +8,16 @@
 //! named after the output it reads — and, per step, the metric sums that fit the objective:
 //! top-1 (and top-5 when there are more than 5 classes) for a cross-entropy output, MSE and
 //! MAE for a regression output.
+//!
+//! Detection data (a dataset with `objects`) also give targets derived from each image's
+//! objects (`detect::encode`): `object`, `box`, `landmarks` and the class of the first object
+//! for a localization model, and the dense grid targets of a `yolo` term. A term's mask
+//! (`mask=object`) is the data's values of that name, `[N]`.
 
 use std::collections::BTreeMap;
 
 use crate::data::{Batch, Dataset};
+use crate::detect::encode::{Derived, Grid, one_hot_first};
 use crate::layer_graph::LayerGraph;
 use crate::train::checkpoint::EpochSums;
 use crate::train_config::{Loss, Objective};
@@ -27,6 +33,12 @@ enum Source {
     OneHot(usize),
     /// The labels as 0/1 values (binary cross-entropy on a one-value output).
     Binary,
+    /// A localization target derived from the batch's objects.
+    Derived(Derived),
+    /// One-hot rows, `classes` wide, of the class of each sample's first object.
+    FirstClass(usize),
+    /// A YOLO grid head's targets, encoded from the batch's objects.
+    Grid(Grid),
 }
 
 /// What is measured on one model output.
@@ -36,6 +48,9 @@ enum Metric {
     Classes { output: String, classes: usize },
     /// A prediction against the field of targets.
     Regression { output: String, field: String },
+    /// Class scores against the class of each sample's first object, over the samples with
+    /// an object (detection data): `<output>_accuracy`.
+    ObjectClasses { output: String },
 }
 
 /// How batches feed a model and what its steps measure.
@@ -43,6 +58,8 @@ enum Metric {
 pub struct Task {
     feeds: Vec<(String, Source)>,
     metrics: Vec<Metric>,
+    /// The data's name, for messages naming a sample.
+    data: String,
 }
 
 impl Task {
@@ -88,6 +105,7 @@ impl Task {
             }
         }
         let mut metrics = Vec::new();
+        let detection = !data.objects.is_empty();
         for term in &objective.terms {
             let Some(target) = term.target_input() else {
                 continue;
@@ -107,6 +125,42 @@ impl Task {
             let shape = &lg.nodes[node].shape;
             let width: usize = shape.iter().product();
             let source = match &term.loss {
+                Loss::CrossEntropy { .. } if detection && field(&output).is_none() => {
+                    let k = crate::loss::class_count(shape).unwrap_or(width);
+                    metrics.push(Metric::ObjectClasses {
+                        output: output.clone(),
+                    });
+                    Source::FirstClass(k)
+                }
+                Loss::Yolo(y) => {
+                    if !detection {
+                        return Err(format!(
+                            "the `{term}` loss needs object annotations (boxes), and {} has \
+                             none\n  help: train on detection data: a YOLO-format folder or \
+                             `data: \"detection\"`",
+                            data.name
+                        ));
+                    }
+                    let input = lg.inputs.first().ok_or("the model has no inputs")?;
+                    let (&[_, h, w], &[_, sh, sw]) = (input.shape.as_slice(), shape.as_slice())
+                    else {
+                        return Err(format!(
+                            "the `{term}` loss needs an image input [C, H, W] and a grid head \
+                             [A·(5+C), S_h, S_w]; the model has {} and {}",
+                            crate::io::show_shape(&input.shape),
+                            crate::io::show_shape(shape)
+                        ));
+                    };
+                    let grid = Grid::new(&y.anchors, [h, w], y.classes, [sh, sw]);
+                    if grid.channels() != width / (sh * sw).max(1) {
+                        return Err(format!(
+                            "the `{term}` loss reads {} channels; the output `{output}` is {}",
+                            grid.channels(),
+                            crate::io::show_shape(shape)
+                        ));
+                    }
+                    Source::Grid(grid)
+                }
                 Loss::CrossEntropy { .. } => {
                     let k = crate::loss::class_count(shape).unwrap_or(width);
                     if data.classes == 0 {
@@ -163,6 +217,19 @@ impl Task {
                         }
                         Source::Field(f.name.clone())
                     }
+                    None if detection && Derived::of(&output, width).is_some() => {
+                        match Derived::of(&output, width).expect("checked") {
+                            Ok(d) => Source::Derived(d),
+                            Err(want) => {
+                                return Err(format!(
+                                    "the `{term}` loss compares the output `{output}` ({}) with \
+                                     the targets detection data derive for `{output}`, which \
+                                     are {want} per sample",
+                                    crate::io::show_shape(shape)
+                                ));
+                            }
+                        }
+                    }
                     None if term.loss == Loss::BceWithLogits && width == 1 && data.classes > 0 => {
                         Source::Binary
                     }
@@ -196,8 +263,38 @@ impl Task {
             if !feeds.iter().any(|(n, _)| *n == target) {
                 feeds.push((target, source));
             }
+            if let (Some(input), Some(m)) = (term.mask_input(), &term.mask) {
+                let source = match field(m) {
+                    Some(f) if f.width() == 1 => Source::Field(f.name.clone()),
+                    Some(f) => {
+                        return Err(format!(
+                            "{}: `{m}` holds {} values per sample, but the mask of the \
+                             `{term}` loss is one value (0 or 1) per sample",
+                            f.source,
+                            f.width()
+                        ));
+                    }
+                    None if detection && m == "object" => Source::Derived(Derived::Object),
+                    None => {
+                        return Err(format!(
+                            "the `{term}` loss is masked by `{m}`, and {} has no values named \
+                             `{m}`\n  help: give the data an array `{m}` of shape [N] with 0/1 \
+                             values (detection data derive `object`: 1 where an image has an \
+                             object)",
+                            data.name
+                        ));
+                    }
+                };
+                if !feeds.iter().any(|(n, _)| *n == input) {
+                    feeds.push((input, source));
+                }
+            }
         }
-        Ok(Task { feeds, metrics })
+        Ok(Task {
+            feeds,
+            metrics,
+            data: data.name.clone(),
+        })
     }
 
     /// The graph inputs this task fills, in order.
@@ -222,6 +319,20 @@ impl Task {
         first: usize,
     ) -> Result<(), String> {
         bufs.resize_with(self.feeds.len(), Vec::new);
+        let name = |i: usize| match batch.indices.get(i) {
+            Some(&k) => format!("{}: sample {k}", self.data),
+            None => format!("{what} {}", first + i),
+        };
+        let objects = || {
+            if batch.objects.len() == batch.len {
+                Ok(&batch.objects)
+            } else {
+                Err(format!(
+                    "{}: the batch has no object annotations for its {} samples",
+                    self.data, batch.len
+                ))
+            }
+        };
         for ((_, source), buf) in self.feeds.iter().zip(bufs.iter_mut()) {
             buf.clear();
             match source {
@@ -244,6 +355,9 @@ impl Task {
                         buf.push(l as f32);
                     }
                 }
+                Source::Derived(d) => d.fill(objects()?, buf, &name)?,
+                Source::FirstClass(k) => one_hot_first(objects()?, *k, buf, &name)?,
+                Source::Grid(grid) => grid.encode(objects()?, buf, &name)?,
             }
         }
         Ok(())
@@ -307,6 +421,18 @@ impl Task {
                     *sums.extra.entry(prefixed(several, o, "elems")).or_default() +=
                         pred.len() as f64;
                 }
+                Metric::ObjectClasses { output: o } => {
+                    let Some(scores) = output(o) else { continue };
+                    let k = scores.len() / n.max(1);
+                    for (i, objs) in batch.objects.iter().enumerate().take(n) {
+                        let Some(first) = objs.first() else { continue };
+                        let row = &scores[i * k..(i + 1) * k];
+                        let (top1, _) = count_top(row, &[first.class as i64]);
+                        *sums.extra.entry(format!("{o}_object_correct")).or_default() +=
+                            top1 as f64;
+                        *sums.extra.entry(format!("{o}_objects")).or_default() += 1.0;
+                    }
+                }
             }
         }
     }
@@ -320,7 +446,8 @@ impl Task {
 
     /// The metrics of `sums` by name: `accuracy`, `top5_accuracy`, `mse`, `mae` (each
     /// prefixed by the output's name and `_` when several outputs are measured the same way:
-    /// `cls_accuracy`).
+    /// `cls_accuracy`); on detection data, `<output>_accuracy` of a class head over the images
+    /// with an object.
     pub fn summarize(&self, sums: &EpochSums) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         let seen = sums.seen.max(1) as f64;
@@ -341,6 +468,13 @@ impl Task {
                             get(&prefixed(several, o, "correct5")) / seen,
                         );
                     }
+                }
+                Metric::ObjectClasses { output: o } => {
+                    let objects = get(&format!("{o}_objects")).max(1.0);
+                    out.insert(
+                        format!("{o}_accuracy"),
+                        get(&format!("{o}_object_correct")) / objects,
+                    );
                 }
                 Metric::Regression { output: o, .. } => {
                     let elems = get(&prefixed(several, o, "elems")).max(1.0);
