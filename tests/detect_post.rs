@@ -18,6 +18,7 @@ use netc::picture::{
     BOX_LABEL_HEIGHT, Normalize, Tile, class_colour, draw_scale, render_detections, render_image,
     write_detections,
 };
+use proptest::prelude::*;
 use serde_json::Value;
 
 fn cases() -> &'static Value {
@@ -611,4 +612,74 @@ fn drawn_detections_are_written_as_png() {
     .unwrap_err();
     assert!(e.to_string().contains(".png"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- no input panics ----
+
+fn odd_f32() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => -2.0f32..2.0,
+        1 => Just(f32::NAN),
+        1 => Just(f32::INFINITY),
+        1 => Just(f32::NEG_INFINITY),
+        1 => Just(0.0f32),
+        1 => Just(f32::MAX),
+    ]
+}
+
+fn odd_detections() -> impl Strategy<Value = Vec<Detection>> {
+    prop::collection::vec(
+        (0usize..4, odd_f32(), prop::array::uniform4(odd_f32())),
+        0..12,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .map(|(class, score, bbox)| Detection { class, score, bbox })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn post_processing_never_panics(
+        dets in odd_detections(),
+        truth in prop::collection::vec((0usize..5, prop::array::uniform4(odd_f32())), 0..8),
+        head in prop::collection::vec(odd_f32(), 2 * 7 * 2 * 3),
+        sizes in prop::collection::vec(prop::array::uniform2(odd_f32()), 0..12),
+        k in 0usize..6,
+        thr in odd_f32(),
+    ) {
+        let b: Vec<Xyxy> = dets.iter().map(|d| d.bbox).collect();
+        let s: Vec<f32> = dets.iter().map(|d| d.score).collect();
+        let c: Vec<usize> = dets.iter().map(|d| d.class).collect();
+        let kept = nms(&b, &s, thr).unwrap();
+        prop_assert!(kept.iter().all(|&i| i < b.len()));
+        let kept = batched_nms(&b, &s, &c, thr).unwrap();
+        prop_assert!(kept.len() <= b.len());
+        prop_assert_eq!(box_iou(&b, &b).len(), b.len() * b.len());
+        let objects: Vec<Object> = truth
+            .iter()
+            .map(|&(class, [cx, cy, w, h])| Object { class, cx, cy, w, h, landmarks: vec![] })
+            .collect();
+        let m = mean_average_precision(std::slice::from_ref(&dets), &[objects], 5, thr).unwrap();
+        for ap in m.per_class.iter().flatten() {
+            prop_assert!((0.0..=1.0).contains(ap), "{}", ap);
+        }
+        let grid = GridHead {
+            values: &head,
+            shape: [2 * 7, 2, 3],
+            anchors: &[[8.0, 16.0], [30.0, 20.0]],
+            num_classes: 2,
+            input_size: [48, 32],
+        };
+        let options = DecodeOptions { score_threshold: thr, ..DecodeOptions::default() };
+        let found = decode(&grid, &options).unwrap();
+        prop_assert!(found.iter().all(|d| d.score > thr && d.class < 2));
+        let _ = kmeans_anchors(&sizes, k, 3);
+        let image = flat_gray(12, 10);
+        let (rgb, w, h) = render_detections(&image, Normalize::Clamp01, &dets, &[]).unwrap();
+        prop_assert_eq!(rgb.len(), w as usize * h as usize * 3);
+    }
 }
