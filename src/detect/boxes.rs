@@ -31,6 +31,12 @@ pub fn xyxy_to_cxcywh([x1, y1, x2, y2]: Xyxy) -> [f32; 4] {
     [(x1 + x2) / 2.0, (y1 + y2) / 2.0, x2 - x1, y2 - y1]
 }
 
+/// A box in fractions of an image as pixels of a `width × height` image (what `netc detect`
+/// writes), or any rescaling of x by `width` and y by `height`.
+pub fn scale_box([x1, y1, x2, y2]: Xyxy, width: f32, height: f32) -> Xyxy {
+    [x1 * width, y1 * height, x2 * width, y2 * height]
+}
+
 /// The box's area `(x2 − x1)·(y2 − y1)`, negative for an inverted box (as torchvision).
 pub fn area(b: &Xyxy) -> f32 {
     (b[2] - b[0]) * (b[3] - b[1])
@@ -82,6 +88,7 @@ pub fn nms(boxes: &[Xyxy], scores: &[f32], iou_threshold: f32) -> Result<Vec<usi
         |i| boxes[i],
         |_, _| true,
         iou_threshold,
+        None,
     ))
 }
 
@@ -102,18 +109,25 @@ pub fn batched_nms(
         |i| boxes[i],
         |i, j| classes[i] == classes[j],
         iou_threshold,
+        None,
     ))
 }
 
 /// Per-class NMS over detections: the indices of `detections` kept, by decreasing score
-/// ([`batched_nms`] on their boxes, scores and classes).
-pub fn nms_detections(detections: &[super::Detection], iou_threshold: f32) -> Vec<usize> {
+/// ([`batched_nms`] on their boxes, scores and classes), at most `max_kept` of them (the same
+/// as cutting the whole result, found sooner).
+pub fn nms_detections(
+    detections: &[super::Detection],
+    iou_threshold: f32,
+    max_kept: Option<usize>,
+) -> Vec<usize> {
     greedy(
         detections.len(),
         |i| detections[i].score,
         |i| detections[i].bbox,
         |i, j| detections[i].class == detections[j].class,
         iou_threshold,
+        max_kept,
     )
 }
 
@@ -127,33 +141,37 @@ pub fn by_score_desc(a: f32, b: f32) -> Ordering {
     }
 }
 
-/// The greedy NMS loop of torchvision's CPU kernel; `related(i, j)` says whether box `i`
-/// may suppress box `j` (same class, or always).
+/// Greedy NMS as torchvision's CPU kernel decides it: visiting boxes by decreasing score, a
+/// box is kept unless a kept box it is `related` to (same class, or always) overlaps it with
+/// IoU above the threshold. Checking each box against the kept ones (rather than each kept box
+/// against all later ones) gives the same boxes and lets the loop stop after `max_kept`:
+/// O(n · kept) instead of O(n²).
 fn greedy(
     n: usize,
     score: impl Fn(usize) -> f32,
     bbox: impl Fn(usize) -> Xyxy,
     related: impl Fn(usize, usize) -> bool,
     iou_threshold: f32,
+    max_kept: Option<usize>,
 ) -> Vec<usize> {
+    let limit = max_kept.unwrap_or(usize::MAX);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&i, &j| by_score_desc(score(i), score(j)));
-    let boxes: Vec<Xyxy> = (0..n).map(&bbox).collect();
-    let areas: Vec<f32> = boxes.iter().map(area).collect();
-    let mut suppressed = vec![false; n];
-    let mut keep = Vec::new();
-    for (pos, &i) in order.iter().enumerate() {
-        if suppressed[i] {
-            continue;
+    let mut keep: Vec<usize> = Vec::new();
+    let mut kept: Vec<(Xyxy, f32)> = Vec::new();
+    for i in order {
+        if keep.len() >= limit {
+            break;
         }
-        keep.push(i);
-        for &j in &order[pos + 1..] {
-            if !suppressed[j]
-                && related(i, j)
-                && iou_with_areas(&boxes[i], &boxes[j], areas[i], areas[j]) > iou_threshold
-            {
-                suppressed[j] = true;
-            }
+        let b = bbox(i);
+        let a = area(&b);
+        let suppressed = keep
+            .iter()
+            .zip(&kept)
+            .any(|(&k, (kb, ka))| related(k, i) && iou_with_areas(kb, &b, *ka, a) > iou_threshold);
+        if !suppressed {
+            keep.push(i);
+            kept.push((b, a));
         }
     }
     keep
@@ -179,6 +197,7 @@ mod tests {
         let c = cxcywh_to_xyxy(b);
         assert_eq!(c, [0.25, 0.125, 0.75, 0.375]);
         assert_eq!(xyxy_to_cxcywh(c), b);
+        assert_eq!(scale_box(c, 96.0, 64.0), [24.0, 8.0, 72.0, 24.0]);
     }
 
     #[test]

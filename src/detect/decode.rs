@@ -14,7 +14,8 @@
 //!
 //! Cost: nothing is allocated per cell; a cell whose objectness is at most the threshold is
 //! skipped before the softmax (no class score can exceed it). At most [`MAX_CANDIDATES`]
-//! candidates (the highest scores) enter NMS, which is quadratic in their number.
+//! candidates (the highest scores) enter NMS, whose cost is candidates × detections kept
+//! (it stops at `max_detections`).
 
 use super::Detection;
 use super::boxes::{by_score_desc, cxcywh_to_xyxy, nms_detections};
@@ -59,6 +60,17 @@ impl Default for DecodeOptions {
             iou_threshold: 0.45,
             max_detections: Some(100),
             clip: true,
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// The options for measuring mAP: a low score threshold (Darknet's `map` uses 0.005), so
+    /// that the precision–recall curve reaches high recall; NMS 0.45, 100 per image, clipped.
+    pub fn for_map() -> Self {
+        DecodeOptions {
+            score_threshold: 0.005,
+            ..DecodeOptions::default()
         }
     }
 }
@@ -184,9 +196,8 @@ pub fn decode(head: &GridHead<'_>, options: &DecodeOptions) -> Result<Vec<Detect
         candidates.sort_by(|a, b| by_score_desc(a.score, b.score));
         candidates.truncate(MAX_CANDIDATES);
     }
-    let keep = nms_detections(&candidates, options.iou_threshold);
-    let n = options.max_detections.unwrap_or(usize::MAX).min(keep.len());
-    Ok(keep[..n].iter().map(|&i| candidates[i].clone()).collect())
+    let keep = nms_detections(&candidates, options.iou_threshold, options.max_detections);
+    Ok(keep.iter().map(|&i| candidates[i].clone()).collect())
 }
 
 /// The logistic function `1 / (1 + e^−x)`.

@@ -22,6 +22,10 @@
 //! - A class with no ground truth in any image has no AP (`None`) and is left out of the
 //!   mean; a class with ground truth but no detections has AP 0 and counts. With no ground
 //!   truth at all, the mean is `None`.
+//!
+//! Detections for mAP come from [`super::decode::decode`] with
+//! [`super::decode::DecodeOptions::for_map`] (a low score threshold, so that the curve reaches
+//! high recall).
 
 use super::boxes::iou;
 use super::{Detection, Object, Xyxy};
