@@ -14,6 +14,8 @@
 //!   for every tile, at most [`MAX_UPSCALE`]), so a 7×7 feature map is not a speck.
 //!   `columns == 0` picks a near-square grid (`ceil(sqrt(n))` columns).
 //! - [`write_image`]: one tile at its own size, pixel for pixel, no label.
+//! - [`write_detections`]: one image with detection boxes and their labels drawn on it
+//!   (`picture/draw.rs`).
 //!
 //! Values: [`Normalize::Clamp01`] clamps to `[0, 1]` (images that are already in that range);
 //! [`Normalize::MinMaxPerTile`] maps each tile's smallest finite value to black and its largest
@@ -33,6 +35,12 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::io::IoError;
+
+mod draw;
+pub use draw::{
+    BOX_LABEL_HEIGHT, BOX_LINE, MIN_DRAW_SIDE, class_colour, draw_scale, render_detections,
+    write_detections,
+};
 
 /// One image of a picture: planar `[channels, height, width]` values and a caption.
 #[derive(Debug, Clone, PartialEq)]

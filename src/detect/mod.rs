@@ -17,6 +17,15 @@
 //!   `h = anchor_h · e^th`, score of class `c` = `σ(t_obj) · softmax(t_cls)[c]`.
 //! - Anchors are `(w, h)` in pixels of the model's input (Darknet's convention), converted to
 //!   fractions of the image by dividing by the input's width and height.
+//!
+//! Post-processing: [`boxes`] (conversion, IoU, NMS as torchvision), [`decode`] (a grid
+//! head's output to detections), [`map`] (VOC mAP), [`anchors`] (k-means on IoU distance);
+//! drawing detections is in [`crate::picture`].
+
+pub mod anchors;
+pub mod boxes;
+pub mod decode;
+pub mod map;
 
 pub mod encode;
 
@@ -38,12 +47,7 @@ pub struct Object {
 impl Object {
     /// The box as corners, in fractions of the image.
     pub fn xyxy(&self) -> Xyxy {
-        [
-            self.cx - self.w / 2.0,
-            self.cy - self.h / 2.0,
-            self.cx + self.w / 2.0,
-            self.cy + self.h / 2.0,
-        ]
+        boxes::cxcywh_to_xyxy([self.cx, self.cy, self.w, self.h])
     }
 }
 
