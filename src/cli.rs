@@ -204,6 +204,24 @@ pub enum Command {
         #[command(flatten)]
         args: crate::cli_verify::VerifyArgs,
     },
+    /// Detect objects with a YOLO model: boxes with class and score for images (printed, as
+    /// JSON, drawn), or mAP@0.5 over a detection dataset (--data).
+    Detect {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_detect::DetectArgs,
+    },
+    /// Anchor boxes for a YOLO spec by k-means on IoU distance over a dataset's boxes, in
+    /// pixels of the spec's input.
+    Anchors {
+        spec: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        args: crate::cli_detect::AnchorsArgs,
+    },
     /// Make datasets: `netc data detection --output DIR` writes a synthetic detection set in
     /// the YOLO format.
     Data {
@@ -500,6 +518,14 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Verify { spec, model, args } => match load(&spec, &model) {
             Ok(s) => crate::cli_verify::verify_cmd(&s, &args),
+            Err(c) => c,
+        },
+        Command::Detect { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_detect::detect_cmd(&s, &args),
+            Err(c) => c,
+        },
+        Command::Anchors { spec, model, args } => match load(&spec, &model) {
+            Ok(s) => crate::cli_detect::anchors_cmd(&s, &args),
             Err(c) => c,
         },
         Command::Data { what } => crate::cli_data::data_cmd(&what),

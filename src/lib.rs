@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cli;
 pub mod cli_augment;
 pub mod cli_data;
+pub mod cli_detect;
 pub mod cli_features;
 pub mod cli_outputs;
 pub mod cli_run;

@@ -28,6 +28,7 @@ pub mod decode;
 pub mod map;
 
 pub mod encode;
+pub mod evaluate;
 
 /// A box as corners `[x1, y1, x2, y2]` with `x1 ≤ x2`, `y1 ≤ y2`.
 pub type Xyxy = [f32; 4];

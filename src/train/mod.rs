@@ -428,6 +428,10 @@ pub fn evaluate(
     let mut exes: Vec<(usize, Executable)> = Vec::new();
     let mut sums = EpochSums::default();
     let mut bufs = Vec::new();
+    let mut meter = task
+        .detector()
+        .cloned()
+        .map(crate::detect::evaluate::MapMeter::new);
     for batch in data.epoch(0) {
         let len = batch.len;
         if !exes.iter().any(|(b, _)| *b == len) {
@@ -441,6 +445,18 @@ pub fn evaluate(
         exe.run_in_place(&task.feed(&bufs))?;
         let loss = exe.output("loss").ok_or("no loss output")?[0];
         task.measure(&batch, loss, |n| exe.output(n), &mut sums);
+        if let Some(m) = meter.as_mut() {
+            let out = &m.detector.output;
+            let values = exe
+                .output(out)
+                .ok_or_else(|| format!("no output `{out}`"))?;
+            m.add(values, &batch.objects)?;
+        }
+    }
+    if let Some(m) = meter
+        && let Some(v) = m.finish()?.map
+    {
+        sums.extra.insert(task::MAP50.to_string(), v);
     }
     Ok(sums)
 }

@@ -403,6 +403,10 @@ pub fn run(
                 if let Some(t) = &test_sums {
                     let mut m = task.summarize(t);
                     test_accuracy = m.remove("accuracy");
+                    // mAP is measured on the held-out images only: `map50`, not `test_map50`.
+                    if let Some(v) = m.remove(super::task::MAP50) {
+                        metrics.insert(super::task::MAP50.to_string(), v);
+                    }
                     for (k, v) in m {
                         metrics.insert(format!("test_{k}"), v);
                     }

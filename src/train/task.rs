@@ -60,6 +60,8 @@ pub struct Task {
     metrics: Vec<Metric>,
     /// The data's name, for messages naming a sample.
     data: String,
+    /// A YOLO model's detector: its detections are scored as mAP@0.5 on evaluation.
+    detector: Option<crate::detect::evaluate::Detector>,
 }
 
 impl Task {
@@ -290,16 +292,23 @@ impl Task {
                 }
             }
         }
+        let detector = crate::detect::evaluate::Detector::of(lg, objective).transpose()?;
         Ok(Task {
             feeds,
             metrics,
             data: data.name.clone(),
+            detector,
         })
     }
 
     /// The graph inputs this task fills, in order.
     pub fn inputs(&self) -> impl Iterator<Item = &str> {
         self.feeds.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The detector of a YOLO model, whose detections evaluation scores as `map50`.
+    pub fn detector(&self) -> Option<&crate::detect::evaluate::Detector> {
+        self.detector.as_ref()
     }
 
     /// Whether the task measures classification accuracy.
@@ -489,9 +498,18 @@ impl Task {
                 }
             }
         }
+        // Set by an evaluation pass only (see `train::evaluate`): mAP is not a sum over steps.
+        if self.detector.is_some()
+            && let Some(&v) = sums.extra.get(MAP50)
+        {
+            out.insert(MAP50.to_string(), v);
+        }
         out
     }
 }
+
+/// The key of a detector's mAP@0.5 (VOC) in the metrics: `map50` in the JSON line.
+pub const MAP50: &str = "map50";
 
 fn prefixed(several: bool, output: &str, key: &str) -> String {
     if several {
