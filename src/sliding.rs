@@ -602,14 +602,19 @@ impl Sliding {
             if !m.exact(self.window) {
                 let f = m.field;
                 lines.push(format!(
-                    "note: {} pad at the classifier's size; over the image each window's scores \
+                    "note: {} at the classifier's size; over the image each window's scores \
                      read rows {}..{} and columns {}..{} around its corner, the image where the \
                      classifier read padding ({}×{} in context, not the bare {h}×{w} crop)",
-                    self.padded
-                        .iter()
-                        .map(|p| format!("`{}`", crate::diag::escape_controls(p)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    match self.padded.as_slice() {
+                        [one] => format!("`{}` pads", crate::diag::escape_controls(one)),
+                        many => format!(
+                            "{} pad",
+                            many.iter()
+                                .map(|p| format!("`{}`", crate::diag::escape_controls(p)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    },
                     f.start[0],
                     f.end[0],
                     f.start[1],
