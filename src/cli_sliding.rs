@@ -101,6 +101,11 @@ pub fn run(spec: &Spec, args: &RunArgs, size: Option<[usize; 2]>) -> ExitCode {
         Err((e, _)) => return fail(e),
     };
     let (name, path) = &paths[0];
+    // Before the input is read at the image's size: one sample must fit (the batch of a
+    // .npy is checked again below).
+    if let Err(e) = crate::budget::check_inference(&sl.graph, 1, args.threads, args.memory_limit) {
+        return fail(format!("error: {e}"));
+    }
     let x = match crate::cli_run::read_input(&big, name, path) {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -203,7 +208,8 @@ fn summary(m: &ScoreMap, p: &ArrayD<f32>, window: [usize; 2], named: bool) -> St
                 col.iter()
                     .copied()
                     .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (c, v)| {
+                    .fold((0, f32::NAN), |best, (c, v)| {
+                        // The largest; NaN only when every class is NaN.
                         if v > best.1 || (best.1.is_nan() && !v.is_nan()) {
                             (c, v)
                         } else {

@@ -323,9 +323,9 @@ pub fn convert(lg: &LayerGraph, size: [usize; 2]) -> Result<Sliding, String> {
                         if kh % oh != 0 || kw % ow != 0 {
                             return refuse(format!(
                                 "at the classifier's size it pools a {kh}×{kw} map to {oh}×{ow}, \
-                                 in windows of unequal sizes that have no fixed kernel over a \
-                                 larger image (it slides when the crop size makes the map \
-                                 {oh}×{ow} or a multiple of it)"
+                                 in windows that are no fixed kernel and stride, so nothing \
+                                 says what it is over a larger image (it slides when the crop \
+                                 size makes the map {oh}×{ow} or a multiple of it)"
                             ));
                         }
                         let k = [kh / oh, kw / ow];
@@ -360,6 +360,12 @@ pub fn convert(lg: &LayerGraph, size: [usize; 2]) -> Result<Sliding, String> {
                         count_include_pad: true,
                     }
                 };
+                if hh < kernel[0] || ww < kernel[1] {
+                    return refuse(format!(
+                        "its {}×{} window does not fit the {hh}×{ww} map",
+                        kernel[0], kernel[1]
+                    ));
+                }
                 let oh = (hh - kernel[0]) / stride[0] + 1;
                 let ow = (ww - kernel[1]) / stride[1] + 1;
                 let field = through(jump, field, kernel, [1, 1], [0, 0]);

@@ -347,6 +347,50 @@ fn alexnet_at_224_passes_its_adaptive_pool_through() {
     assert_eq!(fc.shape, [4096, 256, 6, 6]);
 }
 
+#[test]
+fn every_shipped_spec_converts_or_is_refused_with_a_reason() {
+    let cases: &[(&str, &[&str], [usize; 2], Option<&str>)] = &[
+        ("lenet5", &[], [61, 29], None),
+        ("vgg_small", &[], [47, 40], None),
+        ("mini_resnet", &[], [45, 33], None),
+        ("mini_inception", &[], [45, 33], None),
+        ("resnet18", &["size=32", "classes=7"], [75, 64], None),
+        ("googlenet", &["size=64", "classes=9"], [99, 64], None),
+        (
+            "vgg16",
+            &["size=32", "classes=10"],
+            [64, 96],
+            Some("1×1 map to 7×7"),
+        ),
+        ("alexnet", &["classes=5"], [250, 224], None),
+        ("edge_detect", &["size=13"], [20, 20], Some("--native-size")),
+        ("siamese", &["size=16"], [20, 20], Some("inputs")),
+    ];
+    for &(name, sets, size, refused) in cases {
+        let spec = load_file(
+            format!("specs/{name}.net"),
+            &Options::with_sets(sets).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        match (convert(&spec.graph, size), refused) {
+            (Ok(sl), None) => {
+                // The converted graph lowers (its shapes are consistent) and its weights
+                // take the classifier's values.
+                netc::lower::lower(&sl.graph, 1);
+                if spec.graph.num_parameters() < 5_000_000 {
+                    let params = params_f32(&Weights::init(&spec.graph, 0));
+                    sl.params(params).unwrap_or_else(|e| panic!("{name}: {e}"));
+                }
+                let m = &sl.maps[0];
+                assert!(m.positions[0] >= 1 && m.positions[1] >= 1, "{name}");
+            }
+            (Err(e), Some(why)) => assert!(e.contains(why), "{name}: {e}"),
+            (Ok(_), Some(_)) => panic!("{name}: converted, expected a refusal"),
+            (Err(e), None) => panic!("{name}: {e}"),
+        }
+    }
+}
+
 // ---- the CLI ----
 
 fn netc(args: &[&str]) -> Output {
