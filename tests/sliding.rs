@@ -349,7 +349,9 @@ fn alexnet_at_224_passes_its_adaptive_pool_through() {
 
 #[test]
 fn every_shipped_spec_converts_or_is_refused_with_a_reason() {
-    let cases: &[(&str, &[&str], [usize; 2], Option<&str>)] = &[
+    // (spec, --set, image size, the refusal's reason if refused)
+    type Case<'a> = (&'a str, &'a [&'a str], [usize; 2], Option<&'a str>);
+    let cases: &[Case] = &[
         ("lenet5", &[], [61, 29], None),
         ("vgg_small", &[], [47, 40], None),
         ("mini_resnet", &[], [45, 33], None),
