@@ -73,6 +73,27 @@ model global_pool {
 }
 ";
 
+/// Branches: batchnorm on the map, a concat, a residual add, an adaptive pooling that halves
+/// the map (an average pooling of 2×2 at stride 2 over the image).
+const BRANCHES: &str = "
+model branches(classes: int = 4) {
+  input image: [1, 16, 16]
+  c1: conv(4, 3)
+  bn1: batchnorm
+  relu
+  mix: concat {
+    a: conv(3, 1)
+    b: seq { conv(2, 1); sigmoid }
+  }
+  res: residual { conv(5, 1); relu }
+  pool: adaptive_avgpool(7)
+  flatten
+  fc1: dense(8)
+  relu
+  fc2: dense(classes)
+}
+";
+
 fn spec_str(text: &str) -> Spec {
     load_str("test.net", text, &Options::default()).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -218,6 +239,7 @@ fn unpadded_classifiers_map_equals_the_classifier_on_each_crop() {
     for (text, size, stride, exact_field) in [
         (TWO_DENSE, [37, 45], [4, 4], ([0, 0], [20, 16])),
         (GLOBAL_POOL, [37, 29], [2, 2], ([0, 0], [15, 15])),
+        (BRANCHES, [37, 29], [2, 2], ([0, 0], [16, 16])),
     ] {
         let spec = spec_str(text);
         let lg = &spec.graph;
@@ -385,6 +407,24 @@ fn every_shipped_spec_converts_or_is_refused_with_a_reason() {
                 }
                 let m = &sl.maps[0];
                 assert!(m.positions[0] >= 1 && m.positions[1] >= 1, "{name}");
+                // The layers the conversion keeps have the shapes elaboration gives them at
+                // the image's size (up to the first converted layer on their way).
+                let mut opts = Options::with_sets(sets).unwrap();
+                opts.input_sizes = vec![(spec.graph.inputs[0].name.clone(), size)];
+                let at_size = load_file(format!("specs/{name}.net"), &opts)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                    .graph;
+                let mut changed = vec![false; sl.graph.nodes.len()];
+                let mut compared = 0;
+                for (n, node) in sl.graph.nodes.iter().enumerate() {
+                    changed[n] = node.op != spec.graph.nodes[n].op
+                        || node.inputs.iter().any(|&i| changed[i]);
+                    if !changed[n] && node.shape.len() == 3 {
+                        assert_eq!(node.shape, at_size.nodes[n].shape, "{name}: {}", node.path);
+                        compared += 1;
+                    }
+                }
+                assert!(compared > 3, "{name}: {compared} layers compared");
             }
             (Err(e), Some(why)) => assert!(e.contains(why), "{name}: {e}"),
             (Ok(_), Some(_)) => panic!("{name}: converted, expected a refusal"),
@@ -499,4 +539,35 @@ fn run_sliding_refuses_what_cannot_slide() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn heat_maps_colour_probabilities_from_black_to_pale_yellow() {
+    use netc::picture::{Normalize, Tile, heat, render_image};
+    assert_eq!(heat(0.0), [0, 0, 4]);
+    assert_eq!(heat(0.5), [188, 55, 84]);
+    assert_eq!(heat(1.0), [252, 255, 164]);
+    assert_eq!(heat(-3.0), heat(0.0), "clamped");
+    assert_eq!(heat(7.0), heat(1.0), "clamped");
+    // Between stops, linear: a quarter of the way from 0.5 to 0.75.
+    assert_eq!(heat(0.5625), [203, 77, 65]);
+    let tile = Tile {
+        pixels: vec![0.0, 0.5, 1.0, f32::NAN],
+        channels: 1,
+        height: 1,
+        width: 4,
+        label: String::new(),
+    };
+    let (rgb, w, h) = render_image(&tile, Normalize::Heat).unwrap();
+    assert_eq!((w, h), (4, 1));
+    assert_eq!(rgb, [0, 0, 4, 188, 55, 84, 252, 255, 164, 255, 0, 255]);
+    let rgb_tile = Tile {
+        pixels: vec![0.5; 3],
+        channels: 3,
+        height: 1,
+        width: 1,
+        label: String::new(),
+    };
+    let e = render_image(&rgb_tile, Normalize::Heat).unwrap_err();
+    assert!(e.contains("a heat map colours one channel"), "{e}");
 }
