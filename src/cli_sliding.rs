@@ -3,8 +3,8 @@
 //!
 //! In: the classifier's spec (at its crop size), `netc run`'s arguments, the image size
 //! (`--size`, else the input file's own size). Out: on stdout the windows, the stride and the
-//! positions, then per sample the top class of each window (small maps) or the classes counted
-//! over the windows and the best windows (large maps); `--output` the raw score map
+//! positions, then per sample (the first 3 of batches over 8) the top class of each window
+//! (small maps) or the classes counted over the windows and the best windows (large maps); `--output` the raw score map
 //! `[N, K, rows, cols]` (.npy, or .npz for several outputs); `--output-image` a heat map per
 //! class (probabilities: the model's softmax, or a softmax over the classes at each position).
 //! `bench`: the pass timed against the classifier run window by window (and on all windows as
@@ -25,6 +25,9 @@ use crate::spec::Spec;
 const EACH_UP_TO: usize = 64;
 /// The best windows listed for larger maps.
 const BEST: usize = 5;
+/// Batches of more samples than this print the first few only.
+const SAMPLES_UP_TO: usize = 8;
+const FIRST_SAMPLES: usize = 3;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{}", crate::diag::escape_controls(&msg.to_string()));
@@ -194,7 +197,15 @@ fn summary(m: &ScoreMap, p: &ArrayD<f32>, window: [usize; 2], named: bool) -> St
     let [rows, cols] = m.positions;
     let mut out = String::new();
     let show = |c: usize, v: f32| format!("{c} ({:.0}%)", 100.0 * v);
+    let samples = p.shape()[0];
     for (n, sample) in p.axis_iter(Axis(0)).enumerate() {
+        if samples > SAMPLES_UP_TO && n == FIRST_SAMPLES {
+            out += &format!(
+                "... ({} more samples: --output has every map)\n",
+                samples - FIRST_SAMPLES
+            );
+            break;
+        }
         let head = match (named, p.shape()[0] > 1) {
             (false, false) => String::new(),
             (false, true) => format!("[{n}] "),

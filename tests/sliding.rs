@@ -571,3 +571,45 @@ fn heat_maps_colour_probabilities_from_black_to_pale_yellow() {
     let e = render_image(&rgb_tile, Normalize::Heat).unwrap_err();
     assert!(e.contains("a heat map colours one channel"), "{e}");
 }
+
+#[test]
+fn run_sliding_size_resizes_the_image_first() {
+    let photo = "tests/data/photos/flower.jpg";
+    let o = netc(&[
+        "run",
+        "specs/lenet5.net",
+        "--input",
+        photo,
+        "--sliding",
+        "--size",
+        "40x44",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("over 40×44: windows of 28×28 every 4×4 pixels, 4×5 positions"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("  y ").count(),
+        4,
+        "a line per row of windows: {out}"
+    );
+    for bad in ["0", "12x", "axb", "70000"] {
+        let o = netc(&[
+            "run",
+            "specs/lenet5.net",
+            "--input",
+            photo,
+            "--sliding",
+            "--size",
+            bad,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--size {bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("expected a size as HxW or N"), "{err}");
+    }
+    // --size needs --sliding.
+    let o = netc(&["run", "specs/lenet5.net", "--input", photo, "--size", "40"]);
+    assert_eq!(o.status.code(), Some(2));
+}
