@@ -465,7 +465,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     },
                 ),
                 (Err(c), _) => c,
-                (Ok(_), None) => ExitCode::from(2),
+                (Ok(_), None) => {
+                    eprintln!("error: --sliding needs --size HxW, the input's size");
+                    ExitCode::from(2)
+                }
             },
             Ok(o) if train => ExitCode::from(crate::train::bench::cli(
                 &spec,

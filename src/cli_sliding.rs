@@ -350,8 +350,8 @@ pub fn bench(spec: &Spec, b: &BenchSliding) -> ExitCode {
     };
     let m = &sl.maps[0];
     let windows = m.positions[0] * m.positions[1];
-    for g in [&sl.graph, &spec.graph] {
-        if let Err(e) = crate::budget::check_inference(g, windows, b.threads, b.memory_limit) {
+    for (g, batch) in [(&sl.graph, 1), (&spec.graph, windows)] {
+        if let Err(e) = crate::budget::check_inference(g, batch, b.threads, b.memory_limit) {
             return fail(format!("error: {e}"));
         }
     }
@@ -392,6 +392,7 @@ pub fn bench(spec: &Spec, b: &BenchSliding) -> ExitCode {
     let [wh, ww] = sl.window;
     let crop = |q: usize| {
         let [y, xx] = m.corner(q / m.positions[1], q % m.positions[1]);
+        let (y, xx) = (y.min(b.size[0]), xx.min(b.size[1]));
         // A window reaching past the image (pixels the classifier never reads) is cut short
         // and padded with zeros.
         let mut out = ArrayD::<f32>::zeros(IxDyn(&[1, c, wh, ww]));

@@ -613,3 +613,37 @@ fn run_sliding_size_resizes_the_image_first() {
     let o = netc(&["run", "specs/lenet5.net", "--input", photo, "--size", "40"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn bench_sliding_reports_the_pass_beside_the_window_loop() {
+    let o = netc(&[
+        "bench",
+        "specs/lenet5.net",
+        "--sliding",
+        "--size",
+        "45x37",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["windows"], 15);
+    assert_eq!(v["positions"], serde_json::json!([5, 3]));
+    assert_eq!(v["stride"], serde_json::json!([4, 4]));
+    for key in [
+        "pass_ms",
+        "window_loop_ms",
+        "windows_batched_ms",
+        "speedup_vs_loop",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    // --sliding needs --size.
+    let o = netc(&["bench", "specs/lenet5.net", "--sliding"]);
+    assert_eq!(o.status.code(), Some(2));
+}
