@@ -294,13 +294,8 @@ pub fn convert(lg: &LayerGraph, size: [usize; 2]) -> Result<Sliding, String> {
                 if padding.iter().any(|&p| p > 0) || overhang {
                     padded.push(node.path.clone());
                 }
-                let mut field = through(jump, field, *kernel, dil, *padding);
-                if overhang {
-                    // The last window at the crop size reaches past the crop.
-                    for a in 0..2 {
-                        field.end[a] += (stride[a] as i64) * jump[a] as i64;
-                    }
-                }
+                // An overhanging last window shows in the field of the later layers that read it.
+                let field = through(jump, field, *kernel, dil, *padding);
                 let jump = [jump[0] * stride[0], jump[1] * stride[1]];
                 (node.op.clone(), vec![ch, oh, ow], Dom::Map { jump, field })
             }

@@ -277,6 +277,17 @@ fn the_converted_layers_are_reported() {
         text.contains("averages each 6×6 window at stride 1"),
         "{text}"
     );
+    // A ceil-mode pooling whose last window reaches past the crop reads past it too.
+    let ceil = "model m { input x: [1, 13, 13]\n c: conv(2, 3)\n p: maxpool(2, ceil=true)\n \
+                flatten\n fc: dense(3) }";
+    let ceil = convert(&spec_str(ceil).graph, [30, 30]).unwrap();
+    assert_eq!(ceil.padded, ["p"]);
+    assert_eq!(
+        ceil.maps[0].field.end,
+        [14, 14],
+        "11 columns of conv, 6 pooled windows of 2"
+    );
+    assert!(!ceil.maps[0].exact(ceil.window));
     // The weights keep their paths; only their shapes change.
     let fc1 = sl
         .graph
