@@ -35,7 +35,9 @@
 //! the crop at the crop size ([`ScoreMap::exact`]). A layer that pads (LeNet-5's `conv1`,
 //! `pad=2`) reads, over the image, the pixels around the window where the classifier read
 //! zeros: then the score is the classifier's on the window in its context
-//! ([`ScoreMap::field`], e.g. 32×32 around a 28×28 window), as in OverFeat.
+//! ([`ScoreMap::field`], e.g. 32×32 around a 28×28 window), as in OverFeat. The last windows
+//! may reach past the image by rows or columns the classifier never reads (a stride-2 layer
+//! that drops its input's last column): their scores are still the classifier's.
 
 use std::collections::HashMap;
 
