@@ -113,6 +113,17 @@ pub enum Command {
         /// a photograph at its own size, without resizing or cropping.
         #[arg(long)]
         native_size: bool,
+        /// Run a classifier trained on crops over the whole (larger) input as one
+        /// convolutional pass: its dense layers become convolutions with the same weights, and
+        /// each output becomes a map of class scores, one per window position. Prints the
+        /// window, the stride and each window's top class; `--output` writes the map
+        /// [N, classes, rows, cols], `--output-image` a heat map per class.
+        #[arg(long, conflicts_with_all = ["layer", "native_size", "rgb"])]
+        sliding: bool,
+        /// With `--sliding`: the input's size as HxW or N (the image is resized and cropped to
+        /// it); default: the input file's own size.
+        #[arg(long, value_name = "HxW", requires = "sliding", value_parser = crate::cli_sliding::parse_size)]
+        size: Option<[usize; 2]>,
         #[arg(long, default_value_t = default_threads(), value_parser = crate::cli_values::threads)]
         threads: usize,
         /// Seed for the initialization when no weights are given.
@@ -153,6 +164,13 @@ pub enum Command {
         /// inference.
         #[arg(long)]
         train: bool,
+        /// Time a classifier's sliding-window pass over a `--size` input (`netc run
+        /// --sliding`) against running it window by window and on all windows as one batch.
+        #[arg(long, requires = "size", conflicts_with_all = ["train", "profile", "profile_json"])]
+        sliding: bool,
+        /// With `--sliding`: the input's size, HxW or N.
+        #[arg(long, value_name = "HxW", requires = "sliding", value_parser = crate::cli_sliding::parse_size)]
+        size: Option<[usize; 2]>,
         /// The most memory to use, e.g. `8G`, `512M` (default: the memory available, from
         /// /proc/meminfo or the cgroup's limit); a model estimated to need more is refused
         /// before anything is allocated.
@@ -422,6 +440,8 @@ pub fn run(cli: Cli) -> ExitCode {
             layer,
             rgb,
             native_size,
+            sliding,
+            size,
             threads,
             seed,
             memory_limit,
@@ -438,20 +458,21 @@ pub fn run(cli: Cli) -> ExitCode {
             } else {
                 s
             };
-            crate::cli_run::run(
-                &s,
-                &crate::cli_run::RunArgs {
-                    weights: weights.as_deref(),
-                    inputs: &input,
-                    output: output.as_deref(),
-                    output_image: output_image.as_deref(),
-                    layer: layer.as_deref(),
-                    rgb,
-                    threads,
-                    seed,
-                    memory_limit,
-                },
-            )
+            let args = crate::cli_run::RunArgs {
+                weights: weights.as_deref(),
+                inputs: &input,
+                output: output.as_deref(),
+                output_image: output_image.as_deref(),
+                layer: layer.as_deref(),
+                rgb,
+                threads,
+                seed,
+                memory_limit,
+            };
+            if sliding {
+                return crate::cli_sliding::run(&s, &args, size);
+            }
+            crate::cli_run::run(&s, &args)
         }
         Command::Bench {
             spec,
@@ -464,8 +485,28 @@ pub fn run(cli: Cli) -> ExitCode {
             profile,
             profile_json,
             train,
+            sliding,
+            size,
             memory_limit,
         } => match options(&model) {
+            Ok(_) if sliding => match (load(&spec, &model), size) {
+                (Ok(s), Some(size)) => crate::cli_sliding::bench(
+                    &s,
+                    &crate::cli_sliding::BenchSliding {
+                        size,
+                        threads,
+                        iters,
+                        warmup,
+                        json,
+                        memory_limit,
+                    },
+                ),
+                (Err(c), _) => c,
+                (Ok(_), None) => {
+                    eprintln!("error: --sliding needs --size HxW, the input's size");
+                    ExitCode::from(2)
+                }
+            },
             Ok(o) if train => ExitCode::from(crate::train::bench::cli(
                 &spec,
                 &o,

@@ -23,7 +23,7 @@ pub fn weights(spec: &Spec, path: Option<&Path>, seed: u64) -> Result<Weights, E
 }
 
 /// Reads one input: `.npy` (CHW, or NCHW for a batch) or an image, shaped `[N, ...]`.
-fn read_input(spec: &Spec, name: &str, path: &Path) -> Result<ArrayD<f32>, String> {
+pub(crate) fn read_input(spec: &Spec, name: &str, path: &Path) -> Result<ArrayD<f32>, String> {
     let info = spec
         .graph
         .inputs

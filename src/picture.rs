@@ -19,7 +19,8 @@
 //!
 //! Values: [`Normalize::Clamp01`] clamps to `[0, 1]` (images that are already in that range);
 //! [`Normalize::MinMaxPerTile`] maps each tile's smallest finite value to black and its largest
-//! to white (all channels of a tile together, so colours keep their hue). A constant tile
+//! to white (all channels of a tile together, so colours keep their hue); [`Normalize::Heat`]
+//! clamps one-channel tiles to `[0, 1]` and colours them by [`heat`] (score maps). A constant tile
 //! (nothing to stretch) is drawn mid-gray (128). Infinities are not part of the range: `+inf`
 //! draws white, `-inf` black. NaN is drawn magenta (255, 0, 255), whatever the rule, so it is
 //! never hidden; in an RGB tile a NaN in any channel makes the pixel magenta.
@@ -62,6 +63,29 @@ pub enum Normalize {
     Clamp01,
     /// Each tile's finite range is stretched to `[0, 1]`; a constant tile is mid-gray.
     MinMaxPerTile,
+    /// One-channel tiles of values in `[0, 1]` (probabilities), clamped and coloured by the
+    /// heat map [`heat`]: a score map per class.
+    Heat,
+}
+
+/// The heat colour of `t` in `[0, 1]` (clamped): black, purple, red, orange, pale yellow,
+/// linear between matplotlib's `inferno` at 0, ¼, ½, ¾ and 1.
+pub fn heat(t: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 5] = [
+        [0.0, 0.0, 4.0],
+        [87.0, 16.0, 110.0],
+        [188.0, 55.0, 84.0],
+        [249.0, 142.0, 9.0],
+        [252.0, 255.0, 164.0],
+    ];
+    let x = t.clamp(0.0, 1.0) * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f32;
+    let mut out = [0u8; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = (STOPS[i][c] + (STOPS[i + 1][c] - STOPS[i][c]) * f).round() as u8;
+    }
+    out
 }
 
 /// The most pixels a picture may have (about 100 MiB of RGB).
@@ -115,7 +139,9 @@ pub fn render_grid(
         return Err("nothing to draw: the grid has no tiles".into());
     }
     for (i, t) in tiles.iter().enumerate() {
-        check_tile(t).map_err(|m| format!("tile {i} ({}): {m}", show_label(&t.label)))?;
+        check_tile(t)
+            .and_then(|()| check_heat(t, normalize))
+            .map_err(|m| format!("tile {i} ({}): {m}", show_label(&t.label)))?;
     }
     let n = tiles.len();
     let cols = if columns == 0 {
@@ -205,6 +231,7 @@ pub fn render_grid(
 /// The picture [`write_image`] writes, as row-major RGB bytes with its width and height.
 pub fn render_image(image: &Tile, normalize: Normalize) -> Result<(Vec<u8>, u32, u32), String> {
     check_tile(image)?;
+    check_heat(image, normalize)?;
     let (w, h) = (image.width, image.height);
     check_size(w as u64, h as u64, "the image")?;
     let mut buf = try_canvas(w, h)?;
@@ -225,15 +252,17 @@ struct Intensities<'a> {
     lo: f32,
     gain: Option<f32>,
     clamp_only: bool,
+    heat: bool,
 }
 
 fn intensities(tile: &Tile, normalize: Normalize) -> Intensities<'_> {
     match normalize {
-        Normalize::Clamp01 => Intensities {
+        Normalize::Clamp01 | Normalize::Heat => Intensities {
             tile,
             lo: 0.0,
             gain: Some(1.0),
             clamp_only: true,
+            heat: normalize == Normalize::Heat,
         },
         Normalize::MinMaxPerTile => {
             let (lo, hi) = tile
@@ -251,6 +280,7 @@ fn intensities(tile: &Tile, normalize: Normalize) -> Intensities<'_> {
                 lo,
                 gain,
                 clamp_only: false,
+                heat: false,
             }
         }
     }
@@ -260,6 +290,10 @@ impl Intensities<'_> {
     /// The colour of pixel `k` (row-major within a plane of `plane` values).
     fn pixel(&self, k: usize, plane: usize) -> [u8; 3] {
         let c = self.tile.channels;
+        if self.heat {
+            let v = self.tile.pixels[k];
+            return if v.is_nan() { NAN_RGB } else { heat(v) };
+        }
         let mut out = [0u8; 3];
         for (ch, o) in out.iter_mut().enumerate() {
             let v = self.tile.pixels[(ch % c) * plane + k];
@@ -311,6 +345,16 @@ fn check_tile(t: &Tile) -> Result<(), String> {
             t.height,
             t.width,
             want.map_or("more than can be counted".into(), |n| n.to_string())
+        ));
+    }
+    Ok(())
+}
+
+fn check_heat(t: &Tile, normalize: Normalize) -> Result<(), String> {
+    if normalize == Normalize::Heat && t.channels != 1 {
+        return Err(format!(
+            "has {} channels; a heat map colours one channel",
+            t.channels
         ));
     }
     Ok(())

@@ -862,7 +862,7 @@ impl Elab<'_> {
 }
 
 /// `floor((n + pad - d(k-1) - 1) / s) + 1`, or None when the kernel does not fit.
-fn conv_out(n: usize, pad: usize, k: usize, s: usize, d: usize) -> Option<usize> {
+pub(crate) fn conv_out(n: usize, pad: usize, k: usize, s: usize, d: usize) -> Option<usize> {
     let eff = d.checked_mul(k - 1)?.checked_add(1)?;
     let padded = n.checked_add(pad)?;
     if padded < eff {
@@ -872,7 +872,14 @@ fn conv_out(n: usize, pad: usize, k: usize, s: usize, d: usize) -> Option<usize>
 }
 
 /// PyTorch's pooling size rule, including ceil mode's "last window must start inside".
-fn pool_out(n: usize, pad: usize, k: usize, s: usize, d: usize, ceil: bool) -> Option<usize> {
+pub(crate) fn pool_out(
+    n: usize,
+    pad: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    ceil: bool,
+) -> Option<usize> {
     let eff = d.checked_mul(k - 1)?.checked_add(1)?;
     let padded = n.checked_add(2 * pad)?;
     if padded < eff {

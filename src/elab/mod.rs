@@ -1202,6 +1202,9 @@ impl<'a> Elab<'a> {
 
 /// Every built-in layer and tensor operation.
 pub use layers::BUILTINS as BUILTIN_LAYERS;
+/// PyTorch's output-size rules (convolution; pooling with ceil mode), for graph transformations
+/// that change an input's size ([`crate::sliding`]).
+pub(crate) use layers::{conv_out, pool_out};
 
 /// Whether `name` is a built-in layer (blocks may not take these names).
 pub fn is_builtin_layer(name: &str) -> bool {
