@@ -832,3 +832,19 @@ fn augmentations_that_move_pixels_are_refused_on_detection_data() {
     };
     assert!(load(vec![color, Augment::PcaLighting { std: 0.1 }]).is_ok());
 }
+
+#[test]
+fn localization_source_has_at_most_one_object_per_image() {
+    let s = data::open("localization", &input([1, 64, 64])).unwrap();
+    for set in [&s.train, &s.test] {
+        let counts: Vec<usize> = set.objects.iter().map(Vec::len).collect();
+        assert!(counts.iter().all(|&c| c <= 1));
+        let with = counts.iter().filter(|&&c| c == 1).count();
+        // About half the images have an object (0 or 1, uniformly).
+        assert!(
+            with * 3 > set.len() && with * 3 < 2 * set.len(),
+            "{with} of {}",
+            set.len()
+        );
+    }
+}

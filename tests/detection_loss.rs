@@ -164,15 +164,39 @@ fn localize_net_trains_on_targets_derived_from_objects() {
             scores[i * 10 + guess] = 1.0;
         }
     }
+    // The presence logit: right on all 8 but sample 0 (no object, logit 1 says one).
+    let presence: Vec<f32> = data
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, objs)| if objs.is_empty() && i != 0 { -2.0 } else { 3.0 })
+        .collect();
+    // The box: exact for every image with an object but sample 1, whose box is shifted by
+    // half its width (IoU 1/3).
+    let mut boxes = vec![0f32; 32];
+    for (i, objs) in data.objects.iter().enumerate() {
+        if let Some(o) = objs.first() {
+            let shift = if i == 1 { o.w / 2.0 } else { 0.0 };
+            boxes[i * 4..i * 4 + 4].copy_from_slice(&[o.cx + shift, o.cy, o.w, o.h]);
+        }
+    }
     let mut sums = netc::train::checkpoint::EpochSums::default();
     task.measure(
         &b,
         1.0,
-        |n| (n == "cls").then_some(scores.as_slice()),
+        |n| match n {
+            "cls" => Some(scores.as_slice()),
+            "object" => Some(presence.as_slice()),
+            "box" => Some(boxes.as_slice()),
+            _ => None,
+        },
         &mut sums,
     );
     let m = task.summarize(&sums);
     assert_eq!(m.get("cls_accuracy"), Some(&(5.0 / 6.0)), "{m:?}");
+    assert_eq!(m.get("object_accuracy"), Some(&(7.0 / 8.0)), "{m:?}");
+    let iou = m["box_iou"];
+    assert!((iou - (5.0 + 1.0 / 3.0) / 6.0).abs() < 1e-6, "{m:?}");
 
     let losses = train(&lg, data, 8, 15);
     println!("localize.net losses: {losses:?}");

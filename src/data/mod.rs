@@ -1,6 +1,6 @@
 //! Training data: files on disk (or the bundled set) in, batches of model inputs out.
 //!
-//! In: a data source ([`open`]: `bundled`, `fashion-mnist`, `detection`, or a path to an IDX directory, a
+//! In: a data source ([`open`]: `bundled`, `fashion-mnist`, `detection`, `localization`, or a path to an IDX directory, a
 //! CIFAR-10 directory, an `.npz` file or directory, or an image folder) and the model input it
 //! must feed ([`InputInfo`]: shape `[C, H, W]`, per-channel mean and std). Out: a [`Split`] of
 //! two in-memory [`Dataset`]s (pixels kept as bytes when the files store bytes), and through a
@@ -16,7 +16,7 @@
 //! - [`yolo`]: detection folders in the YOLO text format (a `.txt` of boxes beside each
 //!   image), read and written.
 //! - [`synth_detection`]: the synthetic detection set composed from the bundled Fashion-MNIST
-//!   (`detection`).
+//!   (`detection`; `localization`: at most one object per image).
 //! - [`bundled`]: the Fashion-MNIST subset compiled into the binary, and the full set as
 //!   Debian installs it.
 //! - [`loader`]: normalization, seeded shuffling, batching, the prefetch thread.
@@ -338,7 +338,7 @@ impl std::error::Error for DataError {}
 ///   ([`FASHION_MNIST_DIR`]); when it is missing, the error says how to install it;
 /// - `detection`: the default synthetic detection split ([`synth_detection::default_split`]:
 ///   2,000 training and 400 test images at the input's size, 1–4 Fashion-MNIST objects each),
-///   generated when loaded;
+///   generated when loaded; `localization`: the same with 0 or 1 object per image;
 /// - any other string is a path (write `./fashion-mnist` for a directory of that name), and
 ///   what it holds decides how it is read:
 ///   - a directory with `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
@@ -362,6 +362,7 @@ pub fn open(source: &str, input: &InputInfo) -> Result<Split, DataError> {
         "bundled" => bundled()?,
         "fashion-mnist" => fashion_mnist(Path::new(FASHION_MNIST_DIR))?,
         "detection" => synth_detection::default_split(input)?,
+        "localization" => synth_detection::localization_split(input)?,
         path => open_path(Path::new(path), input, shape)?,
     };
     check_shape(&split.train, input)?;

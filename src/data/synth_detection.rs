@@ -167,6 +167,27 @@ pub fn default_split(input: &InputInfo) -> Result<Split, DataError> {
     })
 }
 
+/// The localization split for `input` (`data: localization`): as [`default_split`], but each
+/// image holds at most one object (0 or 1, about half each: the course's localization task,
+/// where `object` says whether there is one).
+pub fn localization_split(input: &InputInfo) -> Result<Split, DataError> {
+    let &[channels, height, width] = input.shape.as_slice() else {
+        return Err(DataError::general(format!(
+            "the synthetic localization data are images; the model's input `{}` is {}",
+            input.name,
+            crate::io::show_shape(&input.shape)
+        )));
+    };
+    generate(&SynthConfig {
+        channels,
+        height,
+        width,
+        min_objects: 0,
+        max_objects: 1,
+        ..SynthConfig::default()
+    })
+}
+
 fn compose_set(
     cfg: &SynthConfig,
     source: &Dataset,

@@ -51,6 +51,12 @@ enum Metric {
     /// Class scores against the class of each sample's first object, over the samples with
     /// an object (detection data): `<output>_accuracy`.
     ObjectClasses { output: String },
+    /// A presence logit against whether the sample has an object (detection data):
+    /// `<output>_accuracy`, the logit's sign taken as the answer.
+    Presence { output: String },
+    /// A box `cx, cy, w, h` against the first object's, over the samples with an object
+    /// (detection data): `<output>_iou`, the mean IoU.
+    BoxIou { output: String },
 }
 
 /// How batches feed a model and what its steps measure.
@@ -221,7 +227,16 @@ impl Task {
                     }
                     None if detection && Derived::of(&output, width).is_some() => {
                         match Derived::of(&output, width).expect("checked") {
-                            Ok(d) => Source::Derived(d),
+                            Ok(d) => {
+                                let output = output.clone();
+                                let m = match d {
+                                    Derived::Object => Some(Metric::Presence { output }),
+                                    Derived::Box => Some(Metric::BoxIou { output }),
+                                    Derived::Landmarks(_) => None,
+                                };
+                                metrics.extend(m.filter(|m| !metrics.contains(m)));
+                                Source::Derived(d)
+                            }
                             Err(want) => {
                                 return Err(format!(
                                     "the `{term}` loss compares the output `{output}` ({}) with \
@@ -430,6 +445,28 @@ impl Task {
                     *sums.extra.entry(prefixed(several, o, "elems")).or_default() +=
                         pred.len() as f64;
                 }
+                Metric::Presence { output: o } => {
+                    let Some(logits) = output(o) else { continue };
+                    for (objs, &l) in batch.objects.iter().zip(logits) {
+                        let right = (l > 0.0) != objs.is_empty();
+                        *sums.extra.entry(format!("{o}_right")).or_default() +=
+                            f64::from(u8::from(right));
+                        *sums.extra.entry(format!("{o}_images")).or_default() += 1.0;
+                    }
+                }
+                Metric::BoxIou { output: o } => {
+                    let Some(boxes) = output(o) else { continue };
+                    for (objs, b) in batch.objects.iter().zip(boxes.chunks(4)) {
+                        let (Some(t), [cx, cy, w, h]) = (objs.first(), b) else {
+                            continue;
+                        };
+                        let p = crate::detect::boxes::cxcywh_to_xyxy([*cx, *cy, *w, *h]);
+                        let iou = crate::detect::boxes::iou(&p, &t.xyxy());
+                        let iou = if iou.is_finite() { iou.max(0.0) } else { 0.0 };
+                        *sums.extra.entry(format!("{o}_iou_sum")).or_default() += f64::from(iou);
+                        *sums.extra.entry(format!("{o}_objects")).or_default() += 1.0;
+                    }
+                }
                 Metric::ObjectClasses { output: o } => {
                     let Some(scores) = output(o) else { continue };
                     let k = scores.len() / n.max(1);
@@ -477,6 +514,14 @@ impl Task {
                             get(&prefixed(several, o, "correct5")) / seen,
                         );
                     }
+                }
+                Metric::Presence { output: o } => {
+                    let images = get(&format!("{o}_images")).max(1.0);
+                    out.insert(format!("{o}_accuracy"), get(&format!("{o}_right")) / images);
+                }
+                Metric::BoxIou { output: o } => {
+                    let objects = get(&format!("{o}_objects")).max(1.0);
+                    out.insert(format!("{o}_iou"), get(&format!("{o}_iou_sum")) / objects);
                 }
                 Metric::ObjectClasses { output: o } => {
                     let objects = get(&format!("{o}_objects")).max(1.0);
