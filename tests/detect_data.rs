@@ -802,15 +802,150 @@ proptest::proptest! {
     }
 }
 
+/// The tight box (fractions of the image) of the pixels above 0.5, if any.
+fn lit_box(img: &[f32], h: usize, w: usize) -> Option<[f32; 4]> {
+    let (mut x1, mut y1, mut x2, mut y2) = (w, h, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if img[y * w + x] > 0.5 {
+                (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x + 1), y2.max(y + 1));
+            }
+        }
+    }
+    (x2 > x1).then(|| {
+        [
+            x1 as f32 / w as f32,
+            y1 as f32 / h as f32,
+            x2 as f32 / w as f32,
+            y2 as f32 / h as f32,
+        ]
+    })
+}
+
 #[test]
-fn augmentations_that_move_pixels_are_refused_on_detection_data() {
+fn boxes_follow_the_pixels_through_every_geometric_augmentation() {
+    use netc::data::augment::apply_with_objects;
+    use netc::data::rng::Rng;
+    use netc::detect::boxes::iou;
+    use netc::train_config::Augment;
+    let (h, w) = (64usize, 80usize);
+    // A bright 20×24 px rectangle at x 10..30, y 20..44: its box is exact.
+    let mut img = vec![0f32; h * w];
+    for y in 20..44 {
+        for x in 10..30 {
+            img[y * w + x] = 1.0;
+        }
+    }
+    let truth = obj(3, [20.0 / 80.0, 32.0 / 64.0, 20.0 / 80.0, 24.0 / 64.0], &[]);
+    let augs = [
+        Augment::Mirror { p: 1.0 },
+        Augment::VFlip { p: 1.0 },
+        Augment::RandomCrop {
+            pad: 12,
+            size: None,
+        },
+        Augment::RandomCrop {
+            pad: 4,
+            size: Some([48, 56]),
+        },
+        Augment::RandomResizedCrop {
+            scale: [0.3, 1.0],
+            ratio: [0.75, 1.33],
+        },
+        Augment::Rotate { degrees: 40.0 },
+        Augment::Affine {
+            degrees: 15.0,
+            translate: [0.2, 0.1],
+            scale: [0.7, 1.3],
+            shear: [-10.0, 10.0, -5.0, 5.0],
+        },
+    ];
+    let (mut kept, mut dropped) = (0, 0);
+    for aug in &augs {
+        for seed in 0..25 {
+            let (mut x, mut objs) = (img.clone(), vec![truth.clone()]);
+            let mut rng = Rng::new(seed);
+            apply_with_objects(
+                std::slice::from_ref(aug),
+                &mut x,
+                [1, h, w],
+                true,
+                &mut rng,
+                &mut objs,
+            );
+            match (objs.first(), lit_box(&x, h, w)) {
+                (Some(o), Some(lit)) => {
+                    let got = iou(&o.xyxy(), &lit);
+                    // Rotation and shear: the mapped corners' box is the rotated
+                    // rectangle's, which its lit pixels fill up to blur at the edges.
+                    assert!(got > 0.8, "{aug}, seed {seed}: IoU {got}: {o:?} vs {lit:?}");
+                    assert_eq!(o.class, 3);
+                    kept += 1;
+                }
+                (None, lit) => {
+                    // Dropped: at most a sliver (under a pixel wide) is left in view.
+                    if let Some([a, b, c, d]) = lit {
+                        assert!(
+                            (c - a) * w as f32 <= 2.0 || (d - b) * h as f32 <= 2.0,
+                            "{aug}, seed {seed}: dropped but {lit:?} is visible"
+                        );
+                    }
+                    dropped += 1;
+                }
+                (Some(o), None) => panic!("{aug}, seed {seed}: kept {o:?} but nothing is visible"),
+            }
+        }
+    }
+    assert!(kept > 150, "kept {kept}, dropped {dropped}");
+    // Colour changes leave the boxes alone.
+    let mut objs = vec![truth.clone()];
+    let color = Augment::ColorShift {
+        brightness: 0.3,
+        contrast: 0.3,
+        saturation: 0.0,
+        hue: 0.0,
+    };
+    apply_with_objects(
+        &[color],
+        &mut img.clone(),
+        [1, h, w],
+        true,
+        &mut Rng::new(1),
+        &mut objs,
+    );
+    assert_eq!(objs, vec![truth]);
+}
+
+#[test]
+fn detection_batches_carry_the_augmented_boxes_and_landmarks_refuse_moves() {
     use netc::data::{Loader, LoaderOptions, Normalize};
     use netc::train_config::Augment;
     let split = synth_detection::generate(&small_config(2)).unwrap();
     let train = std::sync::Arc::new(split.train);
+    let loader = Loader::new(
+        train.clone(),
+        Normalize::none(1),
+        LoaderOptions::train(8, 0, vec![Augment::Mirror { p: 1.0 }]),
+    )
+    .unwrap();
+    let b = loader.gather(0, vec![0, 1, 2]);
+    for (k, &i) in b.indices.iter().enumerate() {
+        let (got, was) = (&b.objects[k], &train.objects[i]);
+        assert_eq!(got.len(), was.len());
+        for (g, o) in got.iter().zip(was) {
+            assert!(
+                (g.cx - (1.0 - o.cx)).abs() < 1e-5 && (g.cy - o.cy).abs() < 1e-5,
+                "{g:?} {o:?}"
+            );
+        }
+    }
+    // With landmarks, a flip is refused (left and right points would swap); colour is fine.
+    let mut marked = (*train).clone();
+    marked.objects[0][0].landmarks = vec![[0.2, 0.3]];
+    let marked = std::sync::Arc::new(marked);
     let load = |augment: Vec<Augment>| {
         Loader::new(
-            train.clone(),
+            marked.clone(),
             Normalize::none(1),
             LoaderOptions::train(8, 0, augment),
         )
@@ -820,7 +955,7 @@ fn augmentations_that_move_pixels_are_refused_on_detection_data() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("`mirror(p=0.5)` moves pixels but not the boxes"),
+        e.contains("`mirror(p=0.5)` moves pixels, and the landmarks"),
         "{e}"
     );
     assert!(e.contains("color augmentations only"), "{e}");

@@ -88,6 +88,23 @@ pub fn apply(augs: &[Augment], img: &mut Vec<f32>, shape: [usize; 3], clamp: boo
     }
 }
 
+/// [`apply`], also mapping the image's annotated objects through each geometric step
+/// ([`super::augment_boxes::map_objects`]); the same random draws as [`apply`].
+pub fn apply_with_objects(
+    augs: &[Augment],
+    img: &mut Vec<f32>,
+    shape: [usize; 3],
+    clamp: bool,
+    rng: &mut Rng,
+    objects: &mut Vec<crate::detect::Object>,
+) {
+    for a in augs {
+        let step = draw(a, shape, rng);
+        step.apply(img, shape, clamp);
+        super::augment_boxes::map_objects(&step, objects, shape[1], shape[2]);
+    }
+}
+
 /// A standard normal value (Box–Muller from two uniforms).
 fn normal(rng: &mut Rng) -> f64 {
     let u1 = 1.0 - rng.uniform(); // in (0, 1]

@@ -193,22 +193,29 @@ impl Loader {
             ))
             .with_help("remove `augment` from the spec's train section (and --augment)"));
         }
-        // Boxes are not transformed: only the augmentations that leave pixels in place apply
-        // to detection data.
+        // Boxes follow the pixels (`augment_boxes`); landmarks cannot (a flip swaps left and
+        // right points, which only the data know how to pair): only the augmentations that
+        // leave pixels in place apply to data with landmarks.
         let moving: Vec<String> = opts
             .augment
             .iter()
             .filter(|a| !matches!(a, Augment::ColorShift { .. } | Augment::PcaLighting { .. }))
             .map(|a| format!("`{a}`"))
             .collect();
-        if !data.objects.is_empty() && !moving.is_empty() {
+        let landmarks = data
+            .objects
+            .iter()
+            .flatten()
+            .any(|o| !o.landmarks.is_empty());
+        if landmarks && !moving.is_empty() {
             return Err(DataError::general(format!(
-                "{} moves pixels but not the boxes of {}'s annotated objects",
+                "{} moves pixels, and the landmarks of {}'s objects cannot follow (a flip would \
+                 swap left and right points)",
                 moving.join(", "),
                 data.name
             ))
             .with_help(
-                "on detection data use the color augmentations only (color_shift, \
+                "on data with landmarks use the color augmentations only (color_shift, \
                  pca_lighting), or none",
             ));
         }
@@ -280,7 +287,15 @@ impl Loader {
         let mut x = vec![0f32; indices.len() * n];
         let mut labels = Vec::with_capacity(indices.len());
         let mut sample = vec![0f32; n];
+        // Detection data: each sample's objects, moved with its pixels by augmentation.
+        let detection = !s.data.objects.is_empty();
+        let mut objects = Vec::with_capacity(if detection { indices.len() } else { 0 });
         for (k, &i) in indices.iter().enumerate() {
+            let mut objs = if detection {
+                s.data.objects[i].clone()
+            } else {
+                Vec::new()
+            };
             let clamp = match &s.data.pixels {
                 Pixels::U8(p) => {
                     for (v, &b) in sample.iter_mut().zip(&p[i * n..(i + 1) * n]) {
@@ -298,8 +313,23 @@ impl Loader {
                 let mut rng = Rng::from_words(&[s.opts.seed, TAG_AUGMENT, epoch, i as u64]);
                 // `new` allows augmentations on images only.
                 if let &[c, h, w] = shape.as_slice() {
-                    augment::apply(&s.opts.augment, &mut sample, [c, h, w], clamp, &mut rng);
+                    let augs = &s.opts.augment;
+                    if detection {
+                        augment::apply_with_objects(
+                            augs,
+                            &mut sample,
+                            [c, h, w],
+                            clamp,
+                            &mut rng,
+                            &mut objs,
+                        );
+                    } else {
+                        augment::apply(augs, &mut sample, [c, h, w], clamp, &mut rng);
+                    }
                 }
+            }
+            if detection {
+                objects.push(objs);
             }
             let out = &mut x[k * n..(k + 1) * n];
             for (j, (o, &v)) in out.iter_mut().zip(&sample).enumerate() {
@@ -322,11 +352,6 @@ impl Loader {
                 (f.name.clone(), values)
             })
             .collect();
-        let objects = if s.data.objects.is_empty() {
-            Vec::new()
-        } else {
-            indices.iter().map(|&i| s.data.objects[i].clone()).collect()
-        };
         Batch {
             x,
             labels,

@@ -31,6 +31,7 @@
 //! bad file.
 
 pub mod augment;
+pub mod augment_boxes;
 pub mod bundled;
 pub mod cifar;
 pub mod folder;
