@@ -526,7 +526,9 @@ pub fn train(spec: &Spec, args: &TrainArgs) -> ExitCode {
         "test_accuracy": last.and_then(|r| r.test_accuracy),
         "seconds": report.seconds,
         "images_per_second": if report.seconds > 0.0 {
-            report.steps as f64 * settings.batch as f64 / report.seconds
+            // Samples per step: the step's batch (P×K for mined triplets), not --batch.
+            let per = report.progress.batch_size.unwrap_or(settings.batch);
+            report.steps as f64 * per as f64 / report.seconds
         } else { 0.0 },
         // Only files that exist: written by this run, or the checkpoint resumed from and
         // left as it was.

@@ -89,13 +89,15 @@ fn a_triplet_model_trains_with_mining_and_reports_open_set_figures() {
             "0-5/6-7",
             "--mining",
             mining,
+            "--batch",
+            "18",
             "--out",
             s(&out),
         ]);
         assert!(o.status.success(), "{mining}: {}", stderr(&o));
         // The header says what a step trains on and how the identities split.
         let step = match mining {
-            "random" => "random triplets (margin 0.2), 16 a step".to_string(),
+            "random" => "random triplets (margin 0.2), 18 a step".to_string(),
             m => format!("triplets (margin 0.2) by {m} mining, 4 identities × 4 images a step"),
         };
         let e = stderr(&o);
@@ -107,6 +109,14 @@ fn a_triplet_model_trains_with_mining_and_reports_open_set_figures() {
             "{e}"
         );
         let m = metrics(&o);
+        // Throughput counts the samples of a step (4 × 4 when mined, not --batch 16 or 18).
+        let per_step = m["images_per_second"].as_f64().unwrap() * m["seconds"].as_f64().unwrap()
+            / m["steps"].as_f64().unwrap();
+        let want = if mining == "random" { 18.0 } else { 16.0 };
+        assert!(
+            (per_step - want).abs() < 1e-6,
+            "{mining}: {per_step} per step: {m}"
+        );
         let acc = m["verification_accuracy"].as_f64().unwrap();
         let auc = m["auc"].as_f64().unwrap();
         // Held-out identities 6 and 7 (bars in rows 6 and 7) were never trained on.
