@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::cli::fail;
 use crate::data::{Loader, LoaderOptions, Normalize};
 use crate::detect::Detection;
-use crate::detect::anchors::{kmeans_anchors, wh_iou};
+use crate::detect::anchors::{kmeans_anchors, mean_best_iou};
 use crate::detect::boxes::scale_box;
 use crate::detect::decode::DecodeOptions;
 use crate::detect::evaluate::{Detector, MapMeter};
@@ -157,18 +157,6 @@ pub fn anchors_cmd(spec: &Spec, args: &AnchorsArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("--k {}: {e}", args.k)),
     };
-    let mean_iou = |anchors: &[[f32; 2]]| {
-        let total: f64 = sizes
-            .iter()
-            .map(|s| {
-                anchors
-                    .iter()
-                    .map(|a| wh_iou([s[0] as f64, s[1] as f64], [a[0] as f64, a[1] as f64]))
-                    .fold(0f64, f64::max)
-            })
-            .sum();
-        total / sizes.len() as f64
-    };
     let list: Vec<String> = fit
         .anchors
         .iter()
@@ -187,7 +175,7 @@ pub fn anchors_cmd(spec: &Spec, args: &AnchorsArgs) -> ExitCode {
         "  mean IoU of each box with its best anchor: {:.3} (the spec's {} anchors: {:.3})",
         fit.mean_iou,
         det.anchors.len(),
-        mean_iou(&det.anchors)
+        mean_best_iou(&sizes, &det.anchors)
     );
     if fit.anchors.len() != det.anchors.len() {
         println!(

@@ -221,27 +221,9 @@ pub fn top5(name: &str, y: ArrayView2<'_, f32>, probabilities: bool) -> String {
     }
     if n > EACH_UP_TO {
         s += &format!("... ({} more samples)\n", n - FIRST_LINES);
-        let mut by: Vec<(usize, usize)> = counts
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|&(_, c)| c > 0)
-            .collect();
-        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let shown: Vec<String> = by
-            .iter()
-            .take(10)
-            .map(|(c, k)| format!("{c} ({k})"))
-            .collect();
-        let rest = by.len().saturating_sub(10);
         s += &format!(
-            "{name}: top-1 class counts over {n} samples, class (count): {}{}\n",
-            shown.join(", "),
-            if rest > 0 {
-                format!(", and {rest} more classes")
-            } else {
-                String::new()
-            }
+            "{name}: top-1 class counts over {n} samples, class (count): {}\n",
+            class_counts(&counts)
         );
     }
     s
@@ -375,4 +357,31 @@ pub fn write_picture(
         format!("; not feature maps, not drawn: {}", skipped.join(", "))
     };
     Ok(format!("wrote {shown} ({} tiles{note})", tiles.len()))
+}
+
+/// Classes by how often they were counted, most first (ties by class), as `3 (12), 0 (7)`:
+/// the first ten, then `, and N more classes`.
+pub(crate) fn class_counts(counts: &[usize]) -> String {
+    let mut by: Vec<(usize, usize)> = counts
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, c)| c > 0)
+        .collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = by
+        .iter()
+        .take(10)
+        .map(|(c, k)| format!("{c} ({k})"))
+        .collect();
+    let rest = by.len().saturating_sub(10);
+    format!(
+        "{}{}",
+        shown.join(", "),
+        if rest > 0 {
+            format!(", and {rest} more classes")
+        } else {
+            String::new()
+        }
+    )
 }

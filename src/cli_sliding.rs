@@ -239,27 +239,10 @@ fn summary(m: &ScoreMap, p: &ArrayD<f32>, window: [usize; 2], named: bool) -> St
         for &(c, _) in &top {
             counts[c] += 1;
         }
-        let mut by: Vec<(usize, usize)> = counts
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|&(_, k)| k > 0)
-            .collect();
-        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let shown: Vec<String> = by
-            .iter()
-            .take(10)
-            .map(|(c, k)| format!("{c} ({k})"))
-            .collect();
         out += &format!(
-            "{head}top class per window, counted over {} windows, class (windows): {}{}\n",
+            "{head}top class per window, counted over {} windows, class (windows): {}\n",
             rows * cols,
-            shown.join(", "),
-            if by.len() > 10 {
-                format!(", and {} more classes", by.len() - 10)
-            } else {
-                String::new()
-            }
+            crate::cli_outputs::class_counts(&counts)
         );
         let mut order: Vec<usize> = (0..top.len()).filter(|&q| !top[q].1.is_nan()).collect();
         order.sort_by(|&a, &b| top[b].1.total_cmp(&top[a].1).then(a.cmp(&b)));

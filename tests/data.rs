@@ -3,54 +3,17 @@
 //! determinism (shuffles, augmentation, prefetching).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use netc::data::rng::Rng;
 use netc::data::{
     self, Batch, DataError, Dataset, Loader, LoaderOptions, Normalize, Pixels, cifar, idx,
 };
-use netc::layer_graph::InputInfo;
 use netc::train_config::Augment;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "netc-data-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn input(shape: [usize; 3]) -> InputInfo {
-    InputInfo {
-        name: "image".into(),
-        node: 0,
-        shape: shape.to_vec(),
-        mean: vec![],
-        std: vec![],
-    }
-}
+mod cli_support;
+use cli_support::{TempDir, input};
 
 fn gz(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -3,54 +3,14 @@
 //! (determinism, tight boxes inside the image, overlaps); and the round trip generate → write
 //! (`netc data detection`) → read.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
 use netc::data::synth_detection::{self, Background, SynthConfig};
 use netc::data::{self, Pixels, Split, yolo};
 use netc::detect::Object;
-use netc::layer_graph::InputInfo;
 
 mod cli_support;
-use cli_support::netc;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "netc-detdata-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn input(shape: [usize; 3]) -> InputInfo {
-    InputInfo {
-        name: "image".into(),
-        node: 0,
-        shape: shape.to_vec(),
-        mean: vec![],
-        std: vec![],
-    }
-}
+use cli_support::{TempDir, input, netc};
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

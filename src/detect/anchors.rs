@@ -111,7 +111,7 @@ pub fn kmeans_anchors(sizes: &[[f32; 2]], k: usize, seed: u64) -> Result<AnchorF
             }
         }
     }
-    let mean_iou = boxes.iter().map(|&b| nearest(b, &centres).1).sum::<f64>() / boxes.len() as f64;
+    let mean_iou = mean_nearest(&boxes, &centres);
     centres.sort_by(|a, b| {
         (a[0] * a[1])
             .total_cmp(&(b[0] * b[1]))
@@ -123,6 +123,21 @@ pub fn kmeans_anchors(sizes: &[[f32; 2]], k: usize, seed: u64) -> Result<AnchorF
         iterations,
         converged,
     })
+}
+
+/// The mean over box sizes `sizes` of the IoU with their best anchor of `anchors` (both
+/// `(w, h)`, aligned at a corner): how well the anchors fit the data.
+pub fn mean_best_iou(sizes: &[[f32; 2]], anchors: &[[f32; 2]]) -> f64 {
+    let f = |v: &[[f32; 2]]| -> Vec<[f64; 2]> {
+        v.iter()
+            .map(|&[w, h]| [f64::from(w), f64::from(h)])
+            .collect()
+    };
+    mean_nearest(&f(sizes), &f(anchors))
+}
+
+fn mean_nearest(boxes: &[[f64; 2]], centres: &[[f64; 2]]) -> f64 {
+    boxes.iter().map(|&b| nearest(b, centres).1).sum::<f64>() / boxes.len().max(1) as f64
 }
 
 /// The centre of highest IoU with `b` (the first on ties) and that IoU.
